@@ -1,0 +1,195 @@
+package checkpoint
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// PathFunc returns the current path of an open file, relative to the
+// mount root, and false if the file has no name any more (unlinked).
+type PathFunc func() (path string, ok bool)
+
+// Handle is a regular file open for writing. The contract counts it as a
+// modification for as long as it stays open: its intent is recorded at
+// open, and every query re-records it in the period it starts, so writes
+// through it (including mmap and kernel passthrough writes, which hsmfs
+// never sees) are always covered by a durable intent of the current
+// period. The completions are recorded at Release.
+type Handle struct {
+	t    *Tracker
+	path PathFunc
+	ino  uint64
+
+	// period is the latest period in which the handle holds an intent;
+	// Touch compares it with the current period without locking.
+	period atomic.Uint64
+
+	mu       sync.Mutex // guards entries and released
+	entries  []*entry
+	released bool
+}
+
+// OpenWrite records that a file is being opened for writing (op write,
+// plus extra, such as create or truncate, all in one sync) and returns
+// once that is durable.
+func (t *Tracker) OpenWrite(path PathFunc, ino uint64, extra ...Op) (*Handle, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	h := &Handle{t: t, path: path, ino: ino}
+	p := t.ps.enter()
+	defer t.ps.exit(p)
+	if err := h.record(p, extra...); err != nil {
+		h.Release()
+		return nil, err
+	}
+	// Registered before the period is left, so that a query that drains
+	// p finds the handle and re-records it.
+	t.handlesMu.Lock()
+	t.handles[h] = struct{}{}
+	t.handlesMu.Unlock()
+	return h, nil
+}
+
+func (h *Handle) record(p uint64, extra ...Op) error {
+	path, ok := h.path()
+	if !ok {
+		// No name: nothing that rsync could copy can change. The unlink
+		// that removed the name was recorded.
+		h.period.Store(p)
+		return nil
+	}
+	ins := []Intent{{Op: OpWrite, Ino: h.ino, Path: path}}
+	for _, op := range extra {
+		ins = append(ins, Intent{Op: op, Ino: h.ino, Path: path})
+	}
+	es, err := h.t.acquire(p, ins...)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.entries = append(h.entries, es...)
+	h.mu.Unlock()
+	h.period.Store(p)
+	return nil
+}
+
+// Touch makes sure the handle holds an intent in the current period. It is
+// called on every write through the handle; once the handle is recorded in
+// the period it is one atomic load.
+func (h *Handle) Touch() error {
+	if h.period.Load() == h.t.ps.cur.Load() {
+		return nil
+	}
+	p := h.t.ps.enter()
+	defer h.t.ps.exit(p)
+	if h.period.Load() == p {
+		return nil
+	}
+	return h.record(p)
+}
+
+// Release records the completion of everything the handle held.
+func (h *Handle) Release() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.released = true
+	es := h.entries
+	h.entries = nil
+	h.mu.Unlock()
+	h.t.handlesMu.Lock()
+	delete(h.t.handles, h)
+	h.t.handlesMu.Unlock()
+	for _, e := range es {
+		h.t.release(e)
+	}
+}
+
+// rerecordHandles gives every file open for writing an intent in P, in
+// one batch (one sync). Caller holds qmu, P is current.
+func (t *Tracker) rerecordHandles(P uint64) error {
+	t.handlesMu.Lock()
+	hs := make([]*Handle, 0, len(t.handles))
+	for h := range t.handles {
+		if h.period.Load() < P {
+			hs = append(hs, h)
+		}
+	}
+	t.handlesMu.Unlock()
+	if len(hs) == 0 {
+		return nil
+	}
+	set := t.ps.set(P)
+	var fresh []*entry
+	var recs []*Record
+	type pending struct {
+		h *Handle
+		e *entry
+	}
+	var joined []pending
+	for _, h := range hs {
+		path, ok := h.path()
+		if !ok {
+			continue
+		}
+		k := dedupKey{op: OpWrite, path: path}
+		sh := &set.shards[set.shard(&k)]
+		sh.mu.Lock()
+		e := sh.m[k]
+		if e == nil {
+			e = &entry{ready: make(chan struct{})}
+			e.rec = Record{Period: P, Run: t.run, Op: OpWrite, Ino: h.ino, Path: path}
+			sh.m[k] = e
+			fresh = append(fresh, e)
+			recs = append(recs, &e.rec)
+		}
+		sh.mu.Unlock()
+		joined = append(joined, pending{h, e})
+	}
+	now := time.Now()
+	for _, r := range recs {
+		r.Time = now
+	}
+	var err error
+	if len(recs) > 0 {
+		err = t.store.Append(recs)
+	}
+	for _, e := range fresh {
+		e.err = err
+		if err != nil {
+			k := dedupKey{op: OpWrite, path: e.rec.Path}
+			sh := &set.shards[set.shard(&k)]
+			sh.mu.Lock()
+			delete(sh.m, k)
+			sh.mu.Unlock()
+		}
+		close(e.ready)
+	}
+	if err != nil {
+		return fmt.Errorf("re-record %d open files: %w", len(recs), err)
+	}
+	for _, j := range joined {
+		<-j.e.ready
+		if j.e.err != nil {
+			return fmt.Errorf("re-record %q: %w", j.e.rec.Path, j.e.err)
+		}
+		if err := t.join(j.e); err != nil {
+			return fmt.Errorf("re-record %q: %w", j.e.rec.Path, err)
+		}
+		j.h.mu.Lock()
+		if j.h.released {
+			j.h.mu.Unlock()
+			t.release(j.e)
+			continue
+		}
+		j.h.entries = append(j.h.entries, j.e)
+		j.h.mu.Unlock()
+		j.h.period.Store(P)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package checkpoint
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// periods is the SRCU-like handover between periods.
+//
+// A modification enters the current period p by incrementing
+// inflight[p&1] and then re-reading cur: if cur moved on meanwhile, it
+// backs out and retries. A query stores cur = P (all new modifications go
+// to P from then on) and waits for inflight[(P-1)&1] to drain. Because the
+// modification re-reads cur after its increment (both sequentially
+// consistent atomics), either the query's wait sees the increment, or the
+// modification sees the new period and retries in P. Two slots suffice
+// because queries are serialised (Tracker.qmu) and each one drains the
+// previous period before the next one can start.
+//
+// The hot path (enter/exit) takes no lock and allocates nothing.
+type periods struct {
+	cur      atomic.Uint64
+	inflight [2]atomic.Int64
+	// sets holds the dedup set of the current and the previous period,
+	// by parity. A set is replaced only after its period has drained.
+	sets [2]atomic.Pointer[dedupSet]
+}
+
+func (ps *periods) enter() uint64 {
+	for {
+		p := ps.cur.Load()
+		ps.inflight[p&1].Add(1)
+		if ps.cur.Load() == p {
+			return p
+		}
+		ps.exit(p)
+	}
+}
+
+func (ps *periods) exit(p uint64) { ps.inflight[p&1].Add(-1) }
+
+func (ps *periods) set(p uint64) *dedupSet { return ps.sets[p&1].Load() }
+
+// switchTo makes P current and waits until every modification that
+// entered an earlier period has left. New modifications are not blocked.
+func (ps *periods) switchTo(P uint64) {
+	ps.sets[P&1].Store(newDedupSet(P))
+	old := ps.cur.Swap(P)
+	if old == P {
+		return
+	}
+	slot := &ps.inflight[old&1]
+	for wait := time.Microsecond; slot.Load() != 0; {
+		if wait < time.Millisecond {
+			runtime.Gosched()
+			wait *= 2
+			continue
+		}
+		time.Sleep(wait)
+		if wait < 4*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+func (ps *periods) inFlight() int64 { return ps.inflight[0].Load() + ps.inflight[1].Load() }
+
+// dedupKey identifies "this kind of modification of these names". Within
+// one period a second modification with the same key needs no new
+// durable intent: the first one already says the names may change in
+// this period.
+type dedupKey struct {
+	op    Op
+	path  string
+	path2 string
+}
+
+const dedupShards = 32
+
+// dedupSet is the in-memory index of the durable intents of one period.
+type dedupSet struct {
+	period uint64
+	shards [dedupShards]struct {
+		mu sync.Mutex // guards m
+		m  map[dedupKey]*entry
+		_  [40]byte // keep shards on separate cache lines
+	}
+}
+
+func newDedupSet(p uint64) *dedupSet {
+	s := &dedupSet{period: p}
+	for i := range s.shards {
+		s.shards[i].m = make(map[dedupKey]*entry)
+	}
+	return s
+}
+
+func (s *dedupSet) shard(k *dedupKey) int {
+	// FNV-1a over the path: cheap, no allocation.
+	h := uint32(2166136261)
+	for i := 0; i < len(k.path); i++ {
+		h ^= uint32(k.path[i])
+		h *= 16777619
+	}
+	return int((h ^ uint32(k.op)) % dedupShards)
+}
+
+// entry is one durable intent and the modifications that share it.
+type entry struct {
+	rec   Record
+	ready chan struct{} // closed once the intent is durable or failed
+	err   error         // set before ready is closed
+
+	mu        sync.Mutex // guards refs and completed, and orders Complete/Reopen I/O
+	refs      int        // modifications (and open handles) currently using this intent
+	completed bool       // a completion is recorded in the store
+}

@@ -1,0 +1,171 @@
+package checkpoint
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Entry is one path of a query's answer.
+type Entry struct {
+	Path     string
+	Type     string // file, dir, symlink, other or gone (at query time)
+	Ops      []string
+	Period   uint64 // the first unblessed period that recorded it
+	Inflight bool   // begun in an earlier run, completion never recorded
+	Ino      uint64
+	Nlink    uint32
+}
+
+// Answer is the result of one query.
+type Answer struct {
+	Query     uint64 // the id: the period that the query started
+	Blessed   uint64 // the last completed bless when the query ran
+	Recovered bool
+	Entries   []Entry // sorted bytewise by Path, unique
+}
+
+type agg struct {
+	ops      uint32 // bit per Op
+	period   uint64
+	inflight bool
+	ino      uint64
+}
+
+// Query runs one query as the contract describes: it starts period P,
+// waits for the earlier periods to drain (files open for writing are
+// re-recorded in P instead), and answers every path that a record of an
+// unblessed period may have changed.
+func (t *Tracker) Query() (*Answer, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	P, err := t.advance()
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	st := t.snapshot()
+	paths := make(map[string]*agg)
+	add := func(p string, r *Record, inflight bool) {
+		if p == "" {
+			return
+		}
+		a := paths[p]
+		if a == nil {
+			a = &agg{period: r.Period}
+			paths[p] = a
+		}
+		a.ops |= 1 << r.Op
+		if r.Period < a.period {
+			a.period = r.Period
+		}
+		a.inflight = a.inflight || inflight
+		if a.ino == 0 {
+			a.ino = r.Ino
+		}
+	}
+	var dirRenames []*Record
+	err = t.store.Scan(st.LastBlessed, func(r *Record, completed bool) error {
+		inflight := r.Run < t.run && !completed
+		add(r.Path, r, inflight)
+		add(r.Path2, r, inflight)
+		if r.Op == OpRename && r.Flags&FlagDir != 0 {
+			dirRenames = append(dirRenames, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query: scan journal: %w", err)
+	}
+	// rsync with --files-from does not recurse: a renamed directory must
+	// bring every path beneath its new name (and, for an exchange, beneath
+	// both names), as it is in BACKING now.
+	for _, r := range dirRenames {
+		for _, top := range []string{r.Path, r.Path2} {
+			rr := r
+			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
+				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
+			}
+		}
+	}
+	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
+		Entries: make([]Entry, 0, len(paths))}
+	for p, a := range paths {
+		typ, ino, nlink := t.backing.Lstat(p)
+		if ino == 0 {
+			ino = a.ino
+		}
+		ans.Entries = append(ans.Entries, Entry{Path: p, Type: typ, Ops: opList(a.ops),
+			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink})
+	}
+	sort.Slice(ans.Entries, func(i, j int) bool { return ans.Entries[i].Path < ans.Entries[j].Path })
+	if err := t.saveState(func(s *State) { s.LastQuery = P }); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return ans, nil
+}
+
+func opList(mask uint32) []string {
+	var ops []string
+	for o := Op(1); o < opMax; o++ {
+		if mask&(1<<o) != 0 {
+			ops = append(ops, o.String())
+		}
+	}
+	return ops
+}
+
+// Plain renders the rsync-complete plain answer: one path per line,
+// sorted, unique; names holding a newline are left out (they are only in
+// the JSON answer).
+func (a *Answer) Plain() []byte {
+	var b strings.Builder
+	for i := range a.Entries {
+		p := a.Entries[i].Path
+		if strings.IndexByte(p, '\n') >= 0 {
+			continue
+		}
+		b.WriteString(p)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
+// Status is what .hsm/status reports from the tracker.
+type Status struct {
+	Current      uint64 `json:"current_period"`
+	LastQuery    uint64 `json:"last_query"`
+	LastBlessed  uint64 `json:"last_blessed"`
+	PendingPaths int    `json:"pending_paths"`
+	InFlight     int64  `json:"inflight"`
+	OpenForWrite int    `json:"open_for_write"`
+	Recovered    bool   `json:"recovered"`
+	JournalSyncs uint64 `json:"journal_syncs"`
+	Run          uint64 `json:"run"`
+}
+
+// Status reports the state. Pending paths are counted from the journal
+// (distinct names of unblessed records, renamed directories not expanded).
+func (t *Tracker) Status() (Status, error) {
+	st := t.snapshot()
+	seen := make(map[string]struct{})
+	err := t.store.Scan(st.LastBlessed, func(r *Record, _ bool) error {
+		seen[r.Path] = struct{}{}
+		if r.Path2 != "" {
+			seen[r.Path2] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return Status{}, fmt.Errorf("status: scan journal: %w", err)
+	}
+	delete(seen, "")
+	t.handlesMu.Lock()
+	open := len(t.handles)
+	t.handlesMu.Unlock()
+	return Status{Current: t.ps.cur.Load(), LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
+		PendingPaths: len(seen), InFlight: t.ps.inFlight(), OpenForWrite: open,
+		Recovered: st.RecoveredAt != 0, JournalSyncs: t.store.Syncs(), Run: t.run}, nil
+}

@@ -1,0 +1,116 @@
+package checkpoint
+
+import "time"
+
+// Op is the kind of a modification. The names are what changes.json
+// reports in "ops"; the numeric values are stored in the journal and
+// must never be renumbered.
+type Op uint8
+
+const (
+	OpWrite       Op = 1 // write(2), or a regular file opened for writing
+	OpTruncate    Op = 2 // truncate, ftruncate, open with O_TRUNC, setattr size
+	OpFallocate   Op = 3
+	OpCopyRange   Op = 4 // copy_file_range into the file
+	OpCreate      Op = 5
+	OpMknod       Op = 6
+	OpMkdir       Op = 7
+	OpSymlink     Op = 8
+	OpLink        Op = 9 // Path is the new name, Path2 the existing one
+	OpUnlink      Op = 10
+	OpRmdir       Op = 11
+	OpRename      Op = 12 // Path is the old name, Path2 the new name
+	OpChmod       Op = 13
+	OpChown       Op = 14
+	OpUtimens     Op = 15
+	OpSetxattr    Op = 16
+	OpRemovexattr Op = 17
+	opMax         Op = 18
+)
+
+var opNames = [opMax]string{
+	OpWrite: "write", OpTruncate: "truncate", OpFallocate: "fallocate",
+	OpCopyRange: "copy_file_range", OpCreate: "create", OpMknod: "mknod",
+	OpMkdir: "mkdir", OpSymlink: "symlink", OpLink: "link", OpUnlink: "unlink",
+	OpRmdir: "rmdir", OpRename: "rename", OpChmod: "chmod", OpChown: "chown",
+	OpUtimens: "utimens", OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
+}
+
+func (o Op) String() string {
+	if o < opMax && opNames[o] != "" {
+		return opNames[o]
+	}
+	return "unknown"
+}
+
+// Valid reports whether o is a known kind.
+func (o Op) Valid() bool { return o > 0 && o < opMax }
+
+// Record flags.
+const (
+	// FlagDir: the object of the modification is a directory. A rename
+	// of a directory makes the query list every path beneath the new name.
+	FlagDir uint8 = 1 << 0
+)
+
+// Record is one durable intent: "Path (and Path2) may change in Period".
+type Record struct {
+	Period uint64
+	Seq    uint64 // assigned by the Store, unique and increasing within the journal
+	Run    uint64 // the mount generation that wrote it (see State.Run)
+	Op     Op
+	Flags  uint8
+	Ino    uint64 // inode number in BACKING, 0 if unknown
+	Time   time.Time
+	Path   string // relative to the mount root, no leading "/"
+	Path2  string // second name (rename target, link source), or ""
+}
+
+// State is the small durable header of the journal.
+type State struct {
+	// Current is the period that new records go to.
+	Current uint64
+	// LastQuery is the id of the latest query whose answer was returned.
+	LastQuery uint64
+	// LastBlessed is the id of the latest completed bless: records of
+	// every period below it are discarded (perhaps lazily).
+	LastBlessed uint64
+	// Run counts mounts; every mount increments it durably.
+	Run uint64
+	// Clean is true only between a clean unmount and the next mount.
+	Clean bool
+	// RecoveredAt is the period started by the last recovery after an
+	// unclean end, 0 if none is pending. It is reset when a bless at or
+	// above it completes.
+	RecoveredAt uint64
+}
+
+// Store is the durable journal the tracker writes through. journal.Journal
+// implements it with badger; checkpoint does not import badger.
+//
+// Every method is safe for concurrent use.
+type Store interface {
+	// Append assigns Seq to each record and returns only once all of
+	// them are durable on the journal's device (synced). Concurrent
+	// callers may share one sync (group commit). On error none of the
+	// records may be treated as durable.
+	Append(recs []*Record) error
+	// Complete marks the intents as completed. It is not synced: a
+	// crash may lose it, which only makes recovery report the intent
+	// as in flight.
+	Complete(period, seq uint64) error
+	// Reopen undoes Complete for an intent that a new modification
+	// joins (in-memory dedup). Not synced either.
+	Reopen(period, seq uint64) error
+	// LoadState returns the durable state; a new journal returns the zero State.
+	LoadState() (State, error)
+	// SaveState makes st durable before it returns.
+	SaveState(st State) error
+	// Scan calls fn for every record with Period >= from, in key order
+	// (period, then seq), with whether its completion is recorded.
+	Scan(from uint64, fn func(r *Record, completed bool) error) error
+	// DropBefore deletes every record (and completion) with Period < period.
+	DropBefore(period uint64) error
+	// Syncs reports how many device syncs the store has done since open.
+	Syncs() uint64
+}

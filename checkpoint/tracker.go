@@ -1,0 +1,374 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors that the fs layer turns into errnos.
+var (
+	// ErrUnknownQuery: bless of an id that no query returned (EINVAL).
+	ErrUnknownQuery = errors.New("no query returned this id")
+	// ErrClosed: the tracker was closed (the mount is going away).
+	ErrClosed = errors.New("tracker closed")
+)
+
+// Backing is what the tracker needs from the tracked tree. The fs layer
+// implements it on BACKING, through directory fds.
+type Backing interface {
+	// Syncfs makes BACKING durable (syncfs(2)).
+	Syncfs() error
+	// Lstat returns the type ("file", "dir", "symlink", "other" or
+	// "gone"), inode number and link count of path, relative to BACKING.
+	Lstat(path string) (typ string, ino uint64, nlink uint32)
+	// Walk calls fn for every path strictly beneath the directory dir.
+	Walk(dir string, fn func(path string)) error
+}
+
+// Intent describes one modification about to be made.
+type Intent struct {
+	Op    Op
+	Flags uint8
+	Ino   uint64
+	Path  string
+	Path2 string
+}
+
+// Tracker is the period state machine: it turns modifications into
+// durable intents, runs queries and blesses.
+//
+// Lock order: qmu, then handlesMu, then a dedupSet shard mu, then an
+// entry mu. stateMu is a leaf. No lock is held across Store.Append except
+// qmu (which serialises queries, checkpoints and blesses only).
+type Tracker struct {
+	store   Store
+	backing Backing
+	log     *slog.Logger
+	run     uint64
+
+	ps periods
+
+	qmu sync.Mutex // serialises Query, Checkpoint, Bless and Close
+
+	stateMu sync.Mutex // guards state
+	state   State
+
+	handlesMu sync.Mutex // guards handles
+	handles   map[*Handle]struct{}
+
+	closed atomic.Bool
+
+	gcMu sync.Mutex // serialises DropBefore calls (background garbage collection)
+	gcWG sync.WaitGroup
+}
+
+// New loads the durable state, performs recovery after an unclean end,
+// and marks the journal as in use (not clean) durably.
+func New(store Store, backing Backing, log *slog.Logger) (*Tracker, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := store.LoadState()
+	if err != nil {
+		return nil, fmt.Errorf("load journal state: %w", err)
+	}
+	t := &Tracker{store: store, backing: backing, log: log, handles: make(map[*Handle]struct{})}
+	if st.Current == 0 {
+		st.Current = 1
+	}
+	if st.Run > 0 && !st.Clean {
+		// The last mount did not end cleanly. Its records stay; intents
+		// of its run without completions are reported in flight. A new
+		// period separates what happened before the crash from what
+		// happens after it.
+		st.Current++
+		st.RecoveredAt = st.Current
+		log.Warn("journal was not closed cleanly: recovering", "new_period", st.Current)
+	}
+	st.Run++
+	st.Clean = false
+	if err := store.SaveState(st); err != nil {
+		return nil, fmt.Errorf("save journal state: %w", err)
+	}
+	t.run = st.Run
+	t.state = st
+	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
+	t.ps.cur.Store(st.Current)
+	if st.LastBlessed > 0 {
+		t.collect(st.LastBlessed) // finish a bless that a crash interrupted
+	}
+	return t, nil
+}
+
+// Token is a modification in progress. End it once the operation on
+// BACKING has returned, whatever its result.
+type Token struct {
+	t  *Tracker
+	p  uint64
+	es []*entry
+}
+
+// Begin records the intent durably (or finds it already durable in this
+// period) and returns only then. The caller may modify BACKING only if
+// err is nil, and must call End afterwards.
+// Several intents of one operation (a setattr that changes mode and
+// times) share one sync.
+func (t *Tracker) Begin(ins ...Intent) (Token, error) {
+	if t.closed.Load() {
+		return Token{}, ErrClosed
+	}
+	p := t.ps.enter()
+	es, err := t.acquire(p, ins...)
+	if err != nil {
+		t.ps.exit(p)
+		return Token{}, err
+	}
+	return Token{t: t, p: p, es: es}, nil
+}
+
+// End records the completion of the modification.
+func (tok Token) End() {
+	if tok.t == nil {
+		return
+	}
+	for _, e := range tok.es {
+		tok.t.release(e)
+	}
+	tok.t.ps.exit(tok.p)
+}
+
+// acquire finds or creates the durable intents for ins within period p
+// and takes a reference on each. Fresh intents are appended in one batch,
+// so they share one sync.
+func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
+	set := t.ps.set(p)
+	es := make([]*entry, len(ins))
+	fresh := make([]bool, len(ins))
+	var recs []*Record
+	now := time.Now()
+	for i, in := range ins {
+		k := dedupKey{op: in.Op, path: in.Path, path2: in.Path2}
+		sh := &set.shards[set.shard(&k)]
+		sh.mu.Lock()
+		e := sh.m[k]
+		if e == nil {
+			e = &entry{ready: make(chan struct{}), refs: 1}
+			e.rec = Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags, Ino: in.Ino,
+				Time: now, Path: in.Path, Path2: in.Path2}
+			sh.m[k] = e
+			fresh[i] = true
+			recs = append(recs, &e.rec)
+		}
+		sh.mu.Unlock()
+		es[i] = e
+	}
+	var err error
+	if len(recs) > 0 {
+		err = t.store.Append(recs)
+	}
+	for i, e := range es {
+		if !fresh[i] {
+			continue
+		}
+		e.err = err
+		if err != nil {
+			k := dedupKey{op: e.rec.Op, path: e.rec.Path, path2: e.rec.Path2}
+			sh := &set.shards[set.shard(&k)]
+			sh.mu.Lock()
+			delete(sh.m, k)
+			sh.mu.Unlock()
+		}
+		close(e.ready)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal intent %s %q: %w", ins[0].Op, ins[0].Path, err)
+	}
+	for i, e := range es {
+		if fresh[i] {
+			continue
+		}
+		<-e.ready
+		if err == nil && e.err != nil {
+			err = fmt.Errorf("journal intent %s %q: %w", e.rec.Op, e.rec.Path, e.err)
+		}
+		if err == nil {
+			if jerr := t.join(e); jerr != nil {
+				err = fmt.Errorf("journal reopen %q: %w", e.rec.Path, jerr)
+			} else {
+				continue
+			}
+		}
+		es[i] = nil
+	}
+	if err != nil {
+		for _, e := range es {
+			if e != nil {
+				t.release(e)
+			}
+		}
+		return nil, err
+	}
+	return es, nil
+}
+
+// join takes a reference on an intent that is already durable.
+func (t *Tracker) join(e *entry) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.refs++
+	if e.refs == 1 && e.completed {
+		// A new modification joins an intent whose completion is
+		// already recorded: take the completion back so that a crash
+		// now reports it in flight.
+		if err := t.store.Reopen(e.rec.Period, e.rec.Seq); err != nil {
+			e.refs--
+			return err
+		}
+		e.completed = false
+	}
+	return nil
+}
+
+func (t *Tracker) release(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.refs--
+	if e.refs == 0 && !e.completed {
+		if err := t.store.Complete(e.rec.Period, e.rec.Seq); err != nil {
+			// Only costs accuracy: the intent will be reported in
+			// flight after a crash.
+			t.log.Warn("journal: recording completion failed", "path", e.rec.Path, "err", err)
+			return
+		}
+		e.completed = true
+	}
+}
+
+// Current returns the current period.
+func (t *Tracker) Current() uint64 { return t.ps.cur.Load() }
+
+func (t *Tracker) snapshot() State {
+	t.stateMu.Lock()
+	defer t.stateMu.Unlock()
+	return t.state
+}
+
+func (t *Tracker) saveState(mut func(*State)) error {
+	t.stateMu.Lock()
+	st := t.state
+	t.stateMu.Unlock()
+	mut(&st)
+	if err := t.store.SaveState(st); err != nil {
+		return fmt.Errorf("save journal state: %w", err)
+	}
+	t.stateMu.Lock()
+	t.state = st
+	t.stateMu.Unlock()
+	return nil
+}
+
+// advance starts period P = current+1, drains earlier periods and
+// re-records every file open for writing in P. Caller holds qmu.
+func (t *Tracker) advance() (uint64, error) {
+	P := t.ps.cur.Load() + 1
+	// The state must say Current >= P before any record of P exists,
+	// so that recovery always starts a period above every record.
+	if err := t.saveState(func(s *State) { s.Current = P }); err != nil {
+		return 0, err
+	}
+	t.ps.switchTo(P)
+	if err := t.rerecordHandles(P); err != nil {
+		return 0, err
+	}
+	return P, nil
+}
+
+// Checkpoint starts a new period and waits for the earlier ones to
+// drain. It is not a query: it cannot be blessed.
+func (t *Tracker) Checkpoint() (uint64, error) {
+	if t.closed.Load() {
+		return 0, ErrClosed
+	}
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	return t.advance()
+}
+
+// Bless discards the records of every period before id, after making
+// BACKING durable. id 0 means the latest query. When Bless returns nil
+// the bless is durable.
+func (t *Tracker) Bless(id uint64) (uint64, error) {
+	if t.closed.Load() {
+		return 0, ErrClosed
+	}
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	st := t.snapshot()
+	if id == 0 {
+		id = st.LastQuery
+		if id == 0 {
+			return 0, fmt.Errorf("bless: no query has been run: %w", ErrUnknownQuery)
+		}
+	}
+	if id > st.LastQuery {
+		return 0, fmt.Errorf("bless %d: latest query is %d: %w", id, st.LastQuery, ErrUnknownQuery)
+	}
+	if id <= st.LastBlessed {
+		return id, nil // a retry: already done
+	}
+	// What the consumer copied must survive a crash before the records
+	// that describe it are gone.
+	if err := t.backing.Syncfs(); err != nil {
+		return 0, fmt.Errorf("bless %d: syncfs backing: %w", id, err)
+	}
+	if err := t.saveState(func(s *State) {
+		s.LastBlessed = id
+		if s.RecoveredAt != 0 && id >= s.RecoveredAt {
+			s.RecoveredAt = 0
+		}
+	}); err != nil {
+		return 0, fmt.Errorf("bless %d: %w", id, err)
+	}
+	t.collect(id)
+	return id, nil
+}
+
+// collect deletes records below period in the background. Queries never
+// read below LastBlessed, so deletion is only garbage collection; after a
+// crash New starts it again.
+func (t *Tracker) collect(period uint64) {
+	t.gcWG.Add(1)
+	go func() {
+		defer t.gcWG.Done()
+		t.gcMu.Lock()
+		defer t.gcMu.Unlock()
+		if err := t.store.DropBefore(period); err != nil {
+			t.log.Warn("journal: discarding blessed records failed; will retry at next bless or mount", "before", period, "err", err)
+		}
+	}()
+}
+
+// Close marks the journal clean. Call it only when no modification can
+// start any more (after the FUSE server has stopped).
+func (t *Tracker) Close() error {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	if t.closed.Swap(true) {
+		return nil
+	}
+	t.gcWG.Wait()
+	if n := t.ps.inFlight(); n != 0 {
+		return fmt.Errorf("close: %d modifications still in flight; journal left marked unclean", n)
+	}
+	t.handlesMu.Lock()
+	open := len(t.handles)
+	t.handlesMu.Unlock()
+	if open != 0 {
+		return fmt.Errorf("close: %d files still open for writing; journal left marked unclean", open)
+	}
+	return t.saveState(func(s *State) { s.Clean = true })
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hsmfs/hsmfs/journal"
+	"golang.org/x/sys/unix"
+)
+
+const umountUsage = `Usage: hsmfs umount MOUNTPOINT
+
+Unmounts MOUNTPOINT and waits until its daemon has closed the journal
+cleanly. Exit codes: 0 unmounted, 1 failed (busy, not mounted), 2 bad command line.
+`
+
+const changesUsage = `Usage: hsmfs changes [--json | -0] MOUNTPOINT
+
+Runs one query and prints its answer: the paths changed since the last
+bless, one per line (rsync --files-from format). The query id is printed
+on stderr. --json prints the JSON Lines answer (.hsm/changes.json); -0
+prints the paths NUL-separated, names with newlines included.
+Exit codes: 0 answered, 1 failed, 2 bad command line.
+`
+
+const blessUsage = `Usage: hsmfs bless [ID] MOUNTPOINT
+
+Tells hsmfs that the answer of query ID (default: the latest query) has
+been used safely: BACKING is synced, then the records of every period
+before ID are discarded. Returns once the bless is durable.
+Exit codes: 0 blessed, 1 failed (an ID that no query returned), 2 bad command line.
+`
+
+const checkpointUsage = `Usage: hsmfs checkpoint MOUNTPOINT
+
+Starts a new period and waits for the modifications of the earlier ones
+to complete. Exit codes: 0 done, 1 failed, 2 bad command line.
+`
+
+const statusUsage = `Usage: hsmfs status [--json] MOUNTPOINT
+
+Prints the mount's state: pid, backing, journal, current period, last
+query, last bless, pending paths, modifications in flight, recovered.
+Exit codes: 0 printed, 1 not an hsmfs mount or failed, 2 bad command line.
+`
+
+const journalUsage = `Usage: hsmfs journal check JOURNAL
+
+Checks a journal that is not mounted: metadata, format, every record.
+Exit codes: 0 sound, 1 damaged or unreadable, 2 bad command line.
+`
+
+// ctlPath finds MOUNTPOINT/.hsm/NAME and checks that it is an hsmfs mount.
+func ctlPath(mnt, name string) (string, error) {
+	p := filepath.Join(mnt, ".hsm", name)
+	if _, err := os.Stat(filepath.Join(mnt, ".hsm", "ctl")); err != nil {
+		return "", fmt.Errorf("%s is not an hsmfs mount: %w", mnt, err)
+	}
+	return p, nil
+}
+
+func oneMountpoint(name string, args []string, setup func(*flag.FlagSet)) (string, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	if setup != nil {
+		setup(fs)
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(pos) == 0 {
+		return "", nil, usagef("need MOUNTPOINT")
+	}
+	return pos[len(pos)-1], pos[:len(pos)-1], nil
+}
+
+func runChanges(args []string) error {
+	var asJSON, nul bool
+	mnt, extra, err := oneMountpoint("changes", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "")
+		fs.BoolVar(&nul, "0", false, "")
+	})
+	if err != nil {
+		return err
+	}
+	if len(extra) != 0 || (asJSON && nul) {
+		return usagef("takes one MOUNTPOINT and at most one of --json, -0")
+	}
+	p, err := ctlPath(mnt, "changes.json")
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	if !sc.Scan() {
+		return fmt.Errorf("query: empty answer")
+	}
+	var hdr struct {
+		Query uint64 `json:"query"`
+	}
+	if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil {
+		return fmt.Errorf("query: bad header: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "query %d\n", hdr.Query)
+	if asJSON {
+		_, err := os.Stdout.Write(data)
+		return err
+	}
+	w := bufio.NewWriter(os.Stdout)
+	for sc.Scan() {
+		var e struct {
+			Path    string `json:"path"`
+			PathB64 string `json:"path_b64"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("query: bad line: %w", err)
+		}
+		path := e.Path
+		if e.PathB64 != "" {
+			raw, err := base64.StdEncoding.DecodeString(e.PathB64)
+			if err != nil {
+				return fmt.Errorf("query: bad path_b64: %w", err)
+			}
+			path = string(raw)
+		}
+		if nul {
+			w.WriteString(path)
+			w.WriteByte(0)
+		} else if !bytes.ContainsRune([]byte(path), '\n') {
+			w.WriteString(path)
+			w.WriteByte('\n')
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// ctlWrite writes one command to MOUNTPOINT/.hsm/ctl; on failure the
+// reason is read back from ctl.
+func ctlWrite(mnt, command string) error {
+	p, err := ctlPath(mnt, "ctl")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write([]byte(command + "\n"))
+	cerr := f.Close()
+	if werr == nil {
+		return cerr
+	}
+	if text, err := os.ReadFile(p); err == nil {
+		for _, line := range bytes.Split(text, []byte("\n")) {
+			if bytes.HasPrefix(line, []byte("last error: ")) {
+				return fmt.Errorf("%s: %w", bytes.TrimPrefix(line, []byte("last error: ")), unwrapErrno(werr))
+			}
+		}
+	}
+	return werr
+}
+
+func unwrapErrno(err error) error {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return err
+}
+
+func runBless(args []string) error {
+	mnt, extra, err := oneMountpoint("bless", args, nil)
+	if err != nil {
+		return err
+	}
+	cmd := "bless"
+	switch len(extra) {
+	case 0:
+	case 1:
+		if _, err := strconv.ParseUint(extra[0], 10, 64); err != nil {
+			return usagef("ID must be a query id, a number: %q", extra[0])
+		}
+		cmd += " " + extra[0]
+	default:
+		return usagef("takes at most ID and MOUNTPOINT")
+	}
+	return ctlWrite(mnt, cmd)
+}
+
+func runCheckpoint(args []string) error {
+	mnt, extra, err := oneMountpoint("checkpoint", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(extra) != 0 {
+		return usagef("takes one MOUNTPOINT")
+	}
+	return ctlWrite(mnt, "checkpoint")
+}
+
+func readStatus(mnt string) (map[string]any, []byte, error) {
+	p, err := ctlPath(mnt, "status")
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, nil, fmt.Errorf("status: %w", err)
+	}
+	return m, data, nil
+}
+
+func runStatus(args []string) error {
+	var asJSON bool
+	mnt, extra, err := oneMountpoint("status", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "") })
+	if err != nil {
+		return err
+	}
+	if len(extra) != 0 {
+		return usagef("takes one MOUNTPOINT")
+	}
+	m, data, err := readStatus(mnt)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := os.Stdout.Write(data)
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := m[k]
+		if f, ok := v.(float64); ok {
+			v = strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		fmt.Printf("%-16s %v\n", k+":", v)
+	}
+	return nil
+}
+
+func runUmount(args []string) error {
+	mnt, extra, err := oneMountpoint("umount", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(extra) != 0 {
+		return usagef("takes one MOUNTPOINT")
+	}
+	abs, err := filepath.Abs(mnt)
+	if err != nil {
+		return err
+	}
+	pid := 0
+	if m, _, err := readStatus(abs); err == nil {
+		if f, ok := m["pid"].(float64); ok {
+			pid = int(f)
+		}
+	}
+	if os.Geteuid() == 0 {
+		err = unix.Unmount(abs, 0)
+	} else {
+		out, cerr := exec.Command("fusermount3", "-u", abs).CombinedOutput()
+		if cerr != nil {
+			err = fmt.Errorf("%s", bytes.TrimSpace(out))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", abs, err)
+	}
+	// Return once the daemon has closed its journal, so that the next
+	// mount finds it free and clean.
+	if pid > 0 {
+		deadline := time.Now().Add(60 * time.Second)
+		for unix.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("unmounted, but daemon %d has not exited after 60s", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func runJournal(args []string) error {
+	fs := flag.NewFlagSet("journal", flag.ContinueOnError)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || pos[0] != "check" {
+		return usagef("usage: hsmfs journal check JOURNAL")
+	}
+	rep, err := journal.Check(pos[1])
+	if err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(rep, "", "  ")
+	fmt.Printf("%s\njournal %s is sound\n", out, pos[1])
+	return nil
+}

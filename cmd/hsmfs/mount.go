@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hsmfs/hsmfs/checkpoint"
+	hfs "github.com/hsmfs/hsmfs/fs"
+	"github.com/hsmfs/hsmfs/journal"
+)
+
+const mountUsage = `Usage: hsmfs mount [options] BACKING MOUNTPOINT
+
+Mounts a tracked view of BACKING at MOUNTPOINT. Returns once the mount is
+live; the daemon then runs in the background (logs go to --log).
+
+Options:
+  --journal DIR      where the change records live (default: under
+                     $XDG_STATE_HOME/hsmfs/, or /var/lib/hsmfs/ for root;
+                     one journal per BACKING). Best on another device.
+                     Must not be inside BACKING or MOUNTPOINT.
+  -f, --foreground   stay attached, log to stderr; SIGINT and SIGTERM
+                     unmount cleanly
+  -o OPTIONS         FUSE options passed on: allow_other,
+                     default_permissions, ro, ... (may be repeated)
+  --log FILE         background log file (default: JOURNAL.log)
+  --debug            log every FUSE request
+  -h, --help         this help
+
+It refuses, with a reason on stderr and exit code 1: BACKING missing or not
+a directory; an entry named .hsm at the root of BACKING; JOURNAL inside
+BACKING or MOUNTPOINT; a JOURNAL that belongs to another BACKING, is in use
+by another mount, or is damaged (it is never reset silently).
+Exit codes: 0 mounted, 1 refused or failed, 2 bad command line.
+`
+
+// daemonEnv marks the re-executed daemon; readyFd is the pipe on which it
+// reports "ok" or the reason it could not mount.
+const (
+	daemonEnv = "HSMFS_DAEMON_ARGS"
+	readyFd   = 3
+)
+
+type mountArgs struct {
+	Backing    string   `json:"backing"`
+	Mountpoint string   `json:"mountpoint"`
+	Journal    string   `json:"journal"`
+	Options    []string `json:"options"`
+	Log        string   `json:"log"`
+	Debug      bool     `json:"debug"`
+}
+
+func runMount(args []string) error {
+	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
+	var a mountArgs
+	var fg bool
+	var opts multiFlag
+	fs.StringVar(&a.Journal, "journal", "", "")
+	fs.BoolVar(&fg, "f", false, "")
+	fs.BoolVar(&fg, "foreground", false, "")
+	fs.Var(&opts, "o", "")
+	fs.StringVar(&a.Log, "log", "", "")
+	fs.BoolVar(&a.Debug, "debug", false, "")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("need BACKING and MOUNTPOINT, got %d arguments", len(pos))
+	}
+	a.Options = opts
+	if err := a.resolve(pos[0], pos[1]); err != nil {
+		return err
+	}
+	if fg {
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		return serve(a, log, func(error) {})
+	}
+	return spawnDaemon(a)
+}
+
+// resolve makes the paths absolute and checks what can be checked before
+// the daemon starts.
+func (a *mountArgs) resolve(backing, mnt string) error {
+	var err error
+	if a.Backing, err = realDir(backing, "BACKING"); err != nil {
+		return err
+	}
+	if a.Mountpoint, err = realDir(mnt, "MOUNTPOINT"); err != nil {
+		return err
+	}
+	if a.Backing == a.Mountpoint {
+		// Works, but every access would go through hsmfs twice over;
+		// more likely a typo.
+		return fmt.Errorf("BACKING and MOUNTPOINT are the same directory %s", a.Backing)
+	}
+	if a.Journal == "" {
+		a.Journal = defaultJournal(a.Backing)
+	}
+	j, err := filepath.Abs(a.Journal)
+	if err != nil {
+		return err
+	}
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(j)); err == nil {
+		j = filepath.Join(parent, filepath.Base(j))
+	}
+	if rj, err := filepath.EvalSymlinks(j); err == nil {
+		j = rj
+	}
+	a.Journal = j
+	for _, d := range []struct{ name, path string }{{"BACKING", a.Backing}, {"MOUNTPOINT", a.Mountpoint}} {
+		if within(j, d.path) {
+			return fmt.Errorf("journal %s is inside %s %s: records must not live in the tree they track", j, d.name, d.path)
+		}
+	}
+	if a.Log == "" {
+		a.Log = j + ".log"
+	}
+	return nil
+}
+
+func realDir(p, what string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", what, p, errors.Unwrap(err))
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", what, p, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%s %s is not a directory", what, p)
+	}
+	return real, nil
+}
+
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
+}
+
+// defaultJournal is one journal per BACKING under the state directory.
+func defaultJournal(backing string) string {
+	base := os.Getenv("XDG_STATE_HOME")
+	switch {
+	case os.Geteuid() == 0:
+		base = "/var/lib/hsmfs"
+	case base != "":
+		base = filepath.Join(base, "hsmfs")
+	default:
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".local", "state", "hsmfs")
+	}
+	sum := sha256.Sum256([]byte(backing))
+	return filepath.Join(base, filepath.Base(backing)+"-"+hex.EncodeToString(sum[:6]))
+}
+
+// spawnDaemon re-executes hsmfs as the background daemon and waits for
+// it to say that the mount is live, as sshfs and gocryptfs do.
+func spawnDaemon(a mountArgs) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(a.Log), 0o700); err != nil {
+		return fmt.Errorf("log directory: %w", err)
+	}
+	logf, err := os.OpenFile(a.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	enc, _ := json.Marshal(a)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), daemonEnv+"="+string(enc))
+	cmd.Stdin = nil
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{pw} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		pr.Close()
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	pw.Close()
+	line, rerr := bufio.NewReader(pr).ReadString('\n')
+	pr.Close()
+	line = strings.TrimSpace(line)
+	if rerr == nil && line == "ok" {
+		cmd.Process.Release()
+		return nil
+	}
+	// The daemon failed: it has exited or is about to.
+	cmd.Wait()
+	if strings.HasPrefix(line, "error: ") {
+		return errors.New(strings.TrimPrefix(line, "error: "))
+	}
+	return fmt.Errorf("daemon exited before the mount was live; see %s", a.Log)
+}
+
+// runDaemon is the re-executed background process.
+func runDaemon() int {
+	ready := os.NewFile(readyFd, "ready")
+	report := func(err error) {
+		if err == nil {
+			fmt.Fprintln(ready, "ok")
+		} else {
+			fmt.Fprintln(ready, "error: "+strings.ReplaceAll(err.Error(), "\n", " "))
+		}
+		ready.Close()
+	}
+	var a mountArgs
+	if err := json.Unmarshal([]byte(os.Getenv(daemonEnv)), &a); err != nil {
+		report(fmt.Errorf("bad daemon arguments: %w", err))
+		return exitError
+	}
+	os.Unsetenv(daemonEnv)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := serve(a, log, report); err != nil {
+		log.Error("hsmfs stopped", "err", err)
+		return exitError
+	}
+	return exitOK
+}
+
+// serve mounts and runs until unmounted or signalled. ready is called
+// once: with nil when the mount is live, or with the reason it is not.
+func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
+	reported := false
+	defer func() {
+		if !reported {
+			ready(err)
+		}
+	}()
+	// Modes come from the kernel with the caller's umask applied already.
+	syscall.Umask(0)
+	b, err := hfs.OpenBacking(a.Backing)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
+		return fmt.Errorf("journal directory: %w", err)
+	}
+	j, err := journal.Open(a.Journal, a.Backing, journal.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	tr, err := checkpoint.New(j, b, log)
+	if err != nil {
+		return err
+	}
+	srv, err := hfs.Mount(hfs.Config{
+		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
+		Info: func() map[string]any {
+			return map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+		},
+	})
+	if err != nil {
+		tr.Close()
+		return err
+	}
+	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
+	reported = true
+	ready(nil)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		for s := range sigs {
+			log.Info("signal: unmounting", "signal", s.String())
+			for i := 0; ; i++ {
+				err := srv.Unmount()
+				if err == nil {
+					break
+				}
+				if i%10 == 0 {
+					log.Warn("unmount failed, retrying", "err", err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	srv.Wait()
+	signal.Stop(sigs)
+	if err := tr.Close(); err != nil {
+		return err
+	}
+	log.Info("unmounted cleanly")
+	return nil
+}

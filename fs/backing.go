@@ -1,0 +1,223 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ControlName is the reserved name of the control directory at the root.
+const ControlName = ".hsm"
+
+// Backing is BACKING, reached only through its root directory fd. Every
+// path is resolved beneath it with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS), so a symlink in BACKING can never lead hsmfs
+// outside of it, and the final component is acted on with *at calls and
+// AT_SYMLINK_NOFOLLOW / O_NOFOLLOW.
+type Backing struct {
+	path   string // absolute, for messages and for lxattr on the root only
+	rootFd int    // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	dev    uint64
+}
+
+// OpenBacking opens BACKING and checks that it can be tracked.
+func OpenBacking(path string) (*Backing, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("backing %q: %w", path, err)
+	}
+	fd, err := unix.Open(abs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) {
+			return nil, fmt.Errorf("backing %q is not a directory: %w", abs, err)
+		}
+		return nil, fmt.Errorf("backing %q: %w", abs, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("backing %q: %w", abs, err)
+	}
+	if err := unix.Fstatat(fd, ControlName, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("backing %q has an entry named %s at its root, which hsmfs reserves for its control directory; rename it first: %w", abs, ControlName, unix.EEXIST)
+	}
+	var rst unix.Stat_t
+	unix.Fstat(fd, &rst)
+	return &Backing{path: abs, rootFd: fd, dev: rst.Dev}, nil
+}
+
+// Path is the absolute path of BACKING.
+func (b *Backing) Path() string { return b.path }
+
+// Close releases the root fd.
+func (b *Backing) Close() error { return unix.Close(b.rootFd) }
+
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// openDir opens the directory rel (relative to BACKING, "" for the root)
+// as an O_PATH fd. Long paths are walked in pieces so that they are not
+// limited by PATH_MAX.
+func (b *Backing) openDir(rel string) (int, error) {
+	return b.openBeneath(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// openBeneath opens rel beneath the root with flags. Every component but
+// the last must be a real directory; with O_NOFOLLOW|O_PATH the last may
+// be a symlink, which is then opened itself.
+func (b *Backing) openBeneath(rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	const chunk = 3000
+	dirfd := b.rootFd
+	for len(rel) > chunk {
+		cut := strings.LastIndexByte(rel[:chunk], '/')
+		if cut <= 0 {
+			return -1, unix.ENAMETOOLONG
+		}
+		fd, err := unix.Openat2(dirfd, rel[:cut], &unix.OpenHow{
+			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
+		if dirfd != b.rootFd {
+			unix.Close(dirfd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dirfd, rel = fd, rel[cut+1:]
+	}
+	fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: resolveFlags})
+	if dirfd != b.rootFd {
+		unix.Close(dirfd)
+	}
+	if err == unix.EAGAIN {
+		// openat2 says EAGAIN when a concurrent rename raced the
+		// lookup under RESOLVE_BENEATH; one retry is what the man
+		// page suggests.
+		return b.openBeneath(rel, flags, mode)
+	}
+	return fd, err
+}
+
+// parentAt opens the parent directory of rel and returns it with the
+// final name. The caller closes dirfd.
+func (b *Backing) parentAt(rel string) (dirfd int, name string, err error) {
+	dir, name := splitPath(rel)
+	if name == "" {
+		return -1, "", unix.EINVAL
+	}
+	dirfd, err = b.openDir(dir)
+	return dirfd, name, err
+}
+
+func splitPath(rel string) (dir, name string) {
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "", rel
+	}
+	return rel[:i], rel[i+1:]
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// procPath names (dirfd, name) for the l*xattr calls, which have no *at
+// form: the magic link of dirfd is followed, the final name is not.
+func procPath(dirfd int, name string) string {
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
+}
+
+// Syncfs makes BACKING's filesystem durable.
+func (b *Backing) Syncfs() error {
+	if err := unix.Syncfs(b.rootFd); err != nil {
+		return fmt.Errorf("syncfs %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// Lstat reports the type, inode and link count of rel as it is now.
+func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
+	var st unix.Stat_t
+	if err := b.fstatat(rel, &st); err != nil {
+		return "gone", 0, 0
+	}
+	return typeName(st.Mode), st.Ino, uint32(st.Nlink)
+}
+
+func (b *Backing) fstatat(rel string, st *unix.Stat_t) error {
+	if rel == "" {
+		return unix.Fstat(b.rootFd, st)
+	}
+	dirfd, name, err := b.parentAt(rel)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dirfd)
+	return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "symlink"
+	}
+	return "other"
+}
+
+// Walk calls fn for every path strictly beneath dir. A dir that is gone
+// or not a directory any more has nothing beneath it.
+func (b *Backing) Walk(dir string, fn func(string)) error {
+	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return nil
+		}
+		return fmt.Errorf("walk %q: %w", dir, err)
+	}
+	return walkFd(fd, dir, fn)
+}
+
+// walkFd lists the directory fd (taking ownership of it) recursively.
+func walkFd(fd int, dir string, fn func(string)) error {
+	f := os.NewFile(uintptr(fd), dir)
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, e := range ents {
+			p := joinPath(dir, e.Name())
+			fn(p)
+			if e.Type()&os.ModeDir == 0 {
+				continue
+			}
+			cfd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+					continue
+				}
+				return fmt.Errorf("walk %q: %w", p, err)
+			}
+			if err := walkFd(cfd, p, fn); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("walk %q: %w", dir, err)
+		}
+	}
+}

@@ -1,0 +1,354 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unicode/utf8"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+)
+
+// The control directory .hsm: changes, changes.json, ctl and status. It
+// is not in the root's listing (so ls, rsync and backup tools never run a
+// query by accident) and is reached by name. Its content is made per open
+// and served with direct I/O, so that the size 0 that stat reports does
+// not cut reads short. Nothing in it can be created, removed, renamed,
+// linked or chmod'ed: EPERM.
+
+const ctlUsage = `hsmfs control file. Write one command:
+  checkpoint    start a new period
+  bless         bless the latest query
+  bless ID      bless query ID: discard the records of every period before ID
+`
+
+// ctlInoBase keeps the control nodes' inode numbers away from BACKING's.
+const ctlInoBase = 1 << 62
+
+type ctlKind int
+
+const (
+	kindChanges ctlKind = iota
+	kindChangesJSON
+	kindCtl
+	kindStatus
+)
+
+var ctlFiles = []struct {
+	name string
+	kind ctlKind
+	mode uint32
+}{
+	{"changes", kindChanges, 0400},
+	{"changes.json", kindChangesJSON, 0400},
+	{"ctl", kindCtl, 0600},
+	{"status", kindStatus, 0444},
+}
+
+// ctlState is shared by the control nodes.
+type ctlState struct {
+	r    *Root
+	dir  *gofs.Inode
+	info func() map[string]any // pid, backing, mountpoint, journal
+
+	mu      sync.Mutex // guards lastErr
+	lastErr string
+}
+
+func (c *ctlState) setErr(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	c.mu.Lock()
+	c.lastErr = msg
+	c.mu.Unlock()
+	c.r.log.Warn("control: " + msg)
+}
+
+// build creates the persistent control inodes (once, from the root's OnAdd).
+func (c *ctlState) build(ctx context.Context, root *gofs.Inode) {
+	d := &ctlDir{c: c}
+	c.dir = root.NewPersistentInode(ctx, d, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ctlInoBase})
+	for i, f := range ctlFiles {
+		n := &ctlNode{c: c, kind: f.kind, mode: f.mode}
+		ch := c.dir.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ctlInoBase + 1 + uint64(i)})
+		c.dir.AddChild(f.name, ch, false)
+	}
+}
+
+func (c *ctlState) lookupDir(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c.attr(&out.Attr, syscall.S_IFDIR|0555)
+	return c.dir, 0
+}
+
+func (c *ctlState) attr(a *fuse.Attr, mode uint32) {
+	a.Mode = mode
+	a.Uid, a.Gid = c.r.uid, c.r.gid
+	a.Nlink = 1
+	a.Size = 0
+}
+
+// owner reports whether the caller may read changes and write ctl.
+func (c *ctlState) owner(ctx context.Context) bool {
+	caller, ok := fuse.FromContext(ctx)
+	return !ok || caller.Uid == 0 || caller.Uid == c.r.uid
+}
+
+// ctlDir is .hsm itself.
+type ctlDir struct {
+	gofs.Inode
+	c *ctlState
+}
+
+var (
+	_ = (gofs.NodeGetattrer)((*ctlDir)(nil))
+	_ = (gofs.NodeSetattrer)((*ctlDir)(nil))
+	_ = (gofs.NodeMkdirer)((*ctlDir)(nil))
+	_ = (gofs.NodeCreater)((*ctlDir)(nil))
+	_ = (gofs.NodeMknoder)((*ctlDir)(nil))
+	_ = (gofs.NodeSymlinker)((*ctlDir)(nil))
+	_ = (gofs.NodeLinker)((*ctlDir)(nil))
+	_ = (gofs.NodeUnlinker)((*ctlDir)(nil))
+	_ = (gofs.NodeRmdirer)((*ctlDir)(nil))
+	_ = (gofs.NodeRenamer)((*ctlDir)(nil))
+	_ = (gofs.NodeSetxattrer)((*ctlDir)(nil))
+	_ = (gofs.NodeRemovexattrer)((*ctlDir)(nil))
+)
+
+func (d *ctlDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.c.attr(&out.Attr, syscall.S_IFDIR|0555)
+	return 0
+}
+func (d *ctlDir) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EPERM
+}
+func (d *ctlDir) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *ctlDir) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EPERM
+}
+func (d *ctlDir) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *ctlDir) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *ctlDir) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
+func (d *ctlDir) Unlink(context.Context, string) syscall.Errno { return syscall.EPERM }
+func (d *ctlDir) Rmdir(context.Context, string) syscall.Errno  { return syscall.EPERM }
+func (d *ctlDir) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
+	return syscall.EPERM
+}
+func (d *ctlDir) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EPERM }
+func (d *ctlDir) Removexattr(context.Context, string) syscall.Errno            { return syscall.EPERM }
+
+// ctlNode is one of the control files.
+type ctlNode struct {
+	gofs.Inode
+	c    *ctlState
+	kind ctlKind
+	mode uint32
+}
+
+var (
+	_ = (gofs.NodeGetattrer)((*ctlNode)(nil))
+	_ = (gofs.NodeSetattrer)((*ctlNode)(nil))
+	_ = (gofs.NodeOpener)((*ctlNode)(nil))
+	_ = (gofs.NodeSetxattrer)((*ctlNode)(nil))
+	_ = (gofs.NodeRemovexattrer)((*ctlNode)(nil))
+)
+
+func (n *ctlNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.c.attr(&out.Attr, syscall.S_IFREG|n.mode)
+	return 0
+}
+
+// Setattr allows only the truncation that `echo bless > ctl` makes.
+func (n *ctlNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	_, mok := in.GetMode()
+	_, uok := in.GetUID()
+	_, gok := in.GetGID()
+	sz, sok := in.GetSize()
+	if mok || uok || gok || (sok && (n.kind != kindCtl || sz != 0)) {
+		return syscall.EPERM
+	}
+	if sok && !n.c.owner(ctx) {
+		return syscall.EACCES
+	}
+	n.c.attr(&out.Attr, syscall.S_IFREG|n.mode)
+	return 0
+}
+
+func (n *ctlNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EPERM }
+func (n *ctlNode) Removexattr(context.Context, string) syscall.Errno            { return syscall.EPERM }
+
+func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	switch n.kind {
+	case kindChanges, kindChangesJSON:
+		if write {
+			return nil, 0, syscall.EACCES
+		}
+		if !n.c.owner(ctx) {
+			return nil, 0, syscall.EACCES
+		}
+		ans, err := n.c.r.tr.Query()
+		if err != nil {
+			n.c.setErr("query failed: %v", err)
+			return nil, 0, toErrno(err)
+		}
+		var data []byte
+		if n.kind == kindChanges {
+			data = ans.Plain()
+		} else {
+			data = answerJSON(ans)
+		}
+		return &ctlHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+	case kindStatus:
+		if write {
+			return nil, 0, syscall.EACCES
+		}
+		data, err := n.c.status()
+		if err != nil {
+			return nil, 0, toErrno(err)
+		}
+		return &ctlHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+	default: // ctl
+		if write && !n.c.owner(ctx) {
+			return nil, 0, syscall.EACCES
+		}
+		n.c.mu.Lock()
+		text := ctlUsage
+		if n.c.lastErr != "" {
+			text += "last error: " + n.c.lastErr + "\n"
+		}
+		n.c.mu.Unlock()
+		return &ctlHandle{data: []byte(text), ctl: n.c}, fuse.FOPEN_DIRECT_IO, 0
+	}
+}
+
+// ctlHandle serves content made at open; on ctl it takes commands.
+type ctlHandle struct {
+	data []byte
+	ctl  *ctlState // nil unless this is ctl
+}
+
+var (
+	_ = (gofs.FileReader)((*ctlHandle)(nil))
+	_ = (gofs.FileWriter)((*ctlHandle)(nil))
+)
+
+func (h *ctlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := off + int64(len(dest))
+	if end > int64(len(h.data)) {
+		end = int64(len(h.data))
+	}
+	return fuse.ReadResultData(h.data[off:end]), 0
+}
+
+// Write runs one command. It returns once the command's effect is
+// durable; an unknown or malformed command fails with EINVAL and changes
+// nothing.
+func (h *ctlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.ctl == nil {
+		return 0, syscall.EBADF
+	}
+	if err := h.ctl.command(string(data)); err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(len(data)), 0
+}
+
+var errBadCommand = fmt.Errorf("bad command: %w", syscall.EINVAL)
+
+func (c *ctlState) command(cmd string) error {
+	line := strings.TrimRight(cmd, "\n")
+	fields := strings.Fields(line)
+	switch {
+	case strings.Contains(line, "\n") || len(fields) == 0:
+		c.setErr("malformed command %q: write exactly one command", cmd)
+		return errBadCommand
+	case fields[0] == "checkpoint" && len(fields) == 1:
+		p, err := c.r.tr.Checkpoint()
+		if err != nil {
+			c.setErr("checkpoint failed: %v", err)
+			return err
+		}
+		c.r.log.Info("checkpoint", "period", p)
+		return nil
+	case fields[0] == "bless" && len(fields) <= 2:
+		var id uint64
+		if len(fields) == 2 {
+			v, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil || v == 0 {
+				c.setErr("malformed command %q: bless takes a query id, a positive number", line)
+				return errBadCommand
+			}
+			id = v
+		}
+		done, err := c.r.tr.Bless(id)
+		if err != nil {
+			c.setErr("%v", err)
+			return err
+		}
+		c.r.log.Info("blessed", "query", done)
+		return nil
+	}
+	c.setErr("unknown command %q (commands: checkpoint, bless, bless ID)", line)
+	return errBadCommand
+}
+
+func (c *ctlState) status() ([]byte, error) {
+	st, err := c.r.tr.Status()
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	for k, v := range c.info() {
+		m[k] = v
+	}
+	b, _ := json.Marshal(st)
+	json.Unmarshal(b, &m)
+	out, _ := json.Marshal(m)
+	return append(out, '\n'), nil
+}
+
+// answerJSON renders the JSON Lines answer: a header object, then one
+// object per path. A path that is not valid UTF-8 cannot travel in a JSON
+// string unchanged, so it also comes as base64 in path_b64.
+func answerJSON(a *checkpoint.Answer) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(map[string]any{"query": a.Query, "blessed": a.Blessed, "recovered": a.Recovered, "count": len(a.Entries)})
+	type entry struct {
+		Path     string   `json:"path"`
+		PathB64  string   `json:"path_b64,omitempty"`
+		Type     string   `json:"type"`
+		Ops      []string `json:"ops"`
+		Period   uint64   `json:"period"`
+		Inflight bool     `json:"inflight"`
+		Ino      uint64   `json:"ino"`
+		Nlink    uint32   `json:"nlink"`
+	}
+	for _, e := range a.Entries {
+		je := entry{Path: e.Path, Type: e.Type, Ops: e.Ops, Period: e.Period, Inflight: e.Inflight, Ino: e.Ino, Nlink: e.Nlink}
+		if !utf8.ValidString(e.Path) {
+			je.PathB64 = base64.StdEncoding.EncodeToString([]byte(e.Path))
+		}
+		enc.Encode(je)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,27 @@
+package fs
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/hsmfs/hsmfs/checkpoint"
+)
+
+// toErrno is the one place where errors become errnos. The packages below
+// wrap with %w and keep the syscall errno of the cause (ENOSPC, EIO, ...)
+// in the chain; everything without one is EIO.
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	switch {
+	case errors.Is(err, checkpoint.ErrUnknownQuery):
+		return syscall.EINVAL
+	case errors.Is(err, checkpoint.ErrClosed):
+		return syscall.EIO
+	case errors.As(err, &e):
+		return e
+	}
+	return syscall.EIO
+}

@@ -1,0 +1,97 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+)
+
+// Config is what a mount needs.
+type Config struct {
+	Backing    *Backing
+	Tracker    *checkpoint.Tracker
+	Mountpoint string
+	// Options are the -o options, passed on to the kernel
+	// (allow_other, default_permissions, ro, ...).
+	Options []string
+	// UID and GID own the control directory: the user who mounted.
+	UID, GID uint32
+	// Info adds fields to .hsm/status (pid, journal, ...).
+	Info  func() map[string]any
+	Debug bool
+	Log   *slog.Logger
+}
+
+var _ = (gofs.NodeOnAdder)((*Node)(nil))
+
+// OnAdd builds the control directory once the root is in the tree.
+func (n *Node) OnAdd(ctx context.Context) {
+	if n.IsRoot() {
+		n.r.ctl.build(ctx, &n.Inode)
+	}
+}
+
+func (r *Root) logJournalError(op checkpoint.Op, path string, err error) {
+	r.log.Error("journal: modification refused", "op", op.String(), "path", path, "err", err)
+}
+
+// Mount serves BACKING at cfg.Mountpoint and returns once the mount is
+// live. Wait on the server; Unmount it to stop.
+func Mount(cfg Config) (*fuse.Server, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var st struct{ dev uint64 }
+	st.dev = cfg.Backing.dev
+	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log}
+	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: st.dev}
+	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
+	r.lroot.RootNode = r.node
+	info := cfg.Info
+	if info == nil {
+		info = func() map[string]any { return nil }
+	}
+	r.ctl = &ctlState{r: r, info: info}
+
+	// hsmfs is the only writer to BACKING (changes made beside it are a
+	// documented limit), so the kernel may cache entries and attributes.
+	timeout := time.Second
+	opts := &gofs.Options{
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		MountOptions: fuse.MountOptions{
+			FsName:      cfg.Backing.path,
+			Name:        "hsmfs",
+			DirectMount: true,
+			Debug:       cfg.Debug,
+			MaxWrite:    1 << 20,
+		},
+		UID: cfg.UID,
+		GID: cfg.GID,
+	}
+	for _, o := range cfg.Options {
+		for _, kv := range strings.Split(o, ",") {
+			switch kv {
+			case "":
+			case "allow_other":
+				opts.MountOptions.AllowOther = true
+			case "debug":
+				opts.MountOptions.Debug = true
+			default:
+				opts.MountOptions.Options = append(opts.MountOptions.Options, kv)
+			}
+		}
+	}
+	srv, err := gofs.Mount(cfg.Mountpoint, r.node, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	return srv, nil
+}

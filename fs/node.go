@@ -1,0 +1,172 @@
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
+)
+
+// Root is the state shared by every node of one mount.
+type Root struct {
+	b     *Backing
+	tr    *checkpoint.Tracker
+	lroot *gofs.LoopbackRoot
+	node  *Node
+	ctl   *ctlState
+	uid   uint32 // the user who mounted: the owner of .hsm
+	gid   uint32
+	log   *slog.Logger
+}
+
+// Node is a passthrough node over BACKING. Reads go to the embedded
+// LoopbackNode; every modification records its intent with the tracker
+// first and is then carried out with *at calls beneath BACKING's root fd.
+type Node struct {
+	*gofs.LoopbackNode
+	r *Root
+}
+
+var (
+	_ = (gofs.NodeWrapChilder)((*Node)(nil))
+	_ = (gofs.NodeLookuper)((*Node)(nil))
+)
+
+// WrapChild makes every node that go-fuse creates beneath the root (on
+// lookup, create, mkdir, ...) a tracked Node.
+func (n *Node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
+	if lb, ok := ops.(*gofs.LoopbackNode); ok {
+		return &Node{LoopbackNode: lb, r: n.r}
+	}
+	return ops
+}
+
+// relPath is the node's path relative to the mount root ("" for the root)
+// and false if the node has no name any more (unlinked while open).
+func (n *Node) relPath() (string, bool) {
+	return inodePath(&n.Inode)
+}
+
+func inodePath(in *gofs.Inode) (string, bool) {
+	if in.IsRoot() {
+		return "", true
+	}
+	var segs []string
+	for p := in; !p.IsRoot(); {
+		name, parent := p.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		p = parent
+	}
+	for i, j := 0, len(segs)-1; i < j; i, j = i+1, j-1 {
+		segs[i], segs[j] = segs[j], segs[i]
+	}
+	return strings.Join(segs, "/"), true
+}
+
+// childPath is the path of name in the directory n.
+func (n *Node) childPath(name string) (string, syscall.Errno) {
+	dir, ok := n.relPath()
+	if !ok {
+		return "", syscall.ENOENT
+	}
+	return joinPath(dir, name), 0
+}
+
+// reserved reports whether name in n is the control directory's name.
+func (n *Node) reserved(name string) bool {
+	return name == ControlName && n.IsRoot()
+}
+
+func (n *Node) idFromStat(st *syscall.Stat_t, btime *syscall.Timespec) gofs.StableAttr {
+	// The same inode numbering as go-fuse's loopback, so that nodes it
+	// creates and nodes created here agree.
+	swapped := (uint64(st.Dev) << 32) | (uint64(st.Dev) >> 32)
+	rd := n.r.lroot.Dev
+	swappedRootDev := (rd << 32) | (rd >> 32)
+	gen := uint64(1)
+	if btime.Sec != 0 || btime.Nsec != 0 {
+		gen = uint64(btime.Sec)*1e9 + uint64(btime.Nsec)
+	}
+	return gofs.StableAttr{Mode: uint32(st.Mode), Gen: gen, Ino: (swapped ^ swappedRootDev) ^ st.Ino}
+}
+
+// statAt stats (dirfd, name) without following a symlink, with birth time.
+func statAt(dirfd int, name string, st *syscall.Stat_t, btime *syscall.Timespec) error {
+	var x unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Statx(dirfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
+		return err
+	}
+	st.Dev = unix.Mkdev(x.Dev_major, x.Dev_minor)
+	st.Ino = x.Ino
+	st.Nlink = uint64(x.Nlink)
+	st.Mode = uint32(x.Mode)
+	st.Uid = x.Uid
+	st.Gid = x.Gid
+	st.Rdev = unix.Mkdev(x.Rdev_major, x.Rdev_minor)
+	st.Size = int64(x.Size)
+	st.Blksize = int64(x.Blksize)
+	st.Blocks = int64(x.Blocks)
+	st.Atim = syscall.Timespec{Sec: x.Atime.Sec, Nsec: int64(x.Atime.Nsec)}
+	st.Mtim = syscall.Timespec{Sec: x.Mtime.Sec, Nsec: int64(x.Mtime.Nsec)}
+	st.Ctim = syscall.Timespec{Sec: x.Ctime.Sec, Nsec: int64(x.Ctime.Nsec)}
+	*btime = syscall.Timespec{}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		*btime = syscall.Timespec{Sec: x.Btime.Sec, Nsec: int64(x.Btime.Nsec)}
+	}
+	return nil
+}
+
+// newChild stats (dirfd, name) and returns the child inode for it.
+func (n *Node) newChild(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	var st syscall.Stat_t
+	var btime syscall.Timespec
+	if err := statAt(dirfd, name, &st, &btime); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	child := &gofs.LoopbackNode{RootData: n.r.lroot}
+	return n.NewInode(ctx, child, n.idFromStat(&st, &btime)), 0
+}
+
+// Lookup resolves name beneath n through fds, and serves the control
+// directory at the root.
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.reserved(name) {
+		return n.r.ctl.lookupDir(ctx, out)
+	}
+	rel, errno := n.childPath(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	dirfd, base, err := n.r.b.parentAt(rel)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	defer unix.Close(dirfd)
+	return n.newChild(ctx, dirfd, base, out)
+}
+
+// preserveOwner gives a new entry to the caller, as the kernel would, when
+// hsmfs runs as root (with allow_other, other users create files too).
+func preserveOwner(ctx context.Context, dirfd int, name string) {
+	if unix.Getuid() != 0 {
+		return
+	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return
+	}
+	unix.Fchownat(dirfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW)
+}

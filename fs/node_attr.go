@@ -1,0 +1,224 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ = (gofs.NodeSetattrer)((*Node)(nil))
+	_ = (gofs.NodeSetxattrer)((*Node)(nil))
+	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
+	_ = (gofs.NodeCopyFileRanger)((*Node)(nil))
+)
+
+// setattrIntents lists the kinds of modification that one SETATTR makes.
+func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Intent {
+	var ins []checkpoint.Intent
+	add := func(op checkpoint.Op) { ins = append(ins, checkpoint.Intent{Op: op, Ino: ino, Path: rel}) }
+	if _, ok := in.GetMode(); ok {
+		add(checkpoint.OpChmod)
+	}
+	_, uok := in.GetUID()
+	_, gok := in.GetGID()
+	if uok || gok {
+		add(checkpoint.OpChown)
+	}
+	if _, ok := in.GetSize(); ok {
+		add(checkpoint.OpTruncate)
+	}
+	_, mok := in.GetMTime()
+	_, aok := in.GetATime()
+	if mok || aok {
+		add(checkpoint.OpUtimens)
+	}
+	return ins
+}
+
+// Setattr records chmod, chown, truncate and utimens, then applies them
+// through the open file if there is one, or through the parent's fd.
+func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	rel, named := n.relPath()
+	if ins := setattrIntents(in, n.StableAttr().Ino, rel); len(ins) > 0 && named {
+		tok, err := n.r.tr.Begin(ins...)
+		if err != nil {
+			n.r.logJournalError(ins[0].Op, rel, err)
+			return toErrno(err)
+		}
+		defer tok.End()
+	} else if !named && f == nil {
+		return syscall.ENOENT
+	}
+	if file, ok := f.(*File); ok {
+		return file.LoopbackFile.Setattr(ctx, in, out)
+	}
+	if n.IsRoot() {
+		return n.setattrRoot(in, out)
+	}
+	dirfd, name, err := n.r.b.parentAt(rel)
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	defer unix.Close(dirfd)
+	if m, ok := in.GetMode(); ok {
+		// The kernel resolves symlinks before a chmod reaches FUSE, so
+		// name is not a symlink here.
+		if err := unix.Fchmodat(dirfd, name, m, 0); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchownat(dirfd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	// Truncate before the times, so that an explicit mtime wins.
+	if sz, ok := in.GetSize(); ok {
+		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return gofs.ToErrno(err)
+		}
+		err = unix.Ftruncate(fd, int64(sz))
+		unix.Close(fd)
+		if err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if ts, ok := utimes(in); ok {
+		if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return statOut(dirfd, name, out)
+}
+
+func utimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if !mok && !aok {
+		return nil, false
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+	}
+	return ts, true
+}
+
+func statOut(dirfd int, name string, out *fuse.AttrOut) syscall.Errno {
+	var st syscall.Stat_t
+	var btime syscall.Timespec
+	if err := statAt(dirfd, name, &st, &btime); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+// setattrRoot changes the mount root itself, through the root fd.
+func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	fd := n.r.b.rootFd
+	if m, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, m); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchown(fd, su, sg); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if _, ok := in.GetSize(); ok {
+		return syscall.EISDIR
+	}
+	if ts, ok := utimes(in); ok {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, n.r.b.path, ts, 0); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return statOut(fd, "", out)
+}
+
+// xattrPath names the node for the l*xattr calls, which have no *at form.
+func (n *Node) xattrPath(rel string) (string, func(), error) {
+	if n.IsRoot() {
+		return n.r.b.path, func() {}, nil
+	}
+	dirfd, name, err := n.r.b.parentAt(rel)
+	if err != nil {
+		return "", nil, err
+	}
+	return procPath(dirfd, name), func() { unix.Close(dirfd) }, nil
+}
+
+func (n *Node) xattrOp(op checkpoint.Op, do func(p string) error) syscall.Errno {
+	rel, ok := n.relPath()
+	if !ok {
+		return syscall.ENOENT
+	}
+	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: op, Ino: n.StableAttr().Ino, Path: rel})
+	if err != nil {
+		n.r.logJournalError(op, rel, err)
+		return toErrno(err)
+	}
+	defer tok.End()
+	p, done, err := n.xattrPath(rel)
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	defer done()
+	return gofs.ToErrno(do(p))
+}
+
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.xattrOp(checkpoint.OpSetxattr, func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) })
+}
+
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.xattrOp(checkpoint.OpRemovexattr, func(p string) error { return unix.Lremovexattr(p, attr) })
+}
+
+// CopyFileRange records the intent on the destination and copies between
+// the backing fds (the loopback's version would bypass the journal).
+func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode,
+	fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	fin, ok1 := fhIn.(*File)
+	fout, ok2 := fhOut.(*File)
+	if !ok1 || !ok2 {
+		return 0, syscall.EXDEV
+	}
+	tok, errno := fout.begin(checkpoint.OpCopyRange)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer tok.End()
+	oi, oo := int64(offIn), int64(offOut)
+	cnt, err := unix.CopyFileRange(fin.fd, &oi, fout.fd, &oo, int(length), int(flags))
+	return uint32(cnt), gofs.ToErrno(err)
+}

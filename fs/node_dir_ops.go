@@ -1,0 +1,195 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ = (gofs.NodeMkdirer)((*Node)(nil))
+	_ = (gofs.NodeMknoder)((*Node)(nil))
+	_ = (gofs.NodeSymlinker)((*Node)(nil))
+	_ = (gofs.NodeLinker)((*Node)(nil))
+	_ = (gofs.NodeUnlinker)((*Node)(nil))
+	_ = (gofs.NodeRmdirer)((*Node)(nil))
+	_ = (gofs.NodeRenamer)((*Node)(nil))
+)
+
+// begin records the intent for one name in n and opens n's directory in
+// BACKING. On success the caller must close dirfd and end the token.
+func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint.Token, dirfd int, errno syscall.Errno) {
+	if n.reserved(name) {
+		return tok, -1, syscall.EPERM
+	}
+	rel, errno := n.childPath(name)
+	if errno != 0 {
+		return tok, -1, errno
+	}
+	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: op, Flags: flags, Path: rel})
+	if err != nil {
+		n.r.logJournalError(op, rel, err)
+		return tok, -1, toErrno(err)
+	}
+	dirfd, err = n.r.b.openDir(dirOf(rel))
+	if err != nil {
+		tok.End()
+		return checkpoint.Token{}, -1, gofs.ToErrno(err)
+	}
+	return tok, dirfd, 0
+}
+
+func dirOf(rel string) string {
+	d, _ := splitPath(rel)
+	return d
+}
+
+// create is the common tail of mkdir, mknod and symlink: make the entry
+// with mk, give it to the caller, and return its inode.
+func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags uint8, out *fuse.EntryOut, mk func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
+	tok, dirfd, errno := n.begin(name, op, flags)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer tok.End()
+	defer unix.Close(dirfd)
+	if err := mk(dirfd); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	preserveOwner(ctx, dirfd, name)
+	return n.newChild(ctx, dirfd, name, out)
+}
+
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, checkpoint.OpMkdir, checkpoint.FlagDir, out, func(dirfd int) error {
+		return unix.Mkdirat(dirfd, name, mode)
+	})
+}
+
+func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, checkpoint.OpMknod, 0, out, func(dirfd int) error {
+		return unix.Mknodat(dirfd, name, mode, int(rdev))
+	})
+}
+
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.create(ctx, name, checkpoint.OpSymlink, 0, out, func(dirfd int) error {
+		return unix.Symlinkat(target, dirfd, name)
+	})
+}
+
+func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	tn, ok := target.(*Node)
+	if !ok {
+		return nil, syscall.EPERM // the control files cannot be linked
+	}
+	src, ok := tn.relPath()
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	if n.reserved(name) {
+		return nil, syscall.EPERM
+	}
+	rel, errno := n.childPath(name)
+	if errno != 0 {
+		return nil, errno
+	}
+	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
+	if err != nil {
+		n.r.logJournalError(checkpoint.OpLink, rel, err)
+		return nil, toErrno(err)
+	}
+	defer tok.End()
+	sfd, sname, err := n.r.b.parentAt(src)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	defer unix.Close(sfd)
+	dfd, err := n.r.b.openDir(dirOf(rel))
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	defer unix.Close(dfd)
+	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.newChild(ctx, dfd, name, out)
+}
+
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	tok, dirfd, errno := n.begin(name, checkpoint.OpUnlink, 0)
+	if errno != 0 {
+		return errno
+	}
+	defer tok.End()
+	defer unix.Close(dirfd)
+	return gofs.ToErrno(unix.Unlinkat(dirfd, name, 0))
+}
+
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	tok, dirfd, errno := n.begin(name, checkpoint.OpRmdir, checkpoint.FlagDir)
+	if errno != 0 {
+		return errno
+	}
+	defer tok.End()
+	defer unix.Close(dirfd)
+	return gofs.ToErrno(unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR))
+}
+
+// Rename records both names; if a directory moves, the query lists
+// everything beneath its new name.
+func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*Node)
+	if !ok {
+		return syscall.EPERM // into the control directory
+	}
+	if n.reserved(name) || np.reserved(newName) {
+		return syscall.EPERM
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE|unix.RENAME_WHITEOUT) != 0 {
+		return syscall.EINVAL
+	}
+	oldRel, errno := n.childPath(name)
+	if errno != 0 {
+		return errno
+	}
+	newRel, errno := np.childPath(newName)
+	if errno != 0 {
+		return errno
+	}
+	ofd, err := n.r.b.openDir(dirOf(oldRel))
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	defer unix.Close(ofd)
+	nfd, err := n.r.b.openDir(dirOf(newRel))
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	defer unix.Close(nfd)
+
+	var fl uint8
+	var st unix.Stat_t
+	var ino uint64
+	if unix.Fstatat(ofd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		ino = st.Ino
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			fl |= checkpoint.FlagDir
+		}
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 &&
+		unix.Fstatat(nfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		fl |= checkpoint.FlagDir
+	}
+	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Path: oldRel, Path2: newRel})
+	if err != nil {
+		n.r.logJournalError(checkpoint.OpRename, oldRel, err)
+		return toErrno(err)
+	}
+	defer tok.End()
+	return gofs.ToErrno(unix.Renameat2(ofd, name, nfd, newName, uint(flags)))
+}

@@ -1,0 +1,127 @@
+package fs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ = (gofs.NodeOpener)((*Node)(nil))
+	_ = (gofs.NodeCreater)((*Node)(nil))
+	_ = (gofs.NodeTmpfiler)((*Node)(nil))
+)
+
+func isWrite(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0
+}
+
+// Open opens the file in BACKING. Opening for writing is a modification
+// for as long as the file stays open: its intent is durable before the
+// backing file is opened (O_TRUNC included).
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	// The kernel hands the offsets of O_APPEND writes; FMODE_EXEC is not
+	// an open(2) flag.
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC
+	rel, ok := n.relPath()
+	if !ok {
+		return nil, 0, syscall.ENOENT
+	}
+	var h *checkpoint.Handle
+	if isWrite(flags) {
+		var extra []checkpoint.Op
+		if flags&syscall.O_TRUNC != 0 {
+			extra = append(extra, checkpoint.OpTruncate)
+		}
+		var err error
+		h, err = n.r.tr.OpenWrite(n.relPath, n.StableAttr().Ino, extra...)
+		if err != nil {
+			n.r.logJournalError(checkpoint.OpWrite, rel, err)
+			return nil, 0, toErrno(err)
+		}
+	}
+	fd, err := n.r.b.openBeneath(rel, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if h != nil {
+			h.Release()
+		}
+		return nil, 0, gofs.ToErrno(err)
+	}
+	return newFile(fd, h, n.r, n.relPath), 0, 0
+}
+
+// Create makes and opens a new file. The create intent and the
+// open-for-write intent share one sync.
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if n.reserved(name) {
+		return nil, nil, 0, syscall.EPERM
+	}
+	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC
+	rel, errno := n.childPath(name)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	// Until the inode exists its path is rel; afterwards it follows renames.
+	var child atomic.Pointer[gofs.Inode]
+	pathFn := func() (string, bool) {
+		if c := child.Load(); c != nil {
+			return inodePath(c)
+		}
+		return rel, true
+	}
+	var h *checkpoint.Handle
+	var tok checkpoint.Token
+	var err error
+	if isWrite(flags) {
+		extra := []checkpoint.Op{checkpoint.OpCreate}
+		if flags&syscall.O_TRUNC != 0 {
+			extra = append(extra, checkpoint.OpTruncate)
+		}
+		h, err = n.r.tr.OpenWrite(pathFn, 0, extra...)
+	} else {
+		tok, err = n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpCreate, Path: rel})
+	}
+	if err != nil {
+		n.r.logJournalError(checkpoint.OpCreate, rel, err)
+		return nil, nil, 0, toErrno(err)
+	}
+	defer tok.End()
+	fail := func(errno syscall.Errno) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+		if h != nil {
+			h.Release()
+		}
+		return nil, nil, 0, errno
+	}
+	dirfd, err := n.r.b.openDir(dirOf(rel))
+	if err != nil {
+		return fail(gofs.ToErrno(err))
+	}
+	defer unix.Close(dirfd)
+	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return fail(gofs.ToErrno(err))
+	}
+	preserveOwner(ctx, dirfd, name)
+	var st syscall.Stat_t
+	var btime syscall.Timespec
+	if err := statAt(fd, "", &st, &btime); err != nil {
+		unix.Close(fd)
+		return fail(gofs.ToErrno(err))
+	}
+	out.Attr.FromStat(&st)
+	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, n.idFromStat(&st, &btime))
+	child.Store(ch)
+	return ch, newFile(fd, h, n.r, pathFn), 0, 0
+}
+
+// Tmpfile is refused: an O_TMPFILE file has no name to record until it is
+// linked, and LINK does not carry the descriptor that would name it.
+// Programs fall back to a named temporary file.
+func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EOPNOTSUPP
+}

@@ -1,0 +1,181 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/hsmfs/hsmfs/checkpoint"
+)
+
+// request is one Append or SaveState waiting for the committer.
+type request struct {
+	recs  []*checkpoint.Record
+	state *checkpoint.State
+	done  chan error // buffered: the committer never blocks on a waiter
+}
+
+// maxBatchRequests bounds how many requests one batch takes, so that a
+// flood of appenders still sees a sync now and then.
+const maxBatchRequests = 4096
+
+// Append assigns Seq to each record and returns once all of them are on
+// the device. Concurrent calls share syncs. On error none of the records
+// is durable (some may still appear in a Scan).
+func (j *Journal) Append(recs []*checkpoint.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	for _, r := range recs {
+		if !r.Op.Valid() {
+			return fmt.Errorf("journal: append: invalid op %d for %q", r.Op, r.Path)
+		}
+		if len(r.Path) > maxPathLen || len(r.Path2) > maxPathLen {
+			return fmt.Errorf("journal: append: path longer than %d bytes", maxPathLen)
+		}
+	}
+	return j.submit(&request{recs: recs})
+}
+
+// SaveState makes st durable before it returns. It goes through the
+// committer so that it shares a sync with concurrent Appends.
+func (j *Journal) SaveState(st checkpoint.State) error {
+	return j.submit(&request{state: &st})
+}
+
+func (j *Journal) submit(r *request) error {
+	if err := j.enter(); err != nil {
+		return err
+	}
+	defer j.leave()
+	r.done = make(chan error, 1)
+	// Close waits for us (active), so the committer is still running
+	// and will answer.
+	j.reqs <- r
+	return <-r.done
+}
+
+// committer is the only goroutine that writes intents and state: it takes
+// every request pending, commits them together and syncs once.
+func (j *Journal) committer() {
+	defer close(j.committerDone)
+	batch := make([]*request, 0, 64)
+	for {
+		select {
+		case r := <-j.reqs:
+			batch = append(batch[:0], r)
+		case <-j.stop:
+			return
+		}
+	collect:
+		for len(batch) < maxBatchRequests {
+			select {
+			case r := <-j.reqs:
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		err := j.commit(batch)
+		for i, r := range batch {
+			r.done <- err
+			batch[i] = nil
+		}
+	}
+}
+
+// commit writes one batch and syncs it. It runs on the committer only.
+func (j *Journal) commit(batch []*request) error {
+	if j.failed != nil {
+		return fmt.Errorf("journal %s: an earlier sync failed, the journal must be reopened: %w", j.dir, j.failed)
+	}
+	if err := j.checkSpace(); err != nil {
+		return err
+	}
+
+	// One buffer for every key and value of the batch: badger keeps the
+	// slices until the commit, and sub-slices of a buffer that append
+	// reallocates stay valid.
+	size := 64
+	for _, r := range batch {
+		for _, rec := range r.recs {
+			size += recKeyLen + recordSizeHint(rec)
+		}
+	}
+	buf := make([]byte, 0, size)
+
+	// Seq is assigned before anything is written and never handed out
+	// again, even if the batch fails: a failed commit may have reached
+	// the log.
+	for _, r := range batch {
+		for _, rec := range r.recs {
+			rec.Seq = j.nextSeq
+			j.nextSeq++
+		}
+	}
+
+	j.commitMu.Lock()
+	defer j.commitMu.Unlock()
+	txn := j.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	// set adds one entry; when the transaction is full it commits and
+	// syncs it (see "Durability": a sync after each transaction) and
+	// carries on in a new one.
+	set := func(k, v []byte) error {
+		err := txn.Set(k, v)
+		if !errors.Is(err, badger.ErrTxnTooBig) {
+			return err
+		}
+		if err := j.commitSync(txn); err != nil {
+			return err
+		}
+		txn = j.db.NewTransaction(true)
+		return txn.Set(k, v)
+	}
+	var state *checkpoint.State
+	for _, r := range batch {
+		if r.state != nil {
+			state = r.state // the latest request wins
+		}
+		for _, rec := range r.recs {
+			start := len(buf)
+			buf = append(buf, intentKey(rec.Period, rec.Seq)...)
+			mid := len(buf)
+			buf = appendRecord(buf, rec)
+			if err := set(buf[start:mid:mid], buf[mid:len(buf):len(buf)]); err != nil {
+				return j.fail(err)
+			}
+		}
+	}
+	if state != nil {
+		if err := set(metaKey(metaState), encodeState(*state)); err != nil {
+			return j.fail(err)
+		}
+	}
+	next := binary.BigEndian.AppendUint64(nil, j.nextSeq)
+	if err := set(metaKey(metaSeq), next); err != nil {
+		return j.fail(err)
+	}
+	return j.fail(j.commitSync(txn))
+}
+
+// commitSync commits txn and syncs it; the caller holds commitMu.
+func (j *Journal) commitSync(txn *badger.Txn) error {
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", withErrno(err))
+	}
+	return j.sync()
+}
+
+// fail wraps a batch error, and remembers it when it poisons the journal:
+// any error after the first Set may have left log pages whose sync state
+// is unknown.
+func (j *Journal) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	j.failed = err
+	return fmt.Errorf("journal %s: append: %w", j.dir, err)
+}

@@ -1,0 +1,333 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmfs/hsmfs/checkpoint"
+)
+
+// openT opens a journal for backing "/backing" and closes it at the end
+// of the test.
+func openT(t *testing.T, dir string) *Journal {
+	t.Helper()
+	j, err := Open(dir, "/backing", Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+func rec(period uint64, path string) *checkpoint.Record {
+	return &checkpoint.Record{
+		Period: period, Run: 3, Op: checkpoint.OpWrite, Ino: 42,
+		Time: time.Unix(1700000000, 123456789), Path: path,
+	}
+}
+
+type scanned struct {
+	r         checkpoint.Record
+	completed bool
+}
+
+func scanAll(t *testing.T, j *Journal, from uint64) []scanned {
+	t.Helper()
+	var out []scanned
+	err := j.Scan(from, func(r *checkpoint.Record, completed bool) error {
+		out = append(out, scanned{*r, completed})
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	return out
+}
+
+func TestRoundTripEveryField(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	in := []*checkpoint.Record{
+		{Period: 7, Run: 2, Op: checkpoint.OpRename, Flags: checkpoint.FlagDir, Ino: 1<<63 + 5,
+			Time: time.Unix(1712345678, 987654321), Path: "a/b", Path2: "c/d é"},
+		{Period: 7, Run: 1<<40 + 1, Op: checkpoint.OpRemovexattr, Path: ""},
+		{Period: 8, Op: checkpoint.OpLink, Time: time.Unix(-5, 10), Path: strings.Repeat("x", 4096), Path2: "y"},
+	}
+	if err := j.Append(in); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range in {
+		if r.Seq != uint64(i+1) {
+			t.Errorf("record %d: Seq %d, want %d", i, r.Seq, i+1)
+		}
+	}
+	out := scanAll(t, j, 0)
+	if len(out) != len(in) {
+		t.Fatalf("scanned %d records, want %d", len(out), len(in))
+	}
+	for i, s := range out {
+		want := *in[i]
+		got := s.r
+		if !got.Time.Equal(want.Time) {
+			t.Errorf("record %d: Time %v, want %v", i, got.Time, want.Time)
+		}
+		got.Time, want.Time = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(got, want) || s.completed {
+			t.Errorf("record %d: got %+v completed=%v, want %+v", i, got, s.completed, want)
+		}
+	}
+	if out[1].r.Time != (time.Time{}) {
+		t.Errorf("zero Time came back as %v", out[1].r.Time)
+	}
+	if got := scanAll(t, j, 8); len(got) != 1 || got[0].r.Period != 8 {
+		t.Errorf("Scan(8) = %+v", got)
+	}
+	if got := scanAll(t, j, 9); len(got) != 0 {
+		t.Errorf("Scan(9) = %+v", got)
+	}
+}
+
+func TestSeqContinuesAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	for i := range 5 {
+		if err := j.Append([]*checkpoint.Record{rec(1, fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Dropping every record must not let Seq restart.
+	if err := j.DropBefore(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = openT(t, dir)
+	r := rec(2, "after")
+	if err := j.Append([]*checkpoint.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != 6 {
+		t.Errorf("Seq after reopen = %d, want 6", r.Seq)
+	}
+	out := scanAll(t, j, 0)
+	if len(out) != 1 || out[0].r.Seq != 6 {
+		t.Errorf("scan = %+v", out)
+	}
+}
+
+func TestCompleteReopen(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	recs := []*checkpoint.Record{rec(1, "a"), rec(1, "b"), rec(2, "c"), rec(2, "d")}
+	if err := j.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[1:] {
+		if err := j.Complete(r.Period, r.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Reopen(recs[2].Period, recs[2].Seq); err != nil {
+		t.Fatal(err)
+	}
+	// Reopen of something never completed is harmless.
+	if err := j.Reopen(recs[0].Period, recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{false, true, false, true}
+	check := func(j *Journal) {
+		t.Helper()
+		out := scanAll(t, j, 0)
+		if len(out) != len(want) {
+			t.Fatalf("scanned %d records", len(out))
+		}
+		for i, s := range out {
+			if s.completed != want[i] || s.r.Path != recs[i].Path {
+				t.Errorf("record %d (%s): completed=%v, want %v", i, s.r.Path, s.completed, want[i])
+			}
+		}
+	}
+	check(j)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(openT(t, dir))
+}
+
+func TestState(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	st, err := j.LoadState()
+	if err != nil || st != (checkpoint.State{}) {
+		t.Fatalf("new journal: LoadState = %+v, %v", st, err)
+	}
+	want := checkpoint.State{Current: 9, LastQuery: 1<<64 - 1, LastBlessed: 7, Run: 4, Clean: true, RecoveredAt: 8}
+	before := j.Syncs()
+	if err := j.SaveState(want); err != nil {
+		t.Fatal(err)
+	}
+	if j.Syncs() == before {
+		t.Error("SaveState did not sync")
+	}
+	if st, err = j.LoadState(); err != nil || st != want {
+		t.Fatalf("LoadState = %+v, %v, want %+v", st, err, want)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = openT(t, dir)
+	if st, err = j.LoadState(); err != nil || st != want {
+		t.Fatalf("after reopen: LoadState = %+v, %v, want %+v", st, err, want)
+	}
+}
+
+func TestOtherBacking(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, "/srv/a/../b", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Backing() != "/srv/b" {
+		t.Errorf("Backing() = %q", j.Backing())
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(dir, "/srv/c", Options{})
+	if !errors.Is(err, ErrOtherBacking) {
+		t.Fatalf("Open with another backing: %v, want ErrOtherBacking", err)
+	}
+	if !strings.Contains(err.Error(), "/srv/b") || !strings.Contains(err.Error(), "/srv/c") {
+		t.Errorf("error does not name both paths: %v", err)
+	}
+	j, err = Open(dir, "/srv/b/", Options{})
+	if err != nil {
+		t.Fatalf("reopen with the same backing: %v", err)
+	}
+	j.Close()
+}
+
+func TestInUseSameProcess(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	_, err := Open(dir, "/backing", Options{})
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open: %v, want ErrInUse", err)
+	}
+	if !strings.Contains(err.Error(), "in use by another mount") {
+		t.Errorf("unclear message: %v", err)
+	}
+	t.Log(err)
+	if _, err := Check(dir); !errors.Is(err, ErrInUse) {
+		t.Errorf("Check while open: %v, want ErrInUse", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := Open(dir, "/backing", Options{})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	j2.Close()
+}
+
+func TestClose(t *testing.T) {
+	j := openT(t, t.TempDir())
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := j.Append([]*checkpoint.Record{rec(1, "x")}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close: %v", err)
+	}
+	if err := j.Complete(1, 1); !errors.Is(err, ErrClosed) {
+		t.Errorf("Complete after Close: %v", err)
+	}
+	if _, err := j.LoadState(); !errors.Is(err, ErrClosed) {
+		t.Errorf("LoadState after Close: %v", err)
+	}
+	if err := j.Scan(0, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Scan after Close: %v", err)
+	}
+}
+
+func TestScanStopsOnError(t *testing.T) {
+	j := openT(t, t.TempDir())
+	if err := j.Append([]*checkpoint.Record{rec(1, "a"), rec(1, "b")}); err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := j.Scan(0, func(*checkpoint.Record, bool) error { n++; return stop })
+	if err != stop || n != 1 {
+		t.Errorf("Scan = %v after %d calls, want fn's error after 1", err, n)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	recs := []*checkpoint.Record{rec(1, "a"), rec(1, "b"), rec(3, "c")}
+	if err := j.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Complete(1, recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SaveState(checkpoint.State{Current: 3, Run: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Check(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", rep)
+	if rep.Records != 3 || rep.Periods != 2 || rep.MinPeriod != 1 || rep.MaxPeriod != 3 ||
+		rep.Completions != 1 || rep.Orphans != 0 || rep.Damaged != 0 ||
+		rep.State.Current != 3 || rep.Backing != "/backing" || rep.Format != formatVersion || rep.NextSeq != 4 {
+		t.Errorf("report %+v", rep)
+	}
+	if _, err := Check(filepath.Join(dir, "missing")); err == nil {
+		t.Error("Check of a missing directory succeeded")
+	}
+}
+
+func TestRecordDecodeRejectsGarbage(t *testing.T) {
+	good := appendRecord(nil, &checkpoint.Record{Op: checkpoint.OpRename, Path: "a", Path2: "bc", Time: time.Now()})
+	var r checkpoint.Record
+	if err := decodeRecord(good, &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range len(good) {
+		if err := decodeRecord(good[:i], &r); !errors.Is(err, ErrDamaged) {
+			t.Errorf("prefix of %d bytes: %v", i, err)
+		}
+	}
+	bad := [][]byte{
+		append([]byte{9}, good[1:]...),                                              // version
+		append([]byte{1, 0}, good[2:]...),                                           // op 0
+		append([]byte{1, 200}, good[2:]...),                                         // op unknown
+		append(append([]byte{}, good...), 0),                                        // trailing byte
+		{1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, // varint overflow
+		{1, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},                            // huge length
+	}
+	for i, b := range bad {
+		if err := decodeRecord(b, &r); !errors.Is(err, ErrDamaged) {
+			t.Errorf("garbage %d: %v", i, err)
+		}
+	}
+	if _, err := decodeState([]byte{1, 2, 3}); !errors.Is(err, ErrDamaged) {
+		t.Errorf("short state: %v", err)
+	}
+}
