@@ -148,8 +148,10 @@ func (d *ctlDir) Rmdir(context.Context, string) syscall.Errno  { return syscall.
 func (d *ctlDir) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
 	return syscall.EPERM
 }
-func (d *ctlDir) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EPERM }
-func (d *ctlDir) Removexattr(context.Context, string) syscall.Errno            { return syscall.EPERM }
+func (d *ctlDir) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.EPERM
+}
+func (d *ctlDir) Removexattr(context.Context, string) syscall.Errno { return syscall.EPERM }
 
 // ctlNode is one of the control files.
 type ctlNode struct {
@@ -188,8 +190,10 @@ func (n *ctlNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 	return 0
 }
 
-func (n *ctlNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EPERM }
-func (n *ctlNode) Removexattr(context.Context, string) syscall.Errno            { return syscall.EPERM }
+func (n *ctlNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.EPERM
+}
+func (n *ctlNode) Removexattr(context.Context, string) syscall.Errno { return syscall.EPERM }
 
 func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY

@@ -3,25 +3,33 @@ package fs
 import (
 	"context"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
 )
 
 // File is an open backing file. A writable File holds a tracker Handle:
 // its intent is durable from open to release, and every write checks
 // (one atomic load) that the intent is of the current period.
 //
-// Two loopback paths that would bypass the journal are closed here:
-// kernel passthrough (PassthroughFd), which would hand writes straight to
-// the kernel, and ioctl, which can modify a file (FS_IOC_SETFLAGS, ...).
+// Kernel passthrough hands reads and writes straight to the kernel, so
+// hsmfs never sees them. That is safe here because the intent is taken at
+// open, not at write: a writable File holds a durable intent from open to
+// release, and every query re-records it in its new period. ioctl is
+// refused: several ioctls modify a file (FS_IOC_SETFLAGS, ...).
 type File struct {
 	*gofs.LoopbackFile
-	fd   int // owned by LoopbackFile, valid until Release
-	h    *checkpoint.Handle
-	path checkpoint.PathFunc
-	r    *Root
+	fd    int // owned by LoopbackFile, valid until Release
+	write bool
+	rdwr  bool // opened O_RDWR: fd can serve as the inode's backing file
+	h     *checkpoint.Handle
+	path  checkpoint.PathFunc
+	r     *Root
+
+	pfd atomic.Int32 // extra O_RDWR fd handed to the kernel, or -1
 }
 
 var (
@@ -32,13 +40,50 @@ var (
 	_ = (gofs.FileIoctler)((*File)(nil))
 )
 
-func newFile(fd int, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc) *File {
-	return &File{LoopbackFile: gofs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd, h: h, r: r, path: path}
+func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc) *File {
+	f := &File{LoopbackFile: gofs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd,
+		write: isWrite(flags), rdwr: flags&syscall.O_ACCMODE == syscall.O_RDWR, h: h, r: r, path: path}
+	f.pfd.Store(-1)
+	return f
 }
 
-// PassthroughFd declines kernel passthrough: the kernel would write to
-// BACKING without hsmfs seeing it.
-func (f *File) PassthroughFd() (int, bool) { return -1, false }
+// PassthroughFd gives the kernel the backing file for passthrough I/O.
+// go-fuse registers one backing file per inode, at its first open, and
+// hands it to every later open of the inode while any is open. So the fd
+// must allow reading and writing whatever the first open asked for: a
+// read-only first open must not leave a later writable open with a
+// read-only backing file. The kernel still enforces each open's own mode
+// on the FUSE file. When an O_RDWR fd cannot be had (a read-only
+// filesystem, a running executable), passthrough is declined and the I/O
+// goes through hsmfs.
+func (f *File) PassthroughFd() (int, bool) {
+	if !f.r.passthrough {
+		return -1, false
+	}
+	if f.rdwr {
+		return f.fd, true
+	}
+	if fd := f.pfd.Load(); fd >= 0 {
+		return int(fd), true
+	}
+	rel, ok := f.path()
+	if !ok {
+		return -1, false
+	}
+	fd, err := f.r.b.openBeneath(rel, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, false
+	}
+	// The two fds must be the same file: a rename could have swapped
+	// the name since this File was opened.
+	var a, b unix.Stat_t
+	if unix.Fstat(f.fd, &a) != nil || unix.Fstat(fd, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
+		unix.Close(fd)
+		return -1, false
+	}
+	f.pfd.Store(int32(fd))
+	return fd, true
+}
 
 // Ioctl is refused: several ioctls modify the file.
 func (f *File) Ioctl(ctx context.Context, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
@@ -87,6 +132,9 @@ func (f *File) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 }
 
 func (f *File) Release(ctx context.Context) syscall.Errno {
+	if fd := f.pfd.Swap(-1); fd >= 0 {
+		unix.Close(int(fd))
+	}
 	errno := f.LoopbackFile.Release(ctx)
 	if f.h != nil {
 		f.h.Release()

@@ -23,9 +23,12 @@ type Config struct {
 	// UID and GID own the control directory: the user who mounted.
 	UID, GID uint32
 	// Info adds fields to .hsm/status (pid, journal, ...).
-	Info  func() map[string]any
-	Debug bool
-	Log   *slog.Logger
+	Info func() map[string]any
+	// NoPassthrough keeps file I/O in hsmfs instead of handing it to
+	// the kernel (slower; for comparison and debugging).
+	NoPassthrough bool
+	Debug         bool
+	Log           *slog.Logger
 }
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
@@ -50,7 +53,7 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	}
 	var st struct{ dev uint64 }
 	st.dev = cfg.Backing.dev
-	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log}
+	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: st.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node

@@ -22,6 +22,8 @@ type Root struct {
 	uid   uint32 // the user who mounted: the owner of .hsm
 	gid   uint32
 	log   *slog.Logger
+	// passthrough lets the kernel do file I/O on the backing fd.
+	passthrough bool
 }
 
 // Node is a passthrough node over BACKING. Reads go to the embedded

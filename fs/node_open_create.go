@@ -52,7 +52,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		return nil, 0, gofs.ToErrno(err)
 	}
-	return newFile(fd, h, n.r, n.relPath), 0, 0
+	return newFile(fd, flags, h, n.r, n.relPath), 0, 0
 }
 
 // Create makes and opens a new file. The create intent and the
@@ -116,7 +116,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	out.Attr.FromStat(&st)
 	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, n.idFromStat(&st, &btime))
 	child.Store(ch)
-	return ch, newFile(fd, h, n.r, pathFn), 0, 0
+	return ch, newFile(fd, flags, h, n.r, pathFn), 0, 0
 }
 
 // Tmpfile is refused: an O_TMPFILE file has no name to record until it is

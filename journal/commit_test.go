@@ -385,3 +385,58 @@ func TestSurvivesSIGKILL(t *testing.T) {
 		t.Errorf("after SIGKILL: %+v", out)
 	}
 }
+
+func TestMissingManifest(t *testing.T) {
+	dir := t.TempDir()
+	j := openT(t, dir)
+	if err := j.Append([]*checkpoint.Record{rec(1, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "MANIFEST")); err != nil {
+		t.Fatal(err)
+	}
+	before := listFiles(t, dir)
+	if _, err := Open(dir, "/backing", Options{}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Open without MANIFEST: %v, want ErrDamaged", err)
+	}
+	if _, err := Check(dir); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Check without MANIFEST: %v, want ErrDamaged", err)
+	}
+	after := listFiles(t, dir)
+	if len(after) != len(before) {
+		t.Errorf("files before %v, after %v", before, after)
+	}
+
+	// Nor is a directory of other files taken over.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("mine"), 0o600)
+	_, err := Open(other, "/backing", Options{})
+	if !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Open of a directory of other files: %v", err)
+	}
+	t.Log(err)
+}
+
+func TestAppendLargerThanATransaction(t *testing.T) {
+	j := openT(t, t.TempDir())
+	const n = 60000 // badger allows about 25,000 entries per transaction here
+	recs := make([]*checkpoint.Record, n)
+	for i := range recs {
+		recs[i] = rec(1, fmt.Sprintf("some/longer/path/%d", i))
+	}
+	before := j.Syncs()
+	if err := j.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	syncs := j.Syncs() - before
+	t.Logf("one Append of %d records: %d syncs", n, syncs)
+	if syncs < 2 {
+		t.Errorf("%d syncs: the batch did not need splitting, make it larger", syncs)
+	}
+	if got := len(scanAll(t, j, 0)); got != n {
+		t.Errorf("scanned %d records, want %d", got, n)
+	}
+}

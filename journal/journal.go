@@ -96,18 +96,24 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: backing path %q: %w", backing, err)
 	}
+	// Absolute, so that statfs and the messages do not depend on a
+	// later chdir of the daemon.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("journal: path %q: %w", dir, err)
+	}
 	j := &Journal{
 		dir:     dir,
 		backing: absBacking,
 		reserve: opt.ReserveBytes,
-		log:     opt.Logger,
 	}
 	if j.reserve == 0 {
 		j.reserve = DefaultReserveBytes
 	}
+	j.log = opt.Logger
 	if j.log == nil {
 		j.log = discardLogger()
 	}
+	j.log = j.log.With("journal", dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}
@@ -175,6 +181,9 @@ func openBadger(dir string, log *slog.Logger, readOnly bool) (db *badger.DB, err
 		WithMetricsEnabled(false).
 		WithReadOnly(readOnly).
 		WithLogger(badgerLogger{log})
+	if err := checkLooksLikeJournal(dir); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, fmt.Errorf("journal %s: %w: badger panicked while opening: %v", dir, ErrDamaged, p)
@@ -188,6 +197,36 @@ func openBadger(dir string, log *slog.Logger, readOnly bool) (db *badger.DB, err
 		return nil, fmt.Errorf("journal %s: %w: badger cannot open it: %w", dir, ErrDamaged, withErrno(err))
 	}
 	return db, nil
+}
+
+// checkLooksLikeJournal refuses a directory that holds files but no
+// MANIFEST. Given one, badger would start a new database there and delete
+// the tables that its new, empty MANIFEST does not list: a journal that
+// lost its MANIFEST would be wiped, and a directory named by mistake would
+// be filled with badger's files.
+func checkLooksLikeJournal(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", dir, err)
+	}
+	var others []string
+	for _, e := range entries {
+		switch e.Name() {
+		case "MANIFEST":
+			return nil
+		case lockName:
+		default:
+			others = append(others, e.Name())
+		}
+	}
+	if len(others) == 0 {
+		return nil // a new journal
+	}
+	if len(others) > 3 {
+		others = append(others[:3], "...")
+	}
+	return fmt.Errorf("journal %s: %w: no MANIFEST, but it holds %s (not a journal, or one that lost its MANIFEST)",
+		dir, ErrDamaged, strings.Join(others, ", "))
 }
 
 // initMeta checks the metadata of an existing journal, or writes it

@@ -72,7 +72,8 @@ func (j *Journal) LoadState() (checkpoint.State, error) {
 // Record, which fn may keep. Scan reads one snapshot: writes made while
 // it runs (by fn too) are not seen. An error of fn ends the scan and is
 // returned as it is; a record that does not decode ends it with an error
-// wrapping ErrDamaged.
+// wrapping ErrDamaged. fn may call the Journal's methods, except Close,
+// which would wait for this Scan to end.
 func (j *Journal) Scan(from uint64, fn func(r *checkpoint.Record, completed bool) error) error {
 	if err := j.enter(); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +39,8 @@ Options:
                      default_permissions, ro, ... (may be repeated)
   --log FILE         background log file (default: JOURNAL.log)
   --debug            log every FUSE request
+  --no-passthrough   keep file reads and writes in hsmfs instead of handing
+                     them to the kernel (slower; for comparison)
   -h, --help         this help
 
 It refuses, with a reason on stderr and exit code 1: BACKING missing or not
@@ -61,6 +64,7 @@ type mountArgs struct {
 	Options    []string `json:"options"`
 	Log        string   `json:"log"`
 	Debug      bool     `json:"debug"`
+	NoPassthru bool     `json:"no_passthrough"`
 }
 
 func runMount(args []string) error {
@@ -74,6 +78,7 @@ func runMount(args []string) error {
 	fs.Var(&opts, "o", "")
 	fs.StringVar(&a.Log, "log", "", "")
 	fs.BoolVar(&a.Debug, "debug", false, "")
+	fs.BoolVar(&a.NoPassthru, "no-passthrough", false, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -275,6 +280,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	srv, err := hfs.Mount(hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
+		NoPassthrough: a.NoPassthru,
 		Info: func() map[string]any {
 			return map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
 		},
@@ -282,6 +288,13 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	if err != nil {
 		tr.Close()
 		return err
+	}
+	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
+		// For performance work: profile the daemon until it unmounts.
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 	}
 	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
 	reported = true

@@ -1,0 +1,57 @@
+// Package checkpoint is the period state machine of hsmfs: it turns
+// modifications into durable intents, groups them in periods, and runs
+// queries and blesses. It knows neither FUSE nor badger: the fs package
+// calls it, and it writes through the Store interface (implemented by
+// journal) and looks at the tracked tree through Backing (implemented by
+// fs). A test enforces the layering.
+//
+// # What it owns
+//
+//   - the current period, and the in-flight count of each period
+//     (period.go: an SRCU-like handover, lock-free on the hot path);
+//   - the in-memory dedup set of each period: a modification whose
+//     (op, path) already has a durable intent in the current period
+//     needs no new one, so repeated writes cost no sync;
+//   - the files open for writing (handle.go), which count as modified
+//     for as long as they stay open and are re-recorded by every query;
+//   - the durable State (current period, last query, last bless, run,
+//     clean flag, recovery period) and recovery after an unclean end.
+//
+// # Concurrency
+//
+// Begin, End, OpenWrite, Touch and Release may be called from any number
+// of goroutines. Query, Checkpoint, Bless and Close serialise on qmu.
+// Lock order: qmu → handlesMu → dedup shard mu → entry mu; stateMu and
+// gcMu are leaves. No lock but qmu is held across a Store call that syncs.
+//
+// # Durability argument
+//
+//  1. Begin (and OpenWrite, Touch) returns only after Store.Append of an
+//     intent covering the path returned nil, i.e. after the journal's
+//     sync; or after finding such an intent already durable in the same
+//     period (the dedup entry is published only once its Append
+//     returned: joiners wait on entry.ready). The caller modifies BACKING
+//     only after that. So every modification is covered by a durable
+//     intent of the period it entered (D1).
+//  2. A query starts P with State.Current = P saved durably first, then
+//     waits for every modification that entered an earlier period to
+//     End. Files open for writing are re-recorded in P (durably) before
+//     the answer is built, so writes through them that the query did not
+//     wait for (including mmap and kernel-passthrough writes that hsmfs
+//     never sees) are covered by a record of P.
+//  3. The answer lists every path of every record with period ≥
+//     LastBlessed. LastQuery = P is saved durably before it is returned.
+//  4. Bless(id) requires id ≤ LastQuery, calls syncfs on BACKING, then
+//     saves LastBlessed = id durably; only then are records below id
+//     deleted (in the background; a crash restarts the deletion, and
+//     queries never read below LastBlessed anyway). Records of period ≥
+//     id — including everything recorded after query id started — stay.
+//  5. After a crash, New keeps every record, starts a new period above
+//     State.Current (so above every record, by 2), and reports intents of
+//     earlier runs without a completion as in flight.
+//
+// Hence a path modified in period T is in every answer from the first
+// query that starts a period > T until a bless of an id > T, which
+// requires a query that listed it (D2, D3). docs/design.md walks through
+// every crash point.
+package checkpoint

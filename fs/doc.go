@@ -1,0 +1,31 @@
+// Package fs is the FUSE side of hsmfs, and the only package that
+// imports go-fuse. Node embeds go-fuse's LoopbackNode for reads (lookup,
+// getattr, readdir, readlink, getxattr, statfs) and overrides every
+// modification: it asks the checkpoint tracker for a durable intent
+// first, then carries out the operation beneath BACKING's root fd with
+// *at calls (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_NOFOLLOW,
+// AT_SYMLINK_NOFOLLOW), so a symlink inside BACKING never leads outside
+// it, and finally ends the token, which records the completion.
+//
+// Files are split by family: node_dir_ops.go (mkdir, mknod, symlink,
+// link, unlink, rmdir, rename), node_open_create.go (open, create),
+// node_attr.go (setattr, xattrs, copy_file_range), file.go (the open
+// file: write, fallocate, release; kernel passthrough and ioctl are
+// closed because they would bypass the journal), control.go (the .hsm
+// directory), backing.go (fd-relative access to BACKING), errno.go (the
+// one place where errors become errnos).
+//
+// # Concurrency
+//
+// go-fuse calls the node methods from many goroutines. The package keeps
+// no mutable state of its own besides ctlState.lastErr (guarded by
+// ctlState.mu); ordering between modifications and queries is the
+// tracker's job.
+//
+// # Durability argument
+//
+// No method writes to BACKING before the tracker returned a token (or a
+// Handle for files open for writing, whose Touch is checked on every
+// write). If the tracker fails, the method returns the journal's errno
+// and BACKING is untouched. Reads never call the tracker (D5).
+package fs

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what hsmfs's tests need and a fresh Debian machine lacks:
+# fuse3 (fusermount3), rsync (the consumer the e2e tests drive),
+# xfsprogs and e2fsprogs (loop-mounted journal/backing filesystems for the
+# fault and power-cut tests), fio (benchmarks). Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v rsync >/dev/null || need+=(rsync)
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
+command -v xfs_io >/dev/null || need+=(xfsprogs)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v losetup >/dev/null || need+=(mount)
+command -v fio >/dev/null || need+=(fio)
+
+if ((${#need[@]})); then
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+		echo "deps: missing packages: ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null; then
+	if [[ -x /usr/local/go/bin/go ]]; then
+		echo "deps: go is at /usr/local/go/bin; add it to PATH" >&2
+	else
+		echo "deps: Go 1.26 or later is needed (https://go.dev/dl/)" >&2
+	fi
+	exit 1
+fi
+if [[ ! -e /dev/fuse ]]; then
+	echo "deps: /dev/fuse is missing: load the fuse module (modprobe fuse)" >&2
+	exit 1
+fi
