@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // PathFunc returns the current path of an open file, relative to the
@@ -121,75 +120,31 @@ func (t *Tracker) rerecordHandles(P uint64) error {
 		}
 	}
 	t.handlesMu.Unlock()
-	if len(hs) == 0 {
+	var ins []Intent
+	var owners []*Handle
+	for _, h := range hs {
+		if path, ok := h.path(); ok {
+			ins = append(ins, Intent{Op: OpWrite, Ino: h.ino, Path: path})
+			owners = append(owners, h)
+		}
+	}
+	if len(ins) == 0 {
 		return nil
 	}
-	set := t.ps.set(P)
-	var fresh []*entry
-	var recs []*Record
-	type pending struct {
-		h *Handle
-		e *entry
-	}
-	var joined []pending
-	for _, h := range hs {
-		path, ok := h.path()
-		if !ok {
-			continue
-		}
-		k := dedupKey{op: OpWrite, path: path}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		e := sh.m[k]
-		if e == nil {
-			e = &entry{ready: make(chan struct{})}
-			e.rec = Record{Period: P, Run: t.run, Op: OpWrite, Ino: h.ino, Path: path}
-			sh.m[k] = e
-			fresh = append(fresh, e)
-			recs = append(recs, &e.rec)
-		}
-		sh.mu.Unlock()
-		joined = append(joined, pending{h, e})
-	}
-	now := time.Now()
-	for _, r := range recs {
-		r.Time = now
-	}
-	var err error
-	if len(recs) > 0 {
-		err = t.store.Append(recs)
-	}
-	for _, e := range fresh {
-		e.err = err
-		if err != nil {
-			k := dedupKey{op: OpWrite, path: e.rec.Path}
-			sh := &set.shards[set.shard(&k)]
-			sh.mu.Lock()
-			delete(sh.m, k)
-			sh.mu.Unlock()
-		}
-		close(e.ready)
-	}
+	es, err := t.acquire(P, ins...)
 	if err != nil {
-		return fmt.Errorf("re-record %d open files: %w", len(recs), err)
+		return fmt.Errorf("re-record %d open files: %w", len(ins), err)
 	}
-	for _, j := range joined {
-		<-j.e.ready
-		if j.e.err != nil {
-			return fmt.Errorf("re-record %q: %w", j.e.rec.Path, j.e.err)
-		}
-		if err := t.join(j.e); err != nil {
-			return fmt.Errorf("re-record %q: %w", j.e.rec.Path, err)
-		}
-		j.h.mu.Lock()
-		if j.h.released {
-			j.h.mu.Unlock()
-			t.release(j.e)
+	for i, h := range owners {
+		h.mu.Lock()
+		if h.released {
+			h.mu.Unlock()
+			t.release(es[i])
 			continue
 		}
-		j.h.entries = append(j.h.entries, j.e)
-		j.h.mu.Unlock()
-		j.h.period.Store(P)
+		h.entries = append(h.entries, es[i])
+		h.mu.Unlock()
+		h.period.Store(P)
 	}
 	return nil
 }

@@ -113,7 +113,9 @@ type entry struct {
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed
 
-	mu        sync.Mutex // guards refs and completed, and orders Complete/Reopen I/O
+	mu        sync.Mutex // guards refs, completed and queued, and orders Complete/Reopen I/O
 	refs      int        // modifications (and open handles) currently using this intent
 	completed bool       // a completion is recorded in the store
+	queued    bool       // on the completer's list
+	fine      bool       // an unsynced fine record (coarse mode): no refs, no completion
 }

@@ -66,9 +66,22 @@ func (t *Tracker) Query() (*Answer, error) {
 			a.ino = r.Ino
 		}
 	}
-	var dirRenames []*Record
+	var dirRenames, dirIntents []*Record
+	var dirInflight []bool
+	lost := t.async != nil && t.async.Lost()
 	err = t.store.Scan(st.LastBlessed, func(r *Record, completed bool) error {
 		inflight := r.Run < t.run && !completed
+		if r.Op == OpEntries {
+			// Needed only where the fine records may be missing.
+			if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
+				dirIntents = append(dirIntents, r)
+				dirInflight = append(dirInflight, inflight)
+			}
+			return nil
+		}
+		if r.Flags&FlagFine != 0 {
+			inflight = false // the directory intent carries it
+		}
 		add(r.Path, r, inflight)
 		add(r.Path2, r, inflight)
 		if r.Op == OpRename && r.Flags&FlagDir != 0 {
@@ -90,6 +103,13 @@ func (t *Tracker) Query() (*Answer, error) {
 			}
 		}
 	}
+	for i, r := range dirIntents {
+		rr, inflight := r, dirInflight[i]
+		add(r.Path, r, inflight)
+		if err := t.listDir(r.Path, func(p string) { add(p, rr, inflight) }); err != nil {
+			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
+		}
+	}
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}
 	for p, a := range paths {
@@ -105,6 +125,26 @@ func (t *Tracker) Query() (*Answer, error) {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return ans, nil
+}
+
+// Lister is an optional Backing method: the entries directly beneath dir.
+type Lister interface {
+	List(dir string, fn func(path string)) error
+}
+
+func (t *Tracker) listDir(dir string, fn func(string)) error {
+	if l, ok := t.backing.(Lister); ok {
+		return l.List(dir, fn)
+	}
+	prefix := dir + "/"
+	if dir == "" {
+		prefix = ""
+	}
+	return t.backing.Walk(dir, func(p string) {
+		if !strings.Contains(p[len(prefix):], "/") {
+			fn(p)
+		}
+	})
 }
 
 func opList(mask uint32) []string {
@@ -152,6 +192,9 @@ func (t *Tracker) Status() (Status, error) {
 	st := t.snapshot()
 	seen := make(map[string]struct{})
 	err := t.store.Scan(st.LastBlessed, func(r *Record, _ bool) error {
+		if r.Op == OpEntries {
+			return nil
+		}
 		seen[r.Path] = struct{}{}
 		if r.Path2 != "" {
 			seen[r.Path2] = struct{}{}

@@ -25,7 +25,11 @@ const (
 	OpUtimens     Op = 15
 	OpSetxattr    Op = 16
 	OpRemovexattr Op = 17
-	opMax         Op = 18
+	// OpEntries is a directory intent (coarse mode): "the entries of
+	// directory Path may change in this period". Fine records of the
+	// same period name the entries, unsynced.
+	OpEntries Op = 18
+	opMax     Op = 19
 )
 
 var opNames = [opMax]string{
@@ -34,6 +38,7 @@ var opNames = [opMax]string{
 	OpMkdir: "mkdir", OpSymlink: "symlink", OpLink: "link", OpUnlink: "unlink",
 	OpRmdir: "rmdir", OpRename: "rename", OpChmod: "chmod", OpChown: "chown",
 	OpUtimens: "utimens", OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
+	OpEntries: "entries",
 }
 
 func (o Op) String() string {
@@ -51,6 +56,9 @@ const (
 	// FlagDir: the object of the modification is a directory. A rename
 	// of a directory makes the query list every path beneath the new name.
 	FlagDir uint8 = 1 << 0
+	// FlagFine: an unsynced fine record, covered by an OpEntries intent
+	// on its directory. Its in-flight state is the directory intent's.
+	FlagFine uint8 = 1 << 1
 )
 
 // Record is one durable intent: "Path (and Path2) may change in Period".
@@ -83,6 +91,10 @@ type State struct {
 	// unclean end, 0 if none is pending. It is reset when a bless at or
 	// above it completes.
 	RecoveredAt uint64
+	// LastUncleanRun is the latest run that did not end cleanly. Its
+	// unsynced fine records may be lost, so a query lists the whole
+	// content of its directory intents instead.
+	LastUncleanRun uint64
 }
 
 // Store is the durable journal the tracker writes through. journal.Journal
@@ -113,4 +125,16 @@ type Store interface {
 	DropBefore(period uint64) error
 	// Syncs reports how many device syncs the store has done since open.
 	Syncs() uint64
+}
+
+// AsyncStore is a Store that can also append without waiting; it enables
+// coarse mode.
+type AsyncStore interface {
+	// AppendAsync queues records: they are neither durable nor visible
+	// when it returns, but every later Scan, Append and SaveState
+	// writes them first.
+	AppendAsync(recs []*Record)
+	// Lost reports whether queued records may have been lost since the
+	// store was opened (a write failed).
+	Lost() bool
 }

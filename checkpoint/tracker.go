@@ -64,11 +64,30 @@ type Tracker struct {
 
 	gcMu sync.Mutex // serialises DropBefore calls (background garbage collection)
 	gcWG sync.WaitGroup
+
+	// async is the store's unsynced append, if it has one: it enables
+	// coarse mode (coarse.go).
+	async AsyncStore
+	comp  *completer
+}
+
+// Options tune a Tracker.
+type Options struct {
+	// FineOnly disables coarse mode: every intent is synced on its own.
+	FineOnly bool
+	// CompleteDelay is how long an idle intent waits before its
+	// completion is recorded (default 10ms).
+	CompleteDelay time.Duration
 }
 
 // New loads the durable state, performs recovery after an unclean end,
 // and marks the journal as in use (not clean) durably.
 func New(store Store, backing Backing, log *slog.Logger) (*Tracker, error) {
+	return NewWithOptions(store, backing, log, Options{})
+}
+
+// NewWithOptions is New with tuning.
+func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options) (*Tracker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -81,6 +100,7 @@ func New(store Store, backing Backing, log *slog.Logger) (*Tracker, error) {
 		st.Current = 1
 	}
 	if st.Run > 0 && !st.Clean {
+		st.LastUncleanRun = st.Run
 		// The last mount did not end cleanly. Its records stay; intents
 		// of its run without completions are reported in flight. A new
 		// period separates what happened before the crash from what
@@ -96,6 +116,10 @@ func New(store Store, backing Backing, log *slog.Logger) (*Tracker, error) {
 	}
 	t.run = st.Run
 	t.state = st
+	if as, ok := store.(AsyncStore); ok && !opt.FineOnly {
+		t.async = as
+	}
+	t.comp = newCompleter(t, opt.CompleteDelay)
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
 	if st.LastBlessed > 0 {
@@ -144,7 +168,23 @@ func (tok Token) End() {
 // acquire finds or creates the durable intents for ins within period p
 // and takes a reference on each. Fresh intents are appended in one batch,
 // so they share one sync.
+//
+// In coarse mode (see coarse.go) intents that neither remove nor move a
+// name become a durable intent on their directory plus an unsynced fine
+// record; es[i] is then the directory's entry.
 func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
+	var fine []Intent
+	if t.async != nil {
+		ins, fine = t.coarsen(ins)
+	}
+	es, err := t.acquireDurable(p, ins)
+	if err == nil && len(fine) > 0 {
+		t.queueFine(p, fine)
+	}
+	return es, err
+}
+
+func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	set := t.ps.set(p)
 	es := make([]*entry, len(ins))
 	fresh := make([]bool, len(ins))
@@ -233,18 +273,20 @@ func (t *Tracker) join(e *entry) error {
 	return nil
 }
 
+// release drops a reference. The completion of an idle intent is
+// recorded a little later by the completer (completer.go), so that a
+// burst of modifications of one path does not write and take back a
+// completion for each of them.
 func (t *Tracker) release(e *entry) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.refs--
-	if e.refs == 0 && !e.completed {
-		if err := t.store.Complete(e.rec.Period, e.rec.Seq); err != nil {
-			// Only costs accuracy: the intent will be reported in
-			// flight after a crash.
-			t.log.Warn("journal: recording completion failed", "path", e.rec.Path, "err", err)
-			return
-		}
-		e.completed = true
+	idle := e.refs == 0 && !e.completed && !e.queued
+	if idle {
+		e.queued = true
+	}
+	e.mu.Unlock()
+	if idle {
+		t.comp.add(e)
 	}
 }
 
@@ -361,6 +403,7 @@ func (t *Tracker) Close() error {
 		return nil
 	}
 	t.gcWG.Wait()
+	t.comp.stop()
 	if n := t.ps.inFlight(); n != 0 {
 		return fmt.Errorf("close: %d modifications still in flight; journal left marked unclean", n)
 	}

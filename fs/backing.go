@@ -190,6 +190,31 @@ func (b *Backing) Walk(dir string, fn func(string)) error {
 	return walkFd(fd, dir, fn)
 }
 
+// List calls fn for every entry directly beneath dir (nothing if dir is
+// gone or not a directory).
+func (b *Backing) List(dir string, fn func(string)) error {
+	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return nil
+		}
+		return fmt.Errorf("list %q: %w", dir, err)
+	}
+	f := os.NewFile(uintptr(fd), dir)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	for _, n := range names {
+		if dir == "" && n == ControlName {
+			continue
+		}
+		fn(joinPath(dir, n))
+	}
+	if err != nil {
+		return fmt.Errorf("list %q: %w", dir, err)
+	}
+	return nil
+}
+
 // walkFd lists the directory fd (taking ownership of it) recursively.
 func walkFd(fd int, dir string, fn func(string)) error {
 	f := os.NewFile(uintptr(fd), dir)

@@ -10,11 +10,14 @@ import (
 	"github.com/hsmfs/hsmfs/checkpoint"
 )
 
-// request is one Append or SaveState waiting for the committer.
+// request is one Append, SaveState or flush waiting for the committer.
 type request struct {
 	recs  []*checkpoint.Record
 	state *checkpoint.State
-	done  chan error // buffered: the committer never blocks on a waiter
+	// noSync: the caller only needs what was queued before it to be
+	// written (visible to reads), not synced (Scan's flush).
+	noSync bool
+	done   chan error // buffered: the committer never blocks on a waiter
 }
 
 // maxBatchRequests bounds how many requests one batch takes, so that a
@@ -45,6 +48,45 @@ func (j *Journal) SaveState(st checkpoint.State) error {
 	return j.submit(&request{state: &st})
 }
 
+// AppendAsync queues records to be written with the committer's next
+// batch and returns at once: they are neither durable nor visible when it
+// returns. Every Scan and every Append or SaveState that starts after
+// AppendAsync returned writes them first. If writing them fails, Lost
+// reports true from then on. The tracker uses it for the fine records
+// that a durable directory intent already covers.
+func (j *Journal) AppendAsync(recs []*checkpoint.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	for _, r := range recs {
+		if !r.Op.Valid() || len(r.Path) > maxPathLen || len(r.Path2) > maxPathLen {
+			j.lost.Store(true)
+			j.log.Error("journal: async record refused", "op", r.Op, "path", r.Path)
+			return
+		}
+	}
+	j.asyncMu.Lock()
+	j.asyncQ = append(j.asyncQ, recs...)
+	j.asyncMu.Unlock()
+	select {
+	case j.asyncWake <- struct{}{}:
+	default:
+	}
+}
+
+// Lost reports whether records queued with AppendAsync may have been lost
+// since Open.
+func (j *Journal) Lost() bool { return j.lost.Load() }
+
+// takeAsync empties the async queue.
+func (j *Journal) takeAsync() []*checkpoint.Record {
+	j.asyncMu.Lock()
+	defer j.asyncMu.Unlock()
+	q := j.asyncQ
+	j.asyncQ = nil
+	return q
+}
+
 func (j *Journal) submit(r *request) error {
 	if err := j.enter(); err != nil {
 		return err
@@ -63,10 +105,15 @@ func (j *Journal) committer() {
 	defer close(j.committerDone)
 	batch := make([]*request, 0, 64)
 	for {
+		batch = batch[:0]
 		select {
 		case r := <-j.reqs:
-			batch = append(batch[:0], r)
+			batch = append(batch, r)
+		case <-j.asyncWake:
 		case <-j.stop:
+			if q := j.takeAsync(); len(q) > 0 {
+				j.commit(nil, q)
+			}
 			return
 		}
 	collect:
@@ -78,7 +125,9 @@ func (j *Journal) committer() {
 				break collect
 			}
 		}
-		err := j.commit(batch)
+		// The async queue is taken after the requests, so that every
+		// record queued before a request was submitted is in its batch.
+		err := j.commit(batch, j.takeAsync())
 		for i, r := range batch {
 			r.done <- err
 			batch[i] = nil
@@ -86,13 +135,34 @@ func (j *Journal) committer() {
 	}
 }
 
-// commit writes one batch and syncs it. It runs on the committer only.
-func (j *Journal) commit(batch []*request) error {
+// commit writes one batch with the queued async records, and syncs it
+// unless no request needs a sync. It runs on the committer only.
+func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err error) {
+	if len(async) > 0 {
+		defer func() {
+			if err != nil {
+				j.lost.Store(true)
+				j.log.Error("journal: fine records lost; queries will list whole directories", "records", len(async), "err", err)
+			}
+		}()
+	}
 	if j.failed != nil {
 		return fmt.Errorf("journal %s: an earlier sync failed, the journal must be reopened: %w", j.dir, j.failed)
 	}
+	needSync := false
+	for _, r := range batch {
+		if !r.noSync {
+			needSync = true
+		}
+	}
+	if !needSync && len(async) == 0 {
+		return nil
+	}
 	if err := j.checkSpace(); err != nil {
 		return err
+	}
+	if len(async) > 0 {
+		batch = append(batch, &request{recs: async, noSync: true})
 	}
 
 	// One buffer for every key and value of the batch: badger keeps the
@@ -157,6 +227,12 @@ func (j *Journal) commit(batch []*request) error {
 	next := binary.BigEndian.AppendUint64(nil, j.nextSeq)
 	if err := set(metaKey(metaSeq), next); err != nil {
 		return j.fail(err)
+	}
+	if !needSync {
+		if err := txn.Commit(); err != nil {
+			return j.fail(fmt.Errorf("commit: %w", withErrno(err)))
+		}
+		return nil
 	}
 	return j.fail(j.commitSync(txn))
 }

@@ -73,6 +73,11 @@ type Journal struct {
 
 	syncs atomic.Uint64
 
+	asyncMu   sync.Mutex           // guards asyncQ
+	asyncQ    []*checkpoint.Record // AppendAsync's queue, taken by the committer
+	asyncWake chan struct{}        // cap 1: wakes the committer for asyncQ
+	lost      atomic.Bool          // an async batch failed
+
 	// mu guards closed, and orders active.Add against Close's Wait.
 	mu     sync.Mutex
 	closed bool
@@ -130,6 +135,7 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 		return nil, err
 	}
 	j.reqs = make(chan *request, 256)
+	j.asyncWake = make(chan struct{}, 1)
 	j.stop = make(chan struct{})
 	j.committerDone = make(chan struct{})
 	go j.committer()

@@ -138,7 +138,13 @@ func (d *decoder) str() string {
 // stateLen is the size of an encoded State:
 //
 //	version(1) Current(8) LastQuery(8) LastBlessed(8) Run(8) Clean(1) RecoveredAt(8)
-const stateLen = 1 + 8*4 + 1 + 8
+//	LastUncleanRun(8)
+//
+// A state without the trailing LastUncleanRun (stateLenV1) reads as 0.
+const (
+	stateLenV1 = 1 + 8*4 + 1 + 8
+	stateLen   = stateLenV1 + 8
+)
 
 func encodeState(st checkpoint.State) []byte {
 	b := make([]byte, 0, stateLen)
@@ -153,6 +159,7 @@ func encodeState(st checkpoint.State) []byte {
 	}
 	b = append(b, clean)
 	b = binary.BigEndian.AppendUint64(b, st.RecoveredAt)
+	b = binary.BigEndian.AppendUint64(b, st.LastUncleanRun)
 	return b
 }
 
@@ -161,7 +168,7 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	if len(v) < 1 || v[0] != stateVersion {
 		return st, fmt.Errorf("%w: state has unknown version (%d bytes)", ErrDamaged, len(v))
 	}
-	if len(v) != stateLen {
+	if len(v) != stateLen && len(v) != stateLenV1 {
 		return st, fmt.Errorf("%w: state of %d bytes, want %d", ErrDamaged, len(v), stateLen)
 	}
 	if v[33] > 1 {
@@ -173,5 +180,8 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	st.Run = binary.BigEndian.Uint64(v[25:])
 	st.Clean = v[33] == 1
 	st.RecoveredAt = binary.BigEndian.Uint64(v[34:])
+	if len(v) == stateLen {
+		st.LastUncleanRun = binary.BigEndian.Uint64(v[42:])
+	}
 	return st, nil
 }

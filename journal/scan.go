@@ -79,6 +79,12 @@ func (j *Journal) Scan(from uint64, fn func(r *checkpoint.Record, completed bool
 		return err
 	}
 	defer j.leave()
+	// Records queued with AppendAsync before this call must be seen. If
+	// writing them fails, Lost says so and the caller compensates; the
+	// scan still reads what is there.
+	r := &request{noSync: true, done: make(chan error, 1)}
+	j.reqs <- r
+	<-r.done
 	var fnErr error
 	err := j.db.View(func(txn *badger.Txn) error {
 		return scanTxn(txn, from, func(r *checkpoint.Record, completed bool) error {

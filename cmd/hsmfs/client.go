@@ -57,9 +57,15 @@ Exit codes: 0 printed, 1 not an hsmfs mount or failed, 2 bad command line.
 `
 
 const journalUsage = `Usage: hsmfs journal check JOURNAL
+       hsmfs journal reset JOURNAL
 
-Checks a journal that is not mounted: metadata, format, every record.
-Exit codes: 0 sound, 1 damaged or unreadable, 2 bad command line.
+check: checks a journal that is not mounted: metadata, format, every
+record, and prints what it found.
+reset: the deliberate way to start over after a damaged journal: moves
+JOURNAL aside to JOURNAL.reset-TIMESTAMP (nothing is deleted), so that the
+next mount starts a fresh journal. The fresh journal knows nothing of
+earlier changes: copy the whole tree to your mirror once afterwards.
+Exit codes: 0 sound / moved aside, 1 damaged, in use or failed, 2 bad command line.
 `
 
 // ctlPath finds MOUNTPOINT/.hsm/NAME and checks that it is an hsmfs mount.
@@ -314,8 +320,16 @@ func runJournal(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || pos[0] != "check" {
-		return usagef("usage: hsmfs journal check JOURNAL")
+	if len(pos) != 2 || (pos[0] != "check" && pos[0] != "reset") {
+		return usagef("need check or reset, and JOURNAL")
+	}
+	if pos[0] == "reset" {
+		to, err := journal.SetAside(pos[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("journal %s moved aside to %s; the next mount starts a fresh journal: copy the whole tree once\n", pos[1], to)
+		return nil
 	}
 	rep, err := journal.Check(pos[1])
 	if err != nil {

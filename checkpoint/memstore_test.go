@@ -1,0 +1,800 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// This file holds the test doubles of the tracker's two dependencies:
+//
+//   - memStore, an in-memory Store that models durability exactly as the
+//     Store interface documents it: Append and SaveState are durable when
+//     they return; Complete and Reopen are volatile (a simulated process
+//     kill keeps them, a simulated power cut loses them); DropBefore
+//     deletes. crash(powerCut) returns the store that a new mount would
+//     open. It injects errors and counts syncs.
+//   - memBacking, an in-memory BACKING: a map path -> {type, inode,
+//     content version}, with Walk, Lstat and Syncfs, and its own model of
+//     what survives a power cut (only what the last Syncfs made durable,
+//     plus any subset of the later operations).
+//
+// Both write into an optional shared eventLog so that tests can assert
+// the order of their calls (syncfs before the bless is saved, ...).
+
+// errDeadStore is what a store answers once it has been crashed: the
+// goroutines of the dead tracker that still run must not touch the store
+// that the next mount opens.
+var errDeadStore = errors.New("memstore: store crashed (this tracker is dead)")
+
+// eventLog records the calls of the fakes, in order.
+type eventLog struct {
+	mu sync.Mutex
+	ev []string
+}
+
+func (l *eventLog) add(format string, a ...any) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.ev = append(l.ev, fmt.Sprintf(format, a...))
+	l.mu.Unlock()
+}
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.ev)
+}
+
+// index returns the position of the first event with that prefix at or
+// after from, or -1.
+func (l *eventLog) index(prefix string, from int) int {
+	ev := l.all()
+	for i := from; i < len(ev); i++ {
+		if strings.HasPrefix(ev[i], prefix) {
+			return i
+		}
+	}
+	return -1
+}
+
+type memKey struct{ period, seq uint64 }
+
+func (k memKey) less(o memKey) bool {
+	if k.period != o.period {
+		return k.period < o.period
+	}
+	return k.seq < o.seq
+}
+
+// volOp is one volatile operation: a Complete (done=true) or a Reopen.
+type volOp struct {
+	k    memKey
+	done bool
+}
+
+// memStoreOpts are the knobs of a memStore; they survive crash().
+type memStoreOpts struct {
+	// flushOnSync: every sync (Append, SaveState) also makes the volatile
+	// operations made before it durable, as a log-structured store such
+	// as badger does. The interface does not promise it; without it a
+	// power cut loses every Complete and Reopen ever made.
+	flushOnSync bool
+	// lieAppend is a MUTATION for testing the tests: Append returns
+	// before its records are durable (they become durable only at the
+	// next SaveState), so a power cut can lose records whose
+	// modification reached BACKING.
+	lieAppend bool
+}
+
+type memStore struct {
+	opts   memStoreOpts
+	events *eventLog
+
+	mu   sync.Mutex
+	dead bool
+
+	// Durable part: survives any crash.
+	recs        map[memKey]Record
+	state       State
+	durableDone map[memKey]bool // completion marks made durable by a flush
+
+	// Volatile part: survives a kill, not a power cut.
+	done     map[memKey]bool // completion marks as they are now
+	volRecs  map[memKey]Record
+	volLog   []volOp // volatile operations not yet flushed
+	nextSeq  uint64
+	syncs    uint64
+	appends  int // Append calls that returned nil
+	failedAp int // Append calls that failed
+
+	// Fault injection: the next calls fail with these errors, in order.
+	appendErrs []error
+	saveErrs   []error
+	completeEr []error
+
+	// appendHook, if set, runs at the start of every Append, without the
+	// lock: tests use it to hold an Append.
+	appendHook func(recs []*Record)
+
+	// violations of the rules that the tracker must follow when it uses
+	// the store (checked by tests at the end).
+	violations []string
+}
+
+func newMemStore(opts memStoreOpts, events *eventLog) *memStore {
+	return &memStore{
+		opts: opts, events: events,
+		recs: make(map[memKey]Record), durableDone: make(map[memKey]bool),
+		done: make(map[memKey]bool), volRecs: make(map[memKey]Record),
+		nextSeq: 1,
+	}
+}
+
+var _ Store = (*memStore)(nil)
+
+// crash simulates the end of the process (powerCut=false: every write
+// that returned, synced or not, survives) or of the machine (powerCut:
+// only what was synced survives). The old store is dead afterwards: every
+// later call on it fails. The returned store is what the next mount opens.
+func (m *memStore) crash(powerCut bool) *memStore {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dead = true
+	n := newMemStore(m.opts, m.events)
+	n.nextSeq = m.nextSeq
+	n.state = m.state
+	for k, r := range m.recs {
+		n.recs[k] = r
+	}
+	if !powerCut {
+		for k, r := range m.volRecs {
+			n.volRecs[k] = r
+		}
+		for k := range m.done {
+			n.done[k] = true
+		}
+		n.volLog = slices.Clone(m.volLog)
+	} else {
+		for k := range m.durableDone {
+			n.done[k] = true
+		}
+	}
+	for k := range m.durableDone {
+		n.durableDone[k] = true
+	}
+	m.events.add("crash power=%v", powerCut)
+	return n
+}
+
+func (m *memStore) failNextAppend(err error) {
+	m.mu.Lock()
+	m.appendErrs = append(m.appendErrs, err)
+	m.mu.Unlock()
+}
+
+func (m *memStore) failNextSaveState(err error) {
+	m.mu.Lock()
+	m.saveErrs = append(m.saveErrs, err)
+	m.mu.Unlock()
+}
+
+func (m *memStore) failNextComplete(err error) {
+	m.mu.Lock()
+	m.completeEr = append(m.completeEr, err)
+	m.mu.Unlock()
+}
+
+// pendingFaults reports how many injected faults have not fired yet.
+func (m *memStore) pendingFaults() (appends, saves int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.appendErrs), len(m.saveErrs)
+}
+
+func (m *memStore) counts() (appends, failedAppends int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.appends, m.failedAp
+}
+
+func (m *memStore) violate(format string, a ...any) {
+	m.violations = append(m.violations, fmt.Sprintf(format, a...))
+}
+
+func (m *memStore) problems() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.violations)
+}
+
+// flushLocked makes the volatile operations durable (flushOnSync only).
+func (m *memStore) flushLocked() {
+	if m.opts.flushOnSync {
+		for _, op := range m.volLog {
+			if op.done {
+				m.durableDone[op.k] = true
+			} else {
+				delete(m.durableDone, op.k)
+			}
+		}
+		m.volLog = m.volLog[:0]
+	}
+}
+
+func (m *memStore) Append(recs []*Record) error {
+	if h := m.appendHook; h != nil {
+		h(recs)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return errDeadStore
+	}
+	if len(m.appendErrs) > 0 {
+		err := m.appendErrs[0]
+		m.appendErrs = m.appendErrs[1:]
+		m.failedAp++
+		m.events.add("append-failed %v", err)
+		return fmt.Errorf("memstore: append: %w", err)
+	}
+	for _, r := range recs {
+		if !r.Op.Valid() {
+			m.violate("append of a record with invalid op %d (%q)", r.Op, r.Path)
+		}
+		if r.Path == "" {
+			m.violate("append of a record with an empty path (op %s)", r.Op)
+		}
+		// The tracker promises that the durable state says Current >= P
+		// before any record of P exists (recovery relies on it).
+		if r.Period > m.state.Current {
+			m.violate("record of period %d appended while the durable state says Current=%d", r.Period, m.state.Current)
+		}
+		if r.Period < m.state.LastBlessed {
+			m.violate("record of period %d appended below LastBlessed=%d", r.Period, m.state.LastBlessed)
+		}
+	}
+	paths := make([]string, 0, len(recs))
+	for _, r := range recs {
+		r.Seq = m.nextSeq
+		m.nextSeq++
+		k := memKey{r.Period, r.Seq}
+		if m.opts.lieAppend {
+			m.volRecs[k] = *r
+		} else {
+			m.recs[k] = *r
+		}
+		paths = append(paths, fmt.Sprintf("%d:%s:%s", r.Period, r.Op, r.Path))
+	}
+	m.syncs++
+	m.appends++
+	m.flushLocked()
+	m.events.add("append %s", strings.Join(paths, ","))
+	return nil
+}
+
+func (m *memStore) Complete(period, seq uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return errDeadStore
+	}
+	if len(m.completeEr) > 0 {
+		err := m.completeEr[0]
+		m.completeEr = m.completeEr[1:]
+		return fmt.Errorf("memstore: complete: %w", err)
+	}
+	k := memKey{period, seq}
+	m.done[k] = true
+	m.volLog = append(m.volLog, volOp{k, true})
+	m.events.add("complete %d/%d", period, seq)
+	return nil
+}
+
+func (m *memStore) Reopen(period, seq uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return errDeadStore
+	}
+	k := memKey{period, seq}
+	delete(m.done, k)
+	m.volLog = append(m.volLog, volOp{k, false})
+	m.events.add("reopen %d/%d", period, seq)
+	return nil
+}
+
+func (m *memStore) LoadState() (State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return State{}, errDeadStore
+	}
+	return m.state, nil
+}
+
+func (m *memStore) SaveState(st State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return errDeadStore
+	}
+	if len(m.saveErrs) > 0 {
+		err := m.saveErrs[0]
+		m.saveErrs = m.saveErrs[1:]
+		m.events.add("savestate-failed %v", err)
+		return fmt.Errorf("memstore: save state: %w", err)
+	}
+	old := m.state
+	if st.Current < old.Current || st.LastBlessed < old.LastBlessed || st.LastQuery < old.LastQuery || st.Run < old.Run {
+		m.violate("state went backwards: %+v -> %+v", old, st)
+	}
+	if st.LastBlessed > st.LastQuery || st.LastQuery > st.Current {
+		m.violate("inconsistent state %+v", st)
+	}
+	m.state = st
+	m.syncs++
+	if m.opts.lieAppend {
+		// The lying store writes its records back lazily, here.
+		for k, r := range m.volRecs {
+			m.recs[k] = r
+		}
+		clear(m.volRecs)
+	}
+	m.flushLocked()
+	m.events.add("savestate current=%d query=%d blessed=%d run=%d clean=%v recovered=%d",
+		st.Current, st.LastQuery, st.LastBlessed, st.Run, st.Clean, st.RecoveredAt)
+	return nil
+}
+
+// Scan hands fn a fresh Record each time, from a snapshot taken at the
+// start; fn may call the store's methods (as journal.Journal allows).
+func (m *memStore) Scan(from uint64, fn func(r *Record, completed bool) error) error {
+	m.mu.Lock()
+	if m.dead {
+		m.mu.Unlock()
+		return errDeadStore
+	}
+	type item struct {
+		r    Record
+		done bool
+	}
+	var items []item
+	for k, r := range m.recs {
+		if k.period >= from {
+			items = append(items, item{r, m.done[k]})
+		}
+	}
+	for k, r := range m.volRecs {
+		if k.period >= from {
+			items = append(items, item{r, m.done[k]})
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(items, func(i, j int) bool {
+		return memKey{items[i].r.Period, items[i].r.Seq}.less(memKey{items[j].r.Period, items[j].r.Seq})
+	})
+	for _, it := range items {
+		r := it.r
+		if err := fn(&r, it.done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memStore) DropBefore(period uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return errDeadStore
+	}
+	if period > m.state.LastBlessed {
+		m.violate("DropBefore(%d) above the durable LastBlessed=%d", period, m.state.LastBlessed)
+	}
+	for k := range m.recs {
+		if k.period < period {
+			delete(m.recs, k)
+		}
+	}
+	for k := range m.volRecs {
+		if k.period < period {
+			delete(m.volRecs, k)
+		}
+	}
+	for k := range m.done {
+		if k.period < period {
+			delete(m.done, k)
+		}
+	}
+	for k := range m.durableDone {
+		if k.period < period {
+			delete(m.durableDone, k)
+		}
+	}
+	m.events.add("dropbefore %d", period)
+	return nil
+}
+
+func (m *memStore) Syncs() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.syncs
+}
+
+// records returns every record visible now, in key order, with whether
+// its completion is recorded.
+func (m *memStore) records() []scannedRec {
+	var out []scannedRec
+	_ = m.Scan(0, func(r *Record, done bool) error {
+		out = append(out, scannedRec{*r, done})
+		return nil
+	})
+	return out
+}
+
+type scannedRec struct {
+	r    Record
+	done bool
+}
+
+func (m *memStore) durableState() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state
+}
+
+// ---------------------------------------------------------------------
+// memBacking
+
+const (
+	typFile = "file"
+	typDir  = "dir"
+	typGone = "gone"
+)
+
+type bnode struct {
+	typ string
+	ino uint64
+	ver uint64
+}
+
+// bop is one operation applied to a memBacking, kept since the last
+// Syncfs so that a power cut can keep any subset of them.
+type bop struct {
+	kind  string // write, writeino, mkdir, unlink, rmdir, rename, chmod, link
+	path  string
+	path2 string
+	ino   uint64
+}
+
+type memBacking struct {
+	events *eventLog
+
+	mu       sync.Mutex
+	cur      map[string]bnode
+	durable  map[string]bnode
+	log      []bop // operations applied since the last Syncfs
+	nextIno  uint64
+	nextVer  uint64
+	syncErrs []error
+	syncfses int
+	// noopSyncfs is a MUTATION for testing the tests: Syncfs reports
+	// success without making anything durable.
+	noopSyncfs bool
+}
+
+func newMemBacking(events *eventLog) *memBacking {
+	return &memBacking{events: events, cur: make(map[string]bnode), durable: make(map[string]bnode),
+		nextIno: 100, nextVer: 1}
+}
+
+var _ Backing = (*memBacking)(nil)
+
+func (b *memBacking) Syncfs() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.syncErrs) > 0 {
+		err := b.syncErrs[0]
+		b.syncErrs = b.syncErrs[1:]
+		b.events.add("syncfs-failed %v", err)
+		return fmt.Errorf("membacking: syncfs: %w", err)
+	}
+	b.syncfses++
+	if !b.noopSyncfs {
+		b.durable = cloneTree(b.cur)
+		b.log = nil
+	}
+	b.events.add("syncfs")
+	return nil
+}
+
+func (b *memBacking) failNextSyncfs(err error) {
+	b.mu.Lock()
+	b.syncErrs = append(b.syncErrs, err)
+	b.mu.Unlock()
+}
+
+func (b *memBacking) syncfsCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.syncfses
+}
+
+func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.cur[path]
+	if !ok {
+		return typGone, 0, 0
+	}
+	nlink := uint32(1)
+	if n.typ == typDir {
+		nlink = 2
+	} else {
+		nlink = 0
+		for _, o := range b.cur {
+			if o.ino == n.ino {
+				nlink++
+			}
+		}
+	}
+	return n.typ, n.ino, nlink
+}
+
+// Walk calls fn for every path strictly beneath dir, in bytewise order;
+// like fs.Backing.Walk, a dir that is gone or not a directory has
+// nothing beneath it.
+func (b *memBacking) Walk(dir string, fn func(string)) error {
+	b.mu.Lock()
+	n, ok := b.cur[dir]
+	var paths []string
+	if ok && n.typ == typDir {
+		for p := range b.cur {
+			if isBeneath(p, dir) {
+				paths = append(paths, p)
+			}
+		}
+	}
+	b.mu.Unlock()
+	sort.Strings(paths)
+	for _, p := range paths {
+		fn(p)
+	}
+	return nil
+}
+
+func isBeneath(p, dir string) bool {
+	return len(p) > len(dir) && strings.HasPrefix(p, dir) && p[len(dir)] == '/'
+}
+
+func parentOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+func cloneTree(m map[string]bnode) map[string]bnode {
+	n := make(map[string]bnode, len(m))
+	for k, v := range m {
+		n[k] = v
+	}
+	return n
+}
+
+// snapshot returns a copy of the current tree.
+func (b *memBacking) snapshot() map[string]bnode {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return cloneTree(b.cur)
+}
+
+func (b *memBacking) get(p string) (bnode, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.cur[p]
+	return n, ok
+}
+
+// pathOfIno returns the first name (bytewise) of inode ino.
+func (b *memBacking) pathOfIno(ino uint64) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return pathOfIno(b.cur, ino)
+}
+
+func pathOfIno(t map[string]bnode, ino uint64) (string, bool) {
+	best, ok := "", false
+	for p, n := range t {
+		if n.ino == ino && (!ok || p < best) {
+			best, ok = p, true
+		}
+	}
+	return best, ok
+}
+
+// apply performs op on the current tree (with POSIX-like preconditions:
+// an operation whose precondition fails changes nothing) and logs it for
+// the power-cut model. It returns whether anything changed.
+func (b *memBacking) apply(op bop) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if op.kind == "write" || op.kind == "mkdir" {
+		// A new object gets its inode number now, so that replaying the
+		// log after a power cut recreates the same inode.
+		if _, ok := b.cur[op.path]; !ok && op.ino == 0 {
+			op.ino = b.nextIno
+			b.nextIno++
+		}
+	}
+	changed := applyOp(b.cur, op, &b.nextVer)
+	if changed {
+		b.log = append(b.log, op)
+	}
+	return changed
+}
+
+// applyOp is the semantics of the operations, on any tree.
+func applyOp(t map[string]bnode, op bop, ver *uint64) bool {
+	parentOK := func(p string) bool {
+		par := parentOf(p)
+		if par == "" {
+			return true
+		}
+		n, ok := t[par]
+		return ok && n.typ == typDir
+	}
+	bump := func() uint64 { *ver++; return *ver }
+	switch op.kind {
+	case "write": // write (creating it if needed) the regular file op.path
+		n, ok := t[op.path]
+		if ok && n.typ != typFile {
+			return false
+		}
+		if !ok {
+			if !parentOK(op.path) || op.ino == 0 {
+				return false
+			}
+			n = bnode{typ: typFile, ino: op.ino}
+		}
+		n.ver = bump()
+		// Every name of the inode sees the new content.
+		for p, o := range t {
+			if o.ino == n.ino {
+				o.ver = n.ver
+				t[p] = o
+			}
+		}
+		t[op.path] = n
+		return true
+	case "writeino": // write through an open file: whatever its name is now
+		found := false
+		v := bump()
+		for p, o := range t {
+			if o.ino == op.ino && o.typ == typFile {
+				o.ver = v
+				t[p] = o
+				found = true
+			}
+		}
+		return found
+	case "mkdir":
+		if _, ok := t[op.path]; ok || !parentOK(op.path) || op.ino == 0 {
+			return false
+		}
+		t[op.path] = bnode{typ: typDir, ino: op.ino, ver: bump()}
+		return true
+	case "unlink":
+		n, ok := t[op.path]
+		if !ok || n.typ == typDir {
+			return false
+		}
+		delete(t, op.path)
+		return true
+	case "rmdir":
+		n, ok := t[op.path]
+		if !ok || n.typ != typDir {
+			return false
+		}
+		for p := range t {
+			if isBeneath(p, op.path) {
+				return false // ENOTEMPTY
+			}
+		}
+		delete(t, op.path)
+		return true
+	case "chmod":
+		n, ok := t[op.path]
+		if !ok {
+			return false
+		}
+		n.ver = bump()
+		t[op.path] = n
+		return true
+	case "link": // op.path is the new name, op.path2 the existing one
+		n, ok := t[op.path2]
+		if !ok || n.typ == typDir || !parentOK(op.path) {
+			return false
+		}
+		if _, ok := t[op.path]; ok {
+			return false
+		}
+		t[op.path] = n
+		return true
+	case "rename": // rename(2) of op.path to op.path2
+		src, ok := t[op.path]
+		if !ok || op.path == op.path2 || isBeneath(op.path2, op.path) || !parentOK(op.path2) {
+			return false
+		}
+		if dst, ok := t[op.path2]; ok {
+			switch {
+			case src.typ == typDir && dst.typ != typDir:
+				return false // ENOTDIR
+			case src.typ != typDir && dst.typ == typDir:
+				return false // EISDIR
+			case dst.typ == typDir:
+				for p := range t {
+					if isBeneath(p, op.path2) {
+						return false // ENOTEMPTY
+					}
+				}
+			}
+			if dst.ino == src.ino {
+				return false // same inode: rename(2) does nothing
+			}
+			delete(t, op.path2)
+		}
+		moved := map[string]bnode{op.path2: src}
+		delete(t, op.path)
+		for p, n := range t {
+			if isBeneath(p, op.path) {
+				moved[op.path2+p[len(op.path):]] = n
+				delete(t, p)
+			}
+		}
+		for p, n := range moved {
+			t[p] = n
+		}
+		return true
+	}
+	panic("unknown backing op " + op.kind)
+}
+
+// crash returns the BACKING that the next mount sees. After a process
+// kill that is the current tree (the page cache survives). After a power
+// cut it is the tree of the last Syncfs with any subset of the later
+// operations replayed in order (keep decides, per operation): file
+// systems do not promise to keep unsynced operations, nor their order,
+// but each operation stays atomic.
+func (b *memBacking) crash(powerCut bool, keep func(i int, op bop) bool) *memBacking {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := newMemBacking(b.events)
+	n.nextIno, n.nextVer = b.nextIno, b.nextVer
+	if !powerCut {
+		n.cur = cloneTree(b.cur)
+	} else {
+		n.cur = cloneTree(b.durable)
+		for i, op := range b.log {
+			if keep(i, op) {
+				applyOp(n.cur, op, &n.nextVer)
+			}
+		}
+	}
+	n.durable = cloneTree(n.cur)
+	n.noopSyncfs = b.noopSyncfs
+	return n
+}
+
+// pendingOps is the number of operations not yet made durable.
+func (b *memBacking) pendingOps() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.log)
+}
