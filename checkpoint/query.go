@@ -15,6 +15,11 @@ type Entry struct {
 	Inflight bool   // begun in an earlier run, completion never recorded
 	Ino      uint64
 	Nlink    uint32
+	// shadowed: gone because an ancestor is not a directory any more.
+	// That ancestor is listed too (it changed in an unblessed period), so
+	// rsync replaces it and drops everything beneath; rsync would fail
+	// on the path itself ("Not a directory").
+	shadowed bool
 }
 
 // Answer is the result of one query.
@@ -110,6 +115,7 @@ func (t *Tracker) Query() (*Answer, error) {
 			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
 		}
 	}
+	addOldNames(paths, dirRenames, func(p string, r *Record) { add(p, r, false) })
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}
 	for p, a := range paths {
@@ -117,8 +123,12 @@ func (t *Tracker) Query() (*Answer, error) {
 		if ino == 0 {
 			ino = a.ino
 		}
+		shadowed := typ == ""
+		if shadowed {
+			typ = "gone"
+		}
 		ans.Entries = append(ans.Entries, Entry{Path: p, Type: typ, Ops: opList(a.ops),
-			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink})
+			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, shadowed: shadowed})
 	}
 	sort.Slice(ans.Entries, func(i, j int) bool { return ans.Entries[i].Path < ans.Entries[j].Path })
 	if err := t.saveState(func(s *State) { s.LastQuery = P }); err != nil {
@@ -159,12 +169,13 @@ func opList(mask uint32) []string {
 
 // Plain renders the rsync-complete plain answer: one path per line,
 // sorted, unique; names holding a newline are left out (they are only in
-// the JSON answer).
+// the JSON answer), and so are paths beneath an ancestor that is not a
+// directory any more (see Entry.shadowed).
 func (a *Answer) Plain() []byte {
 	var b strings.Builder
 	for i := range a.Entries {
 		p := a.Entries[i].Path
-		if strings.IndexByte(p, '\n') >= 0 {
+		if strings.IndexByte(p, '\n') >= 0 || a.Entries[i].shadowed {
 			continue
 		}
 		b.WriteString(p)

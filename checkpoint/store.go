@@ -59,6 +59,9 @@ const (
 	// FlagFine: an unsynced fine record, covered by an OpEntries intent
 	// on its directory. Its in-flight state is the directory intent's.
 	FlagFine uint8 = 1 << 1
+	// FlagExchange: a rename with RENAME_EXCHANGE (both names hold a
+	// moved object afterwards).
+	FlagExchange uint8 = 1 << 2
 )
 
 // Record is one durable intent: "Path (and Path2) may change in Period".

@@ -144,10 +144,15 @@ func (b *Backing) Syncfs() error {
 	return nil
 }
 
-// Lstat reports the type, inode and link count of rel as it is now.
+// Lstat reports the type, inode and link count of rel as it is now:
+// "gone" if it does not exist, "" if it cannot exist because an ancestor
+// is not a directory any more.
 func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
 	var st unix.Stat_t
 	if err := b.fstatat(rel, &st); err != nil {
+		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return "", 0, 0
+		}
 		return "gone", 0, 0
 	}
 	return typeName(st.Mode), st.Ino, uint32(st.Nlink)

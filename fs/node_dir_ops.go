@@ -181,9 +181,11 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			fl |= checkpoint.FlagDir
 		}
 	}
-	if flags&unix.RENAME_EXCHANGE != 0 &&
-		unix.Fstatat(nfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		fl |= checkpoint.FlagDir
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		fl |= checkpoint.FlagExchange
+		if unix.Fstatat(nfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			fl |= checkpoint.FlagDir
+		}
 	}
 	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Path: oldRel, Path2: newRel})
 	if err != nil {

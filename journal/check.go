@@ -130,3 +130,32 @@ func Check(dir string) (Report, error) {
 	}
 	return rep, nil
 }
+
+// Dump calls fn for every intent of a journal that is not mounted, in
+// (period, seq) order, and returns its state: `hsmfs journal dump`, for
+// looking at what a journal holds after a crash.
+func Dump(dir string, fn func(r *checkpoint.Record, completed bool)) (checkpoint.State, error) {
+	lock, err := lockDir(dir)
+	if err != nil {
+		return checkpoint.State{}, err
+	}
+	defer lock.Close()
+	db, err := openBadger(dir, discardLogger(), true)
+	if err != nil {
+		if db, err = openBadger(dir, discardLogger(), false); err != nil {
+			return checkpoint.State{}, err
+		}
+	}
+	defer db.Close()
+	m, err := readMeta(db)
+	if err != nil {
+		return checkpoint.State{}, fmt.Errorf("journal %s: %w", dir, err)
+	}
+	err = db.View(func(txn *badger.Txn) error {
+		return scanTxn(txn, 0, func(r *checkpoint.Record, completed bool) error {
+			fn(r, completed)
+			return nil
+		})
+	})
+	return m.state, err
+}

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/checkpoint"
 	"github.com/hsmfs/hsmfs/journal"
 	"golang.org/x/sys/unix"
 )
@@ -57,10 +58,13 @@ Exit codes: 0 printed, 1 not an hsmfs mount or failed, 2 bad command line.
 `
 
 const journalUsage = `Usage: hsmfs journal check JOURNAL
+       hsmfs journal dump JOURNAL
        hsmfs journal reset JOURNAL
 
 check: checks a journal that is not mounted: metadata, format, every
 record, and prints what it found.
+dump: prints every record (period, seq, run, op, flags, completed, paths)
+and the state of a journal that is not mounted.
 reset: the deliberate way to start over after a damaged journal: moves
 JOURNAL aside to JOURNAL.reset-TIMESTAMP (nothing is deleted), so that the
 next mount starts a fresh journal. The fresh journal knows nothing of
@@ -320,8 +324,20 @@ func runJournal(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || (pos[0] != "check" && pos[0] != "reset") {
-		return usagef("need check or reset, and JOURNAL")
+	if len(pos) != 2 || (pos[0] != "check" && pos[0] != "reset" && pos[0] != "dump") {
+		return usagef("need check, dump or reset, and JOURNAL")
+	}
+	if pos[0] == "dump" {
+		w := bufio.NewWriter(os.Stdout)
+		st, err := journal.Dump(pos[1], func(r *checkpoint.Record, completed bool) {
+			fmt.Fprintf(w, "%d\t%d\trun=%d\t%s\tflags=%d\tcompleted=%v\t%q\t%q\n",
+				r.Period, r.Seq, r.Run, r.Op, r.Flags, completed, r.Path, r.Path2)
+		})
+		fmt.Fprintf(w, "state: %+v\n", st)
+		if ferr := w.Flush(); err == nil {
+			err = ferr
+		}
+		return err
 	}
 	if pos[0] == "reset" {
 		to, err := journal.SetAside(pos[1])

@@ -31,6 +31,7 @@ Usage:
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
   hsmfs journal check JOURNAL
+  hsmfs journal dump JOURNAL
   hsmfs journal reset JOURNAL
   hsmfs --help | --version
 

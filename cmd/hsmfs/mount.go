@@ -41,6 +41,8 @@ Options:
   --debug            log every FUSE request
   --no-passthrough   keep file reads and writes in hsmfs instead of handing
                      them to the kernel (slower; for comparison)
+  --fine-intents     sync every intent on its own instead of one directory
+                     intent per directory and period (slower; for comparison)
   -h, --help         this help
 
 It refuses, with a reason on stderr and exit code 1: BACKING missing or not
@@ -65,6 +67,7 @@ type mountArgs struct {
 	Log        string   `json:"log"`
 	Debug      bool     `json:"debug"`
 	NoPassthru bool     `json:"no_passthrough"`
+	FineOnly   bool     `json:"fine_intents"`
 }
 
 func runMount(args []string) error {
@@ -79,6 +82,7 @@ func runMount(args []string) error {
 	fs.StringVar(&a.Log, "log", "", "")
 	fs.BoolVar(&a.Debug, "debug", false, "")
 	fs.BoolVar(&a.NoPassthru, "no-passthrough", false, "")
+	fs.BoolVar(&a.FineOnly, "fine-intents", false, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -273,7 +277,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 		return err
 	}
 	defer j.Close()
-	tr, err := checkpoint.New(j, b, log)
+	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// badgerRate is the reference for durable intents: badger's own speed at
+// one synced transaction per intent, with the same concurrency as the
+// hsmfs run, in a fresh database on the journal's filesystem. badger
+// batches concurrent commits itself (one fsync covers a batch), so this
+// is what the journal would do with no batching of its own.
+func badgerRate(ctx context.Context, dir string, writers int, dur time.Duration, max int) (float64, error) {
+	opts := badger.DefaultOptions(dir).WithSyncWrites(true).WithLogger(nil).WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return 0, fmt.Errorf("badger open %s: %w", dir, err)
+	}
+	defer db.Close()
+	var n atomic.Int64
+	var stop atomic.Bool
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	per := max / writers
+	val := make([]byte, 48) // about an intent record: op, period, flags, path hash
+	start := time.Now()
+	timer := time.AfterFunc(dur, func() { stop.Store(true) })
+	defer timer.Stop()
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			key := make([]byte, 16)
+			for i := 0; i < per && !stop.Load() && ctx.Err() == nil; i++ {
+				binary.BigEndian.PutUint64(key, uint64(w))
+				binary.BigEndian.PutUint64(key[8:], uint64(i))
+				err := db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) })
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+				n.Add(1)
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if firstErr != nil {
+		return 0, fmt.Errorf("badger update: %w", firstErr)
+	}
+	return float64(n.Load()) / el.Seconds(), ctx.Err()
+}

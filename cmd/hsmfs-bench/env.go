@@ -1,0 +1,737 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Target is one of the filesystems a workload runs on.
+type Target struct {
+	Name    string // raw, loopback, hsmfs (or badger, which has no directory)
+	Dir     string // where the workload works: the mountpoint, or BACKING for raw
+	Backing string
+	Mnt     string
+	Journal string // hsmfs only
+
+	env     *Env
+	proc    *exec.Cmd // loopback only
+	pid     int       // the serving process
+	unmount *cleanupItem
+	dead    error // the mount died and could not be brought back
+}
+
+// Env is the work directory, the filesystems and the mounts of one run.
+type Env struct {
+	cfg *config
+	sz  sizes
+	cl  *cleanups
+
+	work   string
+	backFS string // a directory on the BACKING filesystem
+	jourFS string // a directory on the JOURNAL filesystem
+
+	goBin, goroot, goVersion string
+	hsmfsVersion             string
+
+	targets map[string]*Target
+
+	mu    sync.Mutex
+	procs map[int]string // every process we started that may still run
+}
+
+func (e *Env) target(name string) *Target {
+	if t, ok := e.targets[name]; ok {
+		return t
+	}
+	return &Target{Name: name, env: e}
+}
+
+// Setup makes the work directory, the optional loop filesystems, and
+// mounts the loopback and hsmfs targets.
+func (e *Env) Setup(ctx context.Context, mounts bool) error {
+	e.procs = map[int]string{}
+	var err error
+	if e.goBin, err = exec.LookPath("go"); err != nil {
+		if _, serr := os.Stat("/usr/local/go/bin/go"); serr == nil {
+			e.goBin = "/usr/local/go/bin/go"
+		} else {
+			return fmt.Errorf("the go command is needed (build workload): %w", err)
+		}
+	}
+	out, err := exec.Command(e.goBin, "env", "GOROOT", "GOVERSION").Output()
+	if err != nil {
+		return fmt.Errorf("go env: %w", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return fmt.Errorf("go env: unexpected output %q", out)
+	}
+	e.goroot, e.goVersion = f[0], f[1]
+	if v, err := exec.Command(e.cfg.hsmfsBin, "--version").CombinedOutput(); err == nil {
+		e.hsmfsVersion = strings.TrimSpace(string(v))
+	} else {
+		return fmt.Errorf("%s --version: %v (build it: make build)", e.cfg.hsmfsBin, err)
+	}
+	if _, err := os.Stat(e.cfg.loopBin); err != nil {
+		return fmt.Errorf("loopback binary: %w (go build -o bin/loopback github.com/hanwen/go-fuse/v2/example/loopback)", err)
+	}
+
+	if e.cfg.work != "" {
+		e.work, err = filepath.Abs(e.cfg.work)
+		if err == nil {
+			err = os.MkdirAll(e.work, 0o755)
+		}
+		if err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(e.cfg.backingDir, 0o755); err != nil {
+			return err
+		}
+		if e.work, err = os.MkdirTemp(e.cfg.backingDir, "hsmfs-bench."); err != nil {
+			return err
+		}
+	}
+	work := e.work
+	// Last to run: remove what we made, never crossing into a mount that
+	// is somehow still there.
+	e.cl.push("remove "+work, func() {
+		if e.cfg.work != "" {
+			ents, _ := os.ReadDir(work)
+			for _, de := range ents {
+				removeTree(filepath.Join(work, de.Name()))
+			}
+			return
+		}
+		removeTree(work)
+	})
+
+	if e.cfg.loop {
+		if e.backFS, err = e.loopFS(ctx, "backing", 24<<30); err != nil {
+			return err
+		}
+		if e.jourFS, err = e.loopFS(ctx, "journal", 8<<30); err != nil {
+			return err
+		}
+	} else {
+		e.backFS = filepath.Join(work, "data")
+		e.jourFS = filepath.Join(work, "journals")
+		for _, d := range []string{e.backFS, e.jourFS} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+
+	e.targets = map[string]*Target{}
+	raw := &Target{Name: "raw", Backing: filepath.Join(e.backFS, "raw"), env: e}
+	raw.Dir = raw.Backing
+	lb := &Target{Name: "loopback", Backing: filepath.Join(e.backFS, "loopback"), Mnt: filepath.Join(work, "mnt-loopback"), env: e}
+	lb.Dir = lb.Mnt
+	hs := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, "hsmfs"), Mnt: filepath.Join(work, "mnt-hsmfs"),
+		Journal: filepath.Join(e.jourFS, "hsmfs-journal"), env: e}
+	hs.Dir = hs.Mnt
+	for _, t := range []*Target{raw, lb, hs} {
+		e.targets[t.Name] = t
+		for _, d := range []string{t.Backing, t.Mnt} {
+			if d != "" {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if !mounts {
+		return nil
+	}
+	if err := e.mountLoopback(ctx, lb); err != nil {
+		return err
+	}
+	return e.mountHsmfs(ctx, hs)
+}
+
+func (e *Env) describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "work directory %s\n", e.work)
+	fmt.Fprintf(&b, "BACKING on %s; JOURNAL on %s", fsDesc(e.backFS), fsDesc(e.jourFS))
+	if sameDev(e.backFS, e.jourFS) {
+		b.WriteString(" (the same filesystem)")
+	}
+	fmt.Fprintf(&b, "\nhsmfs %s (%s), go-fuse example loopback (-directmount, 1s entry/attr timeouts), %s",
+		e.hsmfsVersion, e.cfg.hsmfsBin, e.goVersion)
+	if len(e.cfg.hsmfsArgs) > 0 {
+		fmt.Fprintf(&b, "\nhsmfs mount arguments: %s", strings.Join(e.cfg.hsmfsArgs, " "))
+	}
+	return b.String()
+}
+
+// loopFS makes a sparse image file, a filesystem on it, and mounts it
+// with -o loop (the loop device goes away with the unmount).
+func (e *Env) loopFS(ctx context.Context, name string, size int64) (string, error) {
+	imgDir := filepath.Join(e.work, "images")
+	if err := os.MkdirAll(imgDir, 0o755); err != nil {
+		return "", err
+	}
+	img := filepath.Join(imgDir, name+".img")
+	f, err := os.Create(img)
+	if err != nil {
+		return "", err
+	}
+	err = f.Truncate(size)
+	f.Close()
+	if err != nil {
+		return "", err
+	}
+	var mkfs []string
+	switch e.cfg.loopFS {
+	case "xfs":
+		mkfs = []string{"mkfs.xfs", "-q", "-f", img}
+	default:
+		// Enough inodes for a million paths; inode tables written now
+		// rather than by a background thread during the measurements.
+		mkfs = []string{"mkfs.ext4", "-q", "-F", "-N", "3000000", "-E", "lazy_itable_init=0,lazy_journal_init=0", img}
+	}
+	if out, err := exec.CommandContext(ctx, mkfs[0], mkfs[1:]...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s: %v: %s", strings.Join(mkfs, " "), err, out)
+	}
+	dir := filepath.Join(e.work, "fs-"+name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if out, err := exec.CommandContext(ctx, "mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mount -o loop %s: %v: %s", img, err, out)
+	}
+	e.cl.push("unmount "+dir, func() {
+		if err := unmountPath(dir, 10*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
+		}
+	})
+	return dir, nil
+}
+
+// mountLoopback starts the go-fuse example loopback and waits for its
+// "Mounted!".
+func (e *Env) mountLoopback(ctx context.Context, t *Target) error {
+	args := []string{"-directmount"}
+	if e.cfg.cpuprof != "" {
+		if err := os.MkdirAll(e.cfg.cpuprof, 0o755); err != nil {
+			return err
+		}
+		args = append(args, "-cpuprofile", filepath.Join(e.cfg.cpuprof, "loopback-"+time.Now().Format("150405")+".prof"))
+	}
+	args = append(args, t.Mnt, t.Backing)
+	logf, err := os.OpenFile(filepath.Join(e.work, "loopback.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(e.cfg.loopBin, args...)
+	cmd.Stderr = logf
+	// Its own process group: a ^C reaches us, and we unmount it in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start loopback: %w", err)
+	}
+	e.addProc(cmd.Process.Pid, "loopback")
+	t.proc, t.pid = cmd, cmd.Process.Pid
+	exited := make(chan struct{})
+	t.unmount = e.cl.push("unmount "+t.Mnt, func() {
+		err := unmountPath(t.Mnt, 10*time.Second)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
+		}
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if !ok && strings.Contains(sc.Text(), "Mounted!") {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+		cmd.Wait()
+		e.delProc(cmd.Process.Pid)
+		logf.Close()
+		close(exited)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			return fmt.Errorf("loopback exited before mounting; see %s", filepath.Join(e.work, "loopback.log"))
+		}
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("loopback did not mount within 30s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// mountHsmfs runs "hsmfs mount", which returns once the mount is live.
+func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
+	args := append([]string{"mount", "--journal", t.Journal}, e.cfg.hsmfsArgs...)
+	args = append(args, t.Backing, t.Mnt)
+	cmd := exec.CommandContext(ctx, e.cfg.hsmfsBin, args...)
+	cmd.Env = os.Environ()
+	if e.cfg.cpuprof != "" {
+		if err := os.MkdirAll(e.cfg.cpuprof, 0o755); err != nil {
+			return err
+		}
+		p := filepath.Join(e.cfg.cpuprof, "hsmfs-"+filepath.Base(t.Mnt)+"-"+time.Now().Format("150405")+".prof")
+		cmd.Env = append(cmd.Env, "HSMFS_CPUPROFILE="+p)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("hsmfs mount: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	st, err := hsmStatus(t.Mnt)
+	if err != nil {
+		unmountPath(t.Mnt, 5*time.Second)
+		return err
+	}
+	if pid, ok := st["pid"].(float64); ok {
+		t.pid = int(pid)
+		e.addProc(t.pid, "hsmfs")
+	}
+	pid := t.pid
+	t.unmount = e.cl.push("unmount "+t.Mnt, func() {
+		defer e.delProc(pid)
+		// hsmfs umount waits for the daemon to close its journal.
+		c := exec.Command(e.cfg.hsmfsBin, "umount", t.Mnt)
+		out, err := runTimeout(c, 120*time.Second)
+		if err == nil {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "cleanup: hsmfs umount %s: %v: %s; detaching\n", t.Mnt, err, strings.TrimSpace(string(out)))
+		if err := unmountPath(t.Mnt, 5*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
+		}
+		if pid > 0 && processAlive(pid) {
+			time.Sleep(2 * time.Second)
+			if processAlive(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	return nil
+}
+
+// alive reports whether a mounted target still answers.
+func (t *Target) alive() error {
+	if t.Mnt == "" {
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(t.Mnt, &st); err != nil {
+		return fmt.Errorf("%s mount %s: %w", t.Name, t.Mnt, err)
+	}
+	if !isMountpoint(t.Mnt) {
+		return fmt.Errorf("%s: %s is no longer mounted", t.Name, t.Mnt)
+	}
+	if t.pid > 0 && !processAlive(t.pid) {
+		return fmt.Errorf("%s: its process %d is gone", t.Name, t.pid)
+	}
+	return nil
+}
+
+// revive replaces a dead mount with a fresh one (same BACKING, and for
+// hsmfs the same journal, which then recovers).
+func (e *Env) revive(ctx context.Context, t *Target) error {
+	if t.unmount != nil {
+		t.unmount.run()
+	}
+	unmountPath(t.Mnt, 2*time.Second)
+	switch t.Name {
+	case "loopback":
+		return e.mountLoopback(ctx, t)
+	case "hsmfs":
+		return e.mountHsmfs(ctx, t)
+	}
+	return nil
+}
+
+// settle ends a sample on hsmfs the way a consumer would: one query and
+// a bless, so that every sample starts with nothing pending. Untimed.
+func (t *Target) settle() error {
+	if t.Name != "hsmfs" {
+		return nil
+	}
+	if _, _, err := hsmQuery(t.Mnt); err != nil {
+		return err
+	}
+	_, err := hsmBless(t.Mnt)
+	return err
+}
+
+// hsmQuery reads MNT/.hsm/changes once (one query) and counts the lines.
+func hsmQuery(mnt string) (lines int64, d time.Duration, err error) {
+	start := time.Now()
+	f, err := os.Open(filepath.Join(mnt, ".hsm", "changes"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("query: %w", err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(buf)
+		lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			f.Close()
+			return lines, time.Since(start), fmt.Errorf("query: read: %w", rerr)
+		}
+	}
+	err = f.Close()
+	return lines, time.Since(start), err
+}
+
+// hsmBless blesses the latest query; the write returns once it is durable.
+func hsmBless(mnt string) (time.Duration, error) {
+	start := time.Now()
+	f, err := os.OpenFile(filepath.Join(mnt, ".hsm", "ctl"), os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("bless: %w", err)
+	}
+	_, err = f.Write([]byte("bless\n"))
+	cerr := f.Close()
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bless: %w", err)
+	}
+	return time.Since(start), nil
+}
+
+func hsmStatus(mnt string) (map[string]any, error) {
+	b, err := os.ReadFile(filepath.Join(mnt, ".hsm", "status"))
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("status: %w: %q", err, b)
+	}
+	return m, nil
+}
+
+func statusNum(m map[string]any, k string) float64 {
+	if v, ok := m[k].(float64); ok {
+		return v
+	}
+	return -1
+}
+
+// procMem reads VmHWM (peak RSS) and VmRSS of pid, in bytes.
+func procMem(pid int) (hwm, rss int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmHWM:":
+			hwm = v << 10
+		case "VmRSS:":
+			rss = v << 10
+		}
+	}
+	return hwm, rss, nil
+}
+
+// dropCaches writes back dirty data, then drops the page, dentry and
+// inode caches (all filesystems, FUSE ones included).
+func dropCaches() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+		return fmt.Errorf("drop_caches: %w", err)
+	}
+	return nil
+}
+
+func (e *Env) addProc(pid int, what string) {
+	e.mu.Lock()
+	e.procs[pid] = what
+	e.mu.Unlock()
+}
+
+func (e *Env) delProc(pid int) {
+	e.mu.Lock()
+	delete(e.procs, pid)
+	e.mu.Unlock()
+}
+
+// forceCleanup is the last resort when the run does not unwind: detach
+// every mount under the work directory and kill what we started.
+func (e *Env) forceCleanup() {
+	if e.work == "" {
+		return
+	}
+	for _, m := range mountsUnder(e.work) {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	e.mu.Lock()
+	for pid := range e.procs {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	e.mu.Unlock()
+}
+
+// --- cleanup stack ---
+
+type cleanupItem struct {
+	name string
+	once sync.Once
+	fn   func()
+}
+
+func (it *cleanupItem) run() { it.once.Do(it.fn) }
+
+type cleanups struct {
+	mu    sync.Mutex
+	runMu sync.Mutex
+	items []*cleanupItem
+}
+
+func newCleanups() *cleanups { return &cleanups{} }
+
+func (c *cleanups) push(name string, fn func()) *cleanupItem {
+	it := &cleanupItem{name: name, fn: fn}
+	c.mu.Lock()
+	c.items = append(c.items, it)
+	c.mu.Unlock()
+	return it
+}
+
+// runAll runs every pending item, newest first.
+func (c *cleanups) runAll() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	c.mu.Lock()
+	items := append([]*cleanupItem(nil), c.items...)
+	c.items = nil
+	c.mu.Unlock()
+	for i := len(items) - 1; i >= 0; i-- {
+		items[i].run()
+	}
+}
+
+// --- mounts ---
+
+// unmountPath unmounts p, retrying while busy, then detaches it lazily.
+func unmountPath(p string, patience time.Duration) error {
+	if !isMountpoint(p) {
+		return nil
+	}
+	deadline := time.Now().Add(patience)
+	var err error
+	for {
+		err = syscall.Unmount(p, 0)
+		if err == nil || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if derr := syscall.Unmount(p, syscall.MNT_DETACH); derr != nil {
+		return fmt.Errorf("unmount %s: %v; detach: %v", p, err, derr)
+	}
+	return fmt.Errorf("unmount %s: %v (detached lazily)", p, err)
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var ms []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			ms = append(ms, mp)
+		}
+	}
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
+	return ms
+}
+
+func isMountpoint(p string) bool {
+	for _, m := range mountsUnder(p) {
+		if m == p {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// removeTree deletes dir without crossing into other filesystems.
+func removeTree(dir string) {
+	if _, err := os.Lstat(dir); err != nil {
+		return
+	}
+	if ms := mountsUnder(dir); len(ms) > 0 {
+		fmt.Fprintf(os.Stderr, "cleanup: not removing %s: still mounted: %v\n", dir, ms)
+		return
+	}
+	if out, err := exec.Command("rm", "-rf", "--one-file-system", dir).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "cleanup: rm -rf %s: %v: %s\n", dir, err, out)
+	}
+}
+
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	// A zombie is not alive.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
+}
+
+func runTimeout(c *exec.Cmd, d time.Duration) ([]byte, error) {
+	var buf bytes.Buffer
+	c.Stdout, c.Stderr = &buf, &buf
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		return buf.Bytes(), err
+	case <-time.After(d):
+		c.Process.Kill()
+		<-done
+		return buf.Bytes(), fmt.Errorf("timed out after %s", d)
+	}
+}
+
+// --- descriptions ---
+
+var fsNames = map[int64]string{
+	0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
+	0x794c7630: "overlayfs", 0x65735546: "fuse", 0x2FC12FC1: "zfs", 0x6969: "nfs",
+}
+
+func fsDesc(dir string) string {
+	var st syscall.Statfs_t
+	name := "?"
+	if err := syscall.Statfs(dir, &st); err == nil {
+		if n, ok := fsNames[int64(st.Type)]; ok {
+			name = n
+		} else {
+			name = fmt.Sprintf("fs type %#x", st.Type)
+		}
+	}
+	src := ""
+	best := ""
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best = mp
+			for i := 6; i < len(f)-2; i++ {
+				if f[i] == "-" {
+					src = f[i+2]
+				}
+			}
+		}
+	}
+	if strings.Contains(dir, "/fs-") && strings.HasPrefix(src, "/dev/loop") {
+		src += ", loop-mounted image"
+	}
+	return fmt.Sprintf("%s (%s) at %s", name, src, dir)
+}
+
+func sameDev(a, b string) bool {
+	var sa, sb syscall.Stat_t
+	if syscall.Stat(a, &sa) != nil || syscall.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev
+}
+
+func kernelRelease() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "linux"
+	}
+	var b []byte
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return "Linux " + string(b)
+}

@@ -1,0 +1,410 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// The crash harness (docs/design.md, "What a crash leaves"). Random
+// writers run against the mount while a consumer loops query → rsync →
+// bless; the daemon is killed (kill mode) or both filesystems lose power
+// (power mode, crash_power_test.go) at random points, and hsmfs is mounted
+// again. At the end the consumer's copy must equal the mount.
+//
+// Short forms run in `make test`; `make crashtest` sets HSMFS_CRASH_LONG=1
+// (and HSMFS_CRASHES / HSMFS_POWERCUTS may set the counts).
+
+// crashCount is how many crashes a crash test runs.
+func crashCount(t *testing.T, env string, short, long int) int {
+	n := short
+	if os.Getenv("HSMFS_CRASH_LONG") != "" {
+		n = long
+	}
+	return envInt(t, env, n)
+}
+
+func crashSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("HSMFS_CRASH_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("HSMFS_CRASH_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	return seed
+}
+
+// crashRig is one mount under crash testing.
+type crashRig struct {
+	t       *testing.T
+	backing string
+	mnt     string
+	journal string
+	dest    string
+	mountFn func() *hsmMount // mounts hsmfs on the rig's dirs
+
+	// gate: writers and the consumer hold it shared per operation; a
+	// crash takes it exclusively after the kill, so that nothing acts
+	// on the bare mountpoint while hsmfs is down.
+	gate sync.RWMutex
+	m    *hsmMount
+
+	mods      atomic.Int64 // modifications that succeeded
+	rounds    atomic.Int64 // consumer rounds completed (blessed)
+	failedRnd atomic.Int64 // consumer rounds cut short by a crash
+	stop      atomic.Bool
+	errs      chan error
+
+	histMu sync.Mutex // guards hist
+	hist   []string   // every answer the consumer got, for explain
+}
+
+// explain logs, for a failed comparison, which answers listed the paths
+// that differ and what the journal holds for them.
+func (r *crashRig) explain(diff []string) {
+	t := r.t
+	r.histMu.Lock()
+	hist := r.hist
+	r.histMu.Unlock()
+	for _, d := range diff {
+		p := strings.SplitN(d, `"`, 3)[1]
+		var in []int
+		for i, a := range hist {
+			for _, l := range strings.Split(a, "\n") {
+				if l == p {
+					in = append(in, i)
+				}
+			}
+		}
+		t.Logf("%q: listed in answers %v of %d", p, in, len(hist))
+	}
+	r.m.unmount(t)
+	res := hsm(t, "journal", "dump", r.journal)
+	t.Logf("journal dump (%d bytes):\n%s\n%s", len(res.stdout), res.stdout, res.stderr)
+}
+
+func newCrashRig(t *testing.T, backing, mnt, journal string) *crashRig {
+	r := &crashRig{t: t, backing: backing, mnt: mnt, journal: journal,
+		dest: filepath.Join(t.TempDir(), "dest"), errs: make(chan error, 16)}
+	r.mountFn = func() *hsmMount {
+		return mount(t, withBacking(backing), withMnt(mnt), withJournal(journal))
+	}
+	if err := os.MkdirAll(r.dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// writer makes random modifications until stopped. Errors are expected
+// while hsmfs is down; only successes are counted.
+func (r *crashRig) writer(id int, rng *rand.Rand, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for !r.stop.Load() {
+		r.gate.RLock()
+		if r.randomOp(id, rng) {
+			r.mods.Add(1)
+		}
+		r.gate.RUnlock()
+		if rng.IntN(4) == 0 {
+			time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
+		}
+	}
+}
+
+// randomPath picks a path in a small namespace, so that operations
+// collide: up to two directory levels of d0..d3, names f0..f7.
+func randomPath(rng *rand.Rand, leaf bool) string {
+	var parts []string
+	for depth := rng.IntN(3); depth > 0; depth-- {
+		parts = append(parts, fmt.Sprintf("d%d", rng.IntN(4)))
+	}
+	if leaf || len(parts) == 0 {
+		parts = append(parts, fmt.Sprintf("f%d", rng.IntN(8)))
+	}
+	return filepath.Join(parts...)
+}
+
+func randomContent(rng *rand.Rand) []byte {
+	b := make([]byte, rng.IntN(3)*4096+rng.IntN(5000))
+	for i := range b {
+		b[i] = byte('a' + rng.IntN(26))
+	}
+	return b
+}
+
+func (r *crashRig) randomOp(id int, rng *rand.Rand) bool {
+	abs := func(p string) string { return filepath.Join(r.mnt, p) }
+	p := abs(randomPath(rng, true))
+	switch rng.IntN(16) {
+	case 0, 1:
+		return os.WriteFile(p, randomContent(rng), 0o644) == nil
+	case 2:
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return false
+		}
+		_, err = f.Write(randomContent(rng))
+		if rng.IntN(2) == 0 && err == nil {
+			err = f.Sync()
+		}
+		return f.Close() == nil && err == nil
+	case 3:
+		return os.Truncate(p, int64(rng.IntN(6000))) == nil
+	case 4:
+		return os.MkdirAll(abs(randomPath(rng, false)), 0o755) == nil
+	case 5:
+		return os.Rename(p, abs(randomPath(rng, true))) == nil
+	case 6: // whole directories
+		return os.Rename(abs(randomPath(rng, false)), abs(randomPath(rng, false))) == nil
+	case 7:
+		return os.Remove(p) == nil
+	case 8:
+		if rng.IntN(4) == 0 {
+			return os.RemoveAll(abs(randomPath(rng, false))) == nil
+		}
+		return os.Remove(abs(randomPath(rng, false))) == nil
+	case 9:
+		return os.Symlink(randomPath(rng, true), p) == nil
+	case 10:
+		return os.Chmod(p, os.FileMode(0o600+rng.IntN(0o200))) == nil
+	case 11:
+		return os.Link(p, abs(randomPath(rng, true))) == nil
+	case 12:
+		return mmapWrite(p, rng) == nil
+	case 13:
+		return syscall.Setxattr(p, "user.crash", []byte(strconv.Itoa(rng.IntN(1000))), 0) == nil
+	default:
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return false
+		}
+		_, err = f.WriteAt(randomContent(rng), int64(rng.IntN(8192)))
+		if err == nil {
+			err = f.Sync()
+		}
+		return f.Close() == nil && err == nil
+	}
+}
+
+// consumer loops query → rsync → bless until stopped.
+func (r *crashRig) consumer(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for !r.stop.Load() {
+		r.gate.RLock()
+		err := r.round()
+		r.gate.RUnlock()
+		if err != nil {
+			if r.failedRnd.Add(1) <= 20 {
+				r.t.Logf("consumer round cut short: %.300s", err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// round is one consumer round: the contract's recipe, bless only after
+// rsync succeeded (24, "some files vanished", is success here: a file
+// deleted while rsync ran was deleted in a later period, which the next
+// round lists).
+func (r *crashRig) round() error {
+	data, err := os.ReadFile(filepath.Join(r.mnt, ".hsm", "changes"))
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	r.histMu.Lock()
+	r.hist = append(r.hist, string(data))
+	r.histMu.Unlock()
+	data = append(data, hardlinkNames(r.mnt, data)...)
+	lf := filepath.Join(filepath.Dir(r.dest), "list")
+	if err := os.WriteFile(lf, data, 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rsync", "-a", "-I", "--files-from="+lf, "--delete-missing-args", "--force", r.mnt+"/", r.dest+"/")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {
+		return fmt.Errorf("rsync: %v: %s", err, out)
+	}
+	// The consumer is the only one querying: bless = its latest query.
+	if err := ctl(r.mnt, "bless"); err != nil {
+		return fmt.Errorf("bless: %w", err)
+	}
+	r.rounds.Add(1)
+	return nil
+}
+
+// hardlinkNames does what the contract asks of a consumer for files with
+// several links: hsmfs lists the names the mount used, and the consumer
+// looks for the other names of the inode (by inode number) and copies
+// them too. It returns the extra lines for the list.
+func hardlinkNames(mnt string, list []byte) []byte {
+	inos := map[uint64]bool{}
+	for _, p := range strings.Split(string(list), "\n") {
+		var st syscall.Stat_t
+		if p != "" && syscall.Lstat(filepath.Join(mnt, p), &st) == nil &&
+			st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink > 1 {
+			inos[st.Ino] = true
+		}
+	}
+	if len(inos) == 0 {
+		return nil
+	}
+	var extra []byte
+	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && inos[st.Ino] {
+			rel, _ := filepath.Rel(mnt, p)
+			extra = append(extra, rel+"\n"...)
+		}
+		return nil
+	})
+	return extra
+}
+
+// kill SIGKILLs the daemon, then remounts once writers and the consumer
+// let go of the dead mount.
+func (r *crashRig) kill() {
+	t := r.t
+	r.m.unmounted = true // its cleanup must not try a clean unmount
+	if err := syscall.Kill(r.m.Pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill daemon %d: %v", r.m.Pid, err)
+	}
+	r.remount(nil)
+}
+
+// remount waits for the dead daemon, takes the gate, unmounts what is
+// left, calls between (power mode remounts the filesystems there) and
+// mounts hsmfs again. The first mount after the crash must say
+// recovered.
+func (r *crashRig) remount(between func()) {
+	t := r.t
+	for i := 0; alive(r.m.Pid); i++ {
+		if i > 3000 {
+			t.Fatalf("daemon %d did not die", r.m.Pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.gate.Lock()
+	defer r.gate.Unlock()
+	forceUnmount(t, r.mnt, 0)
+	if between != nil {
+		between()
+	}
+	r.m = r.mountFn()
+	if st := status(t, r.mnt); st["recovered"] != true {
+		t.Errorf("first mount after a crash: status says recovered %v, want true", st["recovered"])
+	}
+}
+
+// run drives writers and the consumer, crashing n times with crash, then
+// checks that the consumer's copy equals the mount.
+func (r *crashRig) run(mode string, n int, seed uint64, crash func()) {
+	t := r.t
+	t.Logf("%s mode: seed %d (replay: HSMFS_CRASH_SEED=%d), %d crashes", mode, seed, seed, n)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	r.m = r.mountFn()
+	// Start from a blessed journal and an exact (empty) copy.
+	query(t, r.mnt)
+	bless(t, r.mnt)
+	var wg sync.WaitGroup
+	const writers = 3
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go r.writer(i, rand.New(rand.NewPCG(seed, uint64(i+2))), &wg)
+	}
+	wg.Add(1)
+	go r.consumer(&wg)
+	for c := 0; c < n; c++ {
+		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
+		crash()
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.stop.Store(true)
+	wg.Wait()
+
+	// Quiesce: no crash, no writer; one more round brings DEST up to date.
+	waitClosed(t, r.mnt)
+	var err error
+	for i := 0; i < 3; i++ {
+		if err = r.round(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("final consumer round: %v", err)
+	}
+	got, want := snapshot(t, r.dest, snapOpts{}), snapshot(t, r.mnt, snapOpts{})
+	diff := treeDiff(want, got, "mount", "copy")
+	t.Logf("%s mode: %d consumer rounds blessed (%d cut short), %d crashes, %d modifications, %d paths differed",
+		mode, r.rounds.Load(), r.failedRnd.Load(), n, r.mods.Load(), len(diff))
+	if !sameTree(t, mode+": copy vs mount", want, got, "mount", "copy") {
+		r.explain(diff)
+	}
+	if r.mods.Load() == 0 || r.rounds.Load() == 0 {
+		t.Errorf("%s mode did nothing: %d modifications, %d rounds", mode, r.mods.Load(), r.rounds.Load())
+	}
+}
+
+// TestCrashKill is kill mode: SIGKILL of the daemon at random points.
+func TestCrashKill(t *testing.T) {
+	n := crashCount(t, "HSMFS_CRASHES", 6, 100)
+	b, mnt, j := newDirs(t)
+	r := newCrashRig(t, b, mnt, j)
+	r.run("kill", n, crashSeed(t), r.kill)
+}
+
+// mmapWrite writes through a shared mapping. A fault (the mount died
+// under the mapping) becomes an error instead of killing the test.
+func mmapWrite(p string, rng *rand.Rand) (err error) {
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const size = 16384
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	defer syscall.Munmap(mem)
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("mmap fault: %v", v)
+		}
+	}()
+	off := rng.IntN(size - 100)
+	for i := 0; i < 100; i++ {
+		mem[off+i] = byte('A' + rng.IntN(26))
+	}
+	if rng.IntN(2) == 0 {
+		_, _, e := syscall.Syscall(syscall.SYS_MSYNC, uintptr(unsafe.Pointer(&mem[0])), size, syscall.MS_SYNC)
+		if e != 0 {
+			return e
+		}
+	}
+	return nil
+}
