@@ -68,6 +68,7 @@ type crashRig struct {
 	rounds    atomic.Int64 // consumer rounds completed (blessed)
 	failedRnd atomic.Int64 // consumer rounds cut short by a crash
 	stop      atomic.Bool
+	quiet     atomic.Bool // writers pause: half the rounds run on a still tree
 	errs      chan error
 
 	histMu sync.Mutex // guards hist
@@ -115,12 +116,21 @@ func newCrashRig(t *testing.T, backing, mnt, journal string) *crashRig {
 func (r *crashRig) writer(id int, rng *rand.Rand, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for !r.stop.Load() {
+		if r.quiet.Load() {
+			time.Sleep(time.Millisecond)
+			continue
+		}
 		r.gate.RLock()
 		if r.randomOp(id, rng) {
 			r.mods.Add(1)
 		}
 		r.gate.RUnlock()
-		if rng.IntN(4) == 0 {
+		switch {
+		case rng.IntN(60) == 0:
+			// A lull, so that the consumer's rsync sometimes runs on a
+			// quiet tree and its round gets blessed.
+			time.Sleep(time.Duration(50+rng.IntN(150)) * time.Millisecond)
+		case rng.IntN(4) == 0:
 			time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
 		}
 	}
@@ -204,10 +214,16 @@ func (r *crashRig) randomOp(id int, rng *rand.Rand) bool {
 // consumer loops query → rsync → bless until stopped.
 func (r *crashRig) consumer(wg *sync.WaitGroup) {
 	defer wg.Done()
-	for !r.stop.Load() {
+	for n := 0; !r.stop.Load(); n++ {
+		// Under heavy churn rsync rarely gets through a round (a
+		// directory turns into a file while it copies), so every other
+		// round the writers pause and the bless path gets exercised;
+		// crashes still come at any time.
+		r.quiet.Store(n%2 == 0)
 		r.gate.RLock()
 		err := r.round()
 		r.gate.RUnlock()
+		r.quiet.Store(false)
 		if err != nil {
 			if r.failedRnd.Add(1) <= 20 {
 				r.t.Logf("consumer round cut short: %.300s", err)

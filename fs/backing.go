@@ -158,6 +158,48 @@ func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
 	return typeName(st.Mode), st.Ino, uint32(st.Nlink)
 }
 
+// LstatSorted is Lstat of many paths, sorted so that siblings are
+// neighbours: each parent directory is opened once.
+func (b *Backing) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
+	curDir, curFd, curErr := "\x00", -1, error(nil)
+	defer func() {
+		if curFd >= 0 {
+			unix.Close(curFd)
+		}
+	}()
+	for i, rel := range paths {
+		if rel == "" {
+			typ, ino, nlink := b.Lstat(rel)
+			fn(i, typ, ino, nlink)
+			continue
+		}
+		dir, name := splitPath(rel)
+		if dir != curDir {
+			if curFd >= 0 {
+				unix.Close(curFd)
+			}
+			curDir = dir
+			curFd, curErr = b.openDir(dir)
+			if curErr != nil {
+				curFd = -1
+			}
+		}
+		var st unix.Stat_t
+		err := curErr
+		if err == nil {
+			err = unix.Fstatat(curFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		switch {
+		case err == nil:
+			fn(i, typeName(st.Mode), st.Ino, uint32(st.Nlink))
+		case errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV):
+			fn(i, "", 0, 0)
+		default:
+			fn(i, "gone", 0, 0)
+		}
+	}
+}
+
 func (b *Backing) fstatat(rel string, st *unix.Stat_t) error {
 	if rel == "" {
 		return unix.Fstat(b.rootFd, st)
