@@ -68,7 +68,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	var recs []*Record
 	now := time.Now()
 	for _, in := range fine {
-		k := dedupKey{op: in.Op, path: in.Path, path2: in.Path2}
+		k := dedupKey{op: in.Op, flags: in.Flags, path: in.Path, path2: in.Path2}
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		if sh.m[k] == nil {
@@ -136,7 +136,37 @@ func (c *completer) run() {
 	defer close(c.exit)
 	for range c.wake {
 		time.Sleep(c.delay)
-		c.complete(c.take())
+		c.completeIdle(c.take())
+	}
+}
+
+// completeIdle completes the entries that have been idle for the delay
+// and puts the others back: a path modified again and again (open, write,
+// close in a loop) keeps its intent open instead of paying a synced
+// Reopen each time.
+func (c *completer) completeIdle(es []*entry) {
+	now := time.Now()
+	var later []*entry
+	for _, e := range es {
+		e.mu.Lock()
+		if e.refs == 0 && !e.completed && now.Sub(e.idleSince) < c.delay {
+			later = append(later, e)
+			e.mu.Unlock()
+			continue
+		}
+		e.mu.Unlock()
+		c.complete([]*entry{e})
+	}
+	if len(later) > 0 {
+		c.mu.Lock()
+		c.list = append(c.list, later...)
+		if !c.done {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+		c.mu.Unlock()
 	}
 }
 

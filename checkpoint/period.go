@@ -73,6 +73,7 @@ func (ps *periods) inFlight() int64 { return ps.inflight[0].Load() + ps.inflight
 // this period.
 type dedupKey struct {
 	op    Op
+	flags uint8 // a rename of a file and one of a directory differ
 	path  string
 	path2 string
 }
@@ -117,5 +118,6 @@ type entry struct {
 	refs      int        // modifications (and open handles) currently using this intent
 	completed bool       // a completion is recorded in the store
 	queued    bool       // on the completer's list
+	idleSince time.Time  // when refs last dropped to 0
 	fine      bool       // an unsynced fine record (coarse mode): no refs, no completion
 }

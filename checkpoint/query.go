@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Entry is one path of a query's answer.
@@ -34,6 +35,8 @@ type agg struct {
 	period   uint64
 	inflight bool
 	ino      uint64
+	recorded bool // a record names it (not only a derivation)
+	walked   bool // beneath a renamed directory's name
 }
 
 // Query runs one query as the contract describes: it starts period P,
@@ -46,15 +49,15 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	P, err := t.advance()
+	P, err := t.advance(true)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	st := t.snapshot()
 	paths := make(map[string]*agg)
-	add := func(p string, r *Record, inflight bool) {
+	add := func(p string, r *Record, inflight bool) *agg {
 		if p == "" {
-			return
+			return nil
 		}
 		a := paths[p]
 		if a == nil {
@@ -69,26 +72,31 @@ func (t *Tracker) Query() (*Answer, error) {
 		if a.ino == 0 {
 			a.ino = r.Ino
 		}
+		return a
 	}
-	var dirRenames, dirIntents []*Record
-	var dirInflight []bool
-	lost := t.async != nil && t.async.Lost()
+	recorded := func(p string, r *Record, inflight bool) {
+		if a := add(p, r, inflight); a != nil {
+			a.recorded = true
+		}
+	}
+	var dirRenames, entryRecs, dirIntents []*Record
+	var entryInflight, dirInflight []bool
 	err = t.store.Scan(st.LastBlessed, func(r *Record, completed bool) error {
 		inflight := r.Run < t.run && !completed
-		if r.Op == OpEntries {
-			// Needed only where the fine records may be missing.
-			if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
-				dirIntents = append(dirIntents, r)
-				dirInflight = append(dirInflight, inflight)
-			}
+		if r.Op == OpEntries && r.Flags&FlagDerived == 0 {
+			entryRecs = append(entryRecs, r)
+			entryInflight = append(entryInflight, inflight)
 			return nil
 		}
 		if r.Flags&FlagFine != 0 {
 			inflight = false // the directory intent carries it
 		}
-		add(r.Path, r, inflight)
-		add(r.Path2, r, inflight)
-		if r.Op == OpRename && r.Flags&FlagDir != 0 {
+		recorded(r.Path, r, inflight)
+		recorded(r.Path2, r, inflight)
+		// Every rename is expanded, not only those whose source was a
+		// directory when its intent was taken: walking a name that is
+		// not a directory costs one failed open.
+		if r.Op == OpRename {
 			dirRenames = append(dirRenames, r)
 		}
 		return nil
@@ -96,13 +104,28 @@ func (t *Tracker) Query() (*Answer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("query: scan journal: %w", err)
 	}
+	// Directory intents are answered only where fine records may be
+	// missing: runs that ended uncleanly, and this run if queued fine
+	// records were lost (the scan itself may have found that out, so
+	// this is asked after it).
+	lost := t.async != nil && t.async.Lost()
+	for i, r := range entryRecs {
+		if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
+			dirIntents = append(dirIntents, r)
+			dirInflight = append(dirInflight, entryInflight[i])
+		}
+	}
 	// rsync with --files-from does not recurse: a renamed directory must
 	// bring every path beneath its new name (and, for an exchange, beneath
 	// both names), as it is in BACKING now.
 	for _, r := range dirRenames {
 		for _, top := range []string{r.Path, r.Path2} {
 			rr := r
-			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
+			if err := t.backing.Walk(top, func(p string) {
+				if a := add(p, rr, false); a != nil {
+					a.walked = true
+				}
+			}); err != nil {
 				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -143,10 +166,61 @@ func (t *Tracker) Query() (*Answer, error) {
 		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: opList(a.ops),
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, shadowed: shadowed}
 	})
+	if err := t.recordDerived(P, ans, paths); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	if err := t.saveState(func(s *State) { s.LastQuery = P }); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return ans, nil
+}
+
+// recordDerived makes the answer's derived paths durable records of P.
+//
+// Everything an answer lists must stay listed until a bless of that
+// answer: the consumer may copy it, and a crash may then undo it in
+// BACKING. Paths that come from records stay (the records do), and so do
+// paths beneath a renamed directory (the rename record lists the
+// directory itself, which rsync deletes whole if it is gone). But the
+// entries of a directory intent and the old names of a renamed
+// directory's entries are derived from BACKING as it is now, and a crash
+// can change that; and a path left out of the plain answer because its
+// ancestor is not a directory now (shadowed) may need listing once the
+// ancestor is a directory again, after its own record is blessed away.
+func (t *Tracker) recordDerived(P uint64, ans *Answer, paths map[string]*agg) error {
+	var recs []*Record
+	now := time.Now()
+	for i := range ans.Entries {
+		e := &ans.Entries[i]
+		a := paths[e.Path]
+		if !e.shadowed && (a.recorded || a.walked) {
+			continue
+		}
+		op := OpEntries
+		for o := Op(1); o < opMax; o++ {
+			if a.ops&(1<<o) != 0 && o != OpEntries {
+				op = o
+				break
+			}
+		}
+		// A derived path is needed until this query is blessed, so it
+		// goes to P-1, which a bless of P discards (P-1 is drained and
+		// not below LastBlessed). A shadowed path is needed after that
+		// bless, so it goes to P.
+		period := P - 1
+		if e.shadowed {
+			period = P
+		}
+		recs = append(recs, &Record{Period: period, Run: t.run, Op: op, Flags: FlagFine | FlagDerived,
+			Ino: a.ino, Time: now, Path: e.Path})
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := t.store.Append(recs); err != nil {
+		return fmt.Errorf("record %d derived paths: %w", len(recs), err)
+	}
+	return nil
 }
 
 // BatchLstater is an optional Backing method: Lstat of many sorted paths

@@ -62,6 +62,11 @@ const (
 	// FlagExchange: a rename with RENAME_EXCHANGE (both names hold a
 	// moved object afterwards).
 	FlagExchange uint8 = 1 << 2
+	// FlagDerived: a path that a query listed without a record of its
+	// own (a directory's entry, an old name beneath a renamed
+	// directory), recorded so that it stays listed until blessed. With
+	// OpEntries it names the path itself, not a directory intent.
+	FlagDerived uint8 = 1 << 3
 )
 
 // Record is one durable intent: "Path (and Path2) may change in Period".
@@ -98,6 +103,10 @@ type State struct {
 	// unsynced fine records may be lost, so a query lists the whole
 	// content of its directory intents instead.
 	LastUncleanRun uint64
+	// NotQueries are the periods above LastBlessed that were started by
+	// something other than a query (the first mount, a recovery, a
+	// checkpoint): blessing them fails, as no query returned them.
+	NotQueries []uint64
 }
 
 // Store is the durable journal the tracker writes through. journal.Journal
@@ -115,7 +124,8 @@ type Store interface {
 	// as in flight.
 	Complete(period, seq uint64) error
 	// Reopen undoes Complete for an intent that a new modification
-	// joins (in-memory dedup). Not synced either.
+	// joins (in-memory dedup), and returns once that is durable, so that
+	// the modification is reported in flight after any crash.
 	Reopen(period, seq uint64) error
 	// LoadState returns the durable state; a new journal returns the zero State.
 	LoadState() (State, error)

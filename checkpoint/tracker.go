@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,7 +61,8 @@ type Tracker struct {
 	handlesMu sync.Mutex // guards handles
 	handles   map[*Handle]struct{}
 
-	closed atomic.Bool
+	closed      atomic.Bool
+	cleanClosed bool // guarded by qmu: Close succeeded
 
 	gcMu sync.Mutex // serialises DropBefore calls (background garbage collection)
 	gcWG sync.WaitGroup
@@ -98,6 +100,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	t := &Tracker{store: store, backing: backing, log: log, handles: make(map[*Handle]struct{})}
 	if st.Current == 0 {
 		st.Current = 1
+		st.NotQueries = append(st.NotQueries, 1)
 	}
 	if st.Run > 0 && !st.Clean {
 		st.LastUncleanRun = st.Run
@@ -107,6 +110,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 		// happens after it.
 		st.Current++
 		st.RecoveredAt = st.Current
+		st.NotQueries = append(st.NotQueries, st.Current)
 		log.Warn("journal was not closed cleanly: recovering", "new_period", st.Current)
 	}
 	st.Run++
@@ -191,7 +195,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	var recs []*Record
 	now := time.Now()
 	for i, in := range ins {
-		k := dedupKey{op: in.Op, path: in.Path, path2: in.Path2}
+		k := dedupKey{op: in.Op, flags: in.Flags, path: in.Path, path2: in.Path2}
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		e := sh.m[k]
@@ -216,7 +220,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 		}
 		e.err = err
 		if err != nil {
-			k := dedupKey{op: e.rec.Op, path: e.rec.Path, path2: e.rec.Path2}
+			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, path: e.rec.Path, path2: e.rec.Path2}
 			sh := &set.shards[set.shard(&k)]
 			sh.mu.Lock()
 			delete(sh.m, k)
@@ -280,6 +284,9 @@ func (t *Tracker) join(e *entry) error {
 func (t *Tracker) release(e *entry) {
 	e.mu.Lock()
 	e.refs--
+	if e.refs == 0 {
+		e.idleSince = time.Now()
+	}
 	idle := e.refs == 0 && !e.completed && !e.queued
 	if idle {
 		e.queued = true
@@ -315,11 +322,16 @@ func (t *Tracker) saveState(mut func(*State)) error {
 
 // advance starts period P = current+1, drains earlier periods and
 // re-records every file open for writing in P. Caller holds qmu.
-func (t *Tracker) advance() (uint64, error) {
+func (t *Tracker) advance(query bool) (uint64, error) {
 	P := t.ps.cur.Load() + 1
 	// The state must say Current >= P before any record of P exists,
 	// so that recovery always starts a period above every record.
-	if err := t.saveState(func(s *State) { s.Current = P }); err != nil {
+	if err := t.saveState(func(s *State) {
+		s.Current = P
+		if !query {
+			s.NotQueries = append(s.NotQueries, P)
+		}
+	}); err != nil {
 		return 0, err
 	}
 	t.ps.switchTo(P)
@@ -337,7 +349,7 @@ func (t *Tracker) Checkpoint() (uint64, error) {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	return t.advance()
+	return t.advance(false)
 }
 
 // Bless discards the records of every period before id, after making
@@ -362,6 +374,17 @@ func (t *Tracker) Bless(id uint64) (uint64, error) {
 	if id <= st.LastBlessed {
 		return id, nil // a retry: already done
 	}
+	if slices.Contains(st.NotQueries, id) {
+		return 0, fmt.Errorf("bless %d: period %d was started by a checkpoint or a mount, not by a query: %w", id, id, ErrUnknownQuery)
+	}
+	if st.RecoveredAt != 0 && id < st.RecoveredAt {
+		// The consumer copied that answer before the crash, and the
+		// crash may have undone in BACKING what it copied (a power cut
+		// loses what was not synced). Blessing it now would sync the
+		// undone state and discard the records that describe it.
+		return 0, fmt.Errorf("bless %d: that query was answered before hsmfs recovered from a crash (period %d); run a new query: %w",
+			id, st.RecoveredAt, ErrUnknownQuery)
+	}
 	// What the consumer copied must survive a crash before the records
 	// that describe it are gone.
 	if err := t.backing.Syncfs(); err != nil {
@@ -369,6 +392,7 @@ func (t *Tracker) Bless(id uint64) (uint64, error) {
 	}
 	if err := t.saveState(func(s *State) {
 		s.LastBlessed = id
+		s.NotQueries = slices.DeleteFunc(slices.Clone(s.NotQueries), func(p uint64) bool { return p <= id })
 		if s.RecoveredAt != 0 && id >= s.RecoveredAt {
 			s.RecoveredAt = 0
 		}
@@ -395,11 +419,13 @@ func (t *Tracker) collect(period uint64) {
 }
 
 // Close marks the journal clean. Call it only when no modification can
-// start any more (after the FUSE server has stopped).
+// start any more (after the FUSE server has stopped). If modifications or
+// open files remain it fails, and may be called again once they are gone.
 func (t *Tracker) Close() error {
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	if t.closed.Swap(true) {
+	t.closed.Store(true) // no new modification, query or bless
+	if t.cleanClosed {
 		return nil
 	}
 	t.gcWG.Wait()
@@ -413,5 +439,17 @@ func (t *Tracker) Close() error {
 	if open != 0 {
 		return fmt.Errorf("close: %d files still open for writing; journal left marked unclean", open)
 	}
-	return t.saveState(func(s *State) { s.Clean = true })
+	lost := t.async != nil && t.async.Lost()
+	err := t.saveState(func(s *State) {
+		s.Clean = true
+		if lost {
+			// Fine records of this run were lost: the next runs must
+			// answer its directory intents whole, as after a crash.
+			s.LastUncleanRun = t.run
+		}
+	})
+	if err == nil {
+		t.cleanClosed = true
+	}
+	return err
 }

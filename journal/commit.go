@@ -14,6 +14,8 @@ import (
 type request struct {
 	recs  []*checkpoint.Record
 	state *checkpoint.State
+	// reopen: completion markers to delete, as keys (Reopen).
+	reopen [][]byte
 	// noSync: the caller only needs what was queued before it to be
 	// written (visible to reads), not synced (Scan's flush).
 	noSync bool
@@ -208,6 +210,20 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 	for _, r := range batch {
 		if r.state != nil {
 			state = r.state // the latest request wins
+		}
+		for _, k := range r.reopen {
+			if err := txn.Delete(k); err != nil {
+				if !errors.Is(err, badger.ErrTxnTooBig) {
+					return j.fail(err)
+				}
+				if err := j.commitSync(txn); err != nil {
+					return j.fail(err)
+				}
+				txn = j.db.NewTransaction(true)
+				if err := txn.Delete(k); err != nil {
+					return j.fail(err)
+				}
+			}
 		}
 		for _, rec := range r.recs {
 			start := len(buf)

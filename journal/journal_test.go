@@ -164,10 +164,11 @@ func TestState(t *testing.T) {
 	dir := t.TempDir()
 	j := openT(t, dir)
 	st, err := j.LoadState()
-	if err != nil || st != (checkpoint.State{}) {
+	if err != nil || !reflect.DeepEqual(st, checkpoint.State{}) {
 		t.Fatalf("new journal: LoadState = %+v, %v", st, err)
 	}
-	want := checkpoint.State{Current: 9, LastQuery: 1<<64 - 1, LastBlessed: 7, Run: 4, Clean: true, RecoveredAt: 8}
+	want := checkpoint.State{Current: 9, LastQuery: 1<<64 - 1, LastBlessed: 7, Run: 4, Clean: true, RecoveredAt: 8,
+		LastUncleanRun: 3, NotQueries: []uint64{8, 9}}
 	before := j.Syncs()
 	if err := j.SaveState(want); err != nil {
 		t.Fatal(err)
@@ -175,14 +176,14 @@ func TestState(t *testing.T) {
 	if j.Syncs() == before {
 		t.Error("SaveState did not sync")
 	}
-	if st, err = j.LoadState(); err != nil || st != want {
+	if st, err = j.LoadState(); err != nil || !reflect.DeepEqual(st, want) {
 		t.Fatalf("LoadState = %+v, %v, want %+v", st, err, want)
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
 	j = openT(t, dir)
-	if st, err = j.LoadState(); err != nil || st != want {
+	if st, err = j.LoadState(); err != nil || !reflect.DeepEqual(st, want) {
 		t.Fatalf("after reopen: LoadState = %+v, %v, want %+v", st, err, want)
 	}
 }

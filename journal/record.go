@@ -140,7 +140,10 @@ func (d *decoder) str() string {
 //	version(1) Current(8) LastQuery(8) LastBlessed(8) Run(8) Clean(1) RecoveredAt(8)
 //	LastUncleanRun(8)
 //
-// A state without the trailing LastUncleanRun (stateLenV1) reads as 0.
+//	NotQueries: count(4) then count × period(8)
+//
+// A state without the trailing LastUncleanRun (stateLenV1) reads as 0,
+// one without NotQueries as an empty list.
 const (
 	stateLenV1 = 1 + 8*4 + 1 + 8
 	stateLen   = stateLenV1 + 8
@@ -160,6 +163,10 @@ func encodeState(st checkpoint.State) []byte {
 	b = append(b, clean)
 	b = binary.BigEndian.AppendUint64(b, st.RecoveredAt)
 	b = binary.BigEndian.AppendUint64(b, st.LastUncleanRun)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(st.NotQueries)))
+	for _, p := range st.NotQueries {
+		b = binary.BigEndian.AppendUint64(b, p)
+	}
 	return b
 }
 
@@ -168,7 +175,7 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	if len(v) < 1 || v[0] != stateVersion {
 		return st, fmt.Errorf("%w: state has unknown version (%d bytes)", ErrDamaged, len(v))
 	}
-	if len(v) != stateLen && len(v) != stateLenV1 {
+	if len(v) != stateLenV1 && len(v) < stateLen {
 		return st, fmt.Errorf("%w: state of %d bytes, want %d", ErrDamaged, len(v), stateLen)
 	}
 	if v[33] > 1 {
@@ -180,8 +187,21 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	st.Run = binary.BigEndian.Uint64(v[25:])
 	st.Clean = v[33] == 1
 	st.RecoveredAt = binary.BigEndian.Uint64(v[34:])
-	if len(v) == stateLen {
+	if len(v) >= stateLen {
 		st.LastUncleanRun = binary.BigEndian.Uint64(v[42:])
+	}
+	if rest := v[min(len(v), stateLen):]; len(rest) > 0 {
+		if len(rest) < 4 {
+			return st, fmt.Errorf("%w: state has a truncated list", ErrDamaged)
+		}
+		n := int(binary.BigEndian.Uint32(rest))
+		rest = rest[4:]
+		if len(rest) != 8*n {
+			return st, fmt.Errorf("%w: state list of %d periods in %d bytes", ErrDamaged, n, len(rest))
+		}
+		for i := 0; i < n; i++ {
+			st.NotQueries = append(st.NotQueries, binary.BigEndian.Uint64(rest[8*i:]))
+		}
 	}
 	return st, nil
 }

@@ -20,11 +20,12 @@ func (j *Journal) Complete(period, seq uint64) error {
 	return nil
 }
 
-// Reopen removes the completion of intent (period, seq), without a sync.
+// Reopen removes the completion of intent (period, seq) and returns once
+// that is durable: a modification that joins a completed intent must be
+// reported in flight after any crash, a power cut included. It goes
+// through the committer, so concurrent Reopens and Appends share a sync.
 func (j *Journal) Reopen(period, seq uint64) error {
-	err := j.write(func(txn *badger.Txn) error {
-		return txn.Delete(completionKey(period, seq))
-	})
+	err := j.submit(&request{reopen: [][]byte{completionKey(period, seq)}})
 	if err != nil {
 		return fmt.Errorf("journal %s: reopen %d/%d: %w", j.dir, period, seq, err)
 	}
