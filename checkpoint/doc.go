@@ -46,9 +46,15 @@
 //     deleted (in the background; a crash restarts the deletion, and
 //     queries never read below LastBlessed anyway). Records of period ≥
 //     id — including everything recorded after query id started — stay.
+//     A bless of a query answered before the last crash is refused: the
+//     crash may have undone in BACKING what the consumer copied.
 //  5. After a crash, New keeps every record, starts a new period above
 //     State.Current (so above every record, by 2), and reports intents of
-//     earlier runs without a completion as in flight.
+//     earlier runs without a completion as in flight. Directory intents of
+//     runs that ended uncleanly are answered with every entry of the
+//     directory (coarse.go), and whatever a query derives from BACKING
+//     rather than from a record is recorded before the answer is returned
+//     (query.go, recordDerived).
 //
 // Hence a path modified in period T is in every answer from the first
 // query that starts a period > T until a bless of an id > T, which

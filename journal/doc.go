@@ -34,8 +34,9 @@
 // pending at that moment into one batch, writes the batch in one badger
 // transaction (more only if it exceeds badger's transaction limit), syncs
 // once and then wakes every waiter of the batch: concurrent appenders
-// share syncs (group commit). Complete and Reopen write directly, in one
-// unsynced transaction each. DropBefore uses badger's DropPrefix, which
+// share syncs (group commit). Reopen (taking a completion back) goes
+// through the committer too and is synced; Complete writes directly, in
+// one unsynced transaction. DropBefore uses badger's DropPrefix, which
 // refuses concurrent writes, so it excludes every other writer while it
 // runs (they wait; on a million records, about 0.15 s). Scan and
 // LoadState read a badger snapshot; Scan hands fn a fresh Record each
@@ -61,7 +62,7 @@
 // between. For the same reason a batch larger than one transaction is
 // synced after each of its transactions.
 //
-// Complete, Reopen and DropBefore are not synced, by design: losing them
+// Complete and DropBefore are not synced, by design: losing them
 // in a crash only makes recovery report an intent as in flight, or keeps
 // records that a later DropBefore removes again (DropPrefix flushes the
 // memtables, so in practice DropBefore is durable once it returns). Their commits still
