@@ -171,6 +171,33 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
+// removeEmptyMemtables deletes memtable logs of size 0. badger creates a
+// memtable file and then truncates it to its size; a process killed
+// between the two leaves an empty .mem file, which badger then refuses to
+// open ("Create a new file"), although it holds no entry. Deleting it
+// loses nothing. (Seen in the kill-mode crash tests.)
+func removeEmptyMemtables(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".mem") || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("journal %s: remove empty memtable %s: %w", dir, e.Name(), err)
+		}
+		log.Warn("journal: removed an empty memtable file left by a crash", "file", p)
+	}
+	return nil
+}
+
 // openBadger opens the database with a small memory footprint. badger can
 // panic on some damaged files; that too is reported as ErrDamaged.
 func openBadger(dir string, log *slog.Logger, readOnly bool) (db *badger.DB, err error) {
@@ -189,6 +216,11 @@ func openBadger(dir string, log *slog.Logger, readOnly bool) (db *badger.DB, err
 		WithLogger(badgerLogger{log})
 	if err := checkLooksLikeJournal(dir); err != nil {
 		return nil, err
+	}
+	if !readOnly {
+		if err := removeEmptyMemtables(dir, log); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if p := recover(); p != nil {
