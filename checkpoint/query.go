@@ -36,7 +36,6 @@ type agg struct {
 	inflight bool
 	ino      uint64
 	recorded bool // a record names it (not only a derivation)
-	walked   bool // beneath a renamed directory's name
 }
 
 // Query runs one query as the contract describes: it starts period P,
@@ -121,11 +120,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	for _, r := range dirRenames {
 		for _, top := range []string{r.Path, r.Path2} {
 			rr := r
-			if err := t.backing.Walk(top, func(p string) {
-				if a := add(p, rr, false); a != nil {
-					a.walked = true
-				}
-			}); err != nil {
+			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
 				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -179,21 +174,22 @@ func (t *Tracker) Query() (*Answer, error) {
 //
 // Everything an answer lists must stay listed until a bless of that
 // answer: the consumer may copy it, and a crash may then undo it in
-// BACKING. Paths that come from records stay (the records do), and so do
-// paths beneath a renamed directory (the rename record lists the
-// directory itself, which rsync deletes whole if it is gone). But the
-// entries of a directory intent and the old names of a renamed
-// directory's entries are derived from BACKING as it is now, and a crash
-// can change that; and a path left out of the plain answer because its
-// ancestor is not a directory now (shadowed) may need listing once the
-// ancestor is a directory again, after its own record is blessed away.
+// BACKING. Paths that come from records stay (the records do). Paths
+// derived from BACKING as it is now (beneath a renamed directory, the
+// old names of those, the entries of a directory intent) would not: a
+// power cut can undo the rename, and the directory can be created again
+// before the consumer's rsync runs, which then keeps the copied subtree.
+// (The crash tests found exactly that.) And a path left out of the plain
+// answer because its ancestor is not a directory now (shadowed) may need
+// listing once the ancestor is a directory again, after its own record
+// is blessed away.
 func (t *Tracker) recordDerived(P uint64, ans *Answer, paths map[string]*agg) error {
 	var recs []*Record
 	now := time.Now()
 	for i := range ans.Entries {
 		e := &ans.Entries[i]
 		a := paths[e.Path]
-		if !e.shadowed && (a.recorded || a.walked) {
+		if !e.shadowed && a.recorded {
 			continue
 		}
 		op := OpEntries

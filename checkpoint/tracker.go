@@ -69,8 +69,9 @@ type Tracker struct {
 
 	// async is the store's unsynced append, if it has one: it enables
 	// coarse mode (coarse.go).
-	async AsyncStore
-	comp  *completer
+	async       AsyncStore
+	comp        *completer
+	keepBlessed bool
 }
 
 // Options tune a Tracker.
@@ -80,6 +81,10 @@ type Options struct {
 	// CompleteDelay is how long an idle intent waits before its
 	// completion is recorded (default 10ms).
 	CompleteDelay time.Duration
+	// KeepBlessed keeps the records of blessed periods in the journal
+	// (queries still ignore them), so that `hsmfs journal dump` shows the
+	// whole history. For debugging crash tests.
+	KeepBlessed bool
 }
 
 // New loads the durable state, performs recovery after an unclean end,
@@ -124,6 +129,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 		t.async = as
 	}
 	t.comp = newCompleter(t, opt.CompleteDelay)
+	t.keepBlessed = opt.KeepBlessed
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
 	if st.LastBlessed > 0 {
@@ -407,6 +413,9 @@ func (t *Tracker) Bless(id uint64) (uint64, error) {
 // read below LastBlessed, so deletion is only garbage collection; after a
 // crash New starts it again.
 func (t *Tracker) collect(period uint64) {
+	if t.keepBlessed {
+		return
+	}
 	t.gcWG.Add(1)
 	go func() {
 		defer t.gcWG.Done()

@@ -277,7 +277,8 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 		return err
 	}
 	defer j.Close()
-	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly})
+	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly,
+		KeepBlessed: os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != ""})
 	if err != nil {
 		return err
 	}
