@@ -25,8 +25,9 @@ type Handle struct {
 	// Touch compares it with the current period without locking.
 	period atomic.Uint64
 
-	mu       sync.Mutex // guards entries and released
+	mu       sync.Mutex // guards entries, recPath and released
 	entries  []*entry
+	recPath  string // the path of its latest record
 	released bool
 }
 
@@ -70,6 +71,7 @@ func (h *Handle) record(p uint64, extra ...Op) error {
 	}
 	h.mu.Lock()
 	h.entries = append(h.entries, es...)
+	h.recPath = path
 	h.mu.Unlock()
 	h.period.Store(p)
 	return nil
@@ -110,20 +112,28 @@ func (h *Handle) Release() {
 }
 
 // rerecordHandles gives every file open for writing an intent in P, in
-// one batch (one sync). Caller holds qmu, P is current.
+// one batch (one sync), and records again a file whose path changed since
+// its latest record (a rename of a directory above it, begun in the
+// period that just drained, may have moved it after it was opened in P).
+// Caller holds qmu, P is current.
 func (t *Tracker) rerecordHandles(P uint64) error {
 	t.handlesMu.Lock()
 	hs := make([]*Handle, 0, len(t.handles))
 	for h := range t.handles {
-		if h.period.Load() < P {
-			hs = append(hs, h)
-		}
+		hs = append(hs, h)
 	}
 	t.handlesMu.Unlock()
 	var ins []Intent
 	var owners []*Handle
 	for _, h := range hs {
-		if path, ok := h.path(); ok {
+		path, ok := h.path()
+		if !ok {
+			continue
+		}
+		h.mu.Lock()
+		moved := path != h.recPath
+		h.mu.Unlock()
+		if h.period.Load() < P || moved {
 			ins = append(ins, Intent{Op: OpWrite, Ino: h.ino, Path: path})
 			owners = append(owners, h)
 		}
@@ -143,6 +153,7 @@ func (t *Tracker) rerecordHandles(P uint64) error {
 			continue
 		}
 		h.entries = append(h.entries, es[i])
+		h.recPath = ins[i].Path
 		h.mu.Unlock()
 		h.period.Store(P)
 	}

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -13,8 +14,8 @@ import (
 //
 //   - memStore, an in-memory Store that models durability exactly as the
 //     Store interface documents it: Append and SaveState are durable when
-//     they return; Complete and Reopen are volatile (a simulated process
-//     kill keeps them, a simulated power cut loses them); DropBefore
+//     they return, and so is Reopen; Complete is volatile (a simulated
+//     process kill keeps it, a simulated power cut loses it); DropBefore
 //     deletes. crash(powerCut) returns the store that a new mount would
 //     open. It injects errors and counts syncs.
 //   - memBacking, an in-memory BACKING: a map path -> {type, inode,
@@ -90,6 +91,9 @@ type memStoreOpts struct {
 	// next SaveState), so a power cut can lose records whose
 	// modification reached BACKING.
 	lieAppend bool
+	// async makes store() an AsyncStore, which turns on the tracker's
+	// coarse mode.
+	async bool
 }
 
 type memStore struct {
@@ -113,14 +117,27 @@ type memStore struct {
 	appends  int // Append calls that returned nil
 	failedAp int // Append calls that failed
 
+	// AsyncStore: records queued by AppendAsync (lost by any crash) until
+	// a Scan or writeAsync writes them (unsynced: volRecs) or an Append
+	// or SaveState writes and syncs them.
+	asyncQ     []*Record // the caller's records: Seq is set when written, as the journal's committer does
+	lost       bool
+	asyncErrs  []error // the next unsynced writes of the queue fail
+	asyncCount int
+
 	// Fault injection: the next calls fail with these errors, in order.
 	appendErrs []error
 	saveErrs   []error
 	completeEr []error
 
 	// appendHook, if set, runs at the start of every Append, without the
-	// lock: tests use it to hold an Append.
+	// lock: tests use it to hold an Append. asyncHook does the same for
+	// AppendAsync.
 	appendHook func(recs []*Record)
+	asyncHook  func(recs []*Record)
+	// saveHook, if set, runs in every SaveState (under the lock); an
+	// error fails that SaveState.
+	saveHook func() error
 
 	// violations of the rules that the tracker must follow when it uses
 	// the store (checked by tests at the end).
@@ -168,8 +185,113 @@ func (m *memStore) crash(powerCut bool) *memStore {
 	for k := range m.durableDone {
 		n.durableDone[k] = true
 	}
-	m.events.add("crash power=%v", powerCut)
+	m.events.add("crash power=%v (async queue of %d lost)", powerCut, len(m.asyncQ))
 	return n
+}
+
+// store returns the Store to hand to the tracker: m itself, or, with
+// opts.async, a wrapper that also implements AsyncStore.
+func (m *memStore) store() Store {
+	if m.opts.async {
+		return memAsyncStore{m}
+	}
+	return m
+}
+
+// memAsyncStore adds AsyncStore to a memStore (a separate type, because
+// the tracker turns coarse mode on by a type assertion).
+type memAsyncStore struct{ *memStore }
+
+var _ AsyncStore = memAsyncStore{}
+
+// AppendAsync queues copies of the records: neither durable nor visible.
+func (m memAsyncStore) AppendAsync(recs []*Record) {
+	if h := m.asyncHook; h != nil {
+		h(recs)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dead {
+		return
+	}
+	for _, r := range recs {
+		if r.Flags&FlagFine == 0 {
+			m.violate("AppendAsync of a record without FlagFine: %+v", *r)
+		}
+		if !r.Op.Valid() || r.Path == "" {
+			m.violate("AppendAsync of an invalid record: %+v", *r)
+		}
+		m.asyncQ = append(m.asyncQ, r)
+	}
+	m.asyncCount += len(recs)
+	m.events.add("appendasync %d", len(recs))
+}
+
+func (m memAsyncStore) Lost() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lost
+}
+
+// writeAsync is the journal's committer writing the queue on its own,
+// without a sync (it may happen at any time).
+func (m *memStore) writeAsync() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.dead {
+		m.writeAsyncLocked()
+	}
+}
+
+func (m *memStore) failNextAsyncWrite(err error) {
+	m.mu.Lock()
+	m.asyncErrs = append(m.asyncErrs, err)
+	m.mu.Unlock()
+}
+
+func (m *memStore) queued() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.asyncQ)
+}
+
+// writeAsyncLocked writes the queue unsynced: visible, kept by a kill,
+// lost by a power cut.
+func (m *memStore) writeAsyncLocked() {
+	if len(m.asyncQ) == 0 {
+		return
+	}
+	if len(m.asyncErrs) > 0 {
+		err := m.asyncErrs[0]
+		m.asyncErrs = m.asyncErrs[1:]
+		m.events.add("asyncwrite-failed %v", err)
+		m.loseAsyncLocked()
+		return
+	}
+	for _, r := range m.asyncQ {
+		r.Seq = m.nextSeq
+		m.nextSeq++
+		m.volRecs[memKey{r.Period, r.Seq}] = *r
+	}
+	m.events.add("asyncwrite %d", len(m.asyncQ))
+	m.asyncQ = nil
+}
+
+// syncAsyncLocked writes the queue as part of a synced batch.
+func (m *memStore) syncAsyncLocked() {
+	for _, r := range m.asyncQ {
+		r.Seq = m.nextSeq
+		m.nextSeq++
+		m.recs[memKey{r.Period, r.Seq}] = *r
+	}
+	m.asyncQ = nil
+}
+
+func (m *memStore) loseAsyncLocked() {
+	if len(m.asyncQ) > 0 {
+		m.lost = true
+		m.asyncQ = nil
+	}
 }
 
 func (m *memStore) failNextAppend(err error) {
@@ -224,6 +346,12 @@ func (m *memStore) flushLocked() {
 			}
 		}
 		m.volLog = m.volLog[:0]
+		if !m.opts.lieAppend {
+			for k, r := range m.volRecs {
+				m.recs[k] = r
+			}
+			clear(m.volRecs)
+		}
 	}
 }
 
@@ -240,14 +368,16 @@ func (m *memStore) Append(recs []*Record) error {
 		err := m.appendErrs[0]
 		m.appendErrs = m.appendErrs[1:]
 		m.failedAp++
+		m.loseAsyncLocked()
 		m.events.add("append-failed %v", err)
 		return fmt.Errorf("memstore: append: %w", err)
 	}
+	m.syncAsyncLocked()
 	for _, r := range recs {
 		if !r.Op.Valid() {
 			m.violate("append of a record with invalid op %d (%q)", r.Op, r.Path)
 		}
-		if r.Path == "" {
+		if r.Path == "" && r.Op != OpEntries {
 			m.violate("append of a record with an empty path (op %s)", r.Op)
 		}
 		// The tracker promises that the durable state says Current >= P
@@ -296,6 +426,10 @@ func (m *memStore) Complete(period, seq uint64) error {
 	return nil
 }
 
+// Reopen is durable when it returns (the Store interface says so since
+// the tracker relies on it: a modification that joins a completed intent
+// must be reported in flight after any crash). Like any sync of the
+// journal, it also writes the queued fine records.
 func (m *memStore) Reopen(period, seq uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -305,6 +439,10 @@ func (m *memStore) Reopen(period, seq uint64) error {
 	k := memKey{period, seq}
 	delete(m.done, k)
 	m.volLog = append(m.volLog, volOp{k, false})
+	m.syncAsyncLocked()
+	m.flushLocked()
+	delete(m.durableDone, k)
+	m.syncs++
 	m.events.add("reopen %d/%d", period, seq)
 	return nil
 }
@@ -315,7 +453,22 @@ func (m *memStore) LoadState() (State, error) {
 	if m.dead {
 		return State{}, errDeadStore
 	}
-	return m.state, nil
+	return cloneState(m.state), nil
+}
+
+// cloneState deep-copies a State, as a store that serializes it does (no
+// slice of the tracker's State is shared with the store's). It copies
+// every slice field, whatever State holds.
+func cloneState(st State) State {
+	v := reflect.ValueOf(&st).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if f := v.Field(i); f.Kind() == reflect.Slice && !f.IsNil() && f.CanSet() {
+			c := reflect.MakeSlice(f.Type(), f.Len(), f.Len())
+			reflect.Copy(c, f)
+			f.Set(c)
+		}
+	}
+	return st
 }
 
 func (m *memStore) SaveState(st State) error {
@@ -324,12 +477,20 @@ func (m *memStore) SaveState(st State) error {
 	if m.dead {
 		return errDeadStore
 	}
+	if m.saveHook != nil {
+		if err := m.saveHook(); err != nil {
+			m.saveErrs = append([]error{err}, m.saveErrs...)
+		}
+	}
 	if len(m.saveErrs) > 0 {
 		err := m.saveErrs[0]
 		m.saveErrs = m.saveErrs[1:]
+		m.loseAsyncLocked()
 		m.events.add("savestate-failed %v", err)
 		return fmt.Errorf("memstore: save state: %w", err)
 	}
+	m.syncAsyncLocked()
+	st = cloneState(st)
 	old := m.state
 	if st.Current < old.Current || st.LastBlessed < old.LastBlessed || st.LastQuery < old.LastQuery || st.Run < old.Run {
 		m.violate("state went backwards: %+v -> %+v", old, st)
@@ -360,6 +521,7 @@ func (m *memStore) Scan(from uint64, fn func(r *Record, completed bool) error) e
 		m.mu.Unlock()
 		return errDeadStore
 	}
+	m.writeAsyncLocked()
 	type item struct {
 		r    Record
 		done bool
@@ -446,7 +608,7 @@ type scannedRec struct {
 func (m *memStore) durableState() State {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.state
+	return cloneState(m.state)
 }
 
 // ---------------------------------------------------------------------
@@ -531,6 +693,18 @@ func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
 	defer b.mu.Unlock()
 	n, ok := b.cur[path]
 	if !ok {
+		// As fs.Backing.Lstat: "" if an ancestor is not a directory
+		// (ENOTDIR), "gone" if the path is just not there.
+		parts := strings.Split(path, "/")
+		for i := 1; i < len(parts); i++ {
+			a, ok := b.cur[strings.Join(parts[:i], "/")]
+			if !ok {
+				return typGone, 0, 0
+			}
+			if a.typ != typDir {
+				return "", 0, 0
+			}
+		}
 		return typGone, 0, 0
 	}
 	nlink := uint32(1)
@@ -554,9 +728,9 @@ func (b *memBacking) Walk(dir string, fn func(string)) error {
 	b.mu.Lock()
 	n, ok := b.cur[dir]
 	var paths []string
-	if ok && n.typ == typDir {
+	if dir == "" || (ok && n.typ == typDir) {
 		for p := range b.cur {
-			if isBeneath(p, dir) {
+			if dir == "" || isBeneath(p, dir) {
 				paths = append(paths, p)
 			}
 		}
@@ -767,7 +941,8 @@ func applyOp(t map[string]bnode, op bop, ver *uint64) bool {
 }
 
 // crash returns the BACKING that the next mount sees. After a process
-// kill that is the current tree (the page cache survives). After a power
+// kill that is the current tree (the page cache survives, still unsynced).
+// After a power
 // cut it is the tree of the last Syncfs with any subset of the later
 // operations replayed in order (keep decides, per operation): file
 // systems do not promise to keep unsynced operations, nor their order,
@@ -777,18 +952,22 @@ func (b *memBacking) crash(powerCut bool, keep func(i int, op bop) bool) *memBac
 	defer b.mu.Unlock()
 	n := newMemBacking(b.events)
 	n.nextIno, n.nextVer = b.nextIno, b.nextVer
+	n.noopSyncfs = b.noopSyncfs
 	if !powerCut {
+		// The page cache survives, unsynced: a later power cut can
+		// still lose what was not synced.
 		n.cur = cloneTree(b.cur)
-	} else {
-		n.cur = cloneTree(b.durable)
-		for i, op := range b.log {
-			if keep(i, op) {
-				applyOp(n.cur, op, &n.nextVer)
-			}
+		n.durable = cloneTree(b.durable)
+		n.log = slices.Clone(b.log)
+		return n
+	}
+	n.cur = cloneTree(b.durable)
+	for i, op := range b.log {
+		if keep(i, op) {
+			applyOp(n.cur, op, &n.nextVer)
 		}
 	}
-	n.durable = cloneTree(n.cur)
-	n.noopSyncfs = b.noopSyncfs
+	n.durable = cloneTree(n.cur) // what is there after the reboot is on disk
 	return n
 }
 
@@ -797,4 +976,56 @@ func (b *memBacking) pendingOps() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.log)
+}
+
+// manualCompletions makes the completions of tr deterministic: it stops
+// the completer's goroutine, so that idle intents wait on its list until
+// the test calls tr.comp.flush() (or Close records them). This reaches
+// into completer's fields: keep it in step with coarse.go.
+func manualCompletions(tr *Tracker) {
+	c := tr.comp
+	c.stop()
+	c.mu.Lock()
+	c.done = false
+	c.wake = make(chan struct{}, 1) // nobody reads it: add never blocks
+	c.mu.Unlock()
+}
+
+// pendingCompletions is the number of idle intents whose completion has
+// not been recorded yet.
+func pendingCompletions(tr *Tracker) int {
+	tr.comp.mu.Lock()
+	defer tr.comp.mu.Unlock()
+	return len(tr.comp.list)
+}
+
+func (m *memStore) isLost() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lost
+}
+
+// listingBacking adds the optional Backing methods that the query uses
+// when they exist (List for directory intents, LstatSorted for the
+// answer), so that both the fallbacks and these paths are exercised.
+type listingBacking struct{ *memBacking }
+
+// List calls fn for the entries directly beneath dir ("" is the root).
+func (b listingBacking) List(dir string, fn func(string)) error {
+	return b.Walk(dir, func(p string) {
+		if parentOf(p) == dir {
+			fn(p)
+		}
+	})
+}
+
+// LstatSorted is Lstat of each path, in order.
+func (b listingBacking) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
+	if !sort.StringsAreSorted(paths) {
+		panic("LstatSorted: paths not sorted")
+	}
+	for i, p := range paths {
+		typ, ino, nlink := b.Lstat(p)
+		fn(i, typ, ino, nlink)
+	}
 }

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,7 +36,8 @@ type agg struct {
 	period   uint64
 	inflight bool
 	ino      uint64
-	recorded bool // a record names it (not only a derivation)
+	recorded bool // a record names it
+	real     bool // a record of a modification names it (not a derivation)
 }
 
 // Query runs one query as the contract describes: it starts period P,
@@ -48,7 +50,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	P, err := t.advance(true)
+	P, err := t.advance()
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
@@ -76,6 +78,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	recorded := func(p string, r *Record, inflight bool) {
 		if a := add(p, r, inflight); a != nil {
 			a.recorded = true
+			a.real = a.real || r.Flags&FlagDerived == 0
 		}
 	}
 	var dirRenames, entryRecs, dirIntents []*Record
@@ -95,7 +98,7 @@ func (t *Tracker) Query() (*Answer, error) {
 		// Every rename is expanded, not only those whose source was a
 		// directory when its intent was taken: walking a name that is
 		// not a directory costs one failed open.
-		if r.Op == OpRename {
+		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
 			dirRenames = append(dirRenames, r)
 		}
 		return nil
@@ -151,8 +154,11 @@ func (t *Tracker) Query() (*Answer, error) {
 	stat(func(i int, typ string, ino uint64, nlink uint32) {
 		p := keys[i]
 		a := paths[p]
-		if ino == 0 {
-			ino = a.ino
+		// The recorded inode is the one that was modified; the path
+		// may hold another file now (renamed over it). With it, a
+		// consumer can find the other names of a file with links.
+		if a.ino != 0 && a.ino != ino {
+			ino, nlink = a.ino, 0
 		}
 		shadowed := typ == ""
 		if shadowed {
@@ -161,10 +167,17 @@ func (t *Tracker) Query() (*Answer, error) {
 		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: opList(a.ops),
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, shadowed: shadowed}
 	})
+	// A shadowed path kept only by its own shadow record (from an earlier
+	// answer, now blessed) has been seen through one more round; it is
+	// not listed any more.
+	ans.Entries = slices.DeleteFunc(ans.Entries, func(e Entry) bool { return e.shadowed && !paths[e.Path].real })
 	if err := t.recordDerived(P, ans, paths); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.saveState(func(s *State) { s.LastQuery = P }); err != nil {
+	if err := t.saveState(func(s *State) {
+		s.LastQuery = P
+		s.NotQueries = slices.DeleteFunc(slices.Clone(s.NotQueries), func(p uint64) bool { return p == P })
+	}); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return ans, nil
@@ -189,7 +202,10 @@ func (t *Tracker) recordDerived(P uint64, ans *Answer, paths map[string]*agg) er
 	for i := range ans.Entries {
 		e := &ans.Entries[i]
 		a := paths[e.Path]
-		if !e.shadowed && a.recorded {
+		if a.recorded && (!e.shadowed || !a.real) {
+			// Recorded already; a shadowed path is recorded once
+			// more (below) only while a record of a modification
+			// names it, so it goes after one more bless.
 			continue
 		}
 		op := OpEntries

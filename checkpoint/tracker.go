@@ -328,15 +328,15 @@ func (t *Tracker) saveState(mut func(*State)) error {
 
 // advance starts period P = current+1, drains earlier periods and
 // re-records every file open for writing in P. Caller holds qmu.
-func (t *Tracker) advance(query bool) (uint64, error) {
+func (t *Tracker) advance() (uint64, error) {
 	P := t.ps.cur.Load() + 1
 	// The state must say Current >= P before any record of P exists,
 	// so that recovery always starts a period above every record.
+	// P is not blessable until the query that starts it has returned
+	// its answer (Query removes it then); a checkpoint's never is.
 	if err := t.saveState(func(s *State) {
 		s.Current = P
-		if !query {
-			s.NotQueries = append(s.NotQueries, P)
-		}
+		s.NotQueries = append(slices.Clone(s.NotQueries), P)
 	}); err != nil {
 		return 0, err
 	}
@@ -355,7 +355,7 @@ func (t *Tracker) Checkpoint() (uint64, error) {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	return t.advance(false)
+	return t.advance()
 }
 
 // Bless discards the records of every period before id, after making

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -192,6 +193,20 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		n.r.logJournalError(checkpoint.OpRename, oldRel, err)
 		return toErrno(err)
 	}
-	defer tok.End()
-	return gofs.ToErrno(unix.Renameat2(ofd, name, nfd, newName, uint(flags)))
+	moved := n.GetChild(name)
+	if err := unix.Renameat2(ofd, name, nfd, newName, uint(flags)); err != nil || moved == nil {
+		tok.End()
+		return gofs.ToErrno(err)
+	}
+	// go-fuse moves the inode in its tree only after Rename returns. The
+	// rename must stay in flight until then: a query that drains its
+	// period re-records the files open for writing under their paths in
+	// that tree, and must see the new ones.
+	go func() {
+		defer tok.End()
+		for i := 0; i < 2000 && n.GetChild(name) == moved; i++ {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	return 0
 }
