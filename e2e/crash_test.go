@@ -342,6 +342,9 @@ func (r *crashRig) run(mode string, n int, seed uint64, crash func()) {
 	query(t, r.mnt)
 	bless(t, r.mnt)
 	var wg sync.WaitGroup
+	// If the test fails half-way, the writers must stop before the
+	// mounts are cleaned up, or they write into the bare mountpoint.
+	t.Cleanup(func() { r.stop.Store(true); wg.Wait() })
 	const writers = 3
 	for i := 0; i < writers; i++ {
 		wg.Add(1)

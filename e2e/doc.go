@@ -14,4 +14,9 @@
 //	HSMFS_E2E_SEED=N        seed of TestRsyncConsumer (logged by every run)
 //	HSMFS_E2E_ROUNDS=N      rounds of TestRsyncConsumer (default 30)
 //	HSMFS_E2E_OPS=N         modifications per round (default 50)
+//	HSMFS_E2E_TRACE=1       TestRsyncConsumer logs every modification
+//	HSMFS_E2E_AVOID_KNOWN_BUGS=1  TestRsyncConsumer steers clear of the
+//	                        hsmfs bugs that other tests pin down, to look for more
+//	HSMFS_E2E_DEBUG=1       mount with --debug (every FUSE request in the log)
+//	HSMFS_E2E_LOGDIR=DIR    keep the daemon log of every failed test in DIR
 package e2e
