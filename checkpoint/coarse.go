@@ -68,7 +68,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	var recs []*Record
 	now := time.Now()
 	for _, in := range fine {
-		k := dedupKey{op: in.Op, flags: in.Flags, path: in.Path, path2: in.Path2}
+		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		if sh.m[k] == nil {

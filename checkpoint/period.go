@@ -73,7 +73,8 @@ func (ps *periods) inFlight() int64 { return ps.inflight[0].Load() + ps.inflight
 // this period.
 type dedupKey struct {
 	op    Op
-	flags uint8 // a rename of a file and one of a directory differ
+	flags uint8  // a rename of a file and one of a directory differ
+	ino   uint64 // another file under the same name needs its own record (hard links)
 	path  string
 	path2 string
 }

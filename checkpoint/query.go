@@ -16,6 +16,9 @@ type Entry struct {
 	Inflight bool   // begun in an earlier run, completion never recorded
 	Ino      uint64
 	Nlink    uint32
+	// Inos are the inodes that the records of this path modified (hard
+	// links: a consumer looks for their other names), oldest first.
+	Inos []uint64
 	// shadowed: gone because an ancestor is not a directory any more.
 	// That ancestor is listed too (it changed in an unblessed period), so
 	// rsync replaces it and drops everything beneath; rsync would fail
@@ -36,7 +39,8 @@ type agg struct {
 	period   uint64
 	inflight bool
 	ino      uint64
-	recorded bool // a record names it
+	inos     []uint64 // every inode the records name, oldest first
+	recorded bool     // a record names it
 	real     bool // a record of a modification names it (not a derivation)
 }
 
@@ -70,8 +74,13 @@ func (t *Tracker) Query() (*Answer, error) {
 			a.period = r.Period
 		}
 		a.inflight = a.inflight || inflight
-		if a.ino == 0 {
+		if r.Ino != 0 {
+			// The latest file modified under this name; all of them
+			// go to Inos, for a consumer looking for other names.
 			a.ino = r.Ino
+			if !slices.Contains(a.inos, r.Ino) {
+				a.inos = append(a.inos, r.Ino)
+			}
 		}
 		return a
 	}
@@ -165,7 +174,7 @@ func (t *Tracker) Query() (*Answer, error) {
 			typ = "gone"
 		}
 		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: opList(a.ops),
-			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, shadowed: shadowed}
+			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
 	})
 	// A shadowed path kept only by its own shadow record (from an earlier
 	// answer, now blessed) has been seen through one more round; it is

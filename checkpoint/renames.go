@@ -22,31 +22,39 @@ func addOldNames(paths map[string]*agg, renames []*Record, add func(p string, r 
 	if len(renames) == 0 {
 		return
 	}
+	// Exchanges map both ways, so one pass is not closed: repeat until
+	// nothing new appears, so that the next query, which starts from this
+	// answer's recorded paths, derives nothing more.
 	keys := sortedKeys(paths)
-	for i := len(renames) - 1; i >= 0; i-- {
-		r := renames[i]
-		pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
-		if r.Flags&FlagExchange != 0 {
-			pairs = append(pairs, [2]string{r.Path, r.Path2})
-		}
+	for round := 0; round <= 2*len(renames); round++ {
 		added := false
-		for _, pr := range pairs {
-			from, to := pr[0], pr[1]
-			if from == "" || to == "" {
-				continue
+		for i := len(renames) - 1; i >= 0; i-- {
+			r := renames[i]
+			pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
+			if r.Flags&FlagExchange != 0 {
+				pairs = append(pairs, [2]string{r.Path, r.Path2})
 			}
-			prefix := from + "/"
-			j := sort.SearchStrings(keys, prefix)
-			for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
-				p := to + keys[j][len(from):]
-				if _, ok := paths[p]; !ok {
-					add(p, r)
-					added = true
+			for _, pr := range pairs {
+				from, to := pr[0], pr[1]
+				if from == "" || to == "" {
+					continue
+				}
+				prefix := from + "/"
+				j := sort.SearchStrings(keys, prefix)
+				for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
+					p := to + keys[j][len(from):]
+					if _, ok := paths[p]; !ok {
+						add(p, r)
+						added = true
+					}
 				}
 			}
+			if added {
+				keys = sortedKeys(paths)
+			}
 		}
-		if added {
-			keys = sortedKeys(paths)
+		if !added {
+			return
 		}
 	}
 }

@@ -201,7 +201,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	var recs []*Record
 	now := time.Now()
 	for i, in := range ins {
-		k := dedupKey{op: in.Op, flags: in.Flags, path: in.Path, path2: in.Path2}
+		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		e := sh.m[k]
@@ -226,7 +226,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 		}
 		e.err = err
 		if err != nil {
-			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, path: e.rec.Path, path2: e.rec.Path2}
+			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, ino: e.rec.Ino, path: e.rec.Path, path2: e.rec.Path2}
 			sh := &set.shards[set.shard(&k)]
 			sh.mu.Lock()
 			delete(sh.m, k)

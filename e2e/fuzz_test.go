@@ -444,6 +444,9 @@ func (f *fuzzer) checkAnswer(round int, listed []string, a *Answer) bool {
 		if e.Ino != 0 {
 			listedInos[e.Ino] = true
 		}
+		for _, ino := range e.Inos {
+			listedInos[ino] = true
+		}
 	}
 	now := f.scan()
 	required := map[string]bool{}
@@ -497,7 +500,8 @@ func (f *fuzzer) checkAnswer(round int, listed []string, a *Answer) bool {
 		touchedInos[ino] = true
 	}
 	for _, p := range listed {
-		if !allowed[p] && !touchedInos[a.Get(p).Ino] && !beneathRenamed(p) {
+		e := a.Get(p)
+		if !allowed[p] && !touchedInos[e.Ino] && !slices.ContainsFunc(e.Inos, func(i uint64) bool { return touchedInos[i] }) && !beneathRenamed(p) {
 			extra = append(extra, p)
 		}
 	}
@@ -540,8 +544,13 @@ func (f *fuzzer) hardlinkPeers(a *Answer, listed []string) []string {
 	}
 	inos := map[uint64]bool{}
 	for _, e := range a.Entries {
-		if e.Ino != 0 && (e.Nlink > 1 || e.Type == "gone") {
+		// nlink 0: the modified inode is no longer at this path; inos:
+		// other files modified under this name.
+		if e.Ino != 0 && (e.Nlink != 1 || e.Type == "gone") {
 			inos[e.Ino] = true
+		}
+		for _, ino := range e.Inos {
+			inos[ino] = true
 		}
 	}
 	if len(inos) == 0 {

@@ -341,7 +341,7 @@ func TestModificationKinds(t *testing.T) {
 				t.Logf("%s: type %s ops %q", e.Path, e.Type, e.Ops)
 			}
 			// The same answer in the plain form.
-			plainMatches(t, "after "+c.name, plain(t, m.Mnt), a)
+			plainMatches(t, "after "+c.name, m.Mnt, plain(t, m.Mnt), a)
 
 			// Everything the query did not list is unchanged in BACKING.
 			after := snapshot(t, m.Backing, snapOpts{})

@@ -346,9 +346,13 @@ func answerJSON(a *checkpoint.Answer) []byte {
 		Inflight bool     `json:"inflight"`
 		Ino      uint64   `json:"ino"`
 		Nlink    uint32   `json:"nlink"`
+		Inos     []uint64 `json:"inos,omitempty"`
 	}
 	for _, e := range a.Entries {
 		je := entry{Path: e.Path, Type: e.Type, Ops: e.Ops, Period: e.Period, Inflight: e.Inflight, Ino: e.Ino, Nlink: e.Nlink}
+		if len(e.Inos) > 1 || (len(e.Inos) == 1 && e.Inos[0] != e.Ino) {
+			je.Inos = e.Inos
+		}
 		if !utf8.ValidString(e.Path) {
 			je.PathB64 = base64.StdEncoding.EncodeToString([]byte(e.Path))
 		}

@@ -26,6 +26,7 @@ type Target struct {
 	Backing string
 	Mnt     string
 	Journal string // hsmfs only
+	Log     string // the daemon's log
 
 	env     *Env
 	proc    *exec.Cmd // loopback only
@@ -48,6 +49,9 @@ type Env struct {
 	hsmfsVersion             string
 
 	targets map[string]*Target
+
+	res            *Results
+	intentsPerSync []float64
 
 	mu    sync.Mutex
 	procs map[int]string // every process we started that may still run
@@ -107,8 +111,8 @@ func (e *Env) Setup(ctx context.Context, mounts bool) error {
 		}
 	}
 	work := e.work
-	// Last to run: remove what we made, never crossing into a mount that
-	// is somehow still there.
+	// Last to run: keep the daemons' logs (OUT/logs/), then remove what
+	// we made, never crossing into a mount that is somehow still there.
 	e.cl.push("remove "+work, func() {
 		if e.cfg.work != "" {
 			ents, _ := os.ReadDir(work)
@@ -119,6 +123,7 @@ func (e *Env) Setup(ctx context.Context, mounts bool) error {
 		}
 		removeTree(work)
 	})
+	e.cl.push("save logs", func() { e.saveLogs() })
 
 	if e.cfg.loop {
 		if e.backFS, err = e.loopFS(ctx, "backing", 24<<30); err != nil {
@@ -234,7 +239,11 @@ func (e *Env) mountLoopback(ctx context.Context, t *Target) error {
 		args = append(args, "-cpuprofile", filepath.Join(e.cfg.cpuprof, "loopback-"+time.Now().Format("150405")+".prof"))
 	}
 	args = append(args, t.Mnt, t.Backing)
-	logf, err := os.OpenFile(filepath.Join(e.work, "loopback.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	t.Log = filepath.Join(e.work, "logs", "loopback.log")
+	if err := os.MkdirAll(filepath.Dir(t.Log), 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(t.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -288,7 +297,7 @@ func (e *Env) mountLoopback(ctx context.Context, t *Target) error {
 	select {
 	case ok := <-ready:
 		if !ok {
-			return fmt.Errorf("loopback exited before mounting; see %s", filepath.Join(e.work, "loopback.log"))
+			return fmt.Errorf("loopback exited before mounting: %s", logTail(t.Log, 3))
 		}
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("loopback did not mount within 30s")
@@ -300,7 +309,11 @@ func (e *Env) mountLoopback(ctx context.Context, t *Target) error {
 
 // mountHsmfs runs "hsmfs mount", which returns once the mount is live.
 func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
-	args := append([]string{"mount", "--journal", t.Journal}, e.cfg.hsmfsArgs...)
+	t.Log = filepath.Join(e.work, "logs", "hsmfs-"+filepath.Base(t.Mnt)+".log")
+	if err := os.MkdirAll(filepath.Dir(t.Log), 0o755); err != nil {
+		return err
+	}
+	args := append([]string{"mount", "--journal", t.Journal, "--log", t.Log}, e.cfg.hsmfsArgs...)
 	args = append(args, t.Backing, t.Mnt)
 	cmd := exec.CommandContext(ctx, e.cfg.hsmfsBin, args...)
 	cmd.Env = os.Environ()
@@ -344,6 +357,35 @@ func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
 		}
 	})
 	return nil
+}
+
+// saveLogs copies the daemons' logs to OUT/logs/, replacing those of the
+// previous run.
+func (e *Env) saveLogs() {
+	src := filepath.Join(e.work, "logs")
+	ents, err := os.ReadDir(src)
+	if err != nil || len(ents) == 0 {
+		return
+	}
+	dst := filepath.Join(e.cfg.out, "logs")
+	os.RemoveAll(dst)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return
+	}
+	for _, de := range ents {
+		if b, err := os.ReadFile(filepath.Join(src, de.Name())); err == nil {
+			os.WriteFile(filepath.Join(dst, de.Name()), b, 0o644)
+		}
+	}
+}
+
+// logTail gives the last n lines of a log, on one line.
+func logTail(p string, n int) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	return p + ": " + lastLines(string(b), n)
 }
 
 // alive reports whether a mounted target still answers.

@@ -30,7 +30,8 @@ const usage = `Usage: hsmfs-bench [options]
 Runs the hsmfs benchmarks on three targets (the raw BACKING directory, the
 go-fuse example loopback, hsmfs), interleaved, and prints a table of
 medians, ratios and targets. Results go to OUT/latest.{json,csv,txt} and
-OUT/latest-samples.csv. Run as root (mounts, drop_caches).
+OUT/latest-samples.csv (--short: latest-short.*; --only: partial.*), with
+a dated copy of the JSON in OUT/history/. Run as root (mounts, drop_caches).
 
 Options:
   --short            smaller sizes and fewer repetitions (< 1 minute)
@@ -194,6 +195,7 @@ func benchMain(args []string) int {
 
 	start := time.Now()
 	res := newResults(cfg, sz)
+	env.res = res
 	runErr := runAll(ctx, env, wls, res)
 	res.Duration = time.Since(start)
 	env.cl.runAll()
@@ -203,10 +205,14 @@ func benchMain(args []string) int {
 	if len(res.Metrics) > 0 {
 		table := res.Table()
 		fmt.Print("\n" + table)
-		// latest.* is the last complete run; --only runs go to partial.*.
+		// latest.* is the last complete full run, latest-short.* the last
+		// short one; --only runs go to partial.* (partial-short.*).
 		name := "latest"
 		if cfg.only != nil {
 			name = "partial"
+		}
+		if cfg.short {
+			name += "-short"
 		}
 		if interrupted {
 			fmt.Println("\ninterrupted: results not saved")
@@ -256,9 +262,11 @@ func runAll(ctx context.Context, env *Env, wls []*workload, res *Results) error 
 	if cfg.short {
 		fmt.Println("SHORT RUN: " + env.sz.describe() + "; figures are a smoke test, not comparable with a full run")
 	}
+	t0 := time.Now()
 	if err := env.Setup(ctx, needsMounts(wls)); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
+	fmt.Printf("setup took %.1fs\n", time.Since(t0).Seconds())
 	res.Env = env.describe()
 	fmt.Println(res.Env)
 	for _, w := range wls {

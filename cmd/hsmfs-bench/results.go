@@ -411,11 +411,14 @@ func (r *Results) Write(dir, name, table string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "history"), 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(r.jsonDoc(), "", "  ")
-	if err != nil {
+	var jb bytes.Buffer
+	enc := json.NewEncoder(&jb)
+	enc.SetEscapeHTML(false) // ">=" stays readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r.jsonDoc()); err != nil {
 		return err
 	}
-	js = append(js, '\n')
+	js := jb.Bytes()
 	var sum, samp bytes.Buffer
 	cw := csv.NewWriter(&sum)
 	cw.Write([]string{"id", "label", "section", "unit", "better", "ratio_kind", "reps", "raw", "loopback", "hsmfs", "badger",
