@@ -41,7 +41,7 @@ type agg struct {
 	ino      uint64
 	inos     []uint64 // every inode the records name, oldest first
 	recorded bool     // a record names it
-	real     bool // a record of a modification names it (not a derivation)
+	real     bool     // a record of a modification names it (not a derivation)
 }
 
 // Query runs one query as the contract describes: it starts period P,
