@@ -72,11 +72,11 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		if sh.m[k] == nil {
-			e := &entry{ready: closedChan, fine: true}
-			e.rec = Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags | FlagFine, Ino: in.Ino,
-				Time: now, Path: in.Path, Path2: in.Path2}
-			sh.m[k] = e
-			recs = append(recs, &e.rec)
+			// The set only needs to know the key: one shared value
+			// for every fine record keeps a big period small.
+			sh.m[k] = fineEntry
+			recs = append(recs, &Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags | FlagFine, Ino: in.Ino,
+				Time: now, Path: in.Path, Path2: in.Path2})
 		}
 		sh.mu.Unlock()
 	}
@@ -86,6 +86,9 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// fineEntry stands for every fine record in the dedup sets.
+var fineEntry = &entry{ready: closedChan, fine: true}
 
 // completer records the completions of idle intents after a short delay.
 type completer struct {

@@ -63,6 +63,11 @@ func (ps *periods) switchTo(P uint64) {
 			wait *= 2
 		}
 	}
+	// Nothing can enter the old period any more: its dedup set (a
+	// million entries after a big untar) can go now rather than at the
+	// next query. Entries that handles still hold stay alive through
+	// them.
+	ps.sets[old&1].Store(nil)
 }
 
 func (ps *periods) inFlight() int64 { return ps.inflight[0].Load() + ps.inflight[1].Load() }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmfs/hsmfs/journal"
 	"golang.org/x/sys/unix"
 )
 
@@ -808,7 +809,7 @@ func sampleIntents(ctx context.Context, e *Env, t *Target, rep int) (map[string]
 	if t.Name == "badger" {
 		dir := filepath.Join(e.jourFS, fmt.Sprintf("badger-%d", rep))
 		defer os.RemoveAll(dir)
-		r, err := badgerRate(ctx, dir, sz.intentWriters, sz.intentDur, sz.intentMax)
+		r, err := journal.ReferenceSyncedRate(ctx, dir, sz.intentWriters, sz.intentDur, sz.intentMax)
 		if err != nil {
 			return nil, err
 		}

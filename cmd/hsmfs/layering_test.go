@@ -6,31 +6,45 @@ import (
 	"testing"
 )
 
-// TestLayering enforces the package boundaries: checkpoint knows neither
-// FUSE nor badger, only fs imports go-fuse, only journal imports badger.
+// TestLayering enforces the package boundaries: only fs imports go-fuse,
+// only journal imports badger, and checkpoint knows neither (not even
+// through fs or journal).
 func TestLayering(t *testing.T) {
 	const (
+		mod    = "github.com/hsmfs/hsmfs/"
 		fuse   = "github.com/hanwen/go-fuse/"
 		badger = "github.com/dgraph-io/badger/"
 	)
-	rules := []struct {
-		pkg       string
-		forbidden []string
-	}{
-		{"github.com/hsmfs/hsmfs/checkpoint", []string{fuse, badger, "github.com/hsmfs/hsmfs/fs", "github.com/hsmfs/hsmfs/journal"}},
-		{"github.com/hsmfs/hsmfs/journal", []string{fuse, "github.com/hsmfs/hsmfs/fs"}},
-		{"github.com/hsmfs/hsmfs/fs", []string{badger, "github.com/hsmfs/hsmfs/journal"}},
+	// Direct imports of every package of the module.
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/hsmfs/hsmfs/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
 	}
-	for _, r := range rules {
-		out, err := exec.Command("go", "list", "-deps", r.pkg).Output()
-		if err != nil {
-			t.Fatalf("go list -deps %s: %v", r.pkg, err)
-		}
-		for _, dep := range strings.Fields(string(out)) {
-			for _, f := range r.forbidden {
-				if strings.HasPrefix(dep, f) || dep == strings.TrimSuffix(f, "/") {
-					t.Errorf("%s depends on %s: the layering forbids it", r.pkg, dep)
+	owner := map[string]string{fuse: mod + "fs", badger: mod + "journal"}
+	pkgs := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkgs++
+		for _, imp := range f[1:] {
+			for prefix, only := range owner {
+				if strings.HasPrefix(imp, prefix) && f[0] != only {
+					t.Errorf("%s imports %s: only %s may", f[0], imp, only)
 				}
+			}
+		}
+	}
+	if pkgs < 5 {
+		t.Fatalf("go list found only %d packages", pkgs)
+	}
+	// checkpoint must not reach FUSE or badger through anything.
+	deps, err := exec.Command("go", "list", "-deps", mod+"checkpoint").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, d := range strings.Fields(string(deps)) {
+		for _, bad := range []string{fuse, badger, mod + "fs", mod + "journal"} {
+			if strings.HasPrefix(d, bad) || d == strings.TrimSuffix(bad, "/") {
+				t.Errorf("checkpoint depends on %s", d)
 			}
 		}
 	}

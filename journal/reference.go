@@ -1,4 +1,4 @@
-package main
+package journal
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// badgerRate is the reference for durable intents: badger's own speed at
-// one synced transaction per intent, with the same concurrency as the
-// hsmfs run, in a fresh database on the journal's filesystem. badger
-// batches concurrent commits itself (one fsync covers a batch), so this
-// is what the journal would do with no batching of its own.
-func badgerRate(ctx context.Context, dir string, writers int, dur time.Duration, max int) (float64, error) {
+// ReferenceSyncedRate is the benchmark reference for durable intents
+// (make bench): badger's own speed at one synced transaction per intent,
+// with the given concurrency, in a fresh database in dir. badger batches
+// concurrent commits itself (one fsync covers a batch), so this is what
+// the journal would do with no group commit of its own. It lives here
+// because journal is the only package that imports badger.
+func ReferenceSyncedRate(ctx context.Context, dir string, writers int, dur time.Duration, max int) (float64, error) {
 	opts := badger.DefaultOptions(dir).WithSyncWrites(true).WithLogger(nil).WithMetricsEnabled(false)
 	db, err := badger.Open(opts)
 	if err != nil {
