@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -265,12 +264,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	}()
 	// Modes come from the kernel with the caller's umask applied already.
 	syscall.Umask(0)
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// A query over a million paths makes a lot of short-lived
-		// garbage; a soft limit makes the collector return it rather
-		// than let the daemon grow to several times its live size.
-		debug.SetMemoryLimit(384 << 20)
-	}
+
 	b, err := hfs.OpenBacking(a.Backing)
 	if err != nil {
 		return err
