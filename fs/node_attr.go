@@ -72,16 +72,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return gofs.ToErrno(err)
 		}
 	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
+	if su, sg, ok := chownIDs(in); ok {
 		if err := unix.Fchownat(dirfd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return gofs.ToErrno(err)
 		}
@@ -104,6 +95,20 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 	}
 	return statOut(dirfd, name, out)
+}
+
+// chownIDs gives the owner and group a SETATTR asks for, -1 for "keep".
+func chownIDs(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
+	u, uok := in.GetUID()
+	g, gok := in.GetGID()
+	uid, gid = -1, -1
+	if uok {
+		uid = int(u)
+	}
+	if gok {
+		gid = int(g)
+	}
+	return uid, gid, uok || gok
 }
 
 func utimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
@@ -140,16 +145,7 @@ func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno 
 			return gofs.ToErrno(err)
 		}
 	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
+	if su, sg, ok := chownIDs(in); ok {
 		if err := unix.Fchown(fd, su, sg); err != nil {
 			return gofs.ToErrno(err)
 		}

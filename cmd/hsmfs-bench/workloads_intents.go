@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hsmfs/hsmfs/journal"
+	"golang.org/x/sys/unix"
+)
+
+// --- intents ---
+
+// createRate has writers goroutines create new empty files, each in its
+// own directory (the kernel serialises creates within one directory), for
+// dur or until max files; it returns files per second.
+func createRate(ctx context.Context, dir string, writers int, dur time.Duration, max int) (float64, int64, error) {
+	for w := 0; w < writers; w++ {
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("w%02d", w)), 0o755); err != nil {
+			return 0, 0, err
+		}
+	}
+	var n atomic.Int64
+	var stop atomic.Bool
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	per := max / writers
+	start := time.Now()
+	timer := time.AfterFunc(dur, func() { stop.Store(true) })
+	defer timer.Stop()
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			d := filepath.Join(dir, fmt.Sprintf("w%02d", w))
+			for i := 0; i < per && !stop.Load() && ctx.Err() == nil; i++ {
+				fd, err := unix.Open(fmt.Sprintf("%s/f%06d", d, i), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err == nil {
+					err = unix.Close(fd)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+				n.Add(1)
+			}
+		}(w)
+	}
+	wg.Wait()
+	el := time.Since(start)
+	if firstErr != nil {
+		return 0, n.Load(), fmt.Errorf("create in %s: %w", dir, firstErr)
+	}
+	return float64(n.Load()) / el.Seconds(), n.Load(), ctx.Err()
+}
+
+func intentsDir(e *Env, t *Target, rep int) string {
+	return fmt.Sprintf("intents-%d", rep)
+}
+
+func sampleIntents(ctx context.Context, e *Env, t *Target, rep int) (map[string]float64, error) {
+	sz := e.sz
+	if t.Name == "badger" {
+		dir := filepath.Join(e.jourFS, fmt.Sprintf("badger-%d", rep))
+		defer os.RemoveAll(dir)
+		r, err := journal.ReferenceSyncedRate(ctx, dir, sz.intentWriters, sz.intentDur, sz.intentMax)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]float64{"intents": r}, nil
+	}
+	var syncs0 float64
+	if t.Name == "hsmfs" {
+		if st, err := hsmStatus(t.Mnt); err == nil {
+			syncs0 = statusNum(st, "journal_syncs")
+		}
+	}
+	unix.Sync()
+	r, n, err := createRate(ctx, filepath.Join(t.Dir, intentsDir(e, t, rep)), sz.intentWriters, sz.intentDur, sz.intentMax)
+	if err != nil {
+		return nil, err
+	}
+	if t.Name == "hsmfs" && n > 0 {
+		if st, err := hsmStatus(t.Mnt); err == nil && syncs0 >= 0 {
+			syncs := statusNum(st, "journal_syncs") - syncs0
+			fmt.Printf("  %-13s hsmfs: %d files, %.0f journal syncs (%.1f files per sync)\n", "", n, syncs, float64(n)/syncs)
+			e.intentsPerSync = append(e.intentsPerSync, float64(n)/syncs)
+		}
+	}
+	return map[string]float64{"intents": r}, nil
+}
+
+// afterIntents removes the files, untimed: through the mount (one
+// goroutine per writer directory, so that it takes seconds, not tens of
+// seconds), then settles hsmfs again so that the next sample starts with
+// nothing pending. Nothing is changed beside a mount.
+func afterIntents(e *Env, t *Target, rep int) error {
+	if t.Name == "badger" {
+		return nil
+	}
+	dir := filepath.Join(t.Dir, intentsDir(e, t, rep))
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ents))
+	for _, de := range ents {
+		wg.Add(1)
+		go func(d string) {
+			defer wg.Done()
+			errs <- os.RemoveAll(d)
+		}(filepath.Join(dir, de.Name()))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+	}
+	if err := os.Remove(dir); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	return t.settle()
+}
+
+// --- pending paths ---
+
+// runPending mounts a fresh hsmfs (its own BACKING and journal), creates
+// the pending paths through it, then measures a query, a bless and the
+// daemon's memory. Symlinks are the cheapest recorded path to make: one
+// intent each, no data, and an inode but no data block on ext4.
+func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
+	m := func(id string) *Metric {
+		for _, m := range w.metrics {
+			if m.ID == id {
+				return m
+			}
+		}
+		panic(id)
+	}
+	for _, mm := range w.metrics {
+		mm.newRep([]string{"hsmfs"})
+	}
+	t := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, "pending"), Mnt: filepath.Join(e.work, "mnt-pending"),
+		Journal: filepath.Join(e.jourFS, "pending-journal"), env: e}
+	t.Dir = t.Mnt
+	for _, d := range []string{t.Backing, t.Mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := e.mountHsmfs(ctx, t); err != nil {
+		return err
+	}
+	defer func() {
+		start := time.Now()
+		t.unmount.run()
+		removeTree(t.Backing)
+		removeTree(t.Journal)
+		fmt.Printf("  unmounted and removed the pending tree in %.1fs\n", time.Since(start).Seconds())
+	}()
+
+	const perDir = 1000
+	total := e.sz.pendingPaths
+	dirs := (total + perDir - 1) / perDir
+	var made atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var stop atomic.Bool
+	deadline := time.Now().Add(e.sz.pendingBudget)
+	start := time.Now()
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for g := 0; g < e.sz.pendingWorkers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				d := int(next.Add(1)) - 1
+				if d >= dirs {
+					return
+				}
+				dir := fmt.Sprintf("%s/d%04d", t.Mnt, d)
+				err := unix.Mkdir(dir, 0o755)
+				for i := 0; err == nil && i < perDir && d*perDir+i < total; i++ {
+					if i%64 == 0 && (stop.Load() || time.Now().After(deadline) || ctx.Err() != nil) {
+						stop.Store(true)
+						return
+					}
+					err = unix.Symlink("t", fmt.Sprintf("%s/s%04d", dir, i))
+					if err == nil {
+						made.Add(1)
+					}
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	ticker := time.NewTicker(10 * time.Second)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+wait:
+	for {
+		select {
+		case <-finished:
+			break wait
+		case <-ticker.C:
+			n := made.Load()
+			fmt.Printf("  pending: %d paths in %.0fs (%.0f/s)\n", n, time.Since(start).Seconds(), float64(n)/time.Since(start).Seconds())
+		}
+	}
+	ticker.Stop()
+	el := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n := made.Load()
+	rate := float64(n) / el.Seconds()
+	m("pending.create").set("hsmfs", rate)
+	fmt.Printf("  pending: created %d symlinks in %d directories in %.1fs (%.0f paths/s)\n", n, dirs, el.Seconds(), rate)
+	if firstErr != nil {
+		res.errors++
+		for _, mm := range w.metrics {
+			mm.fail("hsmfs", firstErr.Error())
+		}
+		return fmt.Errorf("creating pending paths: %w", firstErr)
+	}
+	incomplete := n < int64(total)
+	if incomplete {
+		msg := fmt.Sprintf("pending: only %d of %d paths were created within the %s budget; query/bless/RSS were measured with %d pending paths and are marked INCOMPLETE", n, total, e.sz.pendingBudget, n)
+		res.Note(msg)
+		fmt.Println("  " + msg)
+		for _, mm := range w.metrics[1:] {
+			mm.Incomplete = true
+		}
+	}
+	if st, err := hsmStatus(t.Mnt); err == nil {
+		fmt.Printf("  pending: status says pending_paths=%.0f journal_syncs=%.0f\n", statusNum(st, "pending_paths"), statusNum(st, "journal_syncs"))
+	}
+	hwmC, rssC, _ := procMem(t.pid)
+
+	for i := 0; i < e.sz.queryReps; i++ {
+		if i > 0 {
+			for _, mm := range w.metrics[1:2] {
+				mm.newRep([]string{"hsmfs"})
+			}
+		}
+		lines, d, err := hsmQuery(t.Mnt)
+		if err != nil {
+			res.errors++
+			m("pending.query").fail("hsmfs", err.Error())
+			return err
+		}
+		m("pending.query").set("hsmfs", d.Seconds())
+		fmt.Printf("  pending: query %d answered %d lines in %.2fs\n", i+1, lines, d.Seconds())
+		if want := n + int64(dirs); lines < n {
+			res.Note(fmt.Sprintf("pending: the query answered %d lines, expected about %d", lines, want))
+		}
+	}
+	_, rssQ, _ := procMem(t.pid)
+	d, err := hsmBless(t.Mnt)
+	if err != nil {
+		res.errors++
+		m("pending.bless").fail("hsmfs", err.Error())
+		return err
+	}
+	m("pending.bless").set("hsmfs", d.Seconds())
+	hwm, rss, err := procMem(t.pid)
+	if err != nil {
+		res.errors++
+		m("pending.rss").fail("hsmfs", err.Error())
+		return fmt.Errorf("daemon memory: %w", err)
+	}
+	m("pending.rss").set("hsmfs", float64(hwm)/(1<<20))
+	mem := fmt.Sprintf("daemon memory: after creating the paths VmRSS %d MiB (VmHWM %d MiB), after the queries VmRSS %d MiB, after the bless VmRSS %d MiB, peak VmHWM %d MiB",
+		rssC>>20, hwmC>>20, rssQ>>20, rss>>20, hwm>>20)
+	fmt.Printf("  pending: bless %.2fs; %s\n", d.Seconds(), mem)
+	res.Note("pending: " + mem)
+	return nil
+}
