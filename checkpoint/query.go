@@ -160,6 +160,15 @@ func (t *Tracker) Query() (*Answer, error) {
 		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, fn) }
 	}
 	ans.Entries = ans.Entries[:len(keys)]
+	// A million entries share a handful of op lists, made before the
+	// stat callbacks, which may run concurrently (read-only from here).
+	opLists := make(map[uint32][]string)
+	for _, a := range paths {
+		if _, ok := opLists[a.ops]; !ok {
+			opLists[a.ops] = opList(a.ops)
+		}
+	}
+	ops := func(mask uint32) []string { return opLists[mask] }
 	stat(func(i int, typ string, ino uint64, nlink uint32) {
 		p := keys[i]
 		a := paths[p]
@@ -173,7 +182,7 @@ func (t *Tracker) Query() (*Answer, error) {
 		if shadowed {
 			typ = "gone"
 		}
-		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: opList(a.ops),
+		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: ops(a.ops),
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
 	})
 	// A shadowed path kept only by its own shadow record (from an earlier
@@ -245,7 +254,8 @@ func (t *Tracker) recordDerived(P uint64, ans *Answer, paths map[string]*agg) er
 }
 
 // BatchLstater is an optional Backing method: Lstat of many sorted paths
-// at once, for a query over a million paths.
+// at once, for a query over a million paths. fn may be called from
+// several goroutines at once, each time for a different i.
 type BatchLstater interface {
 	LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32))
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,15 +161,35 @@ func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
 }
 
 // LstatSorted is Lstat of many paths, sorted so that siblings are
-// neighbours: each parent directory is opened once.
+// neighbours: each parent directory is opened once per chunk. The chunks
+// run in parallel (a million fstatat calls are most of a big query).
 func (b *Backing) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
+	workers := min(runtime.NumCPU(), 4)
+	if len(paths) < 10000 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	chunk := (len(paths) + workers - 1) / max(workers, 1)
+	for lo := 0; lo < len(paths); lo += chunk {
+		hi := min(lo+chunk, len(paths))
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			b.lstatRange(paths, lo, hi, fn)
+		}(lo, hi)
+	}
+	wg.Wait()
+}
+
+func (b *Backing) lstatRange(paths []string, lo, hi int, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	curDir, curFd, curErr := "\x00", -1, error(nil)
 	defer func() {
 		if curFd >= 0 {
 			unix.Close(curFd)
 		}
 	}()
-	for i, rel := range paths {
+	for i := lo; i < hi; i++ {
+		rel := paths[i]
 		if rel == "" {
 			typ, ino, nlink := b.Lstat(rel)
 			fn(i, typ, ino, nlink)
