@@ -88,7 +88,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // fineEntry stands for every fine record in the dedup sets.
-var fineEntry = &entry{ready: closedChan, fine: true}
+var fineEntry = &entry{ready: closedChan}
 
 // completer records the completions of idle intents after a short delay.
 type completer struct {

@@ -10,7 +10,7 @@
 //   - the current period, and the in-flight count of each period
 //     (period.go: an SRCU-like handover, lock-free on the hot path);
 //   - the in-memory dedup set of each period: a modification whose
-//     (op, path) already has a durable intent in the current period
+//     (op, path, inode) already has a durable intent in the current period
 //     needs no new one, so repeated writes cost no sync;
 //   - the files open for writing (handle.go), which count as modified
 //     for as long as they stay open and are re-recorded by every query;

@@ -125,5 +125,4 @@ type entry struct {
 	completed bool       // a completion is recorded in the store
 	queued    bool       // on the completer's list
 	idleSince time.Time  // when refs last dropped to 0
-	fine      bool       // an unsynced fine record (coarse mode): no refs, no completion
 }

@@ -151,13 +151,24 @@ func (b *Backing) Syncfs() error {
 // is not a directory any more.
 func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
 	var st unix.Stat_t
-	if err := b.fstatat(rel, &st); err != nil {
-		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
-			return "", 0, 0
-		}
-		return "gone", 0, 0
+	return statResult(b.fstatat(rel, &st), &st)
+}
+
+// statResult turns an lstat into Lstat's answer.
+func statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
+	switch {
+	case err == nil:
+		return typeName(st.Mode), st.Ino, uint32(st.Nlink)
+	case notBeneath(err):
+		return "", 0, 0
 	}
-	return typeName(st.Mode), st.Ino, uint32(st.Nlink)
+	return "gone", 0, 0
+}
+
+// notBeneath: the path cannot exist because an ancestor is not a
+// directory (any more), or is a symlink that hsmfs will not follow.
+func notBeneath(err error) bool {
+	return errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV)
 }
 
 // LstatSorted is Lstat of many paths, sorted so that siblings are
@@ -211,14 +222,8 @@ func (b *Backing) lstatRange(paths []string, lo, hi int, fn func(i int, typ stri
 		if err == nil {
 			err = unix.Fstatat(curFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		}
-		switch {
-		case err == nil:
-			fn(i, typeName(st.Mode), st.Ino, uint32(st.Nlink))
-		case errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV):
-			fn(i, "", 0, 0)
-		default:
-			fn(i, "gone", 0, 0)
-		}
+		typ, ino, nlink := statResult(err, &st)
+		fn(i, typ, ino, nlink)
 	}
 }
 
@@ -251,7 +256,7 @@ func typeName(mode uint32) string {
 func (b *Backing) Walk(dir string, fn func(string)) error {
 	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
 			return nil
 		}
 		return fmt.Errorf("walk %q: %w", dir, err)
@@ -264,7 +269,7 @@ func (b *Backing) Walk(dir string, fn func(string)) error {
 func (b *Backing) List(dir string, fn func(string)) error {
 	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
 			return nil
 		}
 		return fmt.Errorf("list %q: %w", dir, err)

@@ -51,10 +51,8 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var st struct{ dev uint64 }
-	st.dev = cfg.Backing.dev
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough}
-	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: st.dev}
+	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node
 	info := cfg.Info
