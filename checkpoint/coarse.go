@@ -100,6 +100,7 @@ type completer struct {
 	done bool
 
 	wake chan struct{}
+	quit chan struct{} // closed by stop: no more waiting
 	exit chan struct{}
 }
 
@@ -107,7 +108,7 @@ func newCompleter(t *Tracker, delay time.Duration) *completer {
 	if delay <= 0 {
 		delay = 10 * time.Millisecond
 	}
-	c := &completer{t: t, delay: delay, wake: make(chan struct{}, 1), exit: make(chan struct{})}
+	c := &completer{t: t, delay: delay, wake: make(chan struct{}, 1), quit: make(chan struct{}), exit: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -138,39 +139,52 @@ func (c *completer) take() []*entry {
 func (c *completer) run() {
 	defer close(c.exit)
 	for range c.wake {
-		time.Sleep(c.delay)
-		c.completeIdle(c.take())
+		for wait := c.delay; wait > 0; {
+			select {
+			case <-time.After(wait):
+			case <-c.quit:
+				return // stop completes what is left
+			}
+			wait = c.completeIdle(c.take())
+		}
 	}
 }
 
-// completeIdle completes the entries that have been idle for the delay
-// and puts the others back: a path modified again and again (open, write,
-// close in a loop) keeps its intent open instead of paying a synced
-// Reopen each time.
-func (c *completer) completeIdle(es []*entry) {
+// holdCurrent is how long an idle intent of the current period waits for
+// its completion. Only an intent of the current period can be joined
+// again, and joining a completed one costs a synced Reopen: a path
+// written again and again (open, write, close in a loop) must keep its
+// one intent open, even with pauses, or the repeated writes would cost a
+// sync each. Intents of older periods are completed after the short delay.
+const holdCurrent = time.Second
+
+// completeIdle completes the entries, in the order they went idle, that
+// have been idle long enough, and puts the rest back. It returns how long
+// to wait for the next one, or 0 if none is left.
+func (c *completer) completeIdle(es []*entry) time.Duration {
 	now := time.Now()
-	var later []*entry
-	for _, e := range es {
+	cur := c.t.ps.cur.Load()
+	for i, e := range es {
 		e.mu.Lock()
-		if e.refs == 0 && !e.completed && now.Sub(e.idleSince) < c.delay {
-			later = append(later, e)
-			e.mu.Unlock()
+		hold := c.delay
+		if e.rec.Period == cur {
+			hold = max(c.delay, holdCurrent)
+		}
+		wait := hold - now.Sub(e.idleSince)
+		pending := e.refs == 0 && !e.completed && wait > 0
+		e.mu.Unlock()
+		if !pending {
+			c.complete([]*entry{e})
 			continue
 		}
-		e.mu.Unlock()
-		c.complete([]*entry{e})
-	}
-	if len(later) > 0 {
+		// The rest went idle later (roughly): look again when this
+		// one is due.
 		c.mu.Lock()
-		c.list = append(c.list, later...)
-		if !c.done {
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
-		}
+		c.list = append(es[i:len(es):len(es)], c.list...)
 		c.mu.Unlock()
+		return max(wait, c.delay)
 	}
+	return 0
 }
 
 func (c *completer) complete(es []*entry) {
@@ -199,6 +213,7 @@ func (c *completer) stop() {
 	}
 	c.done = true
 	close(c.wake)
+	close(c.quit)
 	c.mu.Unlock()
 	<-c.exit
 	c.complete(c.take())

@@ -988,6 +988,7 @@ func manualCompletions(tr *Tracker) {
 	c.mu.Lock()
 	c.done = false
 	c.wake = make(chan struct{}, 1) // nobody reads it: add never blocks
+	c.quit = make(chan struct{})
 	c.mu.Unlock()
 }
 
