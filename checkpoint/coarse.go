@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -8,36 +9,73 @@ import (
 
 // Coarse mode.
 //
-// A serial workload (an untar, a build) cannot share syncs with anyone,
-// and a device flush per create would dominate its cost. So, when the
-// store can append without a sync, an intent that neither removes nor
-// moves a name is recorded as two records:
+// A serial workload (an untar, a build, an rm -rf) cannot share syncs
+// with anyone, and a device flush per file would dominate its cost. So,
+// when the store can append without a sync, most intents are recorded as
+// a durable intent on the parent directory D, synced once per directory
+// and period (deduplicated like any intent), plus the fine record naming
+// the entry, appended without a sync:
 //
-//   - a durable directory intent (OpEntries on the parent directory D):
-//     "the entries of D may change in this period", synced once per
-//     directory and period (deduplicated like any intent);
-//   - the fine record naming the entry, appended without a sync.
+//   - an intent that neither removes nor moves a name is covered by a
+//     directory intent (OpEntries on D): "the entries of D may change in
+//     this period";
+//   - a removal (unlink, rmdir, or the old name of a rename of anything
+//     but a directory, not an exchange) is covered by a names snapshot
+//     (OpNames on D): the names that D held when the snapshot was taken,
+//     read from BACKING and made durable before the first removal in D of
+//     the period goes on. A removal is covered only if its name is in the
+//     snapshot; any other removal (a name that appeared in D after the
+//     snapshot, a directory too big to snapshot) is a synced fine record,
+//     as in fine mode. The new name of a rename is covered by an OpEntries
+//     intent on its directory.
 //
 // Without a crash every fine record is visible to the next query, which
-// answers them as usual and ignores the directory intents. After an
-// unclean end the fine records of the crashed run may be lost, so a query
-// answers each directory intent of that run with D and every entry of D
-// as it is now (not recursively: an entry created inside a new
-// subdirectory has a directory intent of its own). That is rsync-complete
-// because coarse mode never covers a removal: unlink, rmdir and rename
-// are always synced fine records with their names, since rsync can delete
-// only what is listed.
+// answers them as usual and ignores the directory intents and snapshots.
+// After an unclean end the fine records of the crashed run may be lost, so
+// a query answers each directory intent of that run with D and every
+// entry of D as it is now (not recursively: an entry created inside a new
+// subdirectory has a directory intent of its own), and each snapshot with
+// D/name for every name in it.
+//
+// Why that is rsync-complete: a lost fine record was never answered (a
+// query writes every queued fine record before its answer's sync). What it
+// named is either there now, and listed as an entry of a directory intent,
+// or was removed. A removal made without a synced record of its own named
+// a name in the durable snapshot of its period, which stays until a bless
+// of a query that started a later period, and that query's scan saw the
+// removal's fine record. So every name that the consumer's copy may hold
+// and that a lost record removed is listed. The membership test matters:
+// a name created after the snapshot by a modification of the previous
+// period still in flight may already be in an answer (that query answers
+// the previous period), and the snapshot does not hold it.
+//
+// Renames of directories and exchanges stay synced fine records: a query
+// expands them into every path beneath both names, which no snapshot
+// could replace. rsync with --files-from does not recurse.
 //
 // If the store reports that queued fine records were lost (a failed
-// write), the current run's directory intents are answered the same way.
+// write), the current run's directory intents and snapshots are answered
+// the same way.
 
-// coarseOp reports which kinds of modification coarse mode may cover.
+// coarseOp reports which kinds of modification a directory intent may
+// cover.
 func coarseOp(op Op) bool {
 	switch op {
-	case OpUnlink, OpRmdir, OpRename, OpEntries:
+	case OpUnlink, OpRmdir, OpRename, OpEntries, OpNames:
 		return false
 	}
 	return true
+}
+
+// snapshotRemoval reports whether a names snapshot may cover in.
+func snapshotRemoval(in Intent) bool {
+	switch in.Op {
+	case OpUnlink, OpRmdir:
+		return in.Path != ""
+	case OpRename:
+		return in.Flags&(FlagDir|FlagExchange) == 0 && in.Path != "" && in.Path2 != ""
+	}
+	return false
 }
 
 func parentDir(p string) string {
@@ -47,19 +85,108 @@ func parentDir(p string) string {
 	return ""
 }
 
-// coarsen maps ins one to one onto durable intents, and returns the fine
-// intents to append without a sync.
-func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent) {
-	durable = make([]Intent, len(ins))
-	for i, in := range ins {
-		if !coarseOp(in.Op) || in.Path == "" {
-			durable[i] = in
-			continue
+func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+// removal is a removal intent waiting for its snapshot's membership test.
+type removal struct {
+	in   Intent
+	snap int // index of the OpNames intent among the durable ones
+}
+
+// coarsen returns the durable intents that cover ins, the fine intents to
+// append without a sync, and the removals whose fine records may go
+// unsynced if the snapshot holds their names.
+func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent, rems []removal) {
+	durable = make([]Intent, 0, len(ins))
+	for _, in := range ins {
+		switch {
+		case coarseOp(in.Op) && in.Path != "":
+			durable = append(durable, Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path)})
+			fine = append(fine, in)
+		case snapshotRemoval(in):
+			rems = append(rems, removal{in: in, snap: len(durable)})
+			durable = append(durable, Intent{Op: OpNames, Flags: FlagDir, Path: parentDir(in.Path)})
+			if in.Op == OpRename {
+				durable = append(durable, Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path2)})
+			}
+		default:
+			durable = append(durable, in)
 		}
-		durable[i] = Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path)}
-		fine = append(fine, in)
 	}
-	return durable, fine
+	return durable, fine, rems
+}
+
+// Limits of a names snapshot. A directory with more names is not
+// snapshotted: its removals are synced fine records. A chunk stays well
+// below any store's bound on a path (the journal's is 64 KiB).
+const (
+	maxSnapshotNames = 1 << 16
+	maxSnapshotBytes = 4 << 20
+	snapshotChunk    = 32 << 10
+)
+
+// takeSnapshot fills e, a fresh OpNames entry, with the names that its
+// directory holds now, and returns the chunk records that carry them (to
+// be appended with e.rec, in the same batch). On any failure e.names
+// stays nil and nothing but the header is recorded: every removal in the
+// directory is then a synced fine record.
+func (t *Tracker) takeSnapshot(e *entry) []*Record {
+	dir := e.rec.Path
+	prefix := dir + "/"
+	if dir == "" {
+		prefix = ""
+	}
+	var names []string
+	size, tooBig := 0, false
+	err := t.listDir(dir, func(p string) {
+		if tooBig || !strings.HasPrefix(p, prefix) {
+			return
+		}
+		n := p[len(prefix):]
+		size += len(n) + 1
+		if len(names) >= maxSnapshotNames || size > maxSnapshotBytes {
+			tooBig = true
+			return
+		}
+		names = append(names, n)
+	})
+	if err != nil || tooBig {
+		return nil
+	}
+	slices.Sort(names)
+	var recs []*Record
+	var b strings.Builder
+	flush := func() {
+		if b.Len() > 0 {
+			recs = append(recs, &Record{Period: e.rec.Period, Run: e.rec.Run, Op: OpNames, Flags: FlagDir,
+				Time: e.rec.Time, Path: dir, Path2: b.String()})
+			b.Reset()
+		}
+	}
+	for _, n := range names {
+		if b.Len() > 0 && b.Len()+1+len(n) > snapshotChunk {
+			flush()
+		}
+		if b.Len() > 0 {
+			b.WriteByte(0)
+		}
+		b.WriteString(n)
+	}
+	flush()
+	if names == nil {
+		names = []string{} // an empty directory: the snapshot exists
+	}
+	e.names = names
+	return recs
+}
+
+// snapshotNames returns the names of a chunk record.
+func snapshotNames(r *Record) []string { return strings.Split(r.Path2, "\x00") }
+
+// inSnapshot reports whether the snapshot entry e holds the name of path.
+func (e *entry) inSnapshot(path string) bool {
+	_, ok := slices.BinarySearch(e.names, baseName(path))
+	return ok
 }
 
 // queueFine appends the fine records that period p does not have yet.
@@ -221,3 +348,10 @@ func (c *completer) stop() {
 
 // flush records every pending completion now (tests, clean shutdown).
 func (c *completer) flush() { c.complete(c.take()) }
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}

@@ -188,6 +188,8 @@ type modelCfg struct {
 	store memStoreOpts // flushOnSync, and the lieAppend mutation
 	// noopSyncfs: MUTATION, Syncfs makes nothing durable.
 	noopSyncfs bool
+	// mutAllInSnapshot: MUTATION, see Tracker.mutAllInSnapshot.
+	mutAllInSnapshot bool
 	// directChecks compares each answer with what the model recorded
 	// (completeness, D4, inflight, recovered) besides the consumer
 	// invariant. The mutation tests turn it off to show that the consumer
@@ -277,6 +279,11 @@ type mname struct {
 	rename    bool
 	path2     string
 	fine      bool // coarse mode: an unsynced fine record under a directory intent on parentDir(path)
+	// removal (with fine): the fine record may be covered by a names
+	// snapshot of parentDir(path) instead, which lists path whatever
+	// happens; a rename's new name is under a directory intent on
+	// parentDir(path2).
+	removal bool
 	busy      bool // crashInflight: its modification was in flight (not just awaiting its completion)
 }
 
@@ -406,6 +413,7 @@ func (w *mworld) mount() error {
 		return err
 	}
 	manualCompletions(tr)
+	tr.mutAllInSnapshot = w.cfg.mutAllInSnapshot
 	w.tr = tr
 	st := w.store.durableState()
 	w.run = st.Run
@@ -417,8 +425,13 @@ func (w *mworld) coarse() bool { return w.cfg.store.async }
 
 // name is the model's record of a name recorded now.
 func (w *mworld) name(period uint64, op Op, path, path2 string, dirRename bool) mname {
+	var fl uint8
+	if dirRename {
+		fl = FlagDir
+	}
+	removal := snapshotRemoval(Intent{Op: op, Flags: fl, Path: path, Path2: path2})
 	return mname{period: period, run: w.run, path: path, path2: path2, dirRename: dirRename, rename: op == OpRename,
-		fine: w.coarse() && coarseOp(op) && path != ""}
+		fine: w.coarse() && path != "" && (coarseOp(op) || removal), removal: removal}
 }
 
 func (w *mworld) logf(format string, a ...any) {
@@ -1209,16 +1222,35 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 		}
 		for _, p := range names {
 			allowed[p] = true
-			if !mayBeLost(n) {
+			// A removal's name is in its snapshot or synced.
+			if !mayBeLost(n) || (n.removal && p == n.path) {
 				want[p] = true
 			}
 		}
 		if mayBeLost(n) {
-			dir := parentOf(n.path)
-			allowed[dir] = true
-			want[dir] = dir != ""
-			for _, c := range children(dir) {
-				allowed[c], want[c] = true, true
+			// The directory intent lists the directory and its entries
+			// now; a snapshot lists the directory and the names it held
+			// (the old name, wanted above).
+			dirs := []string{parentOf(n.path)}
+			if n.removal {
+				dir := parentOf(n.path)
+				allowed[dir], want[dir] = true, dir != ""
+				for p := range listed {
+					if parentOf(p) == dir {
+						allowed[p] = true
+					}
+				}
+				dirs = nil
+				if n.rename {
+					dirs = []string{parentOf(n.path2)}
+				}
+			}
+			for _, dir := range dirs {
+				allowed[dir] = true
+				want[dir] = dir != ""
+				for _, c := range children(dir) {
+					allowed[c], want[c] = true, true
+				}
 			}
 		}
 	}
@@ -1270,6 +1302,7 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	// And only that (plus what had ended without its completion recorded
 	// yet), as long as no power cut lost completions.
 	maybe := make(map[string]bool)
+	maybeDir := make(map[string]bool) // anything directly beneath: a snapshot's names
 	for _, n := range w.crashInflight {
 		if n.period < a.Blessed {
 			continue
@@ -1288,10 +1321,20 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 			for _, c := range children(dir) {
 				maybe[c] = true
 			}
+			if n.removal {
+				maybeDir[dir] = true
+				if n.rename {
+					dir2 := parentOf(n.path2)
+					maybe[dir2] = true
+					for _, c := range children(dir2) {
+						maybe[c] = true
+					}
+				}
+			}
 		}
 	}
 	for p, e := range listed {
-		if e.Inflight && !maybe[p] {
+		if e.Inflight && !maybe[p] && !maybeDir[parentOf(p)] {
 			w.fail(failInflight, "query %d: %q reported inflight, but nothing was in flight on it at a crash", P, p)
 		}
 	}
@@ -1741,10 +1784,14 @@ func mutationCfg() modelCfg {
 	return cfg
 }
 
-func checkMutationCaught(t *testing.T, name string, mutate func(*modelCfg)) {
+// base, if not nil, changes the configuration of both runs.
+func checkMutationCaught(t *testing.T, name string, base, mutate func(*modelCfg)) {
 	seed := envUint("CHECKPOINT_MODEL_SEED", 1)
 	const budget = 3000
 	cfg := mutationCfg()
+	if base != nil {
+		base(&cfg)
+	}
 	mcfg := cfg
 	mutate(&mcfg)
 	start := time.Now()
@@ -1755,23 +1802,34 @@ func checkMutationCaught(t *testing.T, name string, mutate func(*modelCfg)) {
 	t.Logf("model: mutation %s caught after %d schedules, seed %d (failing seed %d) in %v: %s",
 		name, res.schedules, seed, res.seed, time.Since(start).Round(time.Millisecond), res.failed.fails[0].msg)
 	// The same schedules without the mutation pass.
-	base := explore(cfg, seed, res.schedules)
-	if base.failed != nil {
-		reportFailure(t, name+" (baseline)", base.failed, base.seed, "")
+	unmutated := explore(cfg, seed, res.schedules)
+	if unmutated.failed != nil {
+		reportFailure(t, name+" (baseline)", unmutated.failed, unmutated.seed, "")
 	}
 }
 
 // TestModelCatchesAppendBeforeDurable: a store whose Append returns before
 // the records are durable (lost at a power cut) must break the invariant.
 func TestModelCatchesAppendBeforeDurable(t *testing.T) {
-	checkMutationCaught(t, "lieAppend", func(c *modelCfg) { c.store.lieAppend = true })
+	checkMutationCaught(t, "lieAppend", nil, func(c *modelCfg) { c.store.lieAppend = true })
 }
 
 // TestModelCatchesBlessWithoutSyncfs: a Syncfs that makes nothing durable
 // must break the invariant (a power cut after the bless undoes what the
 // consumer copied, and nothing lists it any more).
 func TestModelCatchesBlessWithoutSyncfs(t *testing.T) {
-	checkMutationCaught(t, "noopSyncfs", func(c *modelCfg) { c.noopSyncfs = true })
+	checkMutationCaught(t, "noopSyncfs", nil, func(c *modelCfg) { c.noopSyncfs = true })
+}
+
+// TestModelCatchesRemovalOutsideSnapshot: in coarse mode, a removal of a
+// name that its directory's snapshot does not hold (created after the
+// snapshot, by a modification of the previous period still in flight or
+// of this one) must be synced; covering it with the snapshot anyway must
+// break the invariant.
+func TestModelCatchesRemovalOutsideSnapshot(t *testing.T) {
+	checkMutationCaught(t, "allInSnapshot",
+		func(c *modelCfg) { c.store.async = true },
+		func(c *modelCfg) { c.mutAllInSnapshot = true })
 }
 
 // TestModelReplayIsDeterministic runs some schedules twice and compares

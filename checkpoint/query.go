@@ -94,7 +94,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	var entryInflight, dirInflight []bool
 	err = t.store.Scan(st.LastBlessed, func(r *Record, completed bool) error {
 		inflight := r.Run < t.run && !completed
-		if r.Op == OpEntries && r.Flags&FlagDerived == 0 {
+		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
 			entryInflight = append(entryInflight, inflight)
 			return nil
@@ -137,10 +137,32 @@ func (t *Tracker) Query() (*Answer, error) {
 			}
 		}
 	}
+	// A snapshot's chunks share its header's in-flight state.
+	type dirKey struct {
+		period uint64
+		path   string
+	}
+	snapInflight := make(map[dirKey]bool)
 	for i, r := range dirIntents {
-		rr, inflight := r, dirInflight[i]
-		add(r.Path, r, inflight)
-		if err := t.listDir(r.Path, func(p string) { add(p, rr, inflight) }); err != nil {
+		if r.Op == OpNames && r.Path2 == "" {
+			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
+		}
+	}
+	for i, r := range dirIntents {
+		rr, inflight := *r, dirInflight[i]
+		rr.Op = OpEntries // reported as "entries" whichever kind it is
+		add(r.Path, &rr, inflight)
+		if r.Op == OpNames {
+			if r.Path2 == "" {
+				continue
+			}
+			inflight = snapInflight[dirKey{r.Period, r.Path}]
+			for _, n := range snapshotNames(r) {
+				add(joinPath(r.Path, n), &rr, inflight)
+			}
+			continue
+		}
+		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight) }); err != nil {
 			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
 		}
 	}
@@ -326,7 +348,7 @@ func (t *Tracker) Status() (Status, error) {
 	st := t.snapshot()
 	seen := make(map[string]struct{})
 	err := t.store.Scan(st.LastBlessed, func(r *Record, _ bool) error {
-		if r.Op == OpEntries {
+		if r.Op == OpEntries || r.Op == OpNames {
 			return nil
 		}
 		seen[r.Path] = struct{}{}

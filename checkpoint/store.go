@@ -29,7 +29,13 @@ const (
 	// directory Path may change in this period". Fine records of the
 	// same period name the entries, unsynced.
 	OpEntries Op = 18
-	opMax     Op = 19
+	// OpNames is a names snapshot (coarse mode): "directory Path held
+	// these names when its first removal of this period began". The
+	// header record has an empty Path2; each following chunk record
+	// carries names in Path2, separated by NUL bytes. Fine records of the
+	// same period name the removals, unsynced (coarse.go).
+	OpNames Op = 19
+	opMax   Op = 20
 )
 
 var opNames = [opMax]string{
@@ -38,7 +44,7 @@ var opNames = [opMax]string{
 	OpMkdir: "mkdir", OpSymlink: "symlink", OpLink: "link", OpUnlink: "unlink",
 	OpRmdir: "rmdir", OpRename: "rename", OpChmod: "chmod", OpChown: "chown",
 	OpUtimens: "utimens", OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
-	OpEntries: "entries",
+	OpEntries: "entries", OpNames: "names",
 }
 
 func (o Op) String() string {

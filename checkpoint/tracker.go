@@ -72,6 +72,11 @@ type Tracker struct {
 	async       AsyncStore
 	comp        *completer
 	keepBlessed bool
+
+	// mutAllInSnapshot is a deliberate bug for the model's test of
+	// itself (TestModelCatchesRemovalOutsideSnapshot): every removal in
+	// a snapshotted directory counts as covered.
+	mutAllInSnapshot bool
 }
 
 // Options tune a Tracker.
@@ -179,19 +184,42 @@ func (tok Token) End() {
 // and takes a reference on each. Fresh intents are appended in one batch,
 // so they share one sync.
 //
-// In coarse mode (see coarse.go) intents that neither remove nor move a
-// name become a durable intent on their directory plus an unsynced fine
-// record; es[i] is then the directory's entry.
+// In coarse mode (see coarse.go) most intents become a durable intent on
+// their directory plus an unsynced fine record; es then holds the
+// directory's entries, not one entry per intent.
 func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
-	var fine []Intent
-	if t.async != nil {
-		ins, fine = t.coarsen(ins)
+	if t.async == nil {
+		return t.acquireDurable(p, ins)
 	}
-	es, err := t.acquireDurable(p, ins)
-	if err == nil && len(fine) > 0 {
+	durable, fine, rems := t.coarsen(ins)
+	es, err := t.acquireDurable(p, durable)
+	if err != nil {
+		return nil, err
+	}
+	// A removal whose name the durable snapshot holds needs no sync of
+	// its own; any other one does (coarse.go says why).
+	var synced []Intent
+	for _, r := range rems {
+		if es[r.snap].inSnapshot(r.in.Path) || (t.mutAllInSnapshot && es[r.snap].names != nil) {
+			fine = append(fine, r.in)
+		} else {
+			synced = append(synced, r.in)
+		}
+	}
+	if len(synced) > 0 {
+		more, err := t.acquireDurable(p, synced)
+		if err != nil {
+			for _, e := range es {
+				t.release(e)
+			}
+			return nil, err
+		}
+		es = append(es, more...)
+	}
+	if len(fine) > 0 {
 		t.queueFine(p, fine)
 	}
-	return es, err
+	return es, nil
 }
 
 func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
@@ -211,10 +239,17 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 				Time: now, Path: in.Path, Path2: in.Path2}
 			sh.m[k] = e
 			fresh[i] = true
-			recs = append(recs, &e.rec)
 		}
 		sh.mu.Unlock()
 		es[i] = e
+		if fresh[i] {
+			recs = append(recs, &e.rec)
+			if in.Op == OpNames {
+				// Read before the header is durable, and before
+				// any removal that waits for it goes on.
+				recs = append(recs, t.takeSnapshot(e)...)
+			}
+		}
 	}
 	var err error
 	if len(recs) > 0 {

@@ -1409,10 +1409,13 @@ func TestCoarseModeDirectoryIntents(t *testing.T) {
 	if !slices.Equal(dirs, []string{"d", ""}) {
 		t.Fatalf("directory intents %q, want d and the root", dirs)
 	}
-	// Removals are synced with their names.
+	// A removal of a name that its directory did not hold when the
+	// directory's names snapshot was taken is synced with its name: the
+	// snapshot (of an empty d: the memory backing holds nothing) and the
+	// unlink.
 	f.mod(OpUnlink, "d/gone")
-	if got := f.appends() - n; got != 3 {
-		t.Fatal("unlink was not appended durably")
+	if got := f.appends() - n; got != 4 {
+		t.Fatalf("%d appends, want 4: unlink was not appended durably", got)
 	}
 	a := f.query()
 	wantPaths(t, a, "d/f", "d/g", "d/gone", "top")
@@ -1424,6 +1427,75 @@ func TestCoarseModeDirectoryIntents(t *testing.T) {
 	}
 	if st := f.status(); st.PendingPaths != 4 {
 		t.Fatalf("pending paths %d (directory intents must not count)", st.PendingPaths)
+	}
+}
+
+// A removal of a name that its directory's snapshot holds is an unsynced
+// fine record; the snapshot is taken once per directory and period; a
+// name created after it is removed with a synced record; after a crash
+// that lost the fine records the snapshot lists the names.
+func TestCoarseModeRemovalSnapshot(t *testing.T) {
+	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
+	f.back.apply(bop{kind: "mkdir", path: "d", ino: 1})
+	for i, p := range []string{"d/a", "d/b", "d/c"} {
+		f.back.apply(bop{kind: "write", path: p, ino: uint64(2 + i)})
+	}
+	remove := func(in Intent, op bop) {
+		t.Helper()
+		tok := f.begin(in)
+		f.back.apply(op)
+		tok.End()
+	}
+	n := f.appends()
+	remove(Intent{Op: OpUnlink, Path: "d/a"}, bop{kind: "unlink", path: "d/a"})
+	if got := f.appends() - n; got != 1 {
+		t.Fatalf("first unlink in d: %d appends, want 1 (the snapshot)", got)
+	}
+	remove(Intent{Op: OpRename, Ino: 3, Path: "d/b", Path2: "d/b2"}, bop{kind: "rename", path: "d/b", path2: "d/b2"})
+	// The rename's new name needs a directory intent on d.
+	if got := f.appends() - n; got != 2 {
+		t.Fatalf("rename in d: %d appends, want 2 (snapshot, directory intent)", got)
+	}
+	remove(Intent{Op: OpUnlink, Path: "d/c"}, bop{kind: "unlink", path: "d/c"})
+	if got := f.appends() - n; got != 2 {
+		t.Fatalf("second unlink in d: %d appends, want 2 (covered by the snapshot)", got)
+	}
+	// The rename's Append wrote unlink d/a; the rename and unlink d/c
+	// are queued.
+	if q := f.store.queued(); q != 2 {
+		t.Fatalf("%d queued fine records, want 2", q)
+	}
+	var snap []string
+	for _, r := range f.store.records() {
+		if r.r.Op == OpNames && r.r.Path2 != "" {
+			snap = append(snap, snapshotNames(&r.r)...)
+		}
+	}
+	if !slices.Equal(snap, []string{"a", "b", "c"}) {
+		t.Fatalf("snapshot %q, want a b c", snap)
+	}
+	// A kill loses the queued fine records; the snapshot lists d/b and
+	// d/c, the directory intent d/b2.
+	f.crash(false)
+	a := f.query()
+	wantPaths(t, a, "d", "d/a", "d/b", "d/b2", "d/c")
+	for _, p := range []string{"d/a", "d/b", "d/c"} {
+		if e := entryOf(a, p); e.Type != "gone" {
+			t.Fatalf("%s: %+v", p, *e)
+		}
+	}
+	// A new period takes a new snapshot, which holds d/b2.
+	n = f.appends()
+	remove(Intent{Op: OpUnlink, Path: "d/b2"}, bop{kind: "unlink", path: "d/b2"})
+	if got := f.appends() - n; got != 1 {
+		t.Fatalf("first unlink in d in a new period: %d appends, want 1 (the snapshot)", got)
+	}
+	// d/e appears after the snapshot: its removal is synced.
+	f.back.apply(bop{kind: "write", path: "d/e", ino: 9})
+	f.mod(OpCreate, "d/e")
+	remove(Intent{Op: OpUnlink, Path: "d/e"}, bop{kind: "unlink", path: "d/e"})
+	if got := f.appends() - n; got != 3 {
+		t.Fatalf("create and unlink of a name the snapshot does not hold: %d appends, want 3", got)
 	}
 }
 
