@@ -284,7 +284,7 @@ type mname struct {
 	// happens; a rename's new name is under a directory intent on
 	// parentDir(path2).
 	removal bool
-	busy      bool // crashInflight: its modification was in flight (not just awaiting its completion)
+	busy    bool // crashInflight: its modification was in flight (not just awaiting its completion)
 }
 
 type mmod struct {
