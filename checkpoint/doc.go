@@ -52,9 +52,10 @@
 //     State.Current (so above every record, by 2), and reports intents of
 //     earlier runs without a completion as in flight. Directory intents of
 //     runs that ended uncleanly are answered with every entry of the
-//     directory (coarse.go), and whatever a query derives from BACKING
-//     rather than from a record is recorded before the answer is returned
-//     (query.go, recordDerived).
+//     directory, and names snapshots with every name they hold
+//     (coarse.go); whatever a query derives from BACKING rather than from
+//     a record is recorded before the answer is returned (query.go,
+//     recordDerived).
 //
 // Hence a path modified in period T is in every answer from the first
 // query that starts a period > T until a bless of an id > T, which

@@ -109,7 +109,10 @@
 //	                             8 bytes BE)
 //	'i' + period(8 BE) + seq(8 BE)   intent record (versioned binary, see
 //	                             encodeRecord); Period and Seq live in
-//	                             the key only
+//	                             the key only. A names snapshot
+//	                             (checkpoint.OpNames) is a header record
+//	                             and chunk records whose path2 holds
+//	                             NUL-separated names, at most 32 KiB each
 //	'c' + period(8 BE) + seq(8 BE)   completion marker of that intent,
 //	                             empty value
 //
