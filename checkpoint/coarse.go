@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -125,18 +126,44 @@ const (
 	snapshotChunk    = 32 << 10
 )
 
-// takeSnapshot fills e, a fresh OpNames entry, with the names that its
-// directory holds now, and returns the chunk records that carry them (to
-// be appended with e.rec, in the same batch). On any failure e.names
-// stays nil and nothing but the header is recorded: every removal in the
-// directory is then a synced fine record.
-func (t *Tracker) takeSnapshot(e *entry) []*Record {
-	dir := e.rec.Path
+// A removal of a name that the snapshots do not hold (a name that
+// appeared after them: a rename and then an unlink of the new name, or a
+// create and an unlink) is a synced fine record. After resnapshotMisses
+// such misses, and at least one per 64 names (a large directory costs
+// more to read), the next miss takes a new snapshot instead, which covers
+// the names that appeared meanwhile: a workload that renames a directory's
+// files and then deletes them pays one more snapshot, not a sync per
+// file. A workload whose every removal misses (create a temporary name,
+// rename it away) pays at most one snapshot per resnapshotMisses syncs.
+const resnapshotMisses = 16
+
+// snapshot is the names state of an OpNames entry: the union of every
+// snapshot of its directory in its period, all durable.
+type snapshot struct {
+	names atomic.Pointer[[]string] // sorted; nil: no snapshot (too big, or the listing failed)
+
+	mu     sync.Mutex // guards misses; held while a new snapshot is taken and appended
+	misses int        // removals that the names did not cover since the last snapshot
+}
+
+// has reports whether a durable snapshot holds the name of path.
+func (s *snapshot) has(path string) bool {
+	names := s.names.Load()
+	if names == nil {
+		return false
+	}
+	_, ok := slices.BinarySearch(*names, baseName(path))
+	return ok
+}
+
+// readSnapshot lists dir in BACKING and returns its names, sorted, and the
+// chunk records that carry them, or ok=false if it cannot (too big, or
+// the listing failed).
+func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
 	prefix := dir + "/"
 	if dir == "" {
 		prefix = ""
 	}
-	var names []string
 	size, tooBig := 0, false
 	err := t.listDir(dir, func(p string) {
 		if tooBig || !strings.HasPrefix(p, prefix) {
@@ -151,15 +178,14 @@ func (t *Tracker) takeSnapshot(e *entry) []*Record {
 		names = append(names, n)
 	})
 	if err != nil || tooBig {
-		return nil
+		return nil, nil, false
 	}
 	slices.Sort(names)
-	var recs []*Record
 	var b strings.Builder
 	flush := func() {
 		if b.Len() > 0 {
-			recs = append(recs, &Record{Period: e.rec.Period, Run: e.rec.Run, Op: OpNames, Flags: FlagDir,
-				Time: e.rec.Time, Path: dir, Path2: b.String()})
+			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpNames, Flags: FlagDir,
+				Time: now, Path: dir, Path2: b.String()})
 			b.Reset()
 		}
 	}
@@ -176,18 +202,69 @@ func (t *Tracker) takeSnapshot(e *entry) []*Record {
 	if names == nil {
 		names = []string{} // an empty directory: the snapshot exists
 	}
-	e.names = names
+	return names, recs, true
+}
+
+// takeSnapshot fills e, a fresh OpNames entry, with the names that its
+// directory holds now, and returns the chunk records that carry them (to
+// be appended with e.rec, in the same batch). If it cannot, e holds no
+// names and nothing but the header is recorded: every removal in the
+// directory is then a synced fine record.
+func (t *Tracker) takeSnapshot(e *entry) []*Record {
+	e.snap = new(snapshot)
+	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, e.rec.Time)
+	if ok {
+		e.snap.names.Store(&names)
+	}
 	return recs
+}
+
+// covered reports whether the snapshots of e (an OpNames entry, durable)
+// hold the name of path, taking a new snapshot when misses have piled up
+// (see resnapshotMisses). It returns only once that snapshot is durable.
+func (t *Tracker) covered(e *entry, path string) bool {
+	s := e.snap
+	if s == nil {
+		return false
+	}
+	if s.has(path) || (t.mutAllInSnapshot && s.names.Load() != nil) {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.names.Load()
+	if old == nil {
+		return false
+	}
+	if s.has(path) {
+		return true // another removal took a new snapshot meanwhile
+	}
+	s.misses++
+	if s.misses <= max(t.resnapshotAfter, len(*old)/64) {
+		return false
+	}
+	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, time.Now())
+	if !ok {
+		return false
+	}
+	if err := t.store.Append(recs); err != nil {
+		// The removal falls back to a synced record, which reports
+		// the journal's error if it persists.
+		t.log.Warn("journal: recording a names snapshot failed", "dir", e.rec.Path, "err", err)
+		return false
+	}
+	// The union: a name in the older snapshot is listed after a crash
+	// whatever the newer one says.
+	union := slices.Concat(*old, names)
+	slices.Sort(union)
+	union = slices.Compact(union)
+	s.names.Store(&union)
+	s.misses = 0
+	return s.has(path)
 }
 
 // snapshotNames returns the names of a chunk record.
 func snapshotNames(r *Record) []string { return strings.Split(r.Path2, "\x00") }
-
-// inSnapshot reports whether the snapshot entry e holds the name of path.
-func (e *entry) inSnapshot(path string) bool {
-	_, ok := slices.BinarySearch(e.names, baseName(path))
-	return ok
-}
 
 // queueFine appends the fine records that period p does not have yet.
 func (t *Tracker) queueFine(p uint64, fine []Intent) {

@@ -190,6 +190,9 @@ type modelCfg struct {
 	noopSyncfs bool
 	// mutAllInSnapshot: MUTATION, see Tracker.mutAllInSnapshot.
 	mutAllInSnapshot bool
+	// resnapshotAfter: misses before a new names snapshot (coarse mode;
+	// the tracker's default is far beyond a schedule's length).
+	resnapshotAfter int
 	// directChecks compares each answer with what the model recorded
 	// (completeness, D4, inflight, recovered) besides the consumer
 	// invariant. The mutation tests turn it off to show that the consumer
@@ -234,6 +237,8 @@ func (c modelCfg) forSchedule(i uint64) modelCfg {
 		// The tracker relies on a sync making earlier unsynced writes
 		// (fine records written by a Scan) durable, as badger's log does.
 		c.store.flushOnSync = true
+		// New names snapshots after 0, 1 or 2 misses.
+		c.resnapshotAfter = int(i/8) % 3
 	}
 	return c
 }
@@ -248,6 +253,9 @@ func (c modelCfg) mode() string {
 	}
 	if c.listing {
 		m += "+listing"
+	}
+	if c.store.async {
+		m += fmt.Sprintf("+resnap%d", c.resnapshotAfter)
 	}
 	return m
 }
@@ -414,6 +422,7 @@ func (w *mworld) mount() error {
 	}
 	manualCompletions(tr)
 	tr.mutAllInSnapshot = w.cfg.mutAllInSnapshot
+	tr.resnapshotAfter = w.cfg.resnapshotAfter
 	w.tr = tr
 	st := w.store.durableState()
 	w.run = st.Run
@@ -1673,7 +1682,8 @@ func runModel(t *testing.T, name string, cfg modelCfg, defSchedules int) {
 			failed++
 			seen := make(map[string]bool)
 			for _, f := range w.fails {
-				sig := signature(f)
+				// Fine and coarse mode fail for different reasons.
+				sig := signature(f) + " [" + strings.SplitN(w.cfg.mode(), "+", 2)[0] + " mode]"
 				if seen[sig] {
 					continue
 				}

@@ -119,9 +119,9 @@ type entry struct {
 	rec   Record
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed
-	// names is an OpNames entry's snapshot, sorted, or nil if there is
-	// none (coarse.go). Set before ready is closed, read-only after.
-	names []string
+	// snap is an OpNames entry's names (coarse.go); set before ready is
+	// closed.
+	snap *snapshot
 
 	mu        sync.Mutex // guards refs, completed and queued, and orders Complete/Reopen I/O
 	refs      int        // modifications (and open handles) currently using this intent

@@ -77,6 +77,8 @@ type Tracker struct {
 	// itself (TestModelCatchesRemovalOutsideSnapshot): every removal in
 	// a snapshotted directory counts as covered.
 	mutAllInSnapshot bool
+	// resnapshotAfter is resnapshotMisses; the model makes it smaller.
+	resnapshotAfter int
 }
 
 // Options tune a Tracker.
@@ -135,6 +137,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	}
 	t.comp = newCompleter(t, opt.CompleteDelay)
 	t.keepBlessed = opt.KeepBlessed
+	t.resnapshotAfter = resnapshotMisses
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
 	if st.LastBlessed > 0 {
@@ -200,7 +203,7 @@ func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
 	// its own; any other one does (coarse.go says why).
 	var synced []Intent
 	for _, r := range rems {
-		if es[r.snap].inSnapshot(r.in.Path) || (t.mutAllInSnapshot && es[r.snap].names != nil) {
+		if t.covered(es[r.snap], r.in.Path) {
 			fine = append(fine, r.in)
 		} else {
 			synced = append(synced, r.in)

@@ -1499,6 +1499,48 @@ func TestCoarseModeRemovalSnapshot(t *testing.T) {
 	}
 }
 
+// A directory whose removals keep missing its snapshot (its files were
+// renamed, then deleted) gets a new snapshot after resnapshotMisses
+// synced misses, and the removals after it are covered.
+func TestCoarseModeResnapshot(t *testing.T) {
+	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
+	f.back.apply(bop{kind: "mkdir", path: "d", ino: 1})
+	const n = 3 * resnapshotMisses
+	for i := 0; i < n; i++ {
+		f.back.apply(bop{kind: "write", path: fmt.Sprintf("d/f%d", i), ino: uint64(10 + i)})
+	}
+	step := func(in Intent, op bop) {
+		t.Helper()
+		tok := f.begin(in)
+		f.back.apply(op)
+		tok.End()
+	}
+	for i := 0; i < n; i++ {
+		from, to := fmt.Sprintf("d/f%d", i), fmt.Sprintf("d/g%d", i)
+		step(Intent{Op: OpRename, Ino: uint64(10 + i), Path: from, Path2: to}, bop{kind: "rename", path: from, path2: to})
+	}
+	before := f.appends()
+	for i := 0; i < n; i++ {
+		p := fmt.Sprintf("d/g%d", i)
+		step(Intent{Op: OpUnlink, Path: p}, bop{kind: "unlink", path: p})
+	}
+	// resnapshotMisses synced unlinks, then one new snapshot; the rest
+	// are covered by it.
+	if got := f.appends() - before; got != resnapshotMisses+1 {
+		t.Fatalf("%d unlinks of renamed files: %d appends, want %d", n, got, resnapshotMisses+1)
+	}
+	// Lose the queued fine records: both snapshots list what they hold.
+	f.crash(false)
+	a := f.query()
+	for i := 0; i < n; i++ {
+		for _, p := range []string{fmt.Sprintf("d/f%d", i), fmt.Sprintf("d/g%d", i)} {
+			if entryOf(a, p) == nil {
+				t.Fatalf("%s is not listed after the crash", p)
+			}
+		}
+	}
+}
+
 // After a crash the fine records of the crashed run may be lost: each of
 // its directory intents lists the directory and its entries as they are.
 func TestCoarseModeCrashListsDirectoryEntries(t *testing.T) {
