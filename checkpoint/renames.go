@@ -16,47 +16,61 @@ import (
 // be stale in the copy under O is now beneath N (listed by the expansion
 // of N) or was changed beneath N afterwards (listed by its own record),
 // so mapping the listed paths beneath N back to O covers them. Renames
-// are applied newest first, so that chains (O → N → M) map M/x to N/x and
-// then to O/x.
+// are applied newest first, in one pass, so that chains (O → N → M) map
+// M/x to N/x and then to O/x; an exchange maps both ways in one step.
+//
+// The sources are the paths that records of modifications name and the
+// paths found beneath renamed directories, never paths that an earlier
+// answer derived (recorded with FlagDerived): those were mapped when they
+// were derived, and mapping them again would make every answer longer
+// than the one before when renames chain into each other's names.
+// Renames of a name onto its own ancestor or descendant are skipped: they
+// always fail (EINVAL, ENOTEMPTY), so they moved nothing.
 func addOldNames(paths map[string]*agg, renames []*Record, add func(p string, r *Record)) {
 	if len(renames) == 0 {
 		return
 	}
-	// Exchanges map both ways, so one pass is not closed: repeat until
-	// nothing new appears, so that the next query, which starts from this
-	// answer's recorded paths, derives nothing more.
-	keys := sortedKeys(paths)
-	for round := 0; round <= 2*len(renames); round++ {
-		added := false
-		for i := len(renames) - 1; i >= 0; i-- {
-			r := renames[i]
-			pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
-			if r.Flags&FlagExchange != 0 {
-				pairs = append(pairs, [2]string{r.Path, r.Path2})
-			}
-			for _, pr := range pairs {
-				from, to := pr[0], pr[1]
-				if from == "" || to == "" {
-					continue
-				}
-				prefix := from + "/"
-				j := sort.SearchStrings(keys, prefix)
-				for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
-					p := to + keys[j][len(from):]
-					if _, ok := paths[p]; !ok {
-						add(p, r)
-						added = true
-					}
-				}
-			}
-			if added {
-				keys = sortedKeys(paths)
-			}
-		}
-		if !added {
-			return
+	var keys []string
+	for k, a := range paths {
+		if !a.recorded || a.real {
+			keys = append(keys, k)
 		}
 	}
+	sort.Strings(keys)
+	for i := len(renames) - 1; i >= 0; i-- {
+		r := renames[i]
+		if r.Path == "" || r.Path2 == "" || r.Path == r.Path2 || beneath(r.Path, r.Path2) || beneath(r.Path2, r.Path) {
+			continue
+		}
+		pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
+		if r.Flags&FlagExchange != 0 {
+			pairs = append(pairs, [2]string{r.Path, r.Path2})
+		}
+		var added []string
+		for _, pr := range pairs {
+			from, to := pr[0], pr[1]
+			prefix := from + "/"
+			j := sort.SearchStrings(keys, prefix)
+			for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
+				p := to + keys[j][len(from):]
+				if _, ok := paths[p]; !ok {
+					add(p, r)
+					added = append(added, p)
+				}
+			}
+		}
+		if len(added) > 0 {
+			// Older renames map these too (chains).
+			keys = append(keys, added...)
+			sort.Strings(keys)
+		}
+	}
+}
+
+// beneath reports whether p is strictly beneath the directory dir (both
+// not empty).
+func beneath(p, dir string) bool {
+	return len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir)
 }
 
 func sortedKeys(m map[string]*agg) []string {

@@ -29,6 +29,7 @@ type Target struct {
 	env     *Env
 	proc    *exec.Cmd // loopback only
 	pid     int       // the serving process
+	memprof string    // hsmfs with --cpuprofile: where SIGUSR1 writes a heap profile
 	unmount *cleanupItem
 	dead    error // the mount died and could not be brought back
 }
@@ -321,6 +322,8 @@ func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
 		}
 		p := filepath.Join(e.cfg.cpuprof, "hsmfs-"+filepath.Base(t.Mnt)+"-"+time.Now().Format("150405")+".prof")
 		cmd.Env = append(cmd.Env, "HSMFS_CPUPROFILE="+p)
+		t.memprof = strings.TrimSuffix(p, ".prof") + "-heap.prof"
+		cmd.Env = append(cmd.Env, "HSMFS_MEMPROFILE="+t.memprof)
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("hsmfs mount: %v: %s", err, strings.TrimSpace(string(out)))
@@ -551,4 +554,26 @@ func (e *Env) forceCleanup() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	e.mu.Unlock()
+}
+
+// heapProfile asks an hsmfs daemon started with --cpuprofile for a heap
+// profile (SIGUSR1) and keeps it under a name ending in -WHEN.prof.
+func (t *Target) heapProfile(when string) {
+	if t.memprof == "" || t.pid <= 0 {
+		return
+	}
+	os.Remove(t.memprof)
+	if err := syscall.Kill(t.pid, syscall.SIGUSR1); err != nil {
+		return
+	}
+	for i := 0; i < 100; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if _, err := os.Stat(t.memprof); err == nil {
+			dst := strings.TrimSuffix(t.memprof, ".prof") + "-" + when + ".prof"
+			if os.Rename(t.memprof, dst) == nil {
+				fmt.Printf("  heap profile of hsmfs: %s\n", dst)
+			}
+			return
+		}
+	}
 }

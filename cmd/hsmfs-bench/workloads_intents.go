@@ -250,6 +250,7 @@ wait:
 		fmt.Printf("  pending: status says pending_paths=%.0f journal_syncs=%.0f\n", statusNum(st, "pending_paths"), statusNum(st, "journal_syncs"))
 	}
 	hwmC, rssC, _ := procMem(t.pid)
+	t.heapProfile("created")
 
 	for i := 0; i < e.sz.queryReps; i++ {
 		if i > 0 {
@@ -270,6 +271,7 @@ wait:
 		}
 	}
 	_, rssQ, _ := procMem(t.pid)
+	t.heapProfile("queried")
 	d, err := hsmBless(t.Mnt)
 	if err != nil {
 		res.errors++

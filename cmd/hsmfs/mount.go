@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -302,6 +303,20 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	if p := os.Getenv("HSMFS_MEMPROFILE"); p != "" {
+		// For performance work: SIGUSR1 writes a heap profile (after a
+		// collection) to p, replacing the previous one.
+		usr := make(chan os.Signal, 1)
+		signal.Notify(usr, syscall.SIGUSR1)
+		defer signal.Stop(usr)
+		go func() {
+			for range usr {
+				if err := writeHeapProfile(p); err != nil {
+					log.Warn("heap profile", "err", err)
+				}
+			}
+		}()
+	}
 	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
 	reported = true
 	ready(nil)
@@ -330,4 +345,20 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	}
 	log.Info("unmounted cleanly")
 	return nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
