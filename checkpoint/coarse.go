@@ -160,10 +160,7 @@ func (s *snapshot) has(path string) bool {
 // chunk records that carry them, or ok=false if it cannot (too big, or
 // the listing failed).
 func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
-	prefix := dir + "/"
-	if dir == "" {
-		prefix = ""
-	}
+	prefix := dirPrefix(dir)
 	size, tooBig := 0, false
 	err := t.listDir(dir, func(p string) {
 		if tooBig || !strings.HasPrefix(p, prefix) {
@@ -426,9 +423,10 @@ func (c *completer) stop() {
 // flush records every pending completion now (tests, clean shutdown).
 func (c *completer) flush() { c.complete(c.take()) }
 
-func joinPath(dir, name string) string {
+// dirPrefix is what the paths beneath dir start with.
+func dirPrefix(dir string) string {
 	if dir == "" {
-		return name
+		return ""
 	}
-	return dir + "/" + name
+	return dir + "/"
 }

@@ -158,7 +158,7 @@ func (t *Tracker) Query() (*Answer, error) {
 			}
 			inflight = snapInflight[dirKey{r.Period, r.Path}]
 			for _, n := range snapshotNames(r) {
-				add(joinPath(r.Path, n), &rr, inflight)
+				add(dirPrefix(r.Path)+n, &rr, inflight)
 			}
 			continue
 		}
@@ -291,10 +291,7 @@ func (t *Tracker) listDir(dir string, fn func(string)) error {
 	if l, ok := t.backing.(Lister); ok {
 		return l.List(dir, fn)
 	}
-	prefix := dir + "/"
-	if dir == "" {
-		prefix = ""
-	}
+	prefix := dirPrefix(dir)
 	return t.backing.Walk(dir, func(p string) {
 		if !strings.Contains(p[len(prefix):], "/") {
 			fn(p)

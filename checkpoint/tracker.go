@@ -44,7 +44,9 @@ type Intent struct {
 //
 // Lock order: qmu, then handlesMu, then a dedupSet shard mu, then an
 // entry mu. stateMu is a leaf. No lock is held across Store.Append except
-// qmu (which serialises queries, checkpoints and blesses only).
+// qmu (which serialises queries, checkpoints and blesses only) and a
+// snapshot's mu (coarse.go: removals in one directory that wait for its
+// new names snapshot, which they would otherwise each pay a sync for).
 type Tracker struct {
 	store   Store
 	backing Backing

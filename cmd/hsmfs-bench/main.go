@@ -50,7 +50,9 @@ Options:
   --loopback PATH    the go-fuse example loopback binary (default bin/loopback)
   --hsmfs-arg ARG    extra argument for "hsmfs mount" (repeatable)
   --cpuprofile DIR   write CPU profiles of the hsmfs daemons (HSMFS_CPUPROFILE)
-                     and of the loopback (-cpuprofile) into DIR
+                     and of the loopback (-cpuprofile) into DIR, and heap
+                     profiles of the pending workload's daemon (HSMFS_MEMPROFILE,
+                     SIGUSR1) after creating the paths and after the queries
   -h, --help         this help
 `
 
