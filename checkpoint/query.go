@@ -169,7 +169,8 @@ func (t *Tracker) Query() (*Answer, error) {
 	addOldNames(paths, dirRenames, func(p string, r *Record) { add(p, r, false) })
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}
-	keys := sortedKeys(paths)
+	keys, aggs := sortedPaths(paths)
+	paths = nil // from here on, aggs[i] is the agg of keys[i]
 	// Sorted, siblings are neighbours: a batch statter opens each
 	// directory once.
 	stat := func(fn func(i int, typ string, ino uint64, nlink uint32)) {
@@ -185,15 +186,13 @@ func (t *Tracker) Query() (*Answer, error) {
 	// A million entries share a handful of op lists, made before the
 	// stat callbacks, which may run concurrently (read-only from here).
 	opLists := make(map[uint32][]string)
-	for _, a := range paths {
+	for _, a := range aggs {
 		if _, ok := opLists[a.ops]; !ok {
 			opLists[a.ops] = opList(a.ops)
 		}
 	}
-	ops := func(mask uint32) []string { return opLists[mask] }
 	stat(func(i int, typ string, ino uint64, nlink uint32) {
-		p := keys[i]
-		a := paths[p]
+		a := aggs[i]
 		// The recorded inode is the one that was modified; the path
 		// may hold another file now (renamed over it). With it, a
 		// consumer can find the other names of a file with links.
@@ -204,14 +203,23 @@ func (t *Tracker) Query() (*Answer, error) {
 		if shadowed {
 			typ = "gone"
 		}
-		ans.Entries[i] = Entry{Path: p, Type: typ, Ops: ops(a.ops),
+		ans.Entries[i] = Entry{Path: keys[i], Type: typ, Ops: opLists[a.ops],
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
 	})
 	// A shadowed path kept only by its own shadow record (from an earlier
 	// answer, now blessed) has been seen through one more round; it is
-	// not listed any more.
-	ans.Entries = slices.DeleteFunc(ans.Entries, func(e Entry) bool { return e.shadowed && !paths[e.Path].real })
-	if err := t.recordDerived(P, ans, paths); err != nil {
+	// not listed any more. aggs stays parallel to the entries.
+	kept := 0
+	for i := range ans.Entries {
+		if ans.Entries[i].shadowed && !aggs[i].real {
+			continue
+		}
+		ans.Entries[kept], aggs[kept] = ans.Entries[i], aggs[i]
+		kept++
+	}
+	clear(ans.Entries[kept:])
+	ans.Entries, aggs = ans.Entries[:kept], aggs[:kept]
+	if err := t.recordDerived(P, ans, aggs); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.saveState(func(s *State) {
@@ -224,6 +232,7 @@ func (t *Tracker) Query() (*Answer, error) {
 }
 
 // recordDerived makes the answer's derived paths durable records of P.
+// aggs[i] is the agg of ans.Entries[i].
 //
 // Everything an answer lists must stay listed until a bless of that
 // answer: the consumer may copy it, and a crash may then undo it in
@@ -236,12 +245,11 @@ func (t *Tracker) Query() (*Answer, error) {
 // answer because its ancestor is not a directory now (shadowed) may need
 // listing once the ancestor is a directory again, after its own record
 // is blessed away.
-func (t *Tracker) recordDerived(P uint64, ans *Answer, paths map[string]*agg) error {
+func (t *Tracker) recordDerived(P uint64, ans *Answer, aggs []*agg) error {
 	var recs []*Record
 	now := time.Now()
 	for i := range ans.Entries {
-		e := &ans.Entries[i]
-		a := paths[e.Path]
+		e, a := &ans.Entries[i], aggs[i]
 		if a.recorded && (!e.shadowed || !a.real) {
 			// Recorded already; a shadowed path is recorded once
 			// more (below) only while a record of a modification
@@ -314,16 +322,22 @@ func opList(mask uint32) []string {
 // the JSON answer), and so are paths beneath an ancestor that is not a
 // directory any more (see Entry.shadowed).
 func (a *Answer) Plain() []byte {
-	var b strings.Builder
+	plain := func(e *Entry) bool { return !e.shadowed && strings.IndexByte(e.Path, '\n') < 0 }
+	// Sized first: a million-line answer is built in one allocation.
+	n := 0
 	for i := range a.Entries {
-		p := a.Entries[i].Path
-		if strings.IndexByte(p, '\n') >= 0 || a.Entries[i].shadowed {
-			continue
+		if e := &a.Entries[i]; plain(e) {
+			n += len(e.Path) + 1
 		}
-		b.WriteString(p)
-		b.WriteByte('\n')
 	}
-	return []byte(b.String())
+	b := make([]byte, 0, n)
+	for i := range a.Entries {
+		if e := &a.Entries[i]; plain(e) {
+			b = append(b, e.Path...)
+			b = append(b, '\n')
+		}
+	}
+	return b
 }
 
 // Status is what .hsm/status reports from the tracker.

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -73,11 +74,21 @@ func beneath(p, dir string) bool {
 	return len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir)
 }
 
-func sortedKeys(m map[string]*agg) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// sortedPaths returns m's keys sorted bytewise and their aggs in the same
+// order: the query then never looks a path up again.
+func sortedPaths(m map[string]*agg) ([]string, []*agg) {
+	type pa struct {
+		p string
+		a *agg
 	}
-	sort.Strings(keys)
-	return keys
+	pairs := make([]pa, 0, len(m))
+	for k, a := range m {
+		pairs = append(pairs, pa{k, a})
+	}
+	slices.SortFunc(pairs, func(x, y pa) int { return strings.Compare(x.p, y.p) })
+	keys, aggs := make([]string, len(pairs)), make([]*agg, len(pairs))
+	for i := range pairs {
+		keys[i], aggs[i] = pairs[i].p, pairs[i].a
+	}
+	return keys, aggs
 }

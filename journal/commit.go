@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -25,6 +26,12 @@ type request struct {
 // maxBatchRequests bounds how many requests one batch takes, so that a
 // flood of appenders still sees a sync now and then.
 const maxBatchRequests = 4096
+
+// asyncLinger is how long queued async records may wait for more before
+// they are written (see committer). A crash loses them whether they were
+// queued or written unsynced; the durable directory intents that cover
+// them are what a query after an unclean end answers from.
+const asyncLinger = time.Millisecond
 
 // Append assigns Seq to each record and returns once all of them are on
 // the device. Concurrent calls share syncs. On error none of the records
@@ -106,16 +113,36 @@ func (j *Journal) submit(r *request) error {
 func (j *Journal) committer() {
 	defer close(j.committerDone)
 	batch := make([]*request, 0, 64)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	stop := func() {
+		if q := j.takeAsync(); len(q) > 0 {
+			j.commit(nil, q)
+		}
+	}
 	for {
 		batch = batch[:0]
 		select {
 		case r := <-j.reqs:
 			batch = append(batch, r)
 		case <-j.asyncWake:
-		case <-j.stop:
-			if q := j.takeAsync(); len(q) > 0 {
-				j.commit(nil, q)
+			// Nobody waits for async records and they need no sync:
+			// a serial stream of them (one per chmod) gathers for a
+			// moment and costs one badger write instead of one each.
+			// A request (a Scan's flush, a synced Append) ends the
+			// wait at once and takes them along.
+			linger.Reset(asyncLinger)
+			select {
+			case r := <-j.reqs:
+				linger.Stop()
+				batch = append(batch, r)
+			case <-linger.C:
+			case <-j.stop:
+				stop()
+				return
 			}
+		case <-j.stop:
+			stop()
 			return
 		}
 	collect:
