@@ -92,12 +92,12 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	var dirRenames, entryRecs, dirIntents []*Record
 	var entryInflight, dirInflight []bool
-	err = t.store.Scan(st.LastBlessed, func(r *Record, completed bool) error {
+	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
 		inflight := r.Run < t.run && !completed
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
 			entryInflight = append(entryInflight, inflight)
-			return nil
+			return
 		}
 		if r.Flags&FlagFine != 0 {
 			inflight = false // the directory intent carries it
@@ -110,7 +110,6 @@ func (t *Tracker) Query() (*Answer, error) {
 		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
 			dirRenames = append(dirRenames, r)
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("query: scan journal: %w", err)

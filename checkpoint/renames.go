@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"slices"
 	"sort"
 	"strings"
 )
@@ -72,23 +71,4 @@ func addOldNames(paths map[string]*agg, renames []*Record, add func(p string, r 
 // not empty).
 func beneath(p, dir string) bool {
 	return len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir)
-}
-
-// sortedPaths returns m's keys sorted bytewise and their aggs in the same
-// order: the query then never looks a path up again.
-func sortedPaths(m map[string]*agg) ([]string, []*agg) {
-	type pa struct {
-		p string
-		a *agg
-	}
-	pairs := make([]pa, 0, len(m))
-	for k, a := range m {
-		pairs = append(pairs, pa{k, a})
-	}
-	slices.SortFunc(pairs, func(x, y pa) int { return strings.Compare(x.p, y.p) })
-	keys, aggs := make([]string, len(pairs)), make([]*agg, len(pairs))
-	for i := range pairs {
-		keys[i], aggs[i] = pairs[i].p, pairs[i].a
-	}
-	return keys, aggs
 }
