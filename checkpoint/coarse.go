@@ -50,6 +50,16 @@ import (
 // period still in flight may already be in an answer (that query answers
 // the previous period), and the snapshot does not hold it.
 //
+// A names snapshot also snapshots the directories beneath D that have none
+// in the period yet, breadth first, within a budget, in the same synced
+// append (snapshots ahead): an rm -rf then pays one sync per subtree, not
+// one per directory. A snapshot ahead is an intent that no modification
+// holds yet; it goes idle at once and its completion is recorded after the
+// usual delay, so a crash soon after it reports its names in flight
+// (accuracy only). A removal that joins it later is covered as by any
+// snapshot of its directory; one that joins it after its completion takes
+// the completion back with a synced Reopen first, as any intent does.
+//
 // Renames of directories and exchanges stay synced fine records: a query
 // expands them into every path beneath both names, which no snapshot
 // could replace. rsync with --files-from does not recurse.
@@ -126,6 +136,21 @@ const (
 	snapshotChunk    = 32 << 10
 )
 
+// Budget of the snapshots ahead that one snapshot takes (directories, and
+// names in all of them): reading them delays the first removal in D of a
+// period by a few milliseconds at most.
+const (
+	aheadDirs  = 4096
+	aheadNames = 1 << 16
+)
+
+// TypedLister is an optional Backing method: the entries directly beneath
+// dir, with whether each is a directory. Without it there are no
+// snapshots ahead.
+type TypedLister interface {
+	ListTyped(dir string, fn func(path string, isDir bool)) error
+}
+
 // A removal of a name that the snapshots do not hold (a name that
 // appeared after them: a rename and then an unlink of the new name, or a
 // create and an unlink) is a synced fine record. After resnapshotMisses
@@ -160,9 +185,16 @@ func (s *snapshot) has(path string) bool {
 // chunk records that carry them, or ok=false if it cannot (too big, or
 // the listing failed).
 func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
+	names, recs, _, ok = t.readSnapshotDirs(period, dir, now)
+	return names, recs, ok
+}
+
+// readSnapshotDirs is readSnapshot that also returns the subdirectories
+// of dir, as paths, if the Backing can tell (TypedLister).
+func (t *Tracker) readSnapshotDirs(period uint64, dir string, now time.Time) (names []string, recs []*Record, subdirs []string, ok bool) {
 	prefix := dirPrefix(dir)
 	size, tooBig := 0, false
-	err := t.listDir(dir, func(p string) {
+	add := func(p string, isDir bool) {
 		if tooBig || !strings.HasPrefix(p, prefix) {
 			return
 		}
@@ -173,9 +205,18 @@ func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names 
 			return
 		}
 		names = append(names, n)
-	})
+		if isDir {
+			subdirs = append(subdirs, p)
+		}
+	}
+	var err error
+	if tl, ok := t.backing.(TypedLister); ok {
+		err = tl.ListTyped(dir, add)
+	} else {
+		err = t.listDir(dir, func(p string) { add(p, false) })
+	}
 	if err != nil || tooBig {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	slices.Sort(names)
 	var b strings.Builder
@@ -199,7 +240,7 @@ func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names 
 	if names == nil {
 		names = []string{} // an empty directory: the snapshot exists
 	}
-	return names, recs, true
+	return names, recs, subdirs, true
 }
 
 // takeSnapshot fills e, a fresh OpNames entry, with the names that its
@@ -207,13 +248,57 @@ func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names 
 // be appended with e.rec, in the same batch). If it cannot, e holds no
 // names and nothing but the header is recorded: every removal in the
 // directory is then a synced fine record.
-func (t *Tracker) takeSnapshot(e *entry) []*Record {
+func (t *Tracker) takeSnapshot(e *entry) (recs []*Record, subdirs []string) {
 	e.snap = new(snapshot)
-	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, e.rec.Time)
+	names, recs, subdirs, ok := t.readSnapshotDirs(e.rec.Period, e.rec.Path, e.rec.Time)
 	if ok {
 		e.snap.names.Store(&names)
 	}
-	return recs
+	return recs, subdirs
+}
+
+// takeAhead takes the snapshots ahead of a fresh snapshot whose directory
+// has the subdirectories subdirs (see the top of this file): fresh OpNames
+// entries, already in set, with no reference, and the records (headers
+// and chunks) that make them durable, to be appended in the same batch.
+// The caller closes their ready channels once the batch is durable, as
+// for its own fresh entries.
+func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []*entry, recs []*Record) {
+	names := 0
+	for len(subdirs) > 0 && len(ahead) < aheadDirs && names < aheadNames {
+		dir := subdirs[0]
+		subdirs = subdirs[1:]
+		k := dedupKey{op: OpNames, flags: FlagDir, path: dir}
+		sh := &set.shards[set.shard(&k)]
+		sh.mu.Lock()
+		taken := sh.m[k] != nil
+		sh.mu.Unlock()
+		if taken {
+			continue // it and what is beneath it are covered already
+		}
+		pe := &entry{ready: make(chan struct{}), snap: new(snapshot),
+			rec: Record{Period: e.rec.Period, Run: t.run, Op: OpNames, Flags: FlagDir, Time: e.rec.Time, Path: dir}}
+		// Read before the entry is in the set: a removal that finds it
+		// there must find the names it will be tested against.
+		sn, chunks, below, ok := t.readSnapshotDirs(pe.rec.Period, dir, pe.rec.Time)
+		if !ok {
+			continue
+		}
+		pe.snap.names.Store(&sn)
+		sh.mu.Lock()
+		if sh.m[k] != nil {
+			sh.mu.Unlock()
+			continue // a removal in dir got there first
+		}
+		sh.m[k] = pe
+		sh.mu.Unlock()
+		ahead = append(ahead, pe)
+		recs = append(recs, &pe.rec)
+		recs = append(recs, chunks...)
+		names += len(sn)
+		subdirs = append(subdirs, below...) // breadth first
+	}
+	return ahead, recs
 }
 
 // covered reports whether the snapshots of e (an OpNames entry, durable)

@@ -1020,6 +1020,14 @@ func (b listingBacking) List(dir string, fn func(string)) error {
 	})
 }
 
+// ListTyped is List with the entries' types (snapshots ahead).
+func (b listingBacking) ListTyped(dir string, fn func(string, bool)) error {
+	return b.List(dir, func(p string) {
+		typ, _, _ := b.Lstat(p)
+		fn(p, typ == "dir")
+	})
+}
+
 // LstatSorted is Lstat of each path, in order.
 func (b listingBacking) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	if !sort.StringsAreSorted(paths) {

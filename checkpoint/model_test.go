@@ -1312,6 +1312,9 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	// yet), as long as no power cut lost completions.
 	maybe := make(map[string]bool)
 	maybeDir := make(map[string]bool) // anything directly beneath: a snapshot's names
+	// Anything beneath, at any depth: the snapshots ahead that a removal's
+	// snapshot took, idle but not completed yet.
+	var maybeTree []string
 	for _, n := range w.crashInflight {
 		if n.period < a.Blessed {
 			continue
@@ -1332,6 +1335,9 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 			}
 			if n.removal {
 				maybeDir[dir] = true
+				if w.cfg.listing {
+					maybeTree = append(maybeTree, dir)
+				}
 				if n.rename {
 					dir2 := parentOf(n.path2)
 					maybe[dir2] = true
@@ -1342,8 +1348,11 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 			}
 		}
 	}
+	underTree := func(p string) bool {
+		return slices.ContainsFunc(maybeTree, func(d string) bool { return d == "" || isBeneath(p, d) })
+	}
 	for p, e := range listed {
-		if e.Inflight && !maybe[p] && !maybeDir[parentOf(p)] {
+		if e.Inflight && !maybe[p] && !maybeDir[parentOf(p)] && !underTree(p) {
 			w.fail(failInflight, "query %d: %q reported inflight, but nothing was in flight on it at a crash", P, p)
 		}
 	}

@@ -150,12 +150,15 @@ func (t *Tracker) Query() (*Answer, error) {
 	for i, r := range dirIntents {
 		rr, inflight := *r, dirInflight[i]
 		rr.Op = OpEntries // reported as "entries" whichever kind it is
+		if r.Op == OpNames && r.Path2 != "" {
+			// A chunk has no completion of its own.
+			inflight = snapInflight[dirKey{r.Period, r.Path}]
+		}
 		add(r.Path, &rr, inflight)
 		if r.Op == OpNames {
 			if r.Path2 == "" {
 				continue
 			}
-			inflight = snapInflight[dirKey{r.Period, r.Path}]
 			for _, n := range snapshotNames(r) {
 				add(dirPrefix(r.Path)+n, &rr, inflight)
 			}

@@ -232,6 +232,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	es := make([]*entry, len(ins))
 	fresh := make([]bool, len(ins))
 	var recs []*Record
+	var ahead []*entry // snapshots ahead (coarse.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
 		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
@@ -252,7 +253,11 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 			if in.Op == OpNames {
 				// Read before the header is durable, and before
 				// any removal that waits for it goes on.
-				recs = append(recs, t.takeSnapshot(e)...)
+				chunks, subdirs := t.takeSnapshot(e)
+				recs = append(recs, chunks...)
+				more, aheadRecs := t.takeAhead(set, e, subdirs)
+				ahead = append(ahead, more...)
+				recs = append(recs, aheadRecs...)
 			}
 		}
 	}
@@ -260,10 +265,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	if len(recs) > 0 {
 		err = t.store.Append(recs)
 	}
-	for i, e := range es {
-		if !fresh[i] {
-			continue
-		}
+	settle := func(e *entry) {
 		e.err = err
 		if err != nil {
 			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, ino: e.rec.Ino, path: e.rec.Path, path2: e.rec.Path2}
@@ -273,6 +275,17 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 			sh.mu.Unlock()
 		}
 		close(e.ready)
+	}
+	for i, e := range es {
+		if fresh[i] {
+			settle(e)
+		}
+	}
+	for _, e := range ahead {
+		settle(e)
+		if err == nil {
+			t.idle(e) // no one holds it: completed after the usual delay
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("journal intent %s %q: %w", ins[0].Op, ins[0].Path, err)
@@ -330,6 +343,18 @@ func (t *Tracker) join(e *entry) error {
 func (t *Tracker) release(e *entry) {
 	e.mu.Lock()
 	e.refs--
+	t.idleLocked(e)
+}
+
+// idle hands an entry that no one holds to the completer.
+func (t *Tracker) idle(e *entry) {
+	e.mu.Lock()
+	t.idleLocked(e)
+}
+
+// idleLocked is release and idle after the reference count: it unlocks
+// e.mu.
+func (t *Tracker) idleLocked(e *entry) {
 	if e.refs == 0 {
 		e.idleSince = time.Now()
 	}
