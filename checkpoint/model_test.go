@@ -1256,7 +1256,12 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 			}
 			for _, dir := range dirs {
 				allowed[dir] = true
-				want[dir] = dir != ""
+				// A directory that is gone now need not be listed
+				// (checkpoint/newdirs.go: a new directory covered by
+				// an ancestor's intent is listed only if it exists;
+				// its removal has its own record or snapshot).
+				_, exists := cur[dir]
+				want[dir] = dir != "" && exists
 				for _, c := range children(dir) {
 					allowed[c], want[c] = true, true
 				}
@@ -1313,7 +1318,8 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	maybe := make(map[string]bool)
 	maybeDir := make(map[string]bool) // anything directly beneath: a snapshot's names
 	// Anything beneath, at any depth: the snapshots ahead that a removal's
-	// snapshot took, idle but not completed yet.
+	// snapshot took, idle but not completed yet, and the new directories
+	// that a directory intent covers (newdirs.go), walked as they are now.
 	var maybeTree []string
 	for _, n := range w.crashInflight {
 		if n.period < a.Blessed {
@@ -1330,14 +1336,20 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 		if n.fine {
 			dir := parentOf(n.path)
 			maybe[dir] = true
+			// The intent that covers a fine record is its directory's,
+			// or that of any ancestor that covers it as a new directory
+			// (the model does not know which): all of them.
+			for d := dir; ; d = parentOf(d) {
+				maybeTree = append(maybeTree, d)
+				if d == "" {
+					break
+				}
+			}
 			for _, c := range children(dir) {
 				maybe[c] = true
 			}
 			if n.removal {
 				maybeDir[dir] = true
-				if w.cfg.listing {
-					maybeTree = append(maybeTree, dir)
-				}
 				if n.rename {
 					dir2 := parentOf(n.path2)
 					maybe[dir2] = true

@@ -122,6 +122,10 @@ type entry struct {
 	// snap is an OpNames entry's names (coarse.go); set before ready is
 	// closed.
 	snap *snapshot
+	// esnap is an OpEntries entry's entries snapshot (newdirs.go): set
+	// once, durable before it is set, never changed.
+	esnap   atomic.Pointer[[]string]
+	esnapMu sync.Mutex // held while the entries snapshot is read and appended
 
 	mu        sync.Mutex // guards refs, completed and queued, and orders Complete/Reopen I/O
 	refs      int        // modifications (and open handles) currently using this intent

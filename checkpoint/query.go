@@ -142,12 +142,19 @@ func (t *Tracker) Query() (*Answer, error) {
 		path   string
 	}
 	snapInflight := make(map[dirKey]bool)
+	entInflight := make(map[snapKey]bool) // directory intents, for their entries snapshots
 	for i, r := range dirIntents {
 		if r.Op == OpNames && r.Path2 == "" {
 			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
 		}
+		if r.Op == OpEntries && r.Path2 == "" {
+			entInflight[snapKey{r.Period, r.Run, r.Path}] = dirInflight[i]
+		}
 	}
 	for i, r := range dirIntents {
+		if entriesChunk(r) {
+			continue // expandNewDirs, below
+		}
 		rr, inflight := *r, dirInflight[i]
 		rr.Op = OpEntries // reported as "entries" whichever kind it is
 		if r.Op == OpNames && r.Path2 != "" {
@@ -167,6 +174,9 @@ func (t *Tracker) Query() (*Answer, error) {
 		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight) }); err != nil {
 			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
 		}
+	}
+	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
+		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
 	addOldNames(paths, dirRenames, func(p string, r *Record) { add(p, r, false) })
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,

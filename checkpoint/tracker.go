@@ -44,9 +44,12 @@ type Intent struct {
 //
 // Lock order: qmu, then handlesMu, then a dedupSet shard mu, then an
 // entry mu. stateMu is a leaf. No lock is held across Store.Append except
-// qmu (which serialises queries, checkpoints and blesses only) and a
+// qmu (which serialises queries, checkpoints and blesses only), a
 // snapshot's mu (coarse.go: removals in one directory that wait for its
-// new names snapshot, which they would otherwise each pay a sync for).
+// new names snapshot, which they would otherwise each pay a sync for) and
+// an entry's esnapMu (newdirs.go: mkdirs in one directory waiting for its
+// entries snapshot). Neither of the last two is held while taking another
+// lock.
 type Tracker struct {
 	store   Store
 	backing Backing
@@ -197,10 +200,12 @@ func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
 		return t.acquireDurable(p, ins)
 	}
 	durable, fine, rems := t.coarsen(ins)
+	t.coverNewDirs(p, durable)
 	es, err := t.acquireDurable(p, durable)
 	if err != nil {
 		return nil, err
 	}
+	t.snapshotForMkdirs(es, durable, fine)
 	// A removal whose name the durable snapshot holds needs no sync of
 	// its own; any other one does (coarse.go says why).
 	var synced []Intent

@@ -1565,6 +1565,46 @@ func TestSnapshotsAhead(t *testing.T) {
 	wantPaths(t, a, "d", "d/f", "d/s", "d/s/a", "d/s/t", "d/s/t/b", "e", "e/c")
 }
 
+// A tree of new directories (an untar) costs the syncs of its top
+// directory's parent only: the first mkdir there takes an entries
+// snapshot, and everything beneath a name it does not hold is covered by
+// that directory intent. After a kill, which loses the fine records, the
+// query walks the new directories.
+func TestNewDirectoriesCoveredByAncestor(t *testing.T) {
+	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
+	f.back.apply(bop{kind: "mkdir", path: "old", ino: 1})
+	mk := func(kind, p string) {
+		t.Helper()
+		op, fl := OpCreate, uint8(0)
+		if kind == "mkdir" {
+			op, fl = OpMkdir, FlagDir
+		}
+		tok := f.begin(Intent{Op: op, Flags: fl, Path: p})
+		f.back.apply(bop{kind: kind, path: p})
+		tok.End()
+	}
+	n := f.appends()
+	mk("mkdir", "t")
+	if got := f.appends() - n; got != 2 {
+		t.Fatalf("mkdir t: %d appends, want 2 (the root's directory intent, its entries snapshot)", got)
+	}
+	for _, op := range []bop{{kind: "mkdir", path: "t/a"}, {kind: "write", path: "t/a/f"}, {kind: "write", path: "t/b"},
+		{kind: "mkdir", path: "t/a/s"}, {kind: "write", path: "t/a/s/g"}} {
+		mk(op.kind, op.path)
+	}
+	if got := f.appends() - n; got != 2 {
+		t.Fatalf("the tree beneath t: %d appends in all, want 2", got)
+	}
+	// old existed when the snapshot was read: it needs its own intent.
+	mk("write", "old/h")
+	if got := f.appends() - n; got != 3 {
+		t.Fatalf("create in old: %d appends in all, want 3", got)
+	}
+	f.crash(false)
+	a := f.query()
+	wantPaths(t, a, "old", "old/h", "t", "t/a", "t/a/f", "t/a/s", "t/a/s/g", "t/b")
+}
+
 // A directory whose removals keep missing its snapshot (its files were
 // renamed, then deleted) gets a new snapshot after resnapshotMisses
 // synced misses, and the removals after it are covered.
