@@ -117,6 +117,9 @@ func (h *Handle) Release() {
 // period that just drained, may have moved it after it was opened in P).
 // Caller holds qmu, P is current.
 func (t *Tracker) rerecordHandles(P uint64) error {
+	if fn := t.settlePaths.Load(); fn != nil {
+		(*fn)()
+	}
 	t.handlesMu.Lock()
 	hs := make([]*Handle, 0, len(t.handles))
 	for h := range t.handles {
@@ -159,3 +162,11 @@ func (t *Tracker) rerecordHandles(P uint64) error {
 	}
 	return nil
 }
+
+// SetPathSettler gives the tracker fn, which a query calls after its
+// period drained and before it takes the paths of the files open for
+// writing: the caller's tree may apply a modification after the
+// modification's token ended (fs: go-fuse moves a renamed inode only
+// after Rename returns), and fn waits until it has. fn runs under qmu
+// and must not call the Tracker.
+func (t *Tracker) SetPathSettler(fn func()) { t.settlePaths.Store(&fn) }

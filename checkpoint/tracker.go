@@ -84,6 +84,10 @@ type Tracker struct {
 	mutAllInSnapshot bool
 	// resnapshotAfter is resnapshotMisses; the model makes it smaller.
 	resnapshotAfter int
+
+	// settlePaths, if set, is called by a query before it takes the
+	// paths of the files open for writing (SetPathSettler).
+	settlePaths atomic.Pointer[func()]
 }
 
 // Options tune a Tracker.

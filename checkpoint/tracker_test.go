@@ -986,6 +986,34 @@ func TestOpenWriteFollowsRename(t *testing.T) {
 	h.Release()
 }
 
+// The filesystem's tree may apply a rename after the rename's token ended
+// (go-fuse moves the inode after Rename returns). A query must take the
+// paths of the open files only after the settler says the tree caught
+// up, or a file open for writing stays recorded under its old name alone.
+func TestPathSettlerRunsBeforeOpenFilesAreRerecorded(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	var name atomic.Value
+	name.Store("old")
+	h, err := f.tr.OpenWrite(func() (string, bool) { return name.Load().(string), true }, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	f.bless(f.query().Query)
+	// The rename is done and its token ended; the tree still says "old".
+	f.begin(Intent{Op: OpRename, Path: "old", Path2: "new"}).End()
+	settled := 0
+	f.tr.SetPathSettler(func() { settled++; name.Store("new") })
+	q := f.query()
+	if settled != 1 {
+		t.Fatalf("settler called %d times by one query, want 1", settled)
+	}
+	wantPaths(t, q, "new", "old")
+	f.bless(q.Query)
+	// The open file's record in the new period is under its new name.
+	wantPaths(t, f.query(), "new")
+}
+
 // ---------------------------------------------------------------------
 // Crashes and recovery
 

@@ -60,6 +60,7 @@ func Mount(cfg Config) (*fuse.Server, error) {
 		info = func() map[string]any { return nil }
 	}
 	r.ctl = &ctlState{r: r, info: info}
+	r.tr.SetPathSettler(r.moves.settle)
 
 	// hsmfs is the only writer to BACKING (changes made beside it are a
 	// documented limit), so the kernel may cache entries and attributes.

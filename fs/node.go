@@ -24,6 +24,8 @@ type Root struct {
 	log   *slog.Logger
 	// passthrough lets the kernel do file I/O on the backing fd.
 	passthrough bool
+	// moves lists renames that go-fuse has not applied to its tree yet.
+	moves moves
 }
 
 // Node is a passthrough node over BACKING. Reads go to the embedded

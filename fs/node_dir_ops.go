@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -167,11 +166,13 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return gofs.ToErrno(err)
 	}
 	defer unix.Close(ofd)
-	nfd, err := n.r.b.openDir(dirOf(newRel))
-	if err != nil {
-		return gofs.ToErrno(err)
+	nfd := ofd
+	if nd := dirOf(newRel); nd != dirOf(oldRel) {
+		if nfd, err = n.r.b.openDir(nd); err != nil {
+			return gofs.ToErrno(err)
+		}
+		defer unix.Close(nfd)
 	}
-	defer unix.Close(nfd)
 
 	var fl uint8
 	var st unix.Stat_t
@@ -193,20 +194,18 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		n.r.logJournalError(checkpoint.OpRename, oldRel, err)
 		return toErrno(err)
 	}
+	// go-fuse moves the inode in its tree only after Rename returns; a
+	// query waits for that (moves.go). An exchange moves both.
+	from, fromName := n.EmbeddedInode(), name
 	moved := n.GetChild(name)
+	if moved == nil && flags&unix.RENAME_EXCHANGE != 0 {
+		from, fromName, moved = np.EmbeddedInode(), newName, np.GetChild(newName)
+	}
 	if err := unix.Renameat2(ofd, name, nfd, newName, uint(flags)); err != nil || moved == nil {
 		tok.End()
 		return gofs.ToErrno(err)
 	}
-	// go-fuse moves the inode in its tree only after Rename returns. The
-	// rename must stay in flight until then: a query that drains its
-	// period re-records the files open for writing under their paths in
-	// that tree, and must see the new ones.
-	go func() {
-		defer tok.End()
-		for i := 0; i < 2000 && n.GetChild(name) == moved; i++ {
-			time.Sleep(50 * time.Microsecond)
-		}
-	}()
+	n.r.moves.add(from, fromName, moved)
+	tok.End()
 	return 0
 }
