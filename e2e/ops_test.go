@@ -416,3 +416,69 @@ func TestOneSyncPerPeriod(t *testing.T) {
 		t.Errorf("BACKING/f after the writes: %v %v, want size %d", st, err, 150*100)
 	}
 }
+
+// hsmfs keeps the fds of recently used directories (fs/dircache.go).
+// After a directory moves or goes, an operation on a path must reach the
+// directory now at that path, never the one that was there: every kind of
+// operation runs once in a directory (caching its fd), then the directory
+// is renamed, exchanged or removed and replaced, and the operation runs
+// again under the same name.
+func TestOperationsFollowDirectoryRenames(t *testing.T) {
+	m := mount(t)
+	mnt, back := m.Mnt, m.Backing
+	at := func(rel string) string { return filepath.Join(mnt, rel) }
+	ops := func(dir, tag string) {
+		t.Helper()
+		writeFile(t, at(dir+"/w"+tag), tag)
+		must(t, os.Chmod(at(dir+"/w"+tag), 0o600))
+		must(t, os.Symlink("w"+tag, at(dir+"/s"+tag)))
+		must(t, os.Link(at(dir+"/w"+tag), at(dir+"/h"+tag)))
+		must(t, os.Rename(at(dir+"/h"+tag), at(dir+"/r"+tag)))
+		must(t, os.Mkdir(at(dir+"/d"+tag), 0o755))
+		must(t, unix.Setxattr(at(dir+"/w"+tag), "user.tag", []byte(tag), 0))
+	}
+	want := func(dir string, names ...string) {
+		t.Helper()
+		ents, err := os.ReadDir(filepath.Join(back, dir))
+		must(t, err)
+		var got []string
+		for _, e := range ents {
+			got = append(got, e.Name())
+		}
+		slices.Sort(got)
+		slices.Sort(names)
+		if !slices.Equal(got, names) {
+			t.Errorf("BACKING/%s holds %v, want %v", dir, got, names)
+		}
+	}
+	all := func(tag string) []string {
+		return []string{"w" + tag, "s" + tag, "r" + tag, "d" + tag}
+	}
+	must(t, os.Mkdir(at("a"), 0o755))
+	must(t, os.Mkdir(at("b"), 0o755))
+	ops("a", "1")
+	ops("b", "2")
+	// rename a away, b to a: "a" is now the directory that was b.
+	must(t, os.Rename(at("a"), at("x")))
+	must(t, os.Rename(at("b"), at("a")))
+	ops("a", "3")
+	want("x", all("1")...)
+	want("a", append(all("2"), all("3")...)...)
+	// Exchange a and x.
+	must(t, unix.Renameat2(unix.AT_FDCWD, at("a"), unix.AT_FDCWD, at("x"), unix.RENAME_EXCHANGE))
+	ops("a", "4")
+	want("a", append(all("1"), all("4")...)...)
+	// Remove x and make a new one.
+	must(t, os.RemoveAll(at("x")))
+	must(t, os.Mkdir(at("x"), 0o755))
+	ops("x", "5")
+	want("x", all("5")...)
+	// A directory renamed into another one, and its parent renamed.
+	must(t, os.Rename(at("x"), at("a/x")))
+	must(t, os.Rename(at("a"), at("z")))
+	ops("z/x", "6")
+	want("z/x", append(all("5"), all("6")...)...)
+	if _, err := os.Lstat(filepath.Join(back, "a")); err == nil {
+		t.Error("BACKING/a exists after it was renamed to z")
+	}
+}

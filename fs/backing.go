@@ -25,6 +25,7 @@ type Backing struct {
 	path   string // absolute, for messages and for lxattr on the root only
 	rootFd int    // O_RDONLY|O_DIRECTORY, open for the life of the mount
 	dev    uint64
+	dirs   *dirCache // fds of the parent directories of modifications (dircache.go)
 }
 
 // OpenBacking opens BACKING and checks that it can be tracked.
@@ -51,14 +52,17 @@ func OpenBacking(path string) (*Backing, error) {
 	}
 	var rst unix.Stat_t
 	unix.Fstat(fd, &rst)
-	return &Backing{path: abs, rootFd: fd, dev: rst.Dev}, nil
+	return &Backing{path: abs, rootFd: fd, dev: rst.Dev, dirs: newDirCache()}, nil
 }
 
 // Path is the absolute path of BACKING.
 func (b *Backing) Path() string { return b.path }
 
 // Close releases the root fd.
-func (b *Backing) Close() error { return unix.Close(b.rootFd) }
+func (b *Backing) Close() error {
+	b.dirs.close()
+	return unix.Close(b.rootFd)
+}
 
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 

@@ -154,11 +154,11 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	dirfd, base, err := n.r.b.parentAt(rel)
+	dirfd, base, err := n.r.b.parentDir(rel)
 	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	defer unix.Close(dirfd)
+	defer n.r.b.putDir(dirfd)
 	return n.newChild(ctx, dirfd, base, out)
 }
 

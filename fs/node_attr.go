@@ -60,11 +60,11 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if n.IsRoot() {
 		return n.setattrRoot(in, out)
 	}
-	dirfd, name, err := n.r.b.parentAt(rel)
+	dirfd, name, err := n.r.b.parentDir(rel)
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
-	defer unix.Close(dirfd)
+	defer n.r.b.putDir(dirfd)
 	if m, ok := in.GetMode(); ok {
 		// The kernel resolves symlinks before a chmod reaches FUSE, so
 		// name is not a symlink here.
@@ -166,11 +166,11 @@ func (n *Node) xattrPath(rel string) (string, func(), error) {
 	if n.IsRoot() {
 		return n.r.b.path, func() {}, nil
 	}
-	dirfd, name, err := n.r.b.parentAt(rel)
+	dirfd, name, err := n.r.b.parentDir(rel)
 	if err != nil {
 		return "", nil, err
 	}
-	return procPath(dirfd, name), func() { unix.Close(dirfd) }, nil
+	return procPath(dirfd, name), func() { n.r.b.putDir(dirfd) }, nil
 }
 
 func (n *Node) xattrOp(op checkpoint.Op, do func(p string) error) syscall.Errno {

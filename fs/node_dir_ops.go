@@ -35,7 +35,7 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 		n.r.logJournalError(op, rel, err)
 		return tok, -1, toErrno(err)
 	}
-	dirfd, err = n.r.b.openDir(dirOf(rel))
+	dirfd, err = n.r.b.dir(dirOf(rel))
 	if err != nil {
 		tok.End()
 		return checkpoint.Token{}, -1, gofs.ToErrno(err)
@@ -56,7 +56,7 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 		return nil, errno
 	}
 	defer tok.End()
-	defer unix.Close(dirfd)
+	defer n.r.b.putDir(dirfd)
 	if err := mk(dirfd); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -104,16 +104,16 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, toErrno(err)
 	}
 	defer tok.End()
-	sfd, sname, err := n.r.b.parentAt(src)
+	sfd, sname, err := n.r.b.parentDir(src)
 	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	defer unix.Close(sfd)
-	dfd, err := n.r.b.openDir(dirOf(rel))
+	defer n.r.b.putDir(sfd)
+	dfd, err := n.r.b.dir(dirOf(rel))
 	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	defer unix.Close(dfd)
+	defer n.r.b.putDir(dfd)
 	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -126,7 +126,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer tok.End()
-	defer unix.Close(dirfd)
+	defer n.r.b.putDir(dirfd)
 	return gofs.ToErrno(unix.Unlinkat(dirfd, name, 0))
 }
 
@@ -136,8 +136,12 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer tok.End()
-	defer unix.Close(dirfd)
-	return gofs.ToErrno(unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR))
+	defer n.r.b.putDir(dirfd)
+	err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	if err == nil {
+		n.r.b.dirs.invalidate() // a directory is gone (dircache.go)
+	}
+	return gofs.ToErrno(err)
 }
 
 // Rename records both names; if a directory moves, the query lists
@@ -161,17 +165,17 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if errno != 0 {
 		return errno
 	}
-	ofd, err := n.r.b.openDir(dirOf(oldRel))
+	ofd, err := n.r.b.dir(dirOf(oldRel))
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
-	defer unix.Close(ofd)
+	defer n.r.b.putDir(ofd)
 	nfd := ofd
 	if nd := dirOf(newRel); nd != dirOf(oldRel) {
-		if nfd, err = n.r.b.openDir(nd); err != nil {
+		if nfd, err = n.r.b.dir(nd); err != nil {
 			return gofs.ToErrno(err)
 		}
-		defer unix.Close(nfd)
+		defer n.r.b.putDir(nfd)
 	}
 
 	var fl uint8
@@ -201,7 +205,11 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if moved == nil && flags&unix.RENAME_EXCHANGE != 0 {
 		from, fromName, moved = np.EmbeddedInode(), newName, np.GetChild(newName)
 	}
-	if err := unix.Renameat2(ofd, name, nfd, newName, uint(flags)); err != nil || moved == nil {
+	err = unix.Renameat2(ofd, name, nfd, newName, uint(flags))
+	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
+		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
+	}
+	if err != nil || moved == nil {
 		tok.End()
 		return gofs.ToErrno(err)
 	}

@@ -97,11 +97,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	dirfd, err := n.r.b.openDir(dirOf(rel))
+	dirfd, err := n.r.b.dir(dirOf(rel))
 	if err != nil {
 		return fail(gofs.ToErrno(err))
 	}
-	defer unix.Close(dirfd)
+	defer n.r.b.putDir(dirfd)
 	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return fail(gofs.ToErrno(err))
