@@ -1,6 +1,6 @@
 // Package fs is the FUSE side of hsmfs, and the only package that
-// imports go-fuse. Node embeds go-fuse's LoopbackNode for reads (lookup,
-// getattr, readdir, readlink, getxattr, statfs) and overrides every
+// imports go-fuse. Node embeds go-fuse's LoopbackNode for reads (getattr,
+// readdir, readlink, getxattr, statfs) and overrides lookup and every
 // modification: it asks the checkpoint tracker for a durable intent
 // first, then carries out the operation beneath BACKING's root fd with
 // *at calls (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_NOFOLLOW,
@@ -10,16 +10,20 @@
 // Files are split by family: node_dir_ops.go (mkdir, mknod, symlink,
 // link, unlink, rmdir, rename), node_open_create.go (open, create),
 // node_attr.go (setattr, xattrs, copy_file_range), file.go (the open
-// file: write, fallocate, release; kernel passthrough and ioctl are
-// closed because they would bypass the journal), control.go (the .hsm
-// directory), backing.go (fd-relative access to BACKING), errno.go (the
-// one place where errors become errnos).
+// file: write, fallocate, release, kernel passthrough; ioctl is refused
+// because it can modify a file), control.go (the .hsm directory),
+// backing.go (fd-relative access to BACKING), dircache.go (the fds of
+// recently used directories), moves.go (renames that go-fuse has not
+// applied to its tree yet), errno.go (the one place where errors become
+// errnos).
 //
 // # Concurrency
 //
-// go-fuse calls the node methods from many goroutines. The package keeps
-// no mutable state of its own besides ctlState.lastErr (guarded by
-// ctlState.mu); ordering between modifications and queries is the
+// go-fuse calls the node methods from many goroutines. The package's own
+// mutable state: ctlState.lastErr (guarded by ctlState.mu), the
+// directory fd cache (dirCache.mu, a leaf) and the pending renames
+// (moves.mu, held while go-fuse's inode locks are taken by GetChild,
+// never the reverse). Ordering between modifications and queries is the
 // tracker's job.
 //
 // # Durability argument
@@ -27,5 +31,9 @@
 // No method writes to BACKING before the tracker returned a token (or a
 // Handle for files open for writing, whose Touch is checked on every
 // write). If the tracker fails, the method returns the journal's errno
-// and BACKING is untouched. Reads never call the tracker (D5).
+// and BACKING is untouched. Kernel passthrough hands a file's reads and
+// writes to the kernel, which hsmfs then never sees: it is safe because
+// a writable open holds a durable intent from open to release, and every
+// query re-records it in its new period. Reads never call the tracker
+// (D5).
 package fs
