@@ -178,18 +178,17 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		defer n.r.b.putDir(nfd)
 	}
 
+	// go-fuse moves the inode in its tree only after Rename returns; a
+	// query waits for that (moves.go). An exchange moves both.
+	moved, dest := n.GetChild(name), np.GetChild(newName)
 	var fl uint8
-	var st unix.Stat_t
-	var ino uint64
-	if unix.Fstatat(ofd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		ino = st.Ino
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			fl |= checkpoint.FlagDir
-		}
+	ino, isDir := entryKind(moved, ofd, name)
+	if isDir {
+		fl |= checkpoint.FlagDir
 	}
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		fl |= checkpoint.FlagExchange
-		if unix.Fstatat(nfd, newName, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if _, d := entryKind(dest, nfd, newName); d {
 			fl |= checkpoint.FlagDir
 		}
 	}
@@ -198,12 +197,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		n.r.logJournalError(checkpoint.OpRename, oldRel, err)
 		return toErrno(err)
 	}
-	// go-fuse moves the inode in its tree only after Rename returns; a
-	// query waits for that (moves.go). An exchange moves both.
 	from, fromName := n.EmbeddedInode(), name
-	moved := n.GetChild(name)
 	if moved == nil && flags&unix.RENAME_EXCHANGE != 0 {
-		from, fromName, moved = np.EmbeddedInode(), newName, np.GetChild(newName)
+		from, fromName, moved = np.EmbeddedInode(), newName, dest
 	}
 	err = unix.Renameat2(ofd, name, nfd, newName, uint(flags))
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
@@ -216,4 +212,20 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	n.r.moves.add(from, fromName, moved)
 	tok.End()
 	return 0
+}
+
+// entryKind gives the inode number of (dirfd, name) and whether it is a
+// directory: from its node if the kernel has looked it up (the type of
+// an inode never changes), which saves a stat per rename, else from
+// BACKING. ino is 0 if neither knows it.
+func entryKind(child *gofs.Inode, dirfd int, name string) (ino uint64, isDir bool) {
+	if child != nil {
+		a := child.StableAttr()
+		return a.Ino, a.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return 0, false
+	}
+	return st.Ino, st.Mode&unix.S_IFMT == unix.S_IFDIR
 }
