@@ -22,7 +22,9 @@
 // Begin, End, OpenWrite, Touch and Release may be called from any number
 // of goroutines. Query, Checkpoint, Bless and Close serialise on qmu.
 // Lock order: qmu → handlesMu → dedup shard mu → entry mu; stateMu and
-// gcMu are leaves. No lock but qmu is held across a Store call that syncs.
+// gcMu are leaves (tracker.go has the whole list, with the snapshot and
+// entries-snapshot locks). No lock but qmu, a snapshot's mu and an
+// entry's esnapMu is held across a Store call that syncs.
 //
 // # Durability argument
 //
@@ -53,9 +55,15 @@
 //     earlier runs without a completion as in flight. Directory intents of
 //     runs that ended uncleanly are answered with every entry of the
 //     directory, and names snapshots with every name they hold
-//     (coarse.go); whatever a query derives from BACKING rather than from
-//     a record is recorded before the answer is returned (query.go,
-//     recordDerived).
+//     (coarse.go), and every entry beneath a directory made in the
+//     period, which the entries snapshots of its ancestor's directory
+//     intent do not hold (newdirs.go); whatever a query derives from
+//     BACKING rather than from a record is recorded before the answer is
+//     returned (query.go, recordDerived).
+//  6. A query takes the paths of the files open for writing only after
+//     the caller's tree has applied every modification that already
+//     ended (SetPathSettler: go-fuse moves a renamed inode after Rename
+//     returns).
 //
 // Hence a path modified in period T is in every answer from the first
 // query that starts a period > T until a bless of an id > T, which

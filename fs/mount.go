@@ -60,7 +60,11 @@ func Mount(cfg Config) (*fuse.Server, error) {
 		info = func() map[string]any { return nil }
 	}
 	r.ctl = &ctlState{r: r, info: info}
-	r.tr.SetPathSettler(r.moves.settle)
+	r.tr.SetPathSettler(func() {
+		if !r.moves.settle() {
+			r.log.Warn("query: go-fuse did not apply a rename to its tree in time; an open file it moved may be re-recorded under its old name", "waited", settleTimeout)
+		}
+	})
 
 	// hsmfs is the only writer to BACKING (changes made beside it are a
 	// documented limit), so the kernel may cache entries and attributes.

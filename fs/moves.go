@@ -17,23 +17,31 @@ import (
 // drained period must be visible in the tree by then, or an open file it
 // moved would be re-recorded under its old name only, and a write after
 // the query would be listed under a name that no longer exists. So the
-// query first calls settle, which waits (100 ms at most, as go-fuse moves
-// the inode right after Rename returns) until every listed rename is in
-// the tree. Rename adds itself before its token ends, so every rename of
-// the drained period is listed or already applied.
+// query first calls settle, which waits until every rename listed when it
+// was called is in the tree (go-fuse moves the inode right after Rename
+// returns, so this is microseconds unless the daemon is starved of CPU).
+// Rename adds itself before its token ends, so every rename of the
+// drained period is listed or already applied.
+//
+// A listed rename counts as applied once the child is no longer at its
+// old name. The same inode can come back to that name only by a link or
+// another rename, and both sweep the list first (the kernel sends them
+// only after the rename's reply, so its move is applied by then).
 //
 // Earlier, each rename held its token in a goroutine until the move; a
 // goroutine and its timer per rename cost more than the rename's own
 // syscalls on a 2-core machine.
 type moves struct {
-	mu   sync.Mutex // guards list; go-fuse's inode locks are taken under it (GetChild), never the reverse
+	mu   sync.Mutex // guards list and seq; go-fuse's inode locks are taken under it (GetChild), never the reverse
 	list []move
+	seq  uint64 // of the latest add
 }
 
 type move struct {
 	parent *gofs.Inode
 	name   string
 	child  *gofs.Inode
+	seq    uint64
 }
 
 // applied reports whether go-fuse has moved child away from name.
@@ -43,40 +51,57 @@ func (m *move) applied() bool { return m.parent.GetChild(m.name) != m.child }
 // that are applied by now: for serial renames the list holds one.
 func (ms *moves) add(parent *gofs.Inode, name string, child *gofs.Inode) {
 	ms.mu.Lock()
-	ms.sweepLocked()
-	ms.list = append(ms.list, move{parent: parent, name: name, child: child})
+	ms.sweepLocked(0)
+	ms.seq++
+	ms.list = append(ms.list, move{parent: parent, name: name, child: child, seq: ms.seq})
 	ms.mu.Unlock()
 }
 
-func (ms *moves) sweepLocked() int {
+// sweep drops the renames that are applied.
+func (ms *moves) sweep() {
+	ms.mu.Lock()
+	ms.sweepLocked(0)
+	ms.mu.Unlock()
+}
+
+// sweepLocked drops the renames that are applied, and those numbered up
+// to drop whether applied or not.
+func (ms *moves) sweepLocked(drop uint64) {
 	keep := ms.list[:0]
 	for _, m := range ms.list {
-		if !m.applied() {
+		if m.seq > drop && !m.applied() {
 			keep = append(keep, m)
 		}
 	}
 	clear(ms.list[len(keep):])
 	ms.list = keep
-	return len(keep)
 }
 
-// settle waits until every listed rename is applied to the tree.
-func (ms *moves) settle() {
-	deadline := time.Now().Add(100 * time.Millisecond)
+// settleTimeout bounds the wait of one query for go-fuse's moves.
+const settleTimeout = time.Second
+
+// settle waits until every rename listed when it was called is applied
+// to the tree. After settleTimeout it gives up on them (and reports
+// false): a starved daemon must not hold queries forever.
+func (ms *moves) settle() bool {
+	ms.mu.Lock()
+	upto := ms.seq
+	ms.mu.Unlock()
+	deadline := time.Now().Add(settleTimeout)
 	for {
 		ms.mu.Lock()
-		n := ms.sweepLocked()
-		if n > 0 && time.Now().After(deadline) {
-			// Not applied in 100 ms: go-fuse did not move the
-			// inode (the kernel forgot it meanwhile). Waiting longer
-			// would not help.
-			clear(ms.list)
-			ms.list = ms.list[:0]
-			n = 0
+		ms.sweepLocked(0)
+		waiting := len(ms.list) > 0 && ms.list[0].seq <= upto // the list is in seq order
+		late := waiting && time.Now().After(deadline)
+		if late {
+			ms.sweepLocked(upto)
 		}
 		ms.mu.Unlock()
-		if n == 0 {
-			return
+		if !waiting {
+			return true
+		}
+		if late {
+			return false
 		}
 		time.Sleep(50 * time.Microsecond)
 	}

@@ -21,7 +21,8 @@ var (
 )
 
 // begin records the intent for one name in n and opens n's directory in
-// BACKING. On success the caller must close dirfd and end the token.
+// BACKING. On success the caller must give dirfd back with putDir
+// (it may be shared: dircache.go) and end the token.
 func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint.Token, dirfd int, errno syscall.Errno) {
 	if n.reserved(name) {
 		return tok, -1, syscall.EPERM
@@ -98,6 +99,8 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno != 0 {
 		return nil, errno
 	}
+	// A link can bring a renamed inode back to its old name (moves.go).
+	n.r.moves.sweep()
 	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
 	if err != nil {
 		n.r.logJournalError(checkpoint.OpLink, rel, err)
@@ -182,13 +185,13 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// query waits for that (moves.go). An exchange moves both.
 	moved, dest := n.GetChild(name), np.GetChild(newName)
 	var fl uint8
-	ino, isDir := entryKind(moved, ofd, name)
+	ino, isDir := n.entryKind(moved, ofd, name)
 	if isDir {
 		fl |= checkpoint.FlagDir
 	}
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		fl |= checkpoint.FlagExchange
-		if _, d := entryKind(dest, nfd, newName); d {
+		if _, d := n.entryKind(dest, nfd, newName); d {
 			fl |= checkpoint.FlagDir
 		}
 	}
@@ -217,8 +220,8 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 // entryKind gives the inode number of (dirfd, name) and whether it is a
 // directory: from its node if the kernel has looked it up (the type of
 // an inode never changes), which saves a stat per rename, else from
-// BACKING. ino is 0 if neither knows it.
-func entryKind(child *gofs.Inode, dirfd int, name string) (ino uint64, isDir bool) {
+// BACKING (numbered as the node would be). ino is 0 if neither knows it.
+func (n *Node) entryKind(child *gofs.Inode, dirfd int, name string) (ino uint64, isDir bool) {
 	if child != nil {
 		a := child.StableAttr()
 		return a.Ino, a.Mode&unix.S_IFMT == unix.S_IFDIR
@@ -227,5 +230,7 @@ func entryKind(child *gofs.Inode, dirfd int, name string) (ino uint64, isDir boo
 	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return 0, false
 	}
-	return st.Ino, st.Mode&unix.S_IFMT == unix.S_IFDIR
+	var sst syscall.Stat_t
+	sst.Ino, sst.Dev = st.Ino, st.Dev
+	return n.idFromStat(&sst, &syscall.Timespec{}).Ino, st.Mode&unix.S_IFMT == unix.S_IFDIR
 }

@@ -66,13 +66,25 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	// Until the inode exists its path is rel; afterwards it follows renames.
+	// Until the inode is in go-fuse's tree its path is rel (go-fuse adds
+	// it after Create returns; a query meanwhile must still re-record the
+	// open file); afterwards it follows renames, and fails once the file
+	// is unlinked.
 	var child atomic.Pointer[gofs.Inode]
+	var placed atomic.Bool
 	pathFn := func() (string, bool) {
-		if c := child.Load(); c != nil {
-			return inodePath(c)
+		c := child.Load()
+		if c == nil {
+			return rel, true
 		}
-		return rel, true
+		if p, ok := inodePath(c); ok {
+			placed.Store(true)
+			return p, true
+		}
+		if !placed.Load() {
+			return rel, true
+		}
+		return "", false
 	}
 	var h *checkpoint.Handle
 	var tok checkpoint.Token
