@@ -154,13 +154,21 @@ type TypedLister interface {
 // A removal of a name that the snapshots do not hold (a name that
 // appeared after them: a rename and then an unlink of the new name, or a
 // create and an unlink) is a synced fine record. After resnapshotMisses
-// such misses, and at least one per 64 names (a large directory costs
-// more to read), the next miss takes a new snapshot instead, which covers
-// the names that appeared meanwhile: a workload that renames a directory's
-// files and then deletes them pays one more snapshot, not a sync per
-// file. A workload whose every removal misses (create a temporary name,
-// rename it away) pays at most one snapshot per resnapshotMisses syncs.
-const resnapshotMisses = 16
+// such misses, and at least one per 256 names (a large directory costs
+// more to read and to append), the next miss takes a new snapshot
+// instead, which covers the names that appeared meanwhile: a workload
+// that renames a directory's files and then deletes them pays one more
+// snapshot, not a sync per file. A workload whose every removal misses
+// (create a temporary name, rename it away) pays at most one snapshot per
+// resnapshotMisses syncs. A snapshot costs one sync too, plus reading the
+// directory: with 16 misses and one per 64 names, 4 processes unlinking
+// their renamed files (1,000 per directory) made 45 journal syncs; with
+// 4 and 256, 11.
+const resnapshotMisses = 4
+
+// resnapshotPerNames: a directory of n names takes a new snapshot after
+// n/resnapshotPerNames misses at the earliest.
+const resnapshotPerNames = 256
 
 // snapshot is the names state of an OpNames entry: the union of every
 // snapshot of its directory in its period, all durable.
@@ -322,7 +330,7 @@ func (t *Tracker) covered(e *entry, path string) bool {
 		return true // another removal took a new snapshot meanwhile
 	}
 	s.misses++
-	if s.misses <= max(t.resnapshotAfter, len(*old)/64) {
+	if s.misses <= max(t.resnapshotAfter, len(*old)/resnapshotPerNames) {
 		return false
 	}
 	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, time.Now())
