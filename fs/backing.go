@@ -60,7 +60,7 @@ func (b *Backing) Path() string { return b.path }
 
 // Close releases the root fd.
 func (b *Backing) Close() error {
-	b.dirs.close()
+	b.dirs.invalidate() // closes the cached fds; those in use close at their put
 	return unix.Close(b.rootFd)
 }
 
@@ -108,17 +108,6 @@ func (b *Backing) openBeneath(rel string, flags int, mode uint32) (int, error) {
 		return b.openBeneath(rel, flags, mode)
 	}
 	return fd, err
-}
-
-// parentAt opens the parent directory of rel and returns it with the
-// final name. The caller closes dirfd.
-func (b *Backing) parentAt(rel string) (dirfd int, name string, err error) {
-	dir, name := splitPath(rel)
-	if name == "" {
-		return -1, "", unix.EINVAL
-	}
-	dirfd, err = b.openDir(dir)
-	return dirfd, name, err
 }
 
 func splitPath(rel string) (dir, name string) {
@@ -235,11 +224,11 @@ func (b *Backing) fstatat(rel string, st *unix.Stat_t) error {
 	if rel == "" {
 		return unix.Fstat(b.rootFd, st)
 	}
-	dirfd, name, err := b.parentAt(rel)
+	dirfd, name, err := b.parentDir(rel)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(dirfd)
+	defer b.putDir(dirfd)
 	return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 }
 

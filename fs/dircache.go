@@ -35,7 +35,6 @@ type dirCache struct {
 
 type dirEnt struct {
 	fd      int
-	path    string
 	refs    int
 	dropped bool // no longer in byPath: closed at the last put
 }
@@ -72,7 +71,7 @@ func (c *dirCache) add(path string, fd int, gen uint64) {
 	if len(c.byPath) >= dirCacheMax {
 		c.dropAllLocked()
 	}
-	e := &dirEnt{fd: fd, path: path, refs: 1}
+	e := &dirEnt{fd: fd, refs: 1}
 	c.byPath[path] = e
 	c.byFd[fd] = e
 }
@@ -116,9 +115,6 @@ func (c *dirCache) dropAllLocked() {
 	}
 }
 
-// close drops every entry; fds in use are closed by their put.
-func (c *dirCache) close() { c.invalidate() }
-
 // dir is openDir through the cache: the fd may be shared, so the caller
 // gives it back with putDir and never closes it.
 func (b *Backing) dir(rel string) (int, error) {
@@ -136,7 +132,8 @@ func (b *Backing) dir(rel string) (int, error) {
 
 func (b *Backing) putDir(fd int) { b.dirs.put(fd) }
 
-// parentDir is parentAt through the cache; give dirfd back with putDir.
+// parentDir opens (or takes from the cache) the parent directory of rel
+// and returns it with the final name; give dirfd back with putDir.
 func (b *Backing) parentDir(rel string) (dirfd int, name string, err error) {
 	dir, name := splitPath(rel)
 	if name == "" {

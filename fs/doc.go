@@ -21,9 +21,9 @@
 //
 // go-fuse calls the node methods from many goroutines. The package's own
 // mutable state: ctlState.lastErr (guarded by ctlState.mu), the
-// directory fd cache (dirCache.mu, a leaf) and the pending renames
+// directory fd cache (dirCache.mu, a leaf), the pending renames
 // (moves.mu, held while go-fuse's inode locks are taken by GetChild,
-// never the reverse). Ordering between modifications and queries is the
+// never the reverse) and control.go's freeing flag (atomic). Ordering between modifications and queries is the
 // tracker's job.
 //
 // # Durability argument
