@@ -75,39 +75,50 @@ func (b *Backing) openDir(rel string) (int, error) {
 
 // openBeneath opens rel beneath the root with flags. Every component but
 // the last must be a real directory; with O_NOFOLLOW|O_PATH the last may
-// be a symlink, which is then opened itself.
+// be a symlink, which is then opened itself. A path longer than one
+// openat2 accepts is walked in pieces, each resolved from the directory
+// fd that the previous piece gave, so no depth is too deep.
 func (b *Backing) openBeneath(rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	const chunk = 3000
 	dirfd := b.rootFd
-	for len(rel) > chunk {
-		cut := strings.LastIndexByte(rel[:chunk], '/')
-		if cut <= 0 {
-			return -1, unix.ENAMETOOLONG
-		}
-		fd, err := unix.Openat2(dirfd, rel[:cut], &unix.OpenHow{
-			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolveFlags})
+	closeDir := func() {
 		if dirfd != b.rootFd {
 			unix.Close(dirfd)
 		}
+	}
+	defer func() { closeDir() }()
+	for len(rel) > walkChunk {
+		cut := strings.LastIndexByte(rel[:walkChunk], '/')
+		if cut <= 0 {
+			return -1, unix.ENAMETOOLONG // one name over walkChunk bytes
+		}
+		fd, err := openat2(dirfd, rel[:cut], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return -1, err
 		}
+		closeDir()
 		dirfd, rel = fd, rel[cut+1:]
 	}
-	fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: resolveFlags})
-	if dirfd != b.rootFd {
-		unix.Close(dirfd)
+	return openat2(dirfd, rel, flags, mode)
+}
+
+// walkChunk is the longest piece of a path that openBeneath hands to one
+// openat2: below PATH_MAX (4096), and far above NAME_MAX (255).
+const walkChunk = 3000
+
+// openat2 resolves rel beneath dirfd. openat2 says EAGAIN when a
+// concurrent rename raced the lookup under RESOLVE_BENEATH; the man page
+// suggests retrying, from the same directory.
+func openat2(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: resolveFlags}
+	for try := 0; ; try++ {
+		fd, err := unix.Openat2(dirfd, rel, how)
+		if err != unix.EAGAIN || try == 8 {
+			return fd, err
+		}
 	}
-	if err == unix.EAGAIN {
-		// openat2 says EAGAIN when a concurrent rename raced the
-		// lookup under RESOLVE_BENEATH; one retry is what the man
-		// page suggests.
-		return b.openBeneath(rel, flags, mode)
-	}
-	return fd, err
 }
 
 func splitPath(rel string) (dir, name string) {

@@ -18,8 +18,8 @@ import (
 // Kernel passthrough hands reads and writes straight to the kernel, so
 // hsmfs never sees them. That is safe here because the intent is taken at
 // open, not at write: a writable File holds a durable intent from open to
-// release, and every query re-records it in its new period. ioctl is
-// refused: several ioctls modify a file (FS_IOC_SETFLAGS, ...).
+// release, and every query re-records it in its new period. ioctls go
+// through Node.Ioctl (ioctl.go), never through the File.
 type File struct {
 	*gofs.LoopbackFile
 	fd    int // owned by LoopbackFile, valid until Release
@@ -37,7 +37,7 @@ var (
 	_ = (gofs.FileAllocater)((*File)(nil))
 	_ = (gofs.FileReleaser)((*File)(nil))
 	_ = (gofs.FilePassthroughFder)((*File)(nil))
-	_ = (gofs.FileIoctler)((*File)(nil))
+	_ = (gofs.FileWritever)((*File)(nil))
 )
 
 func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc) *File {
@@ -56,8 +56,13 @@ func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoin
 // on the FUSE file. When an O_RDWR fd cannot be had (a read-only
 // filesystem, a running executable), passthrough is declined and the I/O
 // goes through hsmfs.
+//
+// A file with setuid, setgid or capabilities is not passed through
+// either: the kernel writes a passed-through file with hsmfs's
+// credentials, which keep the bits that an unprivileged writer must
+// clear (killpriv.go), so its writes must reach hsmfs.
 func (f *File) PassthroughFd() (int, bool) {
-	if !f.r.passthrough {
+	if !f.r.passthrough || hasPrivs(f.fd) {
 		return -1, false
 	}
 	if f.rdwr {
@@ -85,20 +90,39 @@ func (f *File) PassthroughFd() (int, bool) {
 	return fd, true
 }
 
-// Ioctl is refused: several ioctls modify the file.
-func (f *File) Ioctl(ctx context.Context, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
-	return 0, syscall.ENOTTY
-}
-
 func (f *File) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	if f.h == nil {
 		return 0, syscall.EBADF
 	}
-	if err := f.h.Touch(); err != nil {
-		f.r.logJournalError(checkpoint.OpWrite, "", err)
-		return 0, toErrno(err)
+	if errno := f.beforeWrite(ctx); errno != 0 {
+		return 0, errno
 	}
 	return f.LoopbackFile.Write(ctx, data, off)
+}
+
+// beforeWrite checks that the handle's intent is current, and clears
+// setuid, setgid and capabilities if the kernel asks (killpriv.go).
+func (f *File) beforeWrite(ctx context.Context) syscall.Errno {
+	if err := f.h.Touch(); err != nil {
+		f.r.logJournalError(checkpoint.OpWrite, "", err)
+		return toErrno(err)
+	}
+	if f.r.killRequested(ctx) {
+		return f.r.killFd(ctx, f.fd, f.path)
+	}
+	return 0
+}
+
+// Writev is Write for data that go-fuse received in pieces; without it the
+// embedded LoopbackFile would write them unchecked.
+func (f *File) Writev(ctx context.Context, data [][]byte, off int64) (uint32, syscall.Errno) {
+	if f.h == nil {
+		return 0, syscall.EBADF
+	}
+	if errno := f.beforeWrite(ctx); errno != 0 {
+		return 0, errno
+	}
+	return f.LoopbackFile.Writev(ctx, data, off)
 }
 
 // begin records an intent for an operation through the handle that ops

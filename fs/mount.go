@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,7 +53,8 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough}
+	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
+		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node
@@ -81,6 +84,9 @@ func Mount(cfg Config) (*fuse.Server, error) {
 		},
 		UID: cfg.UID,
 		GID: cfg.GID,
+		// Show mode 0000 as 0000: go-fuse would show 0644 (0755 for a
+		// directory), and the kernel would let others in by it.
+		NullPermissions: true,
 	}
 	for _, o := range cfg.Options {
 		for _, kv := range strings.Split(o, ",") {
@@ -95,9 +101,27 @@ func Mount(cfg Config) (*fuse.Server, error) {
 			}
 		}
 	}
-	srv, err := gofs.Mount(cfg.Mountpoint, r.node, opts)
+	// hsmfs serves every caller with its own privileges (root, with
+	// allow_other): the kernel must check each access against the mode
+	// and owner that BACKING holds, as the backing filesystem would.
+	if !slices.Contains(opts.MountOptions.Options, "default_permissions") {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
+	}
+	// HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
+	// before every write and leaves clearing setuid, setgid and
+	// capabilities to hsmfs (killpriv.go).
+	opts.MountOptions.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	r.kills = &killFlags{RawFileSystem: gofs.NewNodeFS(r.node, opts)}
+	srv, err := fuse.NewServer(r.kills, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	if srv.KernelSettings().Flags64()&fuse.CAP_HANDLE_KILLPRIV_V2 == 0 {
+		log.Warn("the kernel does not offer HANDLE_KILLPRIV_V2: it asks for security.capability before every write and clears setuid and setgid itself")
 	}
 	return srv, nil
 }

@@ -21,9 +21,15 @@ type Root struct {
 	ctl   *ctlState
 	uid   uint32 // the user who mounted: the owner of .hsm
 	gid   uint32
-	log   *slog.Logger
+	// euid and egid are the daemon's own: what it creates starts as
+	// theirs (giveToCaller).
+	euid, egid uint32
+	log        *slog.Logger
 	// passthrough lets the kernel do file I/O on the backing fd.
 	passthrough bool
+	// kills notes the requests that asked for setuid, setgid and
+	// capabilities to be cleared (killpriv.go).
+	kills *killFlags
 	// moves lists renames that go-fuse has not applied to its tree yet.
 	moves moves
 }
@@ -162,15 +168,41 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return n.newChild(ctx, dirfd, base, out)
 }
 
-// preserveOwner gives a new entry to the caller, as the kernel would, when
-// hsmfs runs as root (with allow_other, other users create files too).
-func preserveOwner(ctx context.Context, dirfd int, name string) {
-	if unix.Getuid() != 0 {
+// giveToCaller makes a new entry the caller's, as the kernel would have
+// made it had the caller created it on the backing filesystem itself.
+// hsmfs creates as its own user, so when it runs as root (with
+// allow_other, other users create files too) the entry starts as root's:
+//   - the owner becomes the caller;
+//   - the group becomes the caller's, unless the directory is setgid, in
+//     which case the backing filesystem already gave it the directory's
+//     group (and a new directory the setgid bit);
+//   - a chown clears setuid and setgid on anything but a directory, even
+//     as root, so the mode that the kernel asked for (which it has already
+//     stripped of what the caller may not set) is put back.
+//
+// No one else sees the entry in between: the kernel holds the parent
+// directory's lock for the whole operation, and a root-owned entry is at
+// most as open as the one the caller asked for.
+func (r *Root) giveToCaller(ctx context.Context, dirfd int, name string, mode uint32) {
+	if r.euid != 0 {
 		return
 	}
 	caller, ok := fuse.FromContext(ctx)
 	if !ok {
 		return
 	}
-	unix.Fchownat(dirfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	uid, gid := int(caller.Uid), int(caller.Gid)
+	var dst unix.Stat_t
+	if unix.Fstat(dirfd, &dst) == nil && dst.Mode&unix.S_ISGID != 0 {
+		gid = -1 // the directory's group stays
+	}
+	if uid == int(r.euid) && (gid == -1 || gid == int(r.egid)) {
+		return
+	}
+	if unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return
+	}
+	if t := mode & unix.S_IFMT; mode&(unix.S_ISUID|unix.S_ISGID) != 0 && t != unix.S_IFDIR && t != unix.S_IFLNK {
+		unix.Fchmodat(dirfd, name, mode&07777, 0)
+	}
 }

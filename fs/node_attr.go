@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"unsafe"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -21,7 +22,7 @@ var (
 func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Intent {
 	var ins []checkpoint.Intent
 	add := func(op checkpoint.Op) { ins = append(ins, checkpoint.Intent{Op: op, Ino: ino, Path: rel}) }
-	if _, ok := in.GetMode(); ok {
+	if _, ok := in.GetMode(); ok || setattrKills(in) {
 		add(checkpoint.OpChmod)
 	}
 	_, uok := in.GetUID()
@@ -55,7 +56,13 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return syscall.ENOENT
 	}
 	if file, ok := f.(*File); ok {
-		return file.LoopbackFile.Setattr(ctx, in, out)
+		if errno := file.LoopbackFile.Setattr(ctx, in, out); errno != 0 || !setattrKills(in) {
+			return errno
+		}
+		if err := clearPrivs(ctx, file.fd); err != nil {
+			return toErrno(err)
+		}
+		return file.LoopbackFile.Getattr(ctx, out)
 	}
 	if n.IsRoot() {
 		return n.setattrRoot(in, out)
@@ -92,6 +99,11 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if ts, ok := utimes(in); ok {
 		if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return gofs.ToErrno(err)
+		}
+	}
+	if setattrKills(in) {
+		if errno := killAt(ctx, dirfd, name); errno != 0 {
+			return errno
 		}
 	}
 	return statOut(dirfd, name, out)
@@ -154,26 +166,14 @@ func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno 
 		return syscall.EISDIR
 	}
 	if ts, ok := utimes(in); ok {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, n.r.b.path, ts, 0); err != nil {
+		if err := futimens(fd, ts); err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
 	return statOut(fd, "", out)
 }
 
-// xattrPath names the node for the l*xattr calls, which have no *at form.
-func (n *Node) xattrPath(rel string) (string, func(), error) {
-	if n.IsRoot() {
-		return n.r.b.path, func() {}, nil
-	}
-	dirfd, name, err := n.r.b.parentDir(rel)
-	if err != nil {
-		return "", nil, err
-	}
-	return procPath(dirfd, name), func() { n.r.b.putDir(dirfd) }, nil
-}
-
-func (n *Node) xattrOp(op checkpoint.Op, do func(p string) error) syscall.Errno {
+func (n *Node) xattrOp(op checkpoint.Op, do func(p string, fd int) error) syscall.Errno {
 	rel, ok := n.relPath()
 	if !ok {
 		return syscall.ENOENT
@@ -184,20 +184,25 @@ func (n *Node) xattrOp(op checkpoint.Op, do func(p string) error) syscall.Errno 
 		return toErrno(err)
 	}
 	defer tok.End()
-	p, done, err := n.xattrPath(rel)
-	if err != nil {
-		return gofs.ToErrno(err)
-	}
-	defer done()
-	return gofs.ToErrno(do(p))
+	return n.withXattrPath(do)
 }
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.xattrOp(checkpoint.OpSetxattr, func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) })
+	return n.xattrOp(checkpoint.OpSetxattr, func(p string, fd int) error {
+		if fd >= 0 {
+			return unix.Fsetxattr(fd, attr, data, int(flags))
+		}
+		return unix.Lsetxattr(p, attr, data, int(flags))
+	})
 }
 
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.xattrOp(checkpoint.OpRemovexattr, func(p string) error { return unix.Lremovexattr(p, attr) })
+	return n.xattrOp(checkpoint.OpRemovexattr, func(p string, fd int) error {
+		if fd >= 0 {
+			return unix.Fremovexattr(fd, attr)
+		}
+		return unix.Lremovexattr(p, attr)
+	})
 }
 
 // CopyFileRange records the intent on the destination and copies between
@@ -214,7 +219,24 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		return 0, errno
 	}
 	defer tok.End()
+	// The kernel sends no kill flag with a copy; as for a write, a
+	// caller other than root clears the bits (killpriv.go).
+	if c := callerOf(ctx); c != nil && c.Uid != 0 {
+		if errno := fout.r.killFd(ctx, fout.fd, fout.path); errno != 0 {
+			return 0, errno
+		}
+	}
 	oi, oo := int64(offIn), int64(offOut)
 	cnt, err := unix.CopyFileRange(fin.fd, &oi, fout.fd, &oo, int(length), int(flags))
 	return uint32(cnt), gofs.ToErrno(err)
+}
+
+// futimens sets the times of the file open at fd (utimensat with a NULL
+// path, which x/sys/unix has no wrapper for).
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }

@@ -51,7 +51,7 @@ func dirOf(rel string) string {
 
 // create is the common tail of mkdir, mknod and symlink: make the entry
 // with mk, give it to the caller, and return its inode.
-func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags uint8, out *fuse.EntryOut, mk func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
+func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags uint8, mode uint32, out *fuse.EntryOut, mk func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
 	tok, dirfd, errno := n.begin(name, op, flags)
 	if errno != 0 {
 		return nil, errno
@@ -61,24 +61,24 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 	if err := mk(dirfd); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	preserveOwner(ctx, dirfd, name)
+	n.r.giveToCaller(ctx, dirfd, name, mode)
 	return n.newChild(ctx, dirfd, name, out)
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpMkdir, checkpoint.FlagDir, out, func(dirfd int) error {
+	return n.create(ctx, name, checkpoint.OpMkdir, checkpoint.FlagDir, mode|unix.S_IFDIR, out, func(dirfd int) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
 }
 
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpMknod, 0, out, func(dirfd int) error {
+	return n.create(ctx, name, checkpoint.OpMknod, 0, mode, out, func(dirfd int) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
 
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpSymlink, 0, out, func(dirfd int) error {
+	return n.create(ctx, name, checkpoint.OpSymlink, 0, unix.S_IFLNK, out, func(dirfd int) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
 }

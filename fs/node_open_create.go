@@ -33,10 +33,14 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, syscall.ENOENT
 	}
 	var h *checkpoint.Handle
+	kill := n.r.killRequested(ctx)
 	if isWrite(flags) {
 		var extra []checkpoint.Op
 		if flags&syscall.O_TRUNC != 0 {
 			extra = append(extra, checkpoint.OpTruncate)
+		}
+		if kill {
+			extra = append(extra, checkpoint.OpChmod)
 		}
 		var err error
 		h, err = n.r.tr.OpenWrite(n.relPath, n.StableAttr().Ino, extra...)
@@ -51,6 +55,15 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			h.Release()
 		}
 		return nil, 0, gofs.ToErrno(err)
+	}
+	if kill && h != nil {
+		// O_TRUNC by a caller without CAP_FSETID (killpriv.go), under
+		// the chmod intent taken with the open.
+		if err := clearPrivs(ctx, fd); err != nil {
+			unix.Close(fd)
+			h.Release()
+			return nil, 0, toErrno(err)
+		}
 	}
 	return newFile(fd, flags, h, n.r, n.relPath), 0, 0
 }
@@ -118,7 +131,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return fail(gofs.ToErrno(err))
 	}
-	preserveOwner(ctx, dirfd, name)
+	n.r.giveToCaller(ctx, dirfd, name, mode|unix.S_IFREG)
 	var st syscall.Stat_t
 	var btime syscall.Timespec
 	if err := statAt(fd, "", &st, &btime); err != nil {

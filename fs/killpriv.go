@@ -1,0 +1,211 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/checkpoint"
+	"golang.org/x/sys/unix"
+)
+
+// Clearing setuid, setgid and file capabilities (HANDLE_KILLPRIV_V2).
+//
+// Without the capability the kernel asks the daemon for
+// security.capability before every write(2), one round trip per write,
+// even under kernel passthrough. With it, the kernel stops asking and
+// tells the filesystem instead when a modification by a caller without
+// CAP_FSETID must clear the bits, as ext4 would:
+//   - a WRITE with FUSE_WRITE_KILL_SUIDGID;
+//   - a SETATTR with FATTR_KILL_SUIDGID (a truncate by such a caller, any
+//     chown of a non-directory);
+//   - an OPEN or CREATE with FUSE_OPEN_KILL_SUIDGID (O_TRUNC by such a
+//     caller).
+//
+// Clearing means: setuid goes, setgid goes if group-execute is set (a
+// setgid file without it is a mandatory-locking mark, which stays), and
+// the security.capability xattr goes. It is a chmod of the path, with
+// its own intent first.
+//
+// go-fuse's node API drops the write and open flags on the way to the
+// node methods, so killFlags, a thin layer over go-fuse's raw
+// filesystem, notes them under the request's cancel channel, which is
+// the request's own for as long as it runs, and the node methods look
+// them up with killRequested.
+
+// capabilityXattr is the xattr that holds a file's capabilities.
+const capabilityXattr = "security.capability"
+
+// killFlags notes which requests asked for the bits to be cleared.
+type killFlags struct {
+	fuse.RawFileSystem
+	pending sync.Map // <-chan struct{} (the request's cancel) -> struct{}
+}
+
+func (k *killFlags) note(cancel <-chan struct{}, kill bool) func() {
+	if !kill {
+		return func() {}
+	}
+	k.pending.Store(cancel, struct{}{})
+	return func() { k.pending.Delete(cancel) }
+}
+
+func (k *killFlags) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	defer k.note(cancel, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0)()
+	return k.RawFileSystem.Write(cancel, in, data)
+}
+
+func (k *killFlags) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	defer k.note(cancel, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0)()
+	return k.RawFileSystem.Writev(cancel, in, data)
+}
+
+func (k *killFlags) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	defer k.note(cancel, in.Mode&fuse.OPEN_KILL_SUIDGID != 0)()
+	return k.RawFileSystem.Open(cancel, in, out)
+}
+
+func (k *killFlags) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	defer k.note(cancel, in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0)()
+	return k.RawFileSystem.Create(cancel, in, name, out)
+}
+
+// killRequested reports whether the request behind ctx asked for setuid,
+// setgid and capabilities to be cleared.
+func (r *Root) killRequested(ctx context.Context) bool {
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Cancel == nil || r.kills == nil {
+		return false
+	}
+	_, kill := r.kills.pending.Load(c.Cancel)
+	return kill
+}
+
+// setattrKills reports whether a SETATTR asks for the bits to be cleared.
+func setattrKills(in *fuse.SetAttrIn) bool {
+	return in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+}
+
+// privsToKill reports the mode without the bits that a modification by
+// caller, who lacks CAP_FSETID, clears, and whether anything is to be
+// cleared (the mode, or a security.capability xattr). The rules are the
+// kernel's (setattr_should_drop_suidgid): setuid always; setgid if
+// group-execute is set, or else if the caller is not in the file's group.
+func privsToKill(fd int, caller *fuse.Caller) (mode uint32, chmod, caps bool, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, false, false, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, false, false, nil
+	}
+	mode = st.Mode & 07777
+	mode &^= unix.S_ISUID
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !inGroup(caller, st.Gid)) {
+		mode &^= unix.S_ISGID
+	}
+	_, xerr := unix.Fgetxattr(fd, capabilityXattr, nil)
+	return mode, mode != st.Mode&07777, xerr == nil, nil
+}
+
+// inGroup reports whether the caller is in group gid: its fsgid, or one
+// of its supplementary groups (which FUSE does not pass on, so they are
+// read from /proc; only a setgid file without group-execute asks).
+func inGroup(caller *fuse.Caller, gid uint32) bool {
+	if caller == nil || caller.Gid == gid {
+		return caller != nil
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
+			for _, g := range strings.Fields(rest) {
+				if g == strconv.FormatUint(uint64(gid), 10) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// callerOf is the caller of the request behind ctx, or nil.
+func callerOf(ctx context.Context) *fuse.Caller {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c
+	}
+	return nil
+}
+
+// killPrivs clears the bits on the file open at fd. The caller holds an
+// intent that names the change.
+func killPrivs(fd int, mode uint32, chmod, caps bool) error {
+	if chmod {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return err
+		}
+	}
+	if caps {
+		if err := unix.Fremovexattr(fd, capabilityXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+			return err
+		}
+	}
+	return nil
+}
+
+// killFd clears the bits on the file open at fd if there are any,
+// recording a chmod of path first.
+func (r *Root) killFd(ctx context.Context, fd int, path func() (string, bool)) syscall.Errno {
+	mode, chmod, caps, err := privsToKill(fd, callerOf(ctx))
+	if err != nil || (!chmod && !caps) {
+		return toErrno(err)
+	}
+	if rel, ok := path(); ok {
+		tok, err := r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpChmod, Path: rel})
+		if err != nil {
+			r.logJournalError(checkpoint.OpChmod, rel, err)
+			return toErrno(err)
+		}
+		defer tok.End()
+	}
+	return toErrno(killPrivs(fd, mode, chmod, caps))
+}
+
+// killAt is killFd for (dirfd, name), under an intent the caller holds.
+func killAt(ctx context.Context, dirfd int, name string) syscall.Errno {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(clearPrivs(ctx, fd))
+}
+
+// clearPrivs clears the bits on the file open at fd, under an intent the
+// caller holds.
+func clearPrivs(ctx context.Context, fd int) error {
+	mode, chmod, caps, err := privsToKill(fd, callerOf(ctx))
+	if err != nil || (!chmod && !caps) {
+		return err
+	}
+	return killPrivs(fd, mode, chmod, caps)
+}
+
+// hasPrivs reports whether the file open at fd has setuid, setgid or
+// capabilities.
+func hasPrivs(fd int) bool {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return true
+	}
+	_, err := unix.Fgetxattr(fd, capabilityXattr, nil)
+	return err == nil
+}
