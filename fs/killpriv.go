@@ -96,7 +96,8 @@ func setattrKills(in *fuse.SetAttrIn) bool {
 // caller, who lacks CAP_FSETID, clears, and whether anything is to be
 // cleared (the mode, or a security.capability xattr). The rules are the
 // kernel's (setattr_should_drop_suidgid): setuid always; setgid if
-// group-execute is set, or else if the caller is not in the file's group.
+// group-execute is set, or else if the caller is not in the file's group
+// nor root (the kernel asks for a chown by root too).
 func privsToKill(fd int, caller *fuse.Caller) (mode uint32, chmod, caps bool, err error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -107,18 +108,19 @@ func privsToKill(fd int, caller *fuse.Caller) (mode uint32, chmod, caps bool, er
 	}
 	mode = st.Mode & 07777
 	mode &^= unix.S_ISUID
-	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !inGroup(caller, st.Gid)) {
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !inGroupOrRoot(caller, st.Gid)) {
 		mode &^= unix.S_ISGID
 	}
 	_, xerr := unix.Fgetxattr(fd, capabilityXattr, nil)
 	return mode, mode != st.Mode&07777, xerr == nil, nil
 }
 
-// inGroup reports whether the caller is in group gid: its fsgid, or one
-// of its supplementary groups (which FUSE does not pass on, so they are
-// read from /proc; only a setgid file without group-execute asks).
-func inGroup(caller *fuse.Caller, gid uint32) bool {
-	if caller == nil || caller.Gid == gid {
+// inGroupOrRoot reports whether the caller is root or in group gid: its
+// fsgid, or one of its supplementary groups (which FUSE does not pass on,
+// so they are read from /proc; only a setgid file without group-execute
+// asks).
+func inGroupOrRoot(caller *fuse.Caller, gid uint32) bool {
+	if caller == nil || caller.Uid == 0 || caller.Gid == gid {
 		return caller != nil
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", caller.Pid))
@@ -181,6 +183,10 @@ func (r *Root) killFd(ctx context.Context, fd int, path func() (string, bool)) s
 
 // killAt is killFd for (dirfd, name), under an intent the caller holds.
 func killAt(ctx context.Context, dirfd int, name string) syscall.Errno {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return toErrno(err) // only a regular file has bits to clear
+	}
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return toErrno(err)

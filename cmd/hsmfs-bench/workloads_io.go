@@ -27,13 +27,18 @@ var ioBuf = func() []byte {
 // writeFile writes size bytes in 1 MiB writes; the time covers open,
 // the writes, the fsync if asked, and close.
 func writeFile(p string, size int64, fsync bool) (time.Duration, error) {
+	return writeFileBy(p, size, fsync, ioBuf)
+}
+
+// writeFileBy is writeFile in writes of len(buf) bytes.
+func writeFileBy(p string, size int64, fsync bool, buf []byte) (time.Duration, error) {
 	start := time.Now()
 	fd, err := unix.Open(p, unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", p, err)
 	}
 	for n := int64(0); n < size; {
-		w, err := unix.Write(fd, ioBuf)
+		w, err := unix.Write(fd, buf)
 		if err != nil {
 			unix.Close(fd)
 			return 0, fmt.Errorf("write %s: %w", p, err)
@@ -112,14 +117,20 @@ func sampleSeqWrite(ctx context.Context, e *Env, t *Target, rep int) (map[string
 	for _, v := range []struct {
 		id    string
 		fsync bool
-	}{{"seqwrite.nofsync", false}, {"seqwrite.fsync", true}} {
+		buf   []byte
+		size  int64
+	}{
+		{"seqwrite.nofsync", false, ioBuf, e.sz.seqBytes},
+		{"seqwrite.fsync", true, ioBuf, e.sz.seqBytes},
+		{"seqwrite.4k", false, smallFile, e.sz.seqBytes / 4},
+	} {
 		// Start from a clean slate: no dirty data of earlier samples.
 		unix.Sync()
-		d, err := writeFile(p, e.sz.seqBytes, v.fsync)
+		d, err := writeFileBy(p, v.size, v.fsync, v.buf)
 		if err != nil {
 			return nil, err
 		}
-		out[v.id] = mibps(e.sz.seqBytes, d)
+		out[v.id] = mibps(v.size, d)
 		if err := os.Remove(p); err != nil {
 			return nil, err
 		}
