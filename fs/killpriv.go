@@ -87,6 +87,13 @@ func (r *Root) killRequested(ctx context.Context) bool {
 	return kill
 }
 
+// chownToNoOne reports whether a SETATTR is what chown(-1, -1) sends: a
+// change of nothing (but ctime). On ext4 such a chown still clears setuid
+// and setgid (even by root), so hsmfs makes the same chown in BACKING.
+func chownToNoOne(in *fuse.SetAttrIn) bool {
+	return in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_KILL_SUIDGID|fuse.FATTR_CTIME) == 0
+}
+
 // setattrKills reports whether a SETATTR asks for the bits to be cleared.
 func setattrKills(in *fuse.SetAttrIn) bool {
 	return in.Valid&fuse.FATTR_KILL_SUIDGID != 0
@@ -106,13 +113,47 @@ func privsToKill(fd int, caller *fuse.Caller) (mode uint32, chmod, caps bool, er
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return 0, false, false, nil
 	}
-	mode = st.Mode & 07777
-	mode &^= unix.S_ISUID
+	mode, chmod = killMode(&st, caller)
+	_, xerr := unix.Fgetxattr(fd, capabilityXattr, nil)
+	return mode, chmod, xerr == nil, nil
+}
+
+// killMode is the mode of st without the bits that caller's modification
+// clears, and whether that differs.
+func killMode(st *unix.Stat_t, caller *fuse.Caller) (uint32, bool) {
+	mode := st.Mode & 07777 &^ unix.S_ISUID
 	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !inGroupOrRoot(caller, st.Gid)) {
 		mode &^= unix.S_ISGID
 	}
-	_, xerr := unix.Fgetxattr(fd, capabilityXattr, nil)
-	return mode, mode != st.Mode&07777, xerr == nil, nil
+	return mode, mode != st.Mode&07777
+}
+
+// chownMayKill: a chown that clears setuid or setgid changes the mode,
+// which only the owner or root may do. Under HANDLE_KILLPRIV_V2 the
+// kernel leaves that check to hsmfs, and it sends the same empty SETATTR
+// for chown(-1, -1) as for the removal of privileges before a write by a
+// user who does not own the file. Failing the second would fail the
+// write, so a user who is neither owner nor root gets success and no
+// change (ext4 says EPERM to such a chown; docs/usage.md lists it), and
+// the write clears the bits itself (WRITE_KILL_SUIDGID).
+func (n *Node) chownMayKill(ctx context.Context, in *fuse.SetAttrIn) (skip bool, errno syscall.Errno) {
+	if !chownToNoOne(in) {
+		return false, 0
+	}
+	caller := callerOf(ctx)
+	if caller == nil || caller.Uid == 0 {
+		return false, 0
+	}
+	dirfd, name, done, errno := n.at()
+	if errno != 0 {
+		return false, errno
+	}
+	defer done()
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, toErrno(err)
+	}
+	return st.Uid != caller.Uid, 0
 }
 
 // inGroupOrRoot reports whether the caller is root or in group gid: its
