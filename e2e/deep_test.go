@@ -160,4 +160,3 @@ func mkdirAll(p string) error {
 	}
 	return mkdirAll(p)
 }
-

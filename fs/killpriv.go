@@ -87,11 +87,16 @@ func (r *Root) killRequested(ctx context.Context) bool {
 	return kill
 }
 
-// chownToNoOne reports whether a SETATTR is what chown(-1, -1) sends: a
-// change of nothing (but ctime). On ext4 such a chown still clears setuid
-// and setgid (even by root), so hsmfs makes the same chown in BACKING.
-func chownToNoOne(in *fuse.SetAttrIn) bool {
-	return in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_KILL_SUIDGID|fuse.FATTR_CTIME) == 0
+// emptySetattr reports whether a SETATTR changes nothing. The kernel
+// sends one for chown(-1, -1), and also after it removed a file's
+// capabilities before a write (notify_change with ATTR_FORCE alone), and
+// hsmfs cannot tell the two apart. On ext4 such a chown clears setuid
+// and setgid (and says EPERM to a user who does not own the file); doing
+// that here would clear them on every such write by root, where ext4
+// keeps them. So an empty SETATTR changes nothing (docs/usage.md lists
+// the difference).
+func emptySetattr(in *fuse.SetAttrIn) bool {
+	return in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_CTIME) == 0
 }
 
 // setattrKills reports whether a SETATTR asks for the bits to be cleared.
@@ -126,34 +131,6 @@ func killMode(st *unix.Stat_t, caller *fuse.Caller) (uint32, bool) {
 		mode &^= unix.S_ISGID
 	}
 	return mode, mode != st.Mode&07777
-}
-
-// chownMayKill: a chown that clears setuid or setgid changes the mode,
-// which only the owner or root may do. Under HANDLE_KILLPRIV_V2 the
-// kernel leaves that check to hsmfs, and it sends the same empty SETATTR
-// for chown(-1, -1) as for the removal of privileges before a write by a
-// user who does not own the file. Failing the second would fail the
-// write, so a user who is neither owner nor root gets success and no
-// change (ext4 says EPERM to such a chown; docs/usage.md lists it), and
-// the write clears the bits itself (WRITE_KILL_SUIDGID).
-func (n *Node) chownMayKill(ctx context.Context, in *fuse.SetAttrIn) (skip bool, errno syscall.Errno) {
-	if !chownToNoOne(in) {
-		return false, 0
-	}
-	caller := callerOf(ctx)
-	if caller == nil || caller.Uid == 0 {
-		return false, 0
-	}
-	dirfd, name, done, errno := n.at()
-	if errno != 0 {
-		return false, errno
-	}
-	defer done()
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return false, toErrno(err)
-	}
-	return st.Uid != caller.Uid, 0
 }
 
 // inGroupOrRoot reports whether the caller is root or in group gid: its

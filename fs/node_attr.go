@@ -27,7 +27,7 @@ func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Int
 	}
 	_, uok := in.GetUID()
 	_, gok := in.GetGID()
-	if uok || gok || chownToNoOne(in) {
+	if uok || gok {
 		add(checkpoint.OpChown)
 	}
 	if _, ok := in.GetSize(); ok {
@@ -44,11 +44,8 @@ func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Int
 // Setattr records chmod, chown, truncate and utimens, then applies them
 // through the open file if there is one, or through the parent's fd.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if skip, errno := n.chownMayKill(ctx, in); skip || errno != 0 {
-		if errno == 0 {
-			errno = n.Getattr(ctx, f, out)
-		}
-		return errno
+	if emptySetattr(in) {
+		return n.Getattr(ctx, f, out)
 	}
 	rel, named := n.relPath()
 	if ins := setattrIntents(in, n.StableAttr().Ino, rel); len(ins) > 0 && named {
@@ -126,7 +123,7 @@ func chownIDs(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
 	if gok {
 		gid = int(g)
 	}
-	return uid, gid, uok || gok || chownToNoOne(in)
+	return uid, gid, uok || gok
 }
 
 func utimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {

@@ -19,6 +19,6 @@
 //
 // The transcript compares the file type, mode, owner, group, size, link
 // count and symlink target of each path, and at the end of a phase the
-// whole tree with its user xattrs. Times are left out: they differ between
+// whole tree with its user xattrs and file capabilities. Times are left out: they differ between
 // any two runs.
 package posixdiff

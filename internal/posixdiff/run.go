@@ -225,10 +225,10 @@ func (r *runner) chmod() (string, error, []string) {
 func (r *runner) chown() (string, error, []string) {
 	p := r.path()
 	uid, gid := owners[r.rng.IntN(len(owners))], owners[r.rng.IntN(len(owners))]
-	if uid == -1 && gid == -1 && unix.Getuid() != 0 {
-		// A known difference (docs/usage.md): chown(-1, -1) of another
-		// user's setuid or setgid file says EPERM on ext4 and succeeds,
-		// changing nothing, through the mount.
+	if uid == -1 && gid == -1 {
+		// A known difference (docs/usage.md): chown(-1, -1) clears
+		// setuid and setgid on ext4, and changes nothing through the
+		// mount.
 		gid = 0
 	}
 	flags := []int{0, unix.AT_SYMLINK_NOFOLLOW}[r.rng.IntN(2)]
@@ -272,13 +272,21 @@ func (r *runner) utimens() (string, error, []string) {
 	return fmt.Sprintf("utimens %s now=%v", short(p), ts[0].Nsec == unix.UTIME_NOW), err, []string{p}
 }
 
+// fileCaps is a security.capability value (VFS_CAP_REVISION_2,
+// cap_net_bind_service permitted), as setcap writes it: writes and
+// chowns must remove it as ext4 does.
+var fileCaps = string([]byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+
 func (r *runner) setxattr() (string, error, []string) {
 	p, attr, val := r.path(), "user."+r.pick(names), r.pick(names)
+	if r.rng.IntN(3) == 0 {
+		attr, val = "security.capability", fileCaps
+	}
 	flags := []int{0, unix.XATTR_CREATE, unix.XATTR_REPLACE}[r.rng.IntN(3)]
 	err := at(r.rootfd, p, func(dirfd int, name string) error {
 		return unix.Lsetxattr(fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name), attr, []byte(val), flags)
 	})
-	return fmt.Sprintf("setxattr %s %s=%s flags=%d", short(p), attr, val, flags), err, []string{p}
+	return fmt.Sprintf("setxattr %s %s=%q flags=%d", short(p), attr, val, flags), err, []string{p}
 }
 
 func (r *runner) removexattr() (string, error, []string) {

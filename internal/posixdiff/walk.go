@@ -187,7 +187,8 @@ func readNames(dirfd int) ([]string, error) {
 	return names, nil
 }
 
-// xattrs lists the user.* xattrs of (dirfd, name) and their values.
+// xattrs lists the user.* xattrs and the capabilities of (dirfd, name)
+// with their values.
 func xattrs(dirfd int, name string) string {
 	p := fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 	buf := make([]byte, 4096)
@@ -197,7 +198,7 @@ func xattrs(dirfd int, name string) string {
 	}
 	var out []string
 	for _, a := range strings.Split(string(buf[:n]), "\x00") {
-		if !strings.HasPrefix(a, "user.") {
+		if !strings.HasPrefix(a, "user.") && a != "security.capability" {
 			continue
 		}
 		v := make([]byte, 256)
@@ -206,7 +207,7 @@ func xattrs(dirfd int, name string) string {
 			out = append(out, a+"="+errName(err))
 			continue
 		}
-		out = append(out, a+"="+string(v[:vn]))
+		out = append(out, fmt.Sprintf("%s=%q", a, v[:vn]))
 	}
 	sort.Strings(out)
 	if len(out) == 0 {
