@@ -1,21 +1,25 @@
 // Package fs is the FUSE side of hsmfs, and the only package that
-// imports go-fuse. Node embeds go-fuse's LoopbackNode for reads (getattr,
-// readdir, readlink, getxattr, statfs) and overrides lookup and every
-// modification: it asks the checkpoint tracker for a durable intent
-// first, then carries out the operation beneath BACKING's root fd with
-// *at calls (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_NOFOLLOW,
-// AT_SYMLINK_NOFOLLOW), so a symlink inside BACKING never leads outside
-// it, and finally ends the token, which records the completion.
+// imports go-fuse. Node embeds go-fuse's LoopbackNode but overrides every
+// operation that touches BACKING. A modification asks the checkpoint
+// tracker for a durable intent first, then is carried out beneath
+// BACKING's root fd with *at calls (openat2 with
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_NOFOLLOW, AT_SYMLINK_NOFOLLOW),
+// so a symlink inside BACKING never leads outside it, and finally ends
+// the token, which records the completion. Reads use the same fds, so
+// that no path is ever longer than one openat2 takes (trees deeper than
+// PATH_MAX work).
 //
 // Files are split by family: node_dir_ops.go (mkdir, mknod, symlink,
 // link, unlink, rmdir, rename), node_open_create.go (open, create),
-// node_attr.go (setattr, xattrs, copy_file_range), file.go (the open
-// file: write, fallocate, release, kernel passthrough; ioctl is refused
-// because it can modify a file), control.go (the .hsm directory),
-// backing.go (fd-relative access to BACKING), dircache.go (the fds of
-// recently used directories), moves.go (renames that go-fuse has not
-// applied to its tree yet), errno.go (the one place where errors become
-// errnos).
+// node_attr.go (setattr, xattrs, copy_file_range), node_read.go (getattr,
+// statx, readlink, getxattr, listxattr, readdir, statfs), ioctl.go (the
+// inode flags ioctls, the only ones that reach BACKING), killpriv.go
+// (clearing setuid, setgid and capabilities under HANDLE_KILLPRIV_V2),
+// file.go (the open file: write, fallocate, release, kernel passthrough),
+// control.go (the .hsm directory), backing.go (fd-relative access to
+// BACKING), dircache.go (the fds of recently used directories), moves.go
+// (renames that go-fuse has not applied to its tree yet), errno.go (the
+// one place where errors become errnos).
 //
 // # Concurrency
 //
@@ -23,7 +27,10 @@
 // mutable state: ctlState.lastErr (guarded by ctlState.mu), the
 // directory fd cache (dirCache.mu, a leaf), the pending renames
 // (moves.mu, held while go-fuse's inode locks are taken by GetChild,
-// never the reverse) and control.go's freeing flag (atomic). Ordering between modifications and queries is the
+// never the reverse), control.go's freeing flag (atomic) and the kill
+// flags of requests in flight (killFlags.pending, a sync.Map: one store
+// and one delete per request that carries a flag, no lock held across
+// calls). Ordering between modifications and queries is the
 // tracker's job.
 //
 // # Durability argument
@@ -34,6 +41,10 @@
 // and BACKING is untouched. Kernel passthrough hands a file's reads and
 // writes to the kernel, which hsmfs then never sees: it is safe because
 // a writable open holds a durable intent from open to release, and every
-// query re-records it in its new period. Reads never call the tracker
-// (D5).
+// query re-records it in its new period. Clearing setuid, setgid or
+// capabilities is a modification like any other: it runs under the
+// intent of the open, truncate or chown that caused it, or, for a
+// write, under a chmod intent of its own. An ioctl
+// reaches BACKING only through Node.Ioctl, which takes an intent before
+// chattr. Reads never call the tracker (D5).
 package fs

@@ -22,7 +22,9 @@ var (
 func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Intent {
 	var ins []checkpoint.Intent
 	add := func(op checkpoint.Op) { ins = append(ins, checkpoint.Intent{Op: op, Ino: ino, Path: rel}) }
-	if _, ok := in.GetMode(); ok || setattrKills(in) {
+	// Clearing setuid and setgid (setattrKills) is part of the chown or
+	// truncate that asks for it, under its intent.
+	if _, ok := in.GetMode(); ok {
 		add(checkpoint.OpChmod)
 	}
 	_, uok := in.GetUID()

@@ -39,9 +39,6 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if flags&syscall.O_TRUNC != 0 {
 			extra = append(extra, checkpoint.OpTruncate)
 		}
-		if kill {
-			extra = append(extra, checkpoint.OpChmod)
-		}
 		var err error
 		h, err = n.r.tr.OpenWrite(n.relPath, n.StableAttr().Ino, extra...)
 		if err != nil {
@@ -57,8 +54,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, gofs.ToErrno(err)
 	}
 	if kill && h != nil {
-		// O_TRUNC by a caller without CAP_FSETID (killpriv.go), under
-		// the chmod intent taken with the open.
+		// O_TRUNC by a caller without CAP_FSETID (killpriv.go), part of
+		// the truncate, under the intent taken with the open.
 		if err := clearPrivs(ctx, fd); err != nil {
 			unix.Close(fd)
 			h.Release()
