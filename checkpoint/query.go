@@ -84,19 +84,40 @@ func (t *Tracker) Query() (*Answer, error) {
 		}
 		return a
 	}
+	// Old names beneath renamed directories (renames.go): the renames,
+	// and the paths to walk back through them with the moment each was
+	// named (a record's place in the scan; atNow for BACKING as it is).
+	// A record becomes a source only if a rename before it moved one of
+	// its ancestors.
+	olds := newOldNames(nil)
+	var sources []source
+	sourceNow := func(p string) {
+		if len(olds.byTo) > 0 {
+			sources = append(sources, source{p, atNow})
+		}
+	}
+	at := 0
 	recorded := func(p string, r *Record, inflight bool) {
 		if a := add(p, r, inflight); a != nil {
 			a.recorded = true
-			a.real = a.real || r.Flags&FlagDerived == 0
+			if r.Flags&FlagDerived == 0 {
+				a.real = true
+				if olds.covers(p) {
+					sources = append(sources, source{p, at})
+				}
+			}
 		}
 	}
 	var dirRenames, entryRecs, dirIntents []*Record
 	var entryInflight, dirInflight []bool
+	var entryAt, dirAt []int
 	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
+		at++
 		inflight := r.Run < t.run && !completed
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
 			entryInflight = append(entryInflight, inflight)
+			entryAt = append(entryAt, at)
 			return
 		}
 		if r.Flags&FlagFine != 0 {
@@ -109,6 +130,7 @@ func (t *Tracker) Query() (*Answer, error) {
 		// not a directory costs one failed open.
 		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
 			dirRenames = append(dirRenames, r)
+			olds.add(renameAt{r, at})
 		}
 	})
 	if err != nil {
@@ -123,6 +145,7 @@ func (t *Tracker) Query() (*Answer, error) {
 		if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
 			dirIntents = append(dirIntents, r)
 			dirInflight = append(dirInflight, entryInflight[i])
+			dirAt = append(dirAt, entryAt[i])
 		}
 	}
 	// rsync with --files-from does not recurse: a renamed directory must
@@ -131,7 +154,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	for _, r := range dirRenames {
 		for _, top := range []string{r.Path, r.Path2} {
 			rr := r
-			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
+			if err := t.backing.Walk(top, func(p string) { add(p, rr, false); sourceNow(p) }); err != nil {
 				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -168,17 +191,20 @@ func (t *Tracker) Query() (*Answer, error) {
 			}
 			for _, n := range snapshotNames(r) {
 				add(dirPrefix(r.Path)+n, &rr, inflight)
+				if len(olds.byTo) > 0 {
+					sources = append(sources, source{dirPrefix(r.Path) + n, dirAt[i]})
+				}
 			}
 			continue
 		}
-		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight) }); err != nil {
+		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight); sourceNow(p) }); err != nil {
 			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
 		}
 	}
-	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
+	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight); sourceNow(p) }); err != nil {
 		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
-	addOldNames(paths, dirRenames, func(p string, r *Record) { add(p, r, false) })
+	addOldNames(paths, olds, sources, func(p string, r *Record) { add(p, r, false) })
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}
 	keys, aggs := sortedPaths(paths)
