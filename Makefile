@@ -6,7 +6,7 @@ BIN     := bin/hsmfs
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test unit e2e demo bench bench-short crashtest posixtest lint deps clean
+.PHONY: all build test unit e2e demo bench bench-short crashtest posixtest stormtest lint deps clean
 
 all: build
 
@@ -43,6 +43,13 @@ POSIXDIFF_SEED ?= 1
 posixtest: deps
 	HSMFS_POSIXDIFF_STEPS=50000 HSMFS_POSIXDIFF_SEEDS=4 HSMFS_POSIXDIFF_SEED=$(POSIXDIFF_SEED) \
 		$(GO) test -count=1 -timeout 60m -run 'TestPosix' -v ./e2e/
+
+# The rename storm at the bounded-answers target: 4 writers x 2,000
+# operations x 3 rounds, answers within 4 x (entries + operations), and
+# an exact copy by rsync every round. It fails today: the target is not
+# met yet (docs/performance.md).
+stormtest: deps
+	HSMFS_STORM=1 HSMFS_STORM_WRITERS=4 HSMFS_STORM_FACTOR=4 $(GO) test -count=1 -timeout 30m -run 'TestRenameStorm' -v ./e2e/
 
 bench: deps build
 	@bash scripts/bench.sh

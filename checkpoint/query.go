@@ -87,24 +87,25 @@ func (t *Tracker) Query() (*Answer, error) {
 	// Old names beneath renamed directories (renames.go): the renames,
 	// and the paths to walk back through them with the moment each was
 	// named (a record's place in the scan; atNow for BACKING as it is).
-	// A record becomes a source only if a rename before it moved one of
-	// its ancestors.
 	olds := newOldNames(nil)
 	var sources []source
 	sourceNow := func(p string) {
 		if len(olds.byTo) > 0 {
-			sources = append(sources, source{p, atNow})
+			sources = append(sources, source{p, atNow, atNow})
 		}
 	}
 	at := 0
+	periodEnd := make(map[uint64]int) // the last place of each period in the scan
 	recorded := func(p string, r *Record, inflight bool) {
 		if a := add(p, r, inflight); a != nil {
 			a.recorded = true
 			if r.Flags&FlagDerived == 0 {
 				a.real = true
-				if olds.covers(p) {
-					sources = append(sources, source{p, at})
-				}
+				// Every record is a source: a rename later in
+				// its period may bring what a deduplicated
+				// modification changed. The period's end is
+				// known after the scan.
+				sources = append(sources, source{p, at, int(r.Period)})
 			}
 		}
 	}
@@ -113,6 +114,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	var entryAt, dirAt []int
 	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
 		at++
+		periodEnd[r.Period] = at
 		inflight := r.Run < t.run && !completed
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
@@ -192,7 +194,7 @@ func (t *Tracker) Query() (*Answer, error) {
 			for _, n := range snapshotNames(r) {
 				add(dirPrefix(r.Path)+n, &rr, inflight)
 				if len(olds.byTo) > 0 {
-					sources = append(sources, source{dirPrefix(r.Path) + n, dirAt[i]})
+					sources = append(sources, source{dirPrefix(r.Path) + n, dirAt[i], dirAt[i]})
 				}
 			}
 			continue
@@ -204,7 +206,14 @@ func (t *Tracker) Query() (*Answer, error) {
 	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight); sourceNow(p) }); err != nil {
 		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
-	addOldNames(paths, olds, sources, func(p string, r *Record) { add(p, r, false) })
+	for i := range sources {
+		if sources[i].until != atNow {
+			sources[i].until = periodEnd[uint64(sources[i].until)]
+		}
+	}
+	if addOldNames(paths, dirRenames, olds, sources, oldNamesBudget(len(paths)), func(p string, r *Record) { add(p, r, false) }) {
+		t.log.Warn("query: the old names beneath renamed directories would pass the budget of the full mapping; listed by the chain walk instead (docs/usage.md)", "renames", len(dirRenames))
+	}
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}
 	keys, aggs := sortedPaths(paths)

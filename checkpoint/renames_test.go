@@ -12,6 +12,10 @@ import (
 // saw a daemon grow to 5 GB). A rename onto its own ancestor, which
 // always fails, maps nothing.
 func TestOldNamesDoNotGrowAcrossQueries(t *testing.T) {
+	bothWays(t, testOldNamesDoNotGrowAcrossQueries)
+}
+
+func testOldNamesDoNotGrowAcrossQueries(t *testing.T) {
 	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
 	for i, p := range []string{"p", "p/s", "p/s/r", "c", "c/x"} {
 		f.back.apply(bop{kind: "mkdir", path: p, ino: uint64(1 + i)})
@@ -124,6 +128,22 @@ func (w *oldNamesWorld) round() int {
 // recreated between the renames: one round of the consumer makes DEST
 // exact, and the answer stays within the bound of docs/design.md.
 func TestOldNamesChainsOf20(t *testing.T) {
+	bothWays(t, testOldNamesChainsOf20)
+}
+
+// bothWays runs a test with the full mapping and with the chain walk
+// (renames.go).
+func bothWays(t *testing.T, fn func(t *testing.T)) {
+	t.Run("full", fn)
+	t.Run("walk", func(t *testing.T) {
+		saved := oldNamesBudget
+		oldNamesBudget = func(int) int { return -1 }
+		defer func() { oldNamesBudget = saved }()
+		fn(t)
+	})
+}
+
+func testOldNamesChainsOf20(t *testing.T) {
 	for _, mode := range []string{"chain", "swap", "nested"} {
 		t.Run(mode, func(t *testing.T) {
 			w := newOldNamesWorld(t)
@@ -192,6 +212,10 @@ func TestOldNamesChainsOf20(t *testing.T) {
 // d1 -> d2, d3 -> d1, d1/f made again): the copy's stale d0/f must be
 // listed.
 func TestOldNamesUseTheMomentOfTheRecord(t *testing.T) {
+	bothWays(t, testOldNamesUseTheMomentOfTheRecord)
+}
+
+func testOldNamesUseTheMomentOfTheRecord(t *testing.T) {
 	w := newOldNamesWorld(t)
 	for _, d := range []string{"d0", "d3"} {
 		w.mkdir(d)

@@ -22,6 +22,8 @@ type sizes struct {
 	pendingPaths   int
 	pendingWorkers int
 	pendingBudget  time.Duration // for creating the pending paths
+	stormWorkers   int
+	stormOps       int // per writer
 	queryReps      int
 	budget         map[string]time.Duration // per workload, see runWorkload
 }
@@ -32,6 +34,7 @@ func sizesFor(short bool) sizes {
 			short: true, seqBytes: 256 << 20, metaFiles: 1000, parWorkers: 4, buildSubset: true,
 			intentDur: time.Second, intentWriters: 16, intentMax: 16000,
 			pendingPaths: 100_000, pendingWorkers: 32, pendingBudget: 20 * time.Second, queryReps: 1,
+			stormWorkers: 4, stormOps: 500,
 			budget: map[string]time.Duration{
 				"seqwrite": 6 * time.Second, "seqread": 6 * time.Second, "meta-serial": 8 * time.Second,
 				"meta-parallel": 8 * time.Second, "build": 15 * time.Second, "intents": 12 * time.Second,
@@ -42,6 +45,7 @@ func sizesFor(short bool) sizes {
 		seqBytes: 1 << 30, metaFiles: 4000, parWorkers: 4,
 		intentDur: 2 * time.Second, intentWriters: 16, intentMax: 64000,
 		pendingPaths: 1_000_000, pendingWorkers: 32, pendingBudget: 150 * time.Second, queryReps: 3,
+		stormWorkers: 4, stormOps: 2000,
 		budget: map[string]time.Duration{
 			"seqwrite": 50 * time.Second, "seqread": 40 * time.Second, "meta-serial": 40 * time.Second,
 			"meta-parallel": 40 * time.Second, "build": 180 * time.Second, "intents": 60 * time.Second,
@@ -160,6 +164,18 @@ func allWorkloads(sz sizes) []*workload {
 			},
 			targets: []string{"hsmfs"},
 			custom:  runPending,
+		},
+		{
+			name: "storm",
+			desc: fmt.Sprintf("hsmfs alone: the rename storm (internal/storm), %d writers x %d operations, then one query", sz.stormWorkers, sz.stormOps),
+			metrics: []*Metric{
+				{ID: "storm.ops", Label: fmt.Sprintf("rename storm, %d x %d operations", sz.stormWorkers, sz.stormOps), Unit: "ops/s", Section: secAbsolute, Higher: true},
+				{ID: "storm.query", Label: "query after the rename storm", Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 2}},
+				{ID: "storm.lines", Label: "lines of that answer", Unit: "lines", Section: secAbsolute},
+				{ID: "storm.rss", Label: "daemon peak RSS growth during that query", Unit: "MiB", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 100}},
+			},
+			targets: []string{"hsmfs"},
+			custom:  runStorm,
 		},
 	}
 	for _, w := range ws {

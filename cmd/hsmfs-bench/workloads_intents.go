@@ -137,6 +137,29 @@ func afterIntents(e *Env, t *Target, rep int) error {
 // the pending paths through it, then measures a query, a bless and the
 // daemon's memory. Symlinks are the cheapest recorded path to make: one
 // intent each, no data, and an inode but no data block on ext4.
+// soloHsmfs mounts an hsmfs of its own, on a fresh BACKING and JOURNAL
+// named after the workload; done unmounts it and removes both.
+func (e *Env) soloHsmfs(ctx context.Context, name string) (*Target, func(), error) {
+	t := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, name), Mnt: filepath.Join(e.work, "mnt-"+name),
+		Journal: filepath.Join(e.jourFS, name+"-journal"), env: e}
+	t.Dir = t.Mnt
+	for _, d := range []string{t.Backing, t.Mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := e.mountHsmfs(ctx, t); err != nil {
+		return nil, nil, err
+	}
+	return t, func() {
+		start := time.Now()
+		t.unmount.run()
+		removeTree(t.Backing)
+		removeTree(t.Journal)
+		fmt.Printf("  unmounted and removed the %s tree in %.1fs\n", name, time.Since(start).Seconds())
+	}, nil
+}
+
 func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 	m := func(id string) *Metric {
 		for _, m := range w.metrics {
@@ -149,24 +172,11 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 	for _, mm := range w.metrics {
 		mm.newRep([]string{"hsmfs"})
 	}
-	t := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, "pending"), Mnt: filepath.Join(e.work, "mnt-pending"),
-		Journal: filepath.Join(e.jourFS, "pending-journal"), env: e}
-	t.Dir = t.Mnt
-	for _, d := range []string{t.Backing, t.Mnt} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	if err := e.mountHsmfs(ctx, t); err != nil {
+	t, done, err := e.soloHsmfs(ctx, "pending")
+	if err != nil {
 		return err
 	}
-	defer func() {
-		start := time.Now()
-		t.unmount.run()
-		removeTree(t.Backing)
-		removeTree(t.Journal)
-		fmt.Printf("  unmounted and removed the pending tree in %.1fs\n", time.Since(start).Seconds())
-	}()
+	defer done()
 
 	const perDir = 1000
 	total := e.sz.pendingPaths

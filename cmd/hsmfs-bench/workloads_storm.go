@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/hsmfs/hsmfs/internal/storm"
+)
+
+// runStorm: 4 writers make the rename storm (internal/storm) through one
+// hsmfs mount, then one query answers it. The rows: the query's time,
+// its lines, and how much the daemon's peak RSS grew while it ran.
+func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
+	for _, mm := range w.metrics {
+		mm.newRep([]string{"hsmfs"})
+	}
+	set := func(id string, v float64) {
+		for _, mm := range w.metrics {
+			if mm.ID == id {
+				mm.set("hsmfs", v)
+			}
+		}
+	}
+	t, done, err := e.soloHsmfs(ctx, "storm")
+	if err != nil {
+		return err
+	}
+	defer done()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := 0; g < e.sz.stormWorkers; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(20261129, uint64(g)))
+			for i := 0; i < e.sz.stormOps && ctx.Err() == nil; i++ {
+				storm.Op(t.Mnt, rng)
+			}
+		}(g)
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ops := e.sz.stormWorkers * e.sz.stormOps
+	set("storm.ops", float64(ops)/time.Since(start).Seconds())
+	_, rssBefore, err := procMem(t.pid)
+	if err != nil {
+		return fmt.Errorf("daemon memory: %w", err)
+	}
+	lines, d, err := hsmQuery(t.Mnt)
+	if err != nil {
+		res.errors++
+		for _, mm := range w.metrics[1:] {
+			mm.fail("hsmfs", err.Error())
+		}
+		return err
+	}
+	hwm, _, err := procMem(t.pid)
+	if err != nil {
+		return fmt.Errorf("daemon memory: %w", err)
+	}
+	set("storm.query", d.Seconds())
+	set("storm.lines", float64(lines))
+	set("storm.rss", float64(max(hwm-rssBefore, 0))/(1<<20))
+	fmt.Printf("  storm: %d operations by %d writers, query answered %d lines in %.2fs, daemon peak RSS grew %d MiB (VmRSS before %d MiB)\n",
+		ops, e.sz.stormWorkers, lines, d.Seconds(), max(hwm-rssBefore, 0)>>20, rssBefore>>20)
+	return nil
+}
