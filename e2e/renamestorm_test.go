@@ -77,4 +77,3 @@ func TestRenameStorm(t *testing.T) {
 		}
 	}
 }
-
