@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -39,7 +40,10 @@ func Run(root string, seed uint64, phase, steps int, w io.Writer) error {
 	defer unix.Close(rootfd)
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
-	r := &runner{rng: rand.New(rand.NewPCG(seed, uint64(phase))), rootfd: rootfd, w: bw}
+	// Each phase also has a name of its own, so that every identity
+	// creates entries (names the earlier phases took are mostly there).
+	r := &runner{rng: rand.New(rand.NewPCG(seed, uint64(phase))), rootfd: rootfd, w: bw,
+		names: append(slices.Clone(names), fmt.Sprintf("p%d", phase))}
 	for i := 0; i < steps; i++ {
 		r.step(i)
 	}
@@ -52,6 +56,7 @@ type runner struct {
 	rng    *rand.Rand
 	rootfd int
 	w      io.Writer
+	names  []string
 }
 
 // names are few, so that calls meet each other's results.
@@ -77,13 +82,13 @@ func (r *runner) pick(s []string) string { return s[r.rng.IntN(len(s))] }
 func (r *runner) path() string {
 	switch r.rng.IntN(10) {
 	case 0:
-		return r.deepPath(r.rng.IntN(deepMax)+1) + "/" + r.pick(names)
+		return r.deepPath(r.rng.IntN(deepMax)+1) + "/" + r.pick(r.names)
 	case 1:
-		return r.pick(names) + "/" + longName
+		return r.pick(r.names) + "/" + longName
 	}
 	var comps []string
 	for d := r.rng.IntN(3) + 1; d > 0; d-- {
-		comps = append(comps, r.pick(names))
+		comps = append(comps, r.pick(r.names))
 	}
 	return strings.Join(comps, "/")
 }
