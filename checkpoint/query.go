@@ -84,42 +84,19 @@ func (t *Tracker) Query() (*Answer, error) {
 		}
 		return a
 	}
-	// Old names beneath renamed directories (renames.go): the renames,
-	// and the paths to walk back through them with the moment each was
-	// named (a record's place in the scan; atNow for BACKING as it is).
-	olds := newOldNames(nil)
-	var sources []source
-	sourceNow := func(p string) {
-		if len(olds.byTo) > 0 {
-			sources = append(sources, source{p, atNow, atNow})
-		}
-	}
-	at := 0
-	periodEnd := make(map[uint64]int) // the last place of each period in the scan
 	recorded := func(p string, r *Record, inflight bool) {
 		if a := add(p, r, inflight); a != nil {
 			a.recorded = true
-			if r.Flags&FlagDerived == 0 {
-				a.real = true
-				// Every record is a source: a rename later in
-				// its period may bring what a deduplicated
-				// modification changed. The period's end is
-				// known after the scan.
-				sources = append(sources, source{p, at, int(r.Period)})
-			}
+			a.real = a.real || r.Flags&FlagDerived == 0
 		}
 	}
 	var dirRenames, entryRecs, dirIntents []*Record
 	var entryInflight, dirInflight []bool
-	var entryAt, dirAt []int
 	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
-		at++
-		periodEnd[r.Period] = at
 		inflight := r.Run < t.run && !completed
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
 			entryInflight = append(entryInflight, inflight)
-			entryAt = append(entryAt, at)
 			return
 		}
 		if r.Flags&FlagFine != 0 {
@@ -132,7 +109,6 @@ func (t *Tracker) Query() (*Answer, error) {
 		// not a directory costs one failed open.
 		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
 			dirRenames = append(dirRenames, r)
-			olds.add(renameAt{r, at})
 		}
 	})
 	if err != nil {
@@ -147,7 +123,6 @@ func (t *Tracker) Query() (*Answer, error) {
 		if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
 			dirIntents = append(dirIntents, r)
 			dirInflight = append(dirInflight, entryInflight[i])
-			dirAt = append(dirAt, entryAt[i])
 		}
 	}
 	// rsync with --files-from does not recurse: a renamed directory must
@@ -156,7 +131,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	for _, r := range dirRenames {
 		for _, top := range []string{r.Path, r.Path2} {
 			rr := r
-			if err := t.backing.Walk(top, func(p string) { add(p, rr, false); sourceNow(p) }); err != nil {
+			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
 				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -193,26 +168,26 @@ func (t *Tracker) Query() (*Answer, error) {
 			}
 			for _, n := range snapshotNames(r) {
 				add(dirPrefix(r.Path)+n, &rr, inflight)
-				if len(olds.byTo) > 0 {
-					sources = append(sources, source{dirPrefix(r.Path) + n, dirAt[i], dirAt[i]})
-				}
 			}
 			continue
 		}
-		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight); sourceNow(p) }); err != nil {
+		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight) }); err != nil {
 			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
 		}
 	}
-	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight); sourceNow(p) }); err != nil {
+	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
 		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
-	for i := range sources {
-		if sources[i].until != atNow {
-			sources[i].until = periodEnd[uint64(sources[i].until)]
+	// Old names beneath renamed directories (renames.go).
+	if added, ok := mapAll(paths, dirRenames, oldNamesBudget(len(paths))); ok {
+		for _, a := range added {
+			add(a.path, a.r, false)
 		}
-	}
-	if addOldNames(paths, dirRenames, olds, sources, oldNamesBudget(len(paths)), func(p string, r *Record) { add(p, r, false) }) {
+	} else {
 		t.log.Warn("query: the old names beneath renamed directories would pass the budget of the full mapping; listed by the chain walk instead (docs/usage.md)", "renames", len(dirRenames))
+		if err := t.walkOldNames(st.LastBlessed, paths, func(p string, r *Record) { add(p, r, false) }); err != nil {
+			return nil, fmt.Errorf("query: old names: %w", err)
+		}
 	}
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}

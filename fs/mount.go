@@ -101,10 +101,13 @@ func Mount(cfg Config) (*fuse.Server, error) {
 			}
 		}
 	}
-	// hsmfs serves every caller with its own privileges (root, with
-	// allow_other): the kernel must check each access against the mode
-	// and owner that BACKING holds, as the backing filesystem would.
-	if !slices.Contains(opts.MountOptions.Options, "default_permissions") {
+	// With allow_other, hsmfs serves other users with its own privileges
+	// (root's): the kernel must check each access against the mode and
+	// owner that BACKING holds, as the backing filesystem would. Without
+	// it only the user who mounted gets in, and the checks would cost a
+	// GETATTR of the parent directory per rename and unlink (its
+	// attributes go stale at every change in it).
+	if opts.MountOptions.AllowOther && !slices.Contains(opts.MountOptions.Options, "default_permissions") {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
 	// HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
