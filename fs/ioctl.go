@@ -78,13 +78,9 @@ func (n *Node) ioctlFd(f gofs.FileHandle) (int, func(), syscall.Errno) {
 	if n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return -1, nil, syscall.ENOTTY
 	}
-	rel, ok := n.relPath()
-	if !ok {
-		return -1, nil, syscall.ENOENT
-	}
-	fd, err := n.r.b.openBeneath(rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, nil, toErrno(err)
+	fd, errno := n.openDir()
+	if errno != 0 {
+		return -1, nil, errno
 	}
 	return fd, func() { unix.Close(fd) }, 0
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -48,13 +49,22 @@ type move struct {
 func (m *move) applied() bool { return m.parent.GetChild(m.name) != m.child }
 
 // add lists a rename of child from (parent, name), and drops the renames
-// that are applied by now: for serial renames the list holds one.
-func (ms *moves) add(parent *gofs.Inode, name string, child *gofs.Inode) {
+// that are applied by now: for serial renames the list holds one. It
+// returns the rename's number, for drop.
+func (ms *moves) add(parent *gofs.Inode, name string, child *gofs.Inode) uint64 {
 	ms.mu.Lock()
+	defer ms.mu.Unlock()
 	ms.sweepLocked(0)
 	ms.seq++
 	ms.list = append(ms.list, move{parent: parent, name: name, child: child, seq: ms.seq})
-	ms.mu.Unlock()
+	return ms.seq
+}
+
+// drop takes back rename seq, which failed: go-fuse will not apply it.
+func (ms *moves) drop(seq uint64) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	ms.list = slices.DeleteFunc(ms.list, func(m move) bool { return m.seq == seq })
 }
 
 // sweep drops the renames that are applied.

@@ -81,15 +81,6 @@ func inodePath(in *gofs.Inode) (string, bool) {
 	return strings.Join(segs, "/"), true
 }
 
-// childPath is the path of name in the directory n.
-func (n *Node) childPath(name string) (string, syscall.Errno) {
-	dir, ok := n.relPath()
-	if !ok {
-		return "", syscall.ENOENT
-	}
-	return joinPath(dir, name), 0
-}
-
 // reserved reports whether name in n is the control directory's name.
 func (n *Node) reserved(name string) bool {
 	return name == ControlName && n.IsRoot()
@@ -156,16 +147,12 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if n.reserved(name) {
 		return n.r.ctl.lookupDir(ctx, out)
 	}
-	rel, errno := n.childPath(name)
+	dirfd, _, errno := n.dirFd()
 	if errno != 0 {
 		return nil, errno
 	}
-	dirfd, base, err := n.r.b.parentDir(rel)
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
 	defer n.r.b.putDir(dirfd)
-	return n.newChild(ctx, dirfd, base, out)
+	return n.newChild(ctx, dirfd, name, out)
 }
 
 // giveToCaller makes a new entry the caller's, as the kernel would have

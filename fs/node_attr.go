@@ -72,9 +72,9 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if n.IsRoot() {
 		return n.setattrRoot(in, out)
 	}
-	dirfd, name, err := n.r.b.parentDir(rel)
-	if err != nil {
-		return gofs.ToErrno(err)
+	dirfd, name, errno := n.parentFd(true)
+	if errno != 0 {
+		return errno
 	}
 	defer n.r.b.putDir(dirfd)
 	if m, ok := in.GetMode(); ok {
@@ -189,7 +189,7 @@ func (n *Node) xattrOp(op checkpoint.Op, do func(p string, fd int) error) syscal
 		return toErrno(err)
 	}
 	defer tok.End()
-	return n.withXattrPath(do)
+	return n.withXattrPath(true, do)
 }
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

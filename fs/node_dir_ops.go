@@ -20,26 +20,24 @@ var (
 	_ = (gofs.NodeRenamer)((*Node)(nil))
 )
 
-// begin records the intent for one name in n and opens n's directory in
-// BACKING. On success the caller must give dirfd back with putDir
-// (it may be shared: dircache.go) and end the token.
+// begin opens n's directory in BACKING (checked to be n: identity.go) and
+// records the intent for one name in it. On success the caller must give
+// dirfd back with putDir (it may be shared: dircache.go) and end the
+// token.
 func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint.Token, dirfd int, errno syscall.Errno) {
 	if n.reserved(name) {
 		return tok, -1, syscall.EPERM
 	}
-	rel, errno := n.childPath(name)
+	dirfd, dir, errno := n.dirFd()
 	if errno != 0 {
 		return tok, -1, errno
 	}
+	rel := joinPath(dir, name)
 	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: op, Flags: flags, Path: rel})
 	if err != nil {
+		n.r.b.putDir(dirfd)
 		n.r.logJournalError(op, rel, err)
 		return tok, -1, toErrno(err)
-	}
-	dirfd, err = n.r.b.dir(dirOf(rel))
-	if err != nil {
-		tok.End()
-		return checkpoint.Token{}, -1, gofs.ToErrno(err)
 	}
 	return tok, dirfd, 0
 }
@@ -95,28 +93,25 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	rel, errno := n.childPath(name)
+	// A link can bring a renamed inode back to its old name (moves.go).
+	n.r.moves.sweep()
+	sfd, sname, errno := tn.parentFd(true)
 	if errno != 0 {
 		return nil, errno
 	}
-	// A link can bring a renamed inode back to its old name (moves.go).
-	n.r.moves.sweep()
+	defer n.r.b.putDir(sfd)
+	dfd, dir, errno := n.dirFd()
+	if errno != 0 {
+		return nil, errno
+	}
+	defer n.r.b.putDir(dfd)
+	rel := joinPath(dir, name)
 	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
 	if err != nil {
 		n.r.logJournalError(checkpoint.OpLink, rel, err)
 		return nil, toErrno(err)
 	}
 	defer tok.End()
-	sfd, sname, err := n.r.b.parentDir(src)
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	defer n.r.b.putDir(sfd)
-	dfd, err := n.r.b.dir(dirOf(rel))
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	defer n.r.b.putDir(dfd)
 	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -160,26 +155,19 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE|unix.RENAME_WHITEOUT) != 0 {
 		return syscall.EINVAL
 	}
-	oldRel, errno := n.childPath(name)
+	ofd, odir, errno := n.dirFd()
 	if errno != 0 {
 		return errno
-	}
-	newRel, errno := np.childPath(newName)
-	if errno != 0 {
-		return errno
-	}
-	ofd, err := n.r.b.dir(dirOf(oldRel))
-	if err != nil {
-		return gofs.ToErrno(err)
 	}
 	defer n.r.b.putDir(ofd)
-	nfd := ofd
-	if nd := dirOf(newRel); nd != dirOf(oldRel) {
-		if nfd, err = n.r.b.dir(nd); err != nil {
-			return gofs.ToErrno(err)
+	nfd, ndir := ofd, odir
+	if np != n {
+		if nfd, ndir, errno = np.dirFd(); errno != 0 {
+			return errno
 		}
 		defer n.r.b.putDir(nfd)
 	}
+	oldRel, newRel := joinPath(odir, name), joinPath(ndir, newName)
 
 	// go-fuse moves the inode in its tree only after Rename returns; a
 	// query waits for that (moves.go). An exchange moves both.
@@ -204,17 +192,22 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if moved == nil && flags&unix.RENAME_EXCHANGE != 0 {
 		from, fromName, moved = np.EmbeddedInode(), newName, dest
 	}
+	// Listed before BACKING changes, so that an operation that meets
+	// the new BACKING through the old tree waits for go-fuse's move
+	// (identity.go); dropped again if the rename fails.
+	var mv uint64
+	if moved != nil {
+		mv = n.r.moves.add(from, fromName, moved)
+	}
 	err = unix.Renameat2(ofd, name, nfd, newName, uint(flags))
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
 	}
-	if err != nil || moved == nil {
-		tok.End()
-		return gofs.ToErrno(err)
+	if err != nil && moved != nil {
+		n.r.moves.drop(mv)
 	}
-	n.r.moves.add(from, fromName, moved)
 	tok.End()
-	return 0
+	return gofs.ToErrno(err)
 }
 
 // entryKind gives the inode number of (dirfd, name) and whether it is a

@@ -46,12 +46,12 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, toErrno(err)
 		}
 	}
-	fd, err := n.r.b.openBeneath(rel, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
+	fd, errno := n.openSelf(flags)
+	if errno != 0 {
 		if h != nil {
 			h.Release()
 		}
-		return nil, 0, gofs.ToErrno(err)
+		return nil, 0, errno
 	}
 	if kill && h != nil {
 		// O_TRUNC by a caller without CAP_FSETID (killpriv.go), part of
@@ -72,10 +72,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, syscall.EPERM
 	}
 	flags &^= syscall.O_APPEND | fuse.FMODE_EXEC
-	rel, errno := n.childPath(name)
+	dirfd, dir, errno := n.dirFd()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	defer n.r.b.putDir(dirfd)
+	rel := joinPath(dir, name)
 	// Until the inode is in go-fuse's tree its path is rel (go-fuse adds
 	// it after Create returns; a query meanwhile must still re-record the
 	// open file); afterwards it follows renames, and fails once the file
@@ -119,11 +121,6 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	dirfd, err := n.r.b.dir(dirOf(rel))
-	if err != nil {
-		return fail(gofs.ToErrno(err))
-	}
-	defer n.r.b.putDir(dirfd)
 	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return fail(gofs.ToErrno(err))
@@ -146,4 +143,38 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // Programs fall back to a named temporary file.
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EOPNOTSUPP
+}
+
+// openSelf opens the node's file in BACKING with flags, checked to be the
+// node's inode (identity.go). O_TRUNC of a writable open is applied only
+// once the file is known to be the right one.
+func (n *Node) openSelf(flags uint32) (int, syscall.Errno) {
+	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if trunc {
+		flags &^= syscall.O_TRUNC
+	}
+	for try := 0; ; try++ {
+		dirfd, name, errno := n.parentFd(false)
+		if errno != 0 {
+			return -1, errno
+		}
+		fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		n.r.b.putDir(dirfd)
+		if err == nil {
+			if n.is(fd, "") {
+				if trunc {
+					if err := unix.Ftruncate(fd, 0); err != nil {
+						unix.Close(fd)
+						return -1, toErrno(err)
+					}
+				}
+				return fd, 0
+			}
+			unix.Close(fd)
+			err = unix.ESTALE
+		}
+		if !behind(err) || !n.r.retry(try) {
+			return -1, toErrno(err)
+		}
+	}
 }

@@ -30,18 +30,16 @@ var (
 )
 
 // at resolves the node to (dirfd, name) for an *at call; for the root,
-// dirfd is the root fd and name is "". done gives the fd back.
-func (n *Node) at() (dirfd int, name string, done func(), errno syscall.Errno) {
+// dirfd is the root fd and name is "". The parent is checked to be the
+// node's (identity.go), and with check the name too (for modifications).
+// done gives the fd back.
+func (n *Node) at(check bool) (dirfd int, name string, done func(), errno syscall.Errno) {
 	if n.IsRoot() {
 		return n.r.b.rootFd, "", func() {}, 0
 	}
-	rel, ok := n.relPath()
-	if !ok {
-		return -1, "", nil, syscall.ENOENT
-	}
-	dirfd, name, err := n.r.b.parentDir(rel)
-	if err != nil {
-		return -1, "", nil, toErrno(err)
+	dirfd, name, errno = n.parentFd(check)
+	if errno != 0 {
+		return -1, "", nil, errno
 	}
 	return dirfd, name, func() { n.r.b.putDir(dirfd) }, 0
 }
@@ -50,7 +48,7 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	if fga, ok := f.(gofs.FileGetattrer); ok {
 		return fga.Getattr(ctx, out)
 	}
-	dirfd, name, done, errno := n.at()
+	dirfd, name, done, errno := n.at(false)
 	if errno != 0 {
 		return errno
 	}
@@ -62,7 +60,7 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 	if fsx, ok := f.(gofs.FileStatxer); ok {
 		return fsx.Statx(ctx, flags, mask, out)
 	}
-	dirfd, name, done, errno := n.at()
+	dirfd, name, done, errno := n.at(false)
 	if errno != 0 {
 		return errno
 	}
@@ -82,7 +80,7 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 }
 
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	dirfd, name, done, errno := n.at()
+	dirfd, name, done, errno := n.at(false)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -101,7 +99,7 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	var sz int
-	errno := n.withXattrPath(func(p string, fd int) (err error) {
+	errno := n.withXattrPath(false, func(p string, fd int) (err error) {
 		if fd >= 0 {
 			sz, err = unix.Fgetxattr(fd, attr, dest)
 		} else {
@@ -114,7 +112,7 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var sz int
-	errno := n.withXattrPath(func(p string, fd int) (err error) {
+	errno := n.withXattrPath(false, func(p string, fd int) (err error) {
 		if fd >= 0 {
 			sz, err = unix.Flistxattr(fd, dest)
 		} else {
@@ -128,11 +126,11 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // withXattrPath names the node for the xattr calls: the root by its fd,
 // anything else as /proc/self/fd/DIRFD/NAME for the l*xattr calls, which
 // have no *at form and do not follow the final name.
-func (n *Node) withXattrPath(do func(p string, fd int) error) syscall.Errno {
+func (n *Node) withXattrPath(check bool, do func(p string, fd int) error) syscall.Errno {
 	if n.IsRoot() {
 		return toErrno(do("", n.r.b.rootFd))
 	}
-	dirfd, name, done, errno := n.at()
+	dirfd, name, done, errno := n.at(check)
 	if errno != 0 {
 		return errno
 	}
@@ -151,13 +149,9 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 }
 
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	rel, ok := n.relPath()
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	fd, err := n.r.b.openBeneath(rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, toErrno(err)
+	fd, errno := n.openDir()
+	if errno != 0 {
+		return nil, errno
 	}
 	return gofs.NewLoopbackDirStreamFd(fd)
 }
@@ -169,4 +163,15 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	}
 	out.FromStatfsT(&s)
 	return 0
+}
+
+// openDir opens the directory n for reading, checked to be n.
+func (n *Node) openDir() (int, syscall.Errno) {
+	pfd, _, errno := n.dirFd()
+	if errno != 0 {
+		return -1, errno
+	}
+	defer n.r.b.putDir(pfd)
+	fd, err := unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	return fd, toErrno(err)
 }
