@@ -18,8 +18,10 @@
 // file.go (the open file: write, fallocate, release, kernel passthrough),
 // control.go (the .hsm directory), backing.go (fd-relative access to
 // BACKING), dircache.go (the fds of recently used directories), moves.go
-// (renames that go-fuse has not applied to its tree yet), errno.go (the
-// one place where errors become errnos).
+// (renames that go-fuse has not applied to its tree yet), identity.go
+// (every fd checked to be its node's inode, so that an operation never
+// acts on what a stale path names), errno.go (the one place where errors
+// become errnos).
 //
 // # Concurrency
 //
