@@ -1,6 +1,6 @@
 // Package e2e holds the end-to-end tests of hsmfs: every test mounts the
 // real binary over FUSE and checks it, through the mount, against the
-// contract (/work/shared/CONTRACT.md, docs/ of the project).
+// contract as docs/usage.md states it.
 //
 // Run them as root with /dev/fuse available:
 //
@@ -15,8 +15,9 @@
 //	HSMFS_E2E_ROUNDS=N      rounds of TestRsyncConsumer (default 30)
 //	HSMFS_E2E_OPS=N         modifications per round (default 50)
 //	HSMFS_E2E_TRACE=1       TestRsyncConsumer logs every modification
-//	HSMFS_E2E_AVOID_KNOWN_BUGS=1  TestRsyncConsumer steers clear of the
-//	                        hsmfs bugs that other tests pin down, to look for more
 //	HSMFS_E2E_DEBUG=1       mount with --debug (every FUSE request in the log)
 //	HSMFS_E2E_LOGDIR=DIR    keep the daemon log of every failed test in DIR
+//	HSMFS_POSIXDIFF_STEPS, _SEEDS, _SEED  size of TestPosixDiff (make posixtest)
+//	HSMFS_STORM_WRITERS, _OPS, _ROUNDS, _FACTOR  size of TestRenameStorm
+//	                        (make stormtest)
 package e2e

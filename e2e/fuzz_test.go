@@ -28,24 +28,13 @@ type fuzzer struct {
 	rng          *rand.Rand
 	mnt, backing string
 
-	touched     map[string]bool   // paths named by this round's modifications
-	dirRenames  []string          // new names (both, for exchanges) of renamed directories
-	dirPairs    [][2]string       // (old, new) of renamed directories, both ways for exchanges
-	renamedFrom map[string]bool   // old names of renamed directories
-	removed     map[string]bool   // names removed by this round (unlink, rename, rm -r)
-	oldPaths    map[string]bool   // paths beneath the old names of renamed directories
-	multiIno    map[string]uint64 // touched files that had several links: their inode
-	log         []string
-
-	// avoidKnownBugs: never give a directory the old name of a directory
-	// renamed in the same round, never exchange directories
-	// (TestRsyncComplete/rename-dir-then-* and exchange-dirs show why),
-	// and never give a name that the round removed to another file, nor
-	// replace a file by a rename or an exchange (a file with several
-	// links may be listed under any of its names, and that name must
-	// keep its inode: TestHardlinkInode shows why).
-	avoidKnownBugs bool
-	trace          bool // log every modification as it is made (HSMFS_E2E_TRACE=1)
+	touched    map[string]bool   // paths named by this round's modifications
+	dirRenames []string          // new names (both, for exchanges) of renamed directories
+	dirPairs   [][2]string       // (old, new) of renamed directories, both ways for exchanges
+	oldPaths   map[string]bool   // paths beneath the old names of renamed directories
+	multiIno   map[string]uint64 // touched files that had several links: their inode
+	log        []string
+	trace      bool // log every modification as it is made (HSMFS_E2E_TRACE=1)
 }
 
 type fuzzOp struct {
@@ -140,21 +129,10 @@ func (f *fuzzer) newName(tr *tree, dir, kind string) string {
 	for {
 		name := kind + strconv.Itoa(f.rng.IntN(40)) + nameSuffixes[f.rng.IntN(len(nameSuffixes))]
 		p := filepath.Join(dir, name)
-		if !tr.all[p] && !(f.avoidKnownBugs && (f.removed[p] || kind == "d" && f.wasRenamed(p))) {
+		if !tr.all[p] {
 			return p
 		}
 	}
-}
-
-// wasRenamed reports whether p or a parent of it is the old name of a
-// directory renamed in this round.
-func (f *fuzzer) wasRenamed(p string) bool {
-	for q := p; q != "." && q != ""; q = filepath.Dir(q) {
-		if f.renamedFrom[q] {
-			return true
-		}
-	}
-	return false
 }
 
 func depth(p string) int {
@@ -291,9 +269,6 @@ func (f *fuzzer) rmtree(tr *tree) bool {
 	}
 	p := f.pick(tr.dirs[1:])
 	paths := append(f.children(tr, p), p)
-	for _, q := range paths {
-		f.removed[q] = true
-	}
 	return f.did("rm -r", os.RemoveAll(f.abs(p)), paths...)
 }
 
@@ -303,7 +278,6 @@ func (f *fuzzer) unlink(tr *tree) bool {
 		return false
 	}
 	p := f.pick(c)
-	f.removed[p] = true
 	return f.did("unlink", os.Remove(f.abs(p)), p)
 }
 
@@ -318,7 +292,7 @@ func (f *fuzzer) rename(tr *tree) bool {
 	var dst string
 	var same []string
 	for _, p := range c {
-		if filepath.Base(p)[:1] == kind && p != src && !f.avoidKnownBugs {
+		if filepath.Base(p)[:1] == kind && p != src {
 			same = append(same, p)
 		}
 	}
@@ -327,7 +301,6 @@ func (f *fuzzer) rename(tr *tree) bool {
 	} else {
 		dst = f.newName(tr, f.pick(tr.dirs), kind)
 	}
-	f.removed[src] = true
 	return f.did("rename", os.Rename(f.abs(src), f.abs(dst)), src, dst)
 }
 
@@ -351,9 +324,7 @@ func (f *fuzzer) renameDir(tr *tree) bool {
 	dst := f.newName(tr, parent, "d")
 	f.dirRenames = append(f.dirRenames, dst)
 	f.dirPairs = append(f.dirPairs, [2]string{src, dst})
-	f.renamedFrom[src] = true
 	for _, q := range append(f.children(tr, src), src) {
-		f.removed[q] = true
 		f.oldPaths[q] = true
 	}
 	return f.did("rename dir", os.Rename(f.abs(src), f.abs(dst)), src, dst)
@@ -363,13 +334,13 @@ func (f *fuzzer) renameDir(tr *tree) bool {
 func (f *fuzzer) exchange(tr *tree) bool {
 	if f.rng.IntN(2) == 0 && len(tr.files) >= 2 {
 		a, b := f.pick(tr.files), f.pick(tr.files)
-		if a == b || f.avoidKnownBugs {
+		if a == b {
 			return false
 		}
 		err := unix.Renameat2(unix.AT_FDCWD, f.abs(a), unix.AT_FDCWD, f.abs(b), unix.RENAME_EXCHANGE)
 		return f.did("exchange", err, a, b)
 	}
-	if len(tr.dirs) < 3 || f.avoidKnownBugs {
+	if len(tr.dirs) < 3 {
 		return false
 	}
 	a, b := f.pick(tr.dirs[1:]), f.pick(tr.dirs[1:])
@@ -379,7 +350,6 @@ func (f *fuzzer) exchange(tr *tree) bool {
 	}
 	f.dirRenames = append(f.dirRenames, a, b)
 	f.dirPairs = append(f.dirPairs, [2]string{a, b}, [2]string{b, a})
-	f.renamedFrom[a], f.renamedFrom[b] = true, true
 	for _, q := range append(f.children(tr, a), f.children(tr, b)...) {
 		f.oldPaths[q] = true
 	}
