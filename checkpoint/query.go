@@ -178,16 +178,8 @@ func (t *Tracker) Query() (*Answer, error) {
 	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
 		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
-	// Old names beneath renamed directories (renames.go).
-	if added, ok := mapAll(paths, dirRenames, oldNamesBudget(len(paths))); ok {
-		for _, a := range added {
-			add(a.path, a.r, false)
-		}
-	} else {
-		t.log.Warn("query: the old names beneath renamed directories would pass the budget of the full mapping; listed by the chain walk instead (docs/usage.md)", "renames", len(dirRenames))
-		if err := t.walkOldNames(st.LastBlessed, paths, func(p string, r *Record) { add(p, r, false) }); err != nil {
-			return nil, fmt.Errorf("query: old names: %w", err)
-		}
+	if err := t.addOldNames(st.LastBlessed, paths, dirRenames, func(p string, r *Record) { add(p, r, false) }); err != nil {
+		return nil, fmt.Errorf("query: old names: %w", err)
 	}
 	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
 		Entries: make([]Entry, 0, len(paths))}

@@ -78,41 +78,25 @@ type renameStep struct {
 	r        *Record
 }
 
-func newOldNames(renames []renameAt) *oldNames {
-	o := &oldNames{byTo: make(map[string][]renameStep)}
-	for _, ra := range renames {
-		o.add(ra)
-	}
-	return o
+func newOldNames() *oldNames {
+	return &oldNames{byTo: make(map[string][]renameStep)}
 }
 
 // add indexes one more rename, newer than those before it.
 func (o *oldNames) add(ra renameAt) {
 	r := ra.r
-	// A rename onto its own ancestor or descendant always fails (EINVAL,
-	// ENOTEMPTY): it moved nothing. A rename of anything but a directory
-	// moves nothing beneath its names; its intent says which it was (fs
-	// takes the type from the inode the kernel named, or from BACKING
-	// under the directory's lock), and a rename whose source was missing,
-	// the commonest failure, is not one of a directory.
-	if r.Path == "" || r.Path2 == "" || r.Path == r.Path2 || beneath(r.Path, r.Path2) || beneath(r.Path2, r.Path) || r.Flags&FlagDir == 0 {
+	// A rename of anything but a directory moves nothing beneath its
+	// names; its intent says which it was (fs takes the type from the
+	// inode the kernel named, or from BACKING under the directory's
+	// lock), and a rename whose source was missing, the commonest
+	// failure, is not one of a directory.
+	if movesNothing(r) || r.Flags&FlagDir == 0 {
 		return
 	}
 	o.byTo[r.Path2] = append(o.byTo[r.Path2], renameStep{ra.at, r.Path, r.Path2, r})
 	if r.Flags&FlagExchange != 0 {
 		o.byTo[r.Path] = append(o.byTo[r.Path], renameStep{ra.at, r.Path2, r.Path, r})
 	}
-}
-
-// covers reports whether a rename seen so far moved an ancestor of p (so
-// that p needs walking back).
-func (o *oldNames) covers(p string) bool {
-	for i := strings.IndexByte(p, '/'); i > 0; i = nextSlash(p, i) {
-		if _, ok := o.byTo[p[:i]]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 func nextSlash(p string, i int) int {
@@ -170,13 +154,27 @@ func (o *oldNames) chain(p string, at int, emit func(p string, r *Record)) {
 	}
 }
 
+// addOldNames lists the old names beneath renamed directories that the
+// answer (paths) does not list yet: by the full mapping while it stays
+// within its budget, else, with a warning, by the chain walk.
+func (t *Tracker) addOldNames(from uint64, paths map[string]*agg, renames []*Record, add func(p string, r *Record)) error {
+	if added, ok := mapAll(paths, renames, oldNamesBudget(len(paths))); ok {
+		for _, a := range added {
+			add(a.path, a.r)
+		}
+		return nil
+	}
+	t.log.Warn("query: the old names beneath renamed directories would pass the budget of the full mapping; listed by the chain walk instead (docs/usage.md)", "renames", len(renames))
+	return t.walkOldNames(from, paths, add)
+}
+
 // walkOldNames lists the older names by the chain walk. The full
 // mapping gave up, which is rare, so the sources are gathered only now,
 // by a second scan of the journal (their places in it): every path a
 // record of a modification names, and every path of the answer that no
 // record names (found in BACKING now).
 func (t *Tracker) walkOldNames(from uint64, paths map[string]*agg, add func(p string, r *Record)) error {
-	o := newOldNames(nil)
+	o := newOldNames()
 	var sources []source
 	periodEnd := make(map[uint64]int) // the last place of each period
 	at := 0
@@ -242,7 +240,7 @@ func mapAll(paths map[string]*agg, renames []*Record, budget int) ([]oldName, bo
 	seen := make(map[string]bool)
 	for i := len(renames) - 1; i >= 0; i-- {
 		r := renames[i]
-		if r.Path == "" || r.Path2 == "" || r.Path == r.Path2 || beneath(r.Path, r.Path2) || beneath(r.Path2, r.Path) {
+		if movesNothing(r) {
 			continue
 		}
 		pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
@@ -272,6 +270,13 @@ func mapAll(paths map[string]*agg, renames []*Record, budget int) ([]oldName, bo
 		}
 	}
 	return added, true
+}
+
+// movesNothing reports whether a rename record cannot have moved anything
+// beneath its names: a name is missing, or it renames onto its own
+// ancestor or descendant, which always fails (EINVAL, ENOTEMPTY).
+func movesNothing(r *Record) bool {
+	return r.Path == "" || r.Path2 == "" || r.Path == r.Path2 || beneath(r.Path, r.Path2) || beneath(r.Path2, r.Path)
 }
 
 // beneath reports whether p is strictly beneath the directory dir (both

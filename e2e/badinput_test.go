@@ -132,7 +132,6 @@ func TestAllowOther(t *testing.T) {
 	writeFile(t, filepath.Join(m.Mnt, "f"), "x")
 	waitClosed(t, m.Mnt)
 	before := getState(t, m.Mnt)
-	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	hsmDir := filepath.Join(m.Mnt, ".hsm")
 
 	if r := run(t, nobody, "ls", "-l", m.Mnt); r.code != 0 || !strings.Contains(r.stdout, " f\n") {

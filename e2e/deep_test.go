@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestDeeperThanPathMax(t *testing.T) {
 	long := filepath.Join(base, strings.Repeat("b", 200), strings.Repeat("c", 200))
 	backing, mnt := filepath.Join(long, "backing"), filepath.Join(base, "mnt")
 	for _, d := range []string{backing, mnt} {
-		must(t, mkdirAll(d))
+		must(t, os.MkdirAll(d, 0o755))
 	}
 	m := permMount(t, withBacking(backing), withMnt(mnt))
 	comp := strings.Repeat("d", 255)
@@ -147,16 +148,4 @@ func TestDeeperThanPathMax(t *testing.T) {
 			t.Errorf("the answer does not list %s", short(p))
 		}
 	}
-}
-
-func mkdirAll(p string) error {
-	if err := unix.Mkdir(p, 0o755); err == nil || err == unix.EEXIST {
-		return nil
-	} else if err != unix.ENOENT {
-		return err
-	}
-	if err := mkdirAll(filepath.Dir(p)); err != nil {
-		return err
-	}
-	return mkdirAll(p)
 }

@@ -28,10 +28,12 @@ import (
 //   - an OPEN or CREATE with FUSE_OPEN_KILL_SUIDGID (O_TRUNC by such a
 //     caller).
 //
-// Clearing means: setuid goes, setgid goes if group-execute is set (a
-// setgid file without it is a mandatory-locking mark, which stays), and
-// the security.capability xattr goes. It is a chmod of the path, with
-// its own intent first.
+// Clearing means: setuid goes; setgid goes if group-execute is set, or
+// else if the caller is neither in the file's group nor root
+// (privsToKill); the security.capability xattr goes. For a write it is a
+// chmod of the path with its own intent first (killFd); for a truncate,
+// an O_TRUNC open or a chown it is part of that modification, under its
+// intent (clearPrivs, killAt).
 //
 // go-fuse's node API drops the write and open flags on the way to the
 // node methods, so killFlags, a thin layer over go-fuse's raw

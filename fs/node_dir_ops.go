@@ -223,7 +223,5 @@ func (n *Node) entryKind(child *gofs.Inode, dirfd int, name string) (ino uint64,
 	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return 0, false
 	}
-	var sst syscall.Stat_t
-	sst.Ino, sst.Dev = st.Ino, st.Dev
-	return n.idFromStat(&sst, &syscall.Timespec{}).Ino, st.Mode&unix.S_IFMT == unix.S_IFDIR
+	return n.r.inoOf(&st), st.Mode&unix.S_IFMT == unix.S_IFDIR
 }

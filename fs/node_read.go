@@ -13,10 +13,11 @@ import (
 // path of the node (BACKING's path joined with the node's): that path
 // fails with ENAMETOOLONG once it passes PATH_MAX, although the kernel
 // lets a tree grow deeper through relative steps. Here every read
-// resolves the node's parent through fds (Backing.parentDir walks long
-// paths in pieces) and acts on the final name with an *at call that
-// does not follow a symlink, so a tree of any depth reads as BACKING
-// holds it, and the length of BACKING's own path does not matter.
+// resolves the node's parent through fds (Node.parentFd: openBeneath
+// walks long paths in pieces, and identity.go checks the result) and
+// acts on the final name with an *at call that does not follow a
+// symlink, so a tree of any depth reads as BACKING holds it, and the
+// length of BACKING's own path does not matter.
 
 var (
 	_ = (gofs.NodeGetattrer)((*Node)(nil))
