@@ -42,6 +42,9 @@ type agg struct {
 	inos     []uint64 // every inode the records name, oldest first
 	recorded bool     // a record names it
 	real     bool     // a record of a modification names it (not a derivation)
+	// What the path holds when the query runs (its lstat).
+	nowIno   uint64
+	nowNlink uint32
 }
 
 // Query runs one query as the contract describes: it starts period P,
@@ -92,6 +95,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	var dirRenames, entryRecs, dirIntents []*Record
 	var entryInflight, dirInflight []bool
+	linkHints := make(map[uint64][]string) // names that links and renames gave an inode
 	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
 		inflight := r.Run < t.run && !completed
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
@@ -109,6 +113,9 @@ func (t *Tracker) Query() (*Answer, error) {
 		// not a directory costs one failed open.
 		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
 			dirRenames = append(dirRenames, r)
+		}
+		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {
+			linkHints[r.Ino] = append(linkHints[r.Ino], r.Path, r.Path2)
 		}
 	})
 	if err != nil {
@@ -207,6 +214,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	stat(func(i int, typ string, ino uint64, nlink uint32) {
 		a := aggs[i]
+		a.nowIno, a.nowNlink = ino, nlink
 		// The recorded inode is the one that was modified; the path
 		// may hold another file now (renamed over it). With it, a
 		// consumer can find the other names of a file with links.
@@ -233,6 +241,9 @@ func (t *Tracker) Query() (*Answer, error) {
 	}
 	clear(ans.Entries[kept:])
 	ans.Entries, aggs = ans.Entries[:kept], aggs[:kept]
+	if aggs, err = t.addLinkNames(ans, aggs, linkHints); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
 	if err := t.recordDerived(P, ans, aggs); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}

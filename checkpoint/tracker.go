@@ -58,7 +58,8 @@ type Tracker struct {
 
 	ps periods
 
-	qmu sync.Mutex // serialises Query, Checkpoint, Bless and Close
+	qmu   sync.Mutex // serialises Query, Checkpoint, Bless and Close
+	links linkIndex  // guarded by qmu (links.go)
 
 	stateMu sync.Mutex // guards state
 	state   State

@@ -245,7 +245,6 @@ func (r *crashRig) round() error {
 	r.histMu.Lock()
 	r.hist = append(r.hist, string(data))
 	r.histMu.Unlock()
-	data = append(data, hardlinkNames(r.mnt, data)...)
 	lf := filepath.Join(filepath.Dir(r.dest), "list")
 	if err := os.WriteFile(lf, data, 0o644); err != nil {
 		return err
@@ -264,36 +263,6 @@ func (r *crashRig) round() error {
 	}
 	r.rounds.Add(1)
 	return nil
-}
-
-// hardlinkNames does what the contract asks of a consumer for files with
-// several links: hsmfs lists the names the mount used, and the consumer
-// looks for the other names of the inode (by inode number) and copies
-// them too. It returns the extra lines for the list.
-func hardlinkNames(mnt string, list []byte) []byte {
-	inos := map[uint64]bool{}
-	for _, p := range strings.Split(string(list), "\n") {
-		var st syscall.Stat_t
-		if p != "" && syscall.Lstat(filepath.Join(mnt, p), &st) == nil &&
-			st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink > 1 {
-			inos[st.Ino] = true
-		}
-	}
-	if len(inos) == 0 {
-		return nil
-	}
-	var extra []byte
-	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return nil
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && inos[st.Ino] {
-			rel, _ := filepath.Rel(mnt, p)
-			extra = append(extra, rel+"\n"...)
-		}
-		return nil
-	})
-	return extra
 }
 
 // kill SIGKILLs the daemon, then remounts once writers and the consumer

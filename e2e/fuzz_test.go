@@ -402,22 +402,11 @@ func (f *fuzzer) link(tr *tree) bool {
 // name.
 //
 // A file with several links is the exception that the contract documents:
-// FUSE names no path when a file is opened or its attributes change, so
-// hsmfs lists such a change under a name of the file that it has seen,
-// not necessarily the one used. A missing touched file is excused when
-// its inode is listed under another name, an extra path when its inode
-// is one that the round touched.
+// A modification of a file with several links is listed under every
+// name of the file: an extra path is excused when its inode is one that
+// the round touched, and a touched path is never excused.
 func (f *fuzzer) checkAnswer(round int, listed []string, a *Answer) bool {
 	f.t.Helper()
-	listedInos := map[uint64]bool{}
-	for _, e := range a.Entries {
-		if e.Ino != 0 {
-			listedInos[e.Ino] = true
-		}
-		for _, ino := range e.Inos {
-			listedInos[ino] = true
-		}
-	}
 	now := f.scan()
 	required := map[string]bool{}
 	for p := range f.touched {
@@ -461,7 +450,7 @@ func (f *fuzzer) checkAnswer(round int, listed []string, a *Answer) bool {
 	}
 	var missing, extra []string
 	for p := range required {
-		if !slices.Contains(listed, p) && !(f.multiIno[p] != 0 && listedInos[f.multiIno[p]]) {
+		if !slices.Contains(listed, p) {
 			missing = append(missing, p)
 		}
 	}
@@ -502,43 +491,4 @@ func (f *fuzzer) explain(ms, ds map[string]node, a *Answer) {
 		}
 		f.t.Logf("%q: inode %d, %d links; the answer's entries for that inode: %s", p, st.Ino, st.Nlink, strings.Join(same, ", "))
 	}
-}
-
-// hardlinkPeers finds, as the contract tells a consumer to, the other
-// names of listed files that have several links: by inode number, from
-// changes.json (which gives it even for a name that is gone).
-func (f *fuzzer) hardlinkPeers(a *Answer, listed []string) []string {
-	in := map[string]bool{}
-	for _, p := range listed {
-		in[p] = true
-	}
-	inos := map[uint64]bool{}
-	for _, e := range a.Entries {
-		// nlink 0: the modified inode is no longer at this path; inos:
-		// other files modified under this name.
-		if e.Ino != 0 && (e.Nlink != 1 || e.Type == "gone") {
-			inos[e.Ino] = true
-		}
-		for _, ino := range e.Inos {
-			inos[ino] = true
-		}
-	}
-	if len(inos) == 0 {
-		return nil
-	}
-	var out []string
-	filepath.WalkDir(f.mnt, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
-		var st syscall.Stat_t
-		if syscall.Lstat(p, &st) == nil && inos[st.Ino] {
-			rel, _ := filepath.Rel(f.mnt, p)
-			if !in[rel] {
-				out = append(out, rel)
-			}
-		}
-		return nil
-	})
-	return out
 }

@@ -94,8 +94,9 @@ func TestRsyncConsumer(t *testing.T) {
 		plainMatches(t, fmt.Sprintf("round %d", round), m.Mnt, listed, a)
 		ok := fz.checkAnswer(round, a.Paths(), a)
 
-		list := append(listed, fz.hardlinkPeers(a, listed)...)
-		r := rsyncList(t, m.Mnt, dest, list)
+		// The plain answer alone: it lists every name of a file with
+		// several links, which the recipe (no -H) copies one by one.
+		r := rsyncList(t, m.Mnt, dest, listed)
 		if r.code != 0 && r.code != 24 {
 			ok = false
 			t.Errorf("round %d (seed %d): rsync of the answer: %v", round, seed, r)
@@ -111,7 +112,7 @@ func TestRsyncConsumer(t *testing.T) {
 		}
 		if failed++; failed <= 3 {
 			t.Logf("round %d: the modifications were:\n  %s\nthe list given to rsync:\n  %s",
-				round, strings.Join(fz.log, "\n  "), strings.Join(list, "\n  "))
+				round, strings.Join(fz.log, "\n  "), strings.Join(listed, "\n  "))
 		}
 		// Start the next round from an exact copy again, so that one
 		// problem does not hide the next.

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hsmfs/hsmfs/checkpoint"
 )
 
 // ControlName is the reserved name of the control directory at the root.
@@ -27,6 +29,15 @@ type Backing struct {
 	dev    uint64
 	dirs   *dirCache // fds of the parent directories of modifications (dircache.go)
 }
+
+// The optional methods that the tracker's queries use.
+var (
+	_ checkpoint.Backing      = (*Backing)(nil)
+	_ checkpoint.BatchLstater = (*Backing)(nil)
+	_ checkpoint.Lister       = (*Backing)(nil)
+	_ checkpoint.TypedLister  = (*Backing)(nil)
+	_ checkpoint.InodeWalker  = (*Backing)(nil)
+)
 
 // OpenBacking opens BACKING and checks that it can be tracked.
 func OpenBacking(path string) (*Backing, error) {
@@ -317,14 +328,40 @@ func (b *Backing) list(dir string, typed bool, fn func(string, bool)) error {
 
 // walkFd lists the directory fd (taking ownership of it) recursively.
 func walkFd(fd int, dir string, fn func(string)) error {
+	return walkEntries(fd, dir, func(_ int, _, p string, _ bool) { fn(p) })
+}
+
+// WalkInodes calls fn for every entry of BACKING that is not a directory,
+// with its inode and link count (checkpoint.InodeWalker). Directories
+// cost no stat: the directory's own entry types say which they are.
+func (b *Backing) WalkInodes(fn func(path string, ino uint64, nlink uint32)) error {
+	fd, err := unix.Openat(b.rootFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("walk inodes: %w", err)
+	}
+	return walkEntries(fd, "", func(dirfd int, name, p string, isDir bool) {
+		if isDir || p == ControlName {
+			return
+		}
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			fn(p, st.Ino, uint32(st.Nlink))
+		}
+	})
+}
+
+// walkEntries lists the directory fd (taking ownership of it)
+// recursively: fn gets each entry's directory fd, name and path.
+func walkEntries(fd int, dir string, fn func(dirfd int, name, path string, isDir bool)) error {
 	f := os.NewFile(uintptr(fd), dir)
 	defer f.Close()
 	for {
 		ents, err := f.ReadDir(1024)
 		for _, e := range ents {
 			p := joinPath(dir, e.Name())
-			fn(p)
-			if e.Type()&os.ModeDir == 0 {
+			isDir := e.Type()&os.ModeDir != 0
+			fn(fd, e.Name(), p, isDir)
+			if !isDir {
 				continue
 			}
 			cfd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -334,7 +371,7 @@ func walkFd(fd int, dir string, fn func(string)) error {
 				}
 				return fmt.Errorf("walk %q: %w", p, err)
 			}
-			if err := walkFd(cfd, p, fn); err != nil {
+			if err := walkEntries(cfd, p, fn); err != nil {
 				return err
 			}
 		}

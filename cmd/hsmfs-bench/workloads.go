@@ -24,6 +24,7 @@ type sizes struct {
 	pendingBudget  time.Duration // for creating the pending paths
 	stormWorkers   int
 	stormOps       int // per writer
+	linkFiles      int
 	queryReps      int
 	budget         map[string]time.Duration // per workload, see runWorkload
 }
@@ -34,7 +35,7 @@ func sizesFor(short bool) sizes {
 			short: true, seqBytes: 256 << 20, metaFiles: 1000, parWorkers: 4, buildSubset: true,
 			intentDur: time.Second, intentWriters: 16, intentMax: 16000,
 			pendingPaths: 100_000, pendingWorkers: 32, pendingBudget: 20 * time.Second, queryReps: 1,
-			stormWorkers: 4, stormOps: 500,
+			stormWorkers: 4, stormOps: 500, linkFiles: 50_000,
 			budget: map[string]time.Duration{
 				"seqwrite": 6 * time.Second, "seqread": 6 * time.Second, "meta-serial": 8 * time.Second,
 				"meta-parallel": 8 * time.Second, "build": 15 * time.Second, "intents": 12 * time.Second,
@@ -45,7 +46,7 @@ func sizesFor(short bool) sizes {
 		seqBytes: 1 << 30, metaFiles: 4000, parWorkers: 4,
 		intentDur: 2 * time.Second, intentWriters: 16, intentMax: 64000,
 		pendingPaths: 1_000_000, pendingWorkers: 32, pendingBudget: 150 * time.Second, queryReps: 3,
-		stormWorkers: 4, stormOps: 2000,
+		stormWorkers: 4, stormOps: 2000, linkFiles: 500_000,
 		budget: map[string]time.Duration{
 			"seqwrite": 50 * time.Second, "seqread": 40 * time.Second, "meta-serial": 40 * time.Second,
 			"meta-parallel": 40 * time.Second, "build": 180 * time.Second, "intents": 60 * time.Second,
@@ -176,6 +177,17 @@ func allWorkloads(sz sizes) []*workload {
 			},
 			targets: []string{"hsmfs"},
 			custom:  runStorm,
+		},
+		{
+			name: "links",
+			desc: fmt.Sprintf("hsmfs alone: every name of a file with links, in a tree of %s files (every tenth has a second link, made before the mount)", countLabel(sz.linkFiles)),
+			metrics: []*Metric{
+				{ID: "links.walk", Label: "reference: lstat walk of that tree", Unit: "s", Section: secAbsolute},
+				{ID: "links.first", Label: "first query with a linked file (builds the index)", Unit: "s", Section: secAbsolute},
+				{ID: "links.warm", Label: "next query with a linked file (index built)", Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 0.1}},
+			},
+			targets: []string{"hsmfs"},
+			custom:  runLinks,
 		},
 	}
 	for _, w := range ws {

@@ -140,12 +140,24 @@ func afterIntents(e *Env, t *Target, rep int) error {
 // soloHsmfs mounts an hsmfs of its own, on a fresh BACKING and JOURNAL
 // named after the workload; done unmounts it and removes both.
 func (e *Env) soloHsmfs(ctx context.Context, name string) (*Target, func(), error) {
+	return e.soloHsmfsWith(ctx, name, nil)
+}
+
+// soloHsmfsWith is soloHsmfs with BACKING filled by prepare before the
+// mount.
+func (e *Env) soloHsmfsWith(ctx context.Context, name string, prepare func(backing string) error) (*Target, func(), error) {
 	t := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, name), Mnt: filepath.Join(e.work, "mnt-"+name),
 		Journal: filepath.Join(e.jourFS, name+"-journal"), env: e}
 	t.Dir = t.Mnt
 	for _, d := range []string{t.Backing, t.Mnt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, nil, err
+		}
+	}
+	if prepare != nil {
+		if err := prepare(t.Backing); err != nil {
+			removeTree(t.Backing)
+			return nil, nil, fmt.Errorf("%s: prepare BACKING: %w", name, err)
 		}
 	}
 	if err := e.mountHsmfs(ctx, t); err != nil {
