@@ -12,7 +12,12 @@ import (
 // flush (xfs_io -x -c shutdown), which loses everything not yet on disk,
 // as a power cut would. Then both are mounted again (log recovery) and so
 // is hsmfs. The consumer's copy lives on the machine's own disk.
-func TestCrashPower(t *testing.T) {
+func TestCrashPower(t *testing.T) { testCrashPower(t, false) }
+
+// TestCrashPowerInPlace is power mode with the mount over BACKING itself.
+func TestCrashPowerInPlace(t *testing.T) { testCrashPower(t, true) }
+
+func testCrashPower(t *testing.T, inPlace bool) {
 	n := crashCount(t, "HSMFS_POWERCUTS", 3, 30)
 	bfs := newLoopFS(t, "xfs", 320<<20)
 	jfs := newLoopFS(t, "xfs", 320<<20)
@@ -25,6 +30,10 @@ func TestCrashPower(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	mode := "power"
+	if inPlace {
+		mnt, mode = backing, "power in place"
+	}
 	logf := filepath.Join(t.TempDir(), "hsmfs.log")
 	r := newCrashRig(t, backing, mnt, journal)
 	r.mountFn = func() *hsmMount {
@@ -36,7 +45,7 @@ func TestCrashPower(t *testing.T) {
 	}
 	seed := crashSeed(t)
 	cut := 0
-	r.run("power", n, seed, func() {
+	r.run(mode, n, seed, func() {
 		cut++
 		r.m.unmounted = true
 		// The power goes: both disks stop at once, in either order.

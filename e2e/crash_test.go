@@ -360,6 +360,14 @@ func TestCrashKill(t *testing.T) {
 	r.run("kill", n, crashSeed(t), r.kill)
 }
 
+// TestCrashKillInPlace is kill mode with the mount over BACKING itself.
+func TestCrashKillInPlace(t *testing.T) {
+	n := crashCount(t, "HSMFS_CRASHES", 6, 100)
+	b, _, j := newDirs(t)
+	r := newCrashRig(t, b, b, j)
+	r.run("kill in place", n, crashSeed(t), r.kill)
+}
+
 // mmapWrite writes through a shared mapping. A fault (the mount died
 // under the mapping) becomes an error instead of killing the test.
 func mmapWrite(p string, rng *rand.Rand) (err error) {

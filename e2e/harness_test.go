@@ -213,6 +213,7 @@ func run(t testing.TB, cred *syscall.Credential, name string, args ...string) re
 type hsmMount struct {
 	Backing, Mnt, Journal, Log string
 	Pid                        int // the daemon
+	Stderr                     string // what hsmfs mount printed (warnings)
 	unmounted                  bool
 }
 
@@ -297,6 +298,7 @@ func mount(t testing.TB, opts ...mountOpt) *hsmMount {
 		t.Fatalf("status has no pid: %v", st)
 	}
 	m.Pid = int(pid)
+	m.Stderr = r.stderr
 	return m
 }
 

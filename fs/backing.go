@@ -69,6 +69,15 @@ func OpenBacking(path string) (*Backing, error) {
 // Path is the absolute path of BACKING.
 func (b *Backing) Path() string { return b.path }
 
+// Dev is the device of BACKING's filesystem (the directory itself, not a
+// mount over it: it was opened before).
+func (b *Backing) Dev() uint64 { return b.dev }
+
+// fdPath reaches BACKING through its root fd for path-based calls (go-fuse's
+// loopback): with an in-place mount, BACKING's own path leads into the
+// mount.
+func (b *Backing) fdPath() string { return fmt.Sprintf("/proc/self/fd/%d", b.rootFd) }
+
 // Close releases the root fd.
 func (b *Backing) Close() error {
 	b.dirs.invalidate() // closes the cached fds; those in use close at their put

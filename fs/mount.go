@@ -55,7 +55,7 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
 		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
-	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: cfg.Backing.dev}
+	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.fdPath(), Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node
 	info := cfg.Info

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hsmfs/hsmfs/checkpoint"
 	hfs "github.com/hsmfs/hsmfs/fs"
+	"github.com/hsmfs/hsmfs/internal/holders"
 	"github.com/hsmfs/hsmfs/journal"
 )
 
@@ -28,6 +29,9 @@ const mountUsage = `Usage: hsmfs mount [options] BACKING MOUNTPOINT
 
 Mounts a tracked view of BACKING at MOUNTPOINT. Returns once the mount is
 live; the daemon then runs in the background (logs go to --log).
+BACKING and MOUNTPOINT may be the same directory: the mount then covers it
+(in place), applications keep their paths, and nothing new reaches the
+directory underneath; "hsmfs umount DIR" gives it back.
 
 Options:
   --journal DIR      where the change records live (default: under
@@ -44,6 +48,11 @@ Options:
                      them to the kernel (slower; for comparison)
   --fine-intents     sync every intent on its own instead of one directory
                      intent per directory and period (slower; for comparison)
+  --strict           in place (BACKING = MOUNTPOINT): refuse to mount while
+                     another process holds a file, a working directory or
+                     a mapping beneath it from before (it could write
+                     around the tracker); without it they are named in a
+                     warning
   -h, --help         this help
 
 It refuses, with a reason on stderr and exit code 1: BACKING missing or not
@@ -69,7 +78,11 @@ type mountArgs struct {
 	Debug      bool     `json:"debug"`
 	NoPassthru bool     `json:"no_passthrough"`
 	FineOnly   bool     `json:"fine_intents"`
+	Strict     bool     `json:"strict"`
 }
+
+// inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
+func (a *mountArgs) inPlace() bool { return a.Backing == a.Mountpoint }
 
 func runMount(args []string) error {
 	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
@@ -84,6 +97,7 @@ func runMount(args []string) error {
 	fs.BoolVar(&a.Debug, "debug", false, "")
 	fs.BoolVar(&a.NoPassthru, "no-passthrough", false, "")
 	fs.BoolVar(&a.FineOnly, "fine-intents", false, "")
+	fs.BoolVar(&a.Strict, "strict", false, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -97,7 +111,7 @@ func runMount(args []string) error {
 	}
 	if fg {
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		return serve(a, log, func(error) {})
+		return serve(a, log, func(error) {}, func(string) {})
 	}
 	return spawnDaemon(a)
 }
@@ -111,11 +125,6 @@ func (a *mountArgs) resolve(backing, mnt string) error {
 	}
 	if a.Mountpoint, err = realDir(mnt, "MOUNTPOINT"); err != nil {
 		return err
-	}
-	if a.Backing == a.Mountpoint {
-		// Works, but every access would go through hsmfs twice over;
-		// more likely a typo.
-		return fmt.Errorf("BACKING and MOUNTPOINT are the same directory %s", a.Backing)
 	}
 	if a.Journal == "" {
 		a.Journal = defaultJournal(a.Backing)
@@ -214,7 +223,13 @@ func spawnDaemon(a mountArgs) error {
 		return fmt.Errorf("start daemon: %w", err)
 	}
 	pw.Close()
-	line, rerr := bufio.NewReader(pr).ReadString('\n')
+	// Warnings first ("warn: ..."), then "ok" or "error: ...".
+	rd := bufio.NewReader(pr)
+	line, rerr := rd.ReadString('\n')
+	for rerr == nil && strings.HasPrefix(line, "warn: ") {
+		fmt.Fprint(os.Stderr, "hsmfs mount: warning: "+strings.TrimPrefix(line, "warn: "))
+		line, rerr = rd.ReadString('\n')
+	}
 	pr.Close()
 	line = strings.TrimSpace(line)
 	if rerr == nil && line == "ok" {
@@ -247,7 +262,8 @@ func runDaemon() int {
 	}
 	os.Unsetenv(daemonEnv)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := serve(a, log, report); err != nil {
+	warn := func(msg string) { fmt.Fprintln(ready, "warn: "+strings.ReplaceAll(msg, "\n", " ")) }
+	if err := serve(a, log, report, warn); err != nil {
 		log.Error("hsmfs stopped", "err", err)
 		return exitError
 	}
@@ -255,8 +271,10 @@ func runDaemon() int {
 }
 
 // serve mounts and runs until unmounted or signalled. ready is called
-// once: with nil when the mount is live, or with the reason it is not.
-func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
+// once: with nil when the mount is live, or with the reason it is not;
+// warn, before it, tells the user what they should know (it is logged
+// too).
+func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) (err error) {
 	reported := false
 	defer func() {
 		if !reported {
@@ -295,6 +313,11 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	if err != nil {
 		tr.Close()
 		return err
+	}
+	if a.inPlace() {
+		if err := checkHolders(a, b.Dev(), log, warn); err != nil {
+			return errors.Join(err, unmountNow(srv, tr))
+		}
 	}
 	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
 		// For performance work: profile the daemon until it unmounts.
@@ -361,4 +384,47 @@ func writeHeapProfile(path string) error {
 		return err
 	}
 	return os.Rename(path+".tmp", path)
+}
+
+// checkHolders looks, once an in-place mount is live, for processes that
+// still hold something in the directory underneath: they can write
+// around the tracker. It warns, or with --strict refuses.
+func checkHolders(a mountArgs, dev uint64, log *slog.Logger, warn func(string)) error {
+	hs, err := holders.Find(a.Backing, dev)
+	if err != nil {
+		log.Warn("in place: could not look for processes holding files beneath BACKING", "err", err)
+		return nil
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	var names []string
+	for _, h := range hs {
+		names = append(names, h.String())
+	}
+	msg := fmt.Sprintf("%d open files, directories or mappings beneath %s are from before the mount and can change it around the tracker: %s",
+		len(hs), a.Backing, strings.Join(names, "; "))
+	if a.Strict {
+		return fmt.Errorf("--strict: %s", msg)
+	}
+	log.Warn("in place: " + msg)
+	warn(msg)
+	return nil
+}
+
+// unmountNow takes down a mount that must not stay (nothing has used it
+// yet but the processes that the refusal names may).
+func unmountNow(srv interface {
+	Unmount() error
+	Wait()
+}, tr *checkpoint.Tracker) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = srv.Unmount(); err == nil {
+			srv.Wait()
+			return tr.Close()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("unmount after the refusal: %w", err)
 }
