@@ -212,7 +212,7 @@ func run(t testing.TB, cred *syscall.Credential, name string, args ...string) re
 // hsmMount is one mount started by a test.
 type hsmMount struct {
 	Backing, Mnt, Journal, Log string
-	Pid                        int // the daemon
+	Pid                        int    // the daemon
 	Stderr                     string // what hsmfs mount printed (warnings)
 	unmounted                  bool
 }
