@@ -26,11 +26,20 @@ type Entry struct {
 	shadowed bool
 }
 
+// Shadowed reports whether the path is beneath an ancestor that is not a
+// directory any more (left out of the plain answer).
+func (e *Entry) Shadowed() bool { return e.shadowed }
+
 // Answer is the result of one query.
 type Answer struct {
 	Query     uint64 // the id: the period that the query started
-	Blessed   uint64 // the last completed bless when the query ran
+	Blessed   uint64 // the consumer's last completed bless when the query ran
 	Recovered bool
+	// Full: the consumer must copy the whole tree once (a new consumer,
+	// or one reset by the lag policy), then bless this answer.
+	Full bool
+	// Reset: the lag policy dropped this consumer's backlog.
+	Reset bool
 	Entries   []Entry // sorted bytewise by Path, unique
 }
 
@@ -51,17 +60,30 @@ type agg struct {
 // waits for the earlier periods to drain (files open for writing are
 // re-recorded in P instead), and answers every path that a record of an
 // unblessed period may have changed.
-func (t *Tracker) Query() (*Answer, error) {
+func (t *Tracker) Query() (*Answer, error) { return t.QueryFor("") }
+
+// QueryFor is Query for the named consumer (DefaultConsumer or "" for
+// the default): its answer starts at its own last bless.
+func (t *Tracker) QueryFor(name string) (*Answer, error) {
 	if t.closed.Load() {
 		return nil, ErrClosed
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
+	if err := t.resetLaggards(time.Now()); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	t.warnLaggards(time.Now())
+	before := t.snapshot()
+	if _, err := before.cursor(name); err != nil {
+		return nil, fmt.Errorf("query: %w", err) // before a period is started for nothing
+	}
 	P, err := t.advance()
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	st := t.snapshot()
+	cur, _ := st.cursor(name)
 	paths := make(map[string]*agg)
 	add := func(p string, r *Record, inflight bool) *agg {
 		if p == "" {
@@ -96,8 +118,8 @@ func (t *Tracker) Query() (*Answer, error) {
 	var dirRenames, entryRecs, dirIntents []*Record
 	var entryInflight, dirInflight []bool
 	linkHints := make(map[uint64][]string) // names that links and renames gave an inode
-	err = scanAside(t.store, st.LastBlessed, func(r *Record, completed bool) {
-		inflight := r.Run < t.run && !completed
+	err = scanAside(t.store, cur.lastBlessed, func(r *Record, completed bool) {
+		inflight := r.Run < t.run && !completed && r.Op != OpOutside
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			entryRecs = append(entryRecs, r)
 			entryInflight = append(entryInflight, inflight)
@@ -185,11 +207,11 @@ func (t *Tracker) Query() (*Answer, error) {
 	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
 		return nil, fmt.Errorf("query: expand new directories: %w", err)
 	}
-	if err := t.addOldNames(st.LastBlessed, paths, dirRenames, func(p string, r *Record) { add(p, r, false) }); err != nil {
+	if err := t.addOldNames(cur.lastBlessed, paths, dirRenames, func(p string, r *Record) { add(p, r, false) }); err != nil {
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
-	ans := &Answer{Query: P, Blessed: st.LastBlessed, Recovered: st.RecoveredAt != 0,
-		Entries: make([]Entry, 0, len(paths))}
+	ans := &Answer{Query: P, Blessed: cur.lastBlessed, Recovered: cur.recoveredAt != 0,
+		Full: cur.full, Reset: cur.reset, Entries: make([]Entry, 0, len(paths))}
 	keys, aggs := sortedPaths(paths)
 	paths = nil // from here on, aggs[i] is the agg of keys[i]
 	// Sorted, siblings are neighbours: a batch statter opens each
@@ -247,10 +269,7 @@ func (t *Tracker) Query() (*Answer, error) {
 	if err := t.recordDerived(P, ans, aggs); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.saveState(func(s *State) {
-		s.LastQuery = P
-		s.NotQueries = slices.DeleteFunc(slices.Clone(s.NotQueries), func(p uint64) bool { return p == P })
-	}); err != nil {
+	if err := t.saveState(func(s *State) { s.queried(cur, P, time.Now()) }); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return ans, nil

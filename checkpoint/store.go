@@ -35,7 +35,10 @@ const (
 	// carries names in Path2, separated by NUL bytes. Fine records of the
 	// same period name the removals, unsynced (coarse.go).
 	OpNames Op = 19
-	opMax   Op = 20
+	// OpOutside: a change made to BACKING around hsmfs, while no hsmfs
+	// ran, found by the check at mount (internal/outside).
+	OpOutside Op = 20
+	opMax     Op = 21
 )
 
 var opNames = [opMax]string{
@@ -44,7 +47,7 @@ var opNames = [opMax]string{
 	OpMkdir: "mkdir", OpSymlink: "symlink", OpLink: "link", OpUnlink: "unlink",
 	OpRmdir: "rmdir", OpRename: "rename", OpChmod: "chmod", OpChown: "chown",
 	OpUtimens: "utimens", OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
-	OpEntries: "entries", OpNames: "names",
+	OpEntries: "entries", OpNames: "names", OpOutside: "outside",
 }
 
 func (o Op) String() string {
@@ -113,6 +116,9 @@ type State struct {
 	// something other than a query (the first mount, a recovery, a
 	// checkpoint): blessing them fails, as no query returned them.
 	NotQueries []uint64
+	// Consumers are the named consumers' cursors, sorted by name
+	// (consumers.go). The default consumer's is the fields above.
+	Consumers []Consumer
 }
 
 // Store is the durable journal the tracker writes through. journal.Journal

@@ -58,8 +58,11 @@ type Tracker struct {
 
 	ps periods
 
-	qmu   sync.Mutex // serialises Query, Checkpoint, Bless and Close
+	qmu   sync.Mutex // serialises Query, Checkpoint, Bless, Close and consumer changes
 	links linkIndex  // guarded by qmu (links.go)
+
+	maxLag, warnLag time.Duration        // Options.ConsumerMaxAge, ConsumerWarnAge
+	warned          map[string]time.Time // guarded by qmu: when a lagging consumer was last logged
 
 	stateMu sync.Mutex // guards state
 	state   State
@@ -102,6 +105,13 @@ type Options struct {
 	// (queries still ignore them), so that `hsmfs journal dump` shows the
 	// whole history. For debugging crash tests.
 	KeepBlessed bool
+	// ConsumerMaxAge resets a named consumer that has not blessed for
+	// longer (0: never): its backlog is dropped and its next answer says
+	// reset and full (consumers.go).
+	ConsumerMaxAge time.Duration
+	// ConsumerWarnAge marks a consumer lagging in lists, and logs it at
+	// queries, once it has not blessed for longer (0: never).
+	ConsumerWarnAge time.Duration
 }
 
 // New loads the durable state, performs recovery after an unclean end,
@@ -132,6 +142,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 		// happens after it.
 		st.Current++
 		st.RecoveredAt = st.Current
+		st.recovered(st.Current)
 		st.NotQueries = append(st.NotQueries, st.Current)
 		log.Warn("journal was not closed cleanly: recovering", "new_period", st.Current)
 	}
@@ -147,11 +158,12 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	}
 	t.comp = newCompleter(t, opt.CompleteDelay)
 	t.keepBlessed = opt.KeepBlessed
+	t.maxLag, t.warnLag = opt.ConsumerMaxAge, opt.ConsumerWarnAge
 	t.resnapshotAfter = resnapshotMisses
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
-	if st.LastBlessed > 0 {
-		t.collect(st.LastBlessed) // finish a bless that a crash interrupted
+	if k := st.keepFrom(); k > 0 {
+		t.collect(k) // finish a bless that a crash interrupted
 	}
 	return t, nil
 }
@@ -389,7 +401,7 @@ func (t *Tracker) snapshot() State {
 
 func (t *Tracker) saveState(mut func(*State)) error {
 	t.stateMu.Lock()
-	st := t.state
+	st := t.state.Clone()
 	t.stateMu.Unlock()
 	mut(&st)
 	if err := t.store.SaveState(st); err != nil {
@@ -433,54 +445,82 @@ func (t *Tracker) Checkpoint() (uint64, error) {
 	return t.advance()
 }
 
+// Run is the number of this mount of the journal (1 for the first).
+func (t *Tracker) Run() uint64 { return t.run }
+
+// RecordOutside durably records, in the current period, paths that
+// changed around the tracker (found by the check at mount, before any
+// modification through the mount). They are answered like any record,
+// never in flight (they have no completion: the change was over before
+// the record was made).
+func (t *Tracker) RecordOutside(paths []string) error {
+	if t.closed.Load() {
+		return ErrClosed
+	}
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	P, now := t.ps.cur.Load(), time.Now()
+	const batch = 10_000
+	for len(paths) > 0 {
+		n := min(batch, len(paths))
+		recs := make([]*Record, n)
+		for i, p := range paths[:n] {
+			recs[i] = &Record{Period: P, Run: t.run, Op: OpOutside, Time: now, Path: p}
+		}
+		if err := t.store.Append(recs); err != nil {
+			return fmt.Errorf("record %d outside changes: %w", len(paths), err)
+		}
+		paths = paths[n:]
+	}
+	return nil
+}
+
 // Bless discards the records of every period before id, after making
 // BACKING durable. id 0 means the latest query. When Bless returns nil
 // the bless is durable.
-func (t *Tracker) Bless(id uint64) (uint64, error) {
+func (t *Tracker) Bless(id uint64) (uint64, error) { return t.BlessFor("", id) }
+
+// BlessFor is Bless for the named consumer (DefaultConsumer or "" for
+// the default). Records are discarded below the lowest cursor of all.
+func (t *Tracker) BlessFor(name string, id uint64) (uint64, error) {
 	if t.closed.Load() {
 		return 0, ErrClosed
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
 	st := t.snapshot()
+	cur, err := st.cursor(name)
+	if err != nil {
+		return 0, fmt.Errorf("bless: %w", err)
+	}
 	if id == 0 {
-		id = st.LastQuery
+		id = cur.lastQuery
 		if id == 0 {
 			return 0, fmt.Errorf("bless: no query has been run: %w", ErrUnknownQuery)
 		}
 	}
-	if id > st.LastQuery {
-		return 0, fmt.Errorf("bless %d: latest query is %d: %w", id, st.LastQuery, ErrUnknownQuery)
+	if id > cur.lastQuery {
+		return 0, fmt.Errorf("bless %d: latest query is %d: %w", id, cur.lastQuery, ErrUnknownQuery)
 	}
-	if id <= st.LastBlessed {
+	if id <= cur.lastBlessed {
 		return id, nil // a retry: already done
 	}
-	if slices.Contains(st.NotQueries, id) {
-		return 0, fmt.Errorf("bless %d: period %d was started by a checkpoint or a mount, not by a query: %w", id, id, ErrUnknownQuery)
-	}
-	if st.RecoveredAt != 0 && id < st.RecoveredAt {
-		// The consumer copied that answer before the crash, and the
-		// crash may have undone in BACKING what it copied (a power cut
-		// loses what was not synced). Blessing it now would sync the
-		// undone state and discard the records that describe it.
-		return 0, fmt.Errorf("bless %d: that query was answered before hsmfs recovered from a crash (period %d); run a new query: %w",
-			id, st.RecoveredAt, ErrUnknownQuery)
+	if err := st.checkBless(cur, id); err != nil {
+		return 0, err
 	}
 	// What the consumer copied must survive a crash before the records
 	// that describe it are gone.
 	if err := t.backing.Syncfs(); err != nil {
 		return 0, fmt.Errorf("bless %d: syncfs backing: %w", id, err)
 	}
+	var keep uint64
 	if err := t.saveState(func(s *State) {
-		s.LastBlessed = id
-		s.NotQueries = slices.DeleteFunc(slices.Clone(s.NotQueries), func(p uint64) bool { return p <= id })
-		if s.RecoveredAt != 0 && id >= s.RecoveredAt {
-			s.RecoveredAt = 0
-		}
+		s.blessed(cur, id, time.Now())
+		keep = s.keepFrom()
 	}); err != nil {
 		return 0, fmt.Errorf("bless %d: %w", id, err)
 	}
-	t.collect(id)
+	t.collect(keep)
 	return id, nil
 }
 

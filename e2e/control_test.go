@@ -22,6 +22,9 @@ type Header struct {
 	Blessed   uint64 `json:"blessed"`
 	Recovered bool   `json:"recovered"`
 	Count     int    `json:"count"`
+	// OutsideCheck: what the check at mount for changes made while
+	// hsmfs did not run did (ran, skipped, first mount, ...).
+	OutsideCheck string `json:"outside_check"`
 }
 
 // Entry is one path of changes.json.
@@ -124,6 +127,8 @@ var knownOps = map[string]bool{
 	// "entries": listed because its directory had a directory intent in a run
 	// whose fine records may be lost (after a crash or a failed journal write).
 	"entries": true,
+	// "outside": changed around hsmfs while it did not run (the check at mount)
+	"outside": true,
 }
 
 var knownTypes = map[string]bool{"file": true, "dir": true, "symlink": true, "other": true, "gone": true}

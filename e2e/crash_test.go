@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -71,6 +72,9 @@ type crashRig struct {
 	quiet     atomic.Bool // writers pause: half the rounds run on a still tree
 	errs      chan error
 
+	outRng   *rand.Rand // for the changes made while hsmfs is down (remount)
+	slowDest string     // the mirror of the named consumer "slow"
+
 	histMu sync.Mutex // guards hist
 	hist   []string   // every answer the consumer got, for explain
 }
@@ -101,12 +105,14 @@ func (r *crashRig) explain(diff []string) {
 
 func newCrashRig(t *testing.T, backing, mnt, journal string) *crashRig {
 	r := &crashRig{t: t, backing: backing, mnt: mnt, journal: journal,
-		dest: filepath.Join(t.TempDir(), "dest"), errs: make(chan error, 16)}
+		dest: filepath.Join(t.TempDir(), "dest"), slowDest: filepath.Join(t.TempDir(), "slow"), errs: make(chan error, 16)}
 	r.mountFn = func() *hsmMount {
 		return mount(t, withBacking(backing), withMnt(mnt), withJournal(journal))
 	}
-	if err := os.MkdirAll(r.dest, 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{r.dest, r.slowDest} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return r
 }
@@ -157,8 +163,11 @@ func randomContent(rng *rand.Rand) []byte {
 	return b
 }
 
-func (r *crashRig) randomOp(id int, rng *rand.Rand) bool {
-	abs := func(p string) string { return filepath.Join(r.mnt, p) }
+func (r *crashRig) randomOp(id int, rng *rand.Rand) bool { return randomOpIn(r.mnt, rng) }
+
+// randomOpIn makes one random modification beneath root.
+func randomOpIn(root string, rng *rand.Rand) bool {
+	abs := func(p string) string { return filepath.Join(root, p) }
 	p := abs(randomPath(rng, true))
 	switch rng.IntN(16) {
 	case 0, 1:
@@ -233,6 +242,80 @@ func (r *crashRig) consumer(wg *sync.WaitGroup) {
 	}
 }
 
+// slowConsumer is a second consumer, named, at its own slower pace, with
+// its own mirror: both mirrors must end exact.
+func (r *crashRig) slowConsumer(wg *sync.WaitGroup, rng *rand.Rand) {
+	defer wg.Done()
+	for !r.stop.Load() {
+		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
+		r.gate.RLock()
+		err := r.slowRound()
+		r.gate.RUnlock()
+		if err != nil && r.failedRnd.Add(1) <= 20 {
+			r.t.Logf("slow consumer round cut short: %.300s", err)
+		}
+	}
+}
+
+// slowRound is a round of the named consumer "slow": its answer (JSON,
+// for the header), a whole copy when the answer says full, else the
+// recipe; then bless of that query id.
+func (r *crashRig) slowRound() error {
+	dir := filepath.Join(r.mnt, ".hsm", "consumers", "slow")
+	data, err := os.ReadFile(filepath.Join(dir, "changes.json"))
+	if err != nil {
+		return fmt.Errorf("query: %w", err)
+	}
+	hdr, paths, err := parseJSONAnswer(data)
+	if err != nil {
+		return err
+	}
+	args := []string{"-a", "--delete", "--exclude=/.hsm", r.mnt + "/", r.slowDest + "/"}
+	if !hdr.Full {
+		lf := filepath.Join(filepath.Dir(r.slowDest), "slow-list")
+		if err := os.WriteFile(lf, []byte(strings.Join(paths, "\x00")), 0o644); err != nil {
+			return err
+		}
+		args = []string{"-a", "-I", "--from0", "--files-from=" + lf, "--delete-missing-args", "--force", r.mnt + "/", r.slowDest + "/"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rsync", args...).CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {
+		return fmt.Errorf("rsync: %v: %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ctl"), []byte(fmt.Sprintf("bless %d\n", hdr.Query)), 0); err != nil {
+		return fmt.Errorf("bless: %w", err)
+	}
+	return nil
+}
+
+// parseJSONAnswer gives a changes.json answer's header and the paths
+// that rsync takes (not shadowed).
+func parseJSONAnswer(data []byte) (hdr struct {
+	Query uint64 `json:"query"`
+	Full  bool   `json:"full"`
+}, paths []string, err error) {
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if err = json.Unmarshal([]byte(lines[0]), &hdr); err != nil {
+		return hdr, nil, fmt.Errorf("query: header %q: %w", lines[0], err)
+	}
+	for _, l := range lines[1:] {
+		var e struct {
+			Path     string `json:"path"`
+			Shadowed bool   `json:"shadowed"`
+		}
+		if err = json.Unmarshal([]byte(l), &e); err != nil {
+			return hdr, nil, fmt.Errorf("query: line %q: %w", l, err)
+		}
+		if !e.Shadowed {
+			paths = append(paths, e.Path)
+		}
+	}
+	return hdr, paths, nil
+}
+
 // round is one consumer round: the contract's recipe, bless only after
 // rsync succeeded (24, "some files vanished", is success here: a file
 // deleted while rsync ran was deleted in a later period, which the next
@@ -294,6 +377,9 @@ func (r *crashRig) remount(between func()) {
 	if between != nil {
 		between()
 	}
+	// While no hsmfs runs, changes straight in BACKING: the check at
+	// mount must find them.
+	outsideOps(t, r.backing, r.outRng, 20)
 	r.m = r.mountFn()
 	if st := status(t, r.mnt); st["recovered"] != true {
 		t.Errorf("first mount after a crash: status says recovered %v, want true", st["recovered"])
@@ -306,10 +392,15 @@ func (r *crashRig) run(mode string, n int, seed uint64, crash func()) {
 	t := r.t
 	t.Logf("%s mode: seed %d (replay: HSMFS_CRASH_SEED=%d), %d crashes", mode, seed, seed, n)
 	rng := rand.New(rand.NewPCG(seed, 1))
+	r.outRng = rand.New(rand.NewPCG(seed, 99))
 	r.m = r.mountFn()
-	// Start from a blessed journal and an exact (empty) copy.
+	// Start from a blessed journal and an exact (empty) copy; the slow
+	// consumer starts with a whole copy, as its first answer says.
 	query(t, r.mnt)
 	bless(t, r.mnt)
+	if res := hsm(t, "consumer", "add", r.mnt, "slow"); res.code != 0 {
+		t.Fatalf("hsmfs consumer add: %v", res)
+	}
 	var wg sync.WaitGroup
 	// If the test fails half-way, the writers must stop before the
 	// mounts are cleaned up, or they write into the bare mountpoint.
@@ -319,8 +410,9 @@ func (r *crashRig) run(mode string, n int, seed uint64, crash func()) {
 		wg.Add(1)
 		go r.writer(i, rand.New(rand.NewPCG(seed, uint64(i+2))), &wg)
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go r.consumer(&wg)
+	go r.slowConsumer(&wg, rand.New(rand.NewPCG(seed, 77)))
 	for c := 0; c < n; c++ {
 		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
 		crash()
@@ -339,6 +431,17 @@ func (r *crashRig) run(mode string, n int, seed uint64, crash func()) {
 	}
 	if err != nil {
 		t.Fatalf("final consumer round: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err = r.slowRound(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("final round of the slow consumer: %v", err)
+	}
+	if !sameTree(t, mode+": the slow consumer's copy vs mount", snapshot(t, r.mnt, snapOpts{}), snapshot(t, r.slowDest, snapOpts{}), "mount", "slow copy") {
+		t.Logf("(the default consumer's copy is checked next)")
 	}
 	got, want := snapshot(t, r.dest, snapOpts{}), snapshot(t, r.mnt, snapOpts{})
 	diff := treeDiff(want, got, "mount", "copy")

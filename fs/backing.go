@@ -28,7 +28,17 @@ type Backing struct {
 	rootFd int    // O_RDONLY|O_DIRECTORY, open for the life of the mount
 	dev    uint64
 	dirs   *dirCache // fds of the parent directories of modifications (dircache.go)
+	// rootIno is the root directory's inode in BACKING (go-fuse numbers
+	// the root 1).
+	rootIno uint64
+	// afterSync, if set, runs after every successful Syncfs (SetAfterSync).
+	afterSync func() error
 }
+
+// SetAfterSync makes fn part of Syncfs, which every bless calls before
+// it discards anything: what fn makes durable is then durable before any
+// bless. Set it before the mount.
+func (b *Backing) SetAfterSync(fn func() error) { b.afterSync = fn }
 
 // The optional methods that the tracker's queries use.
 var (
@@ -63,11 +73,15 @@ func OpenBacking(path string) (*Backing, error) {
 	}
 	var rst unix.Stat_t
 	unix.Fstat(fd, &rst)
-	return &Backing{path: abs, rootFd: fd, dev: rst.Dev, dirs: newDirCache()}, nil
+	return &Backing{path: abs, rootFd: fd, dev: rst.Dev, rootIno: rst.Ino, dirs: newDirCache()}, nil
 }
 
 // Path is the absolute path of BACKING.
 func (b *Backing) Path() string { return b.path }
+
+// RootFd is BACKING's root directory, open for the life of the Backing
+// (for a walk of the whole tree; do not close it).
+func (b *Backing) RootFd() int { return b.rootFd }
 
 // Dev is the device of BACKING's filesystem (the directory itself, not a
 // mount over it: it was opened before).
@@ -166,6 +180,9 @@ func procPath(dirfd int, name string) string {
 func (b *Backing) Syncfs() error {
 	if err := unix.Syncfs(b.rootFd); err != nil {
 		return fmt.Errorf("syncfs %s: %w", b.path, err)
+	}
+	if b.afterSync != nil {
+		return b.afterSync()
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -27,9 +28,16 @@ import (
 // linked or chmod'ed: EPERM.
 
 const ctlUsage = `hsmfs control file. Write one command:
-  checkpoint    start a new period
-  bless         bless the latest query
-  bless ID      bless query ID: discard the records of every period before ID
+  checkpoint          start a new period
+  bless               bless the latest query
+  bless ID            bless query ID: discard the records of every period before ID
+  consumer add NAME   register a named consumer (.hsm/consumers/NAME/)
+  consumer rm NAME    forget a named consumer
+`
+
+const consumerCtlUsage = `hsmfs control file of one consumer. Write one command:
+  bless               bless this consumer's latest query
+  bless ID            bless this consumer's query ID
 `
 
 // ctlInoBase keeps the control nodes' inode numbers away from BACKING's.
@@ -60,6 +68,9 @@ type ctlState struct {
 	r    *Root
 	dir  *gofs.Inode
 	info func() map[string]any // pid, backing, mountpoint, journal
+	// header adds fields to the header of changes.json (the outside
+	// check at mount).
+	header func() map[string]any
 
 	mu      sync.Mutex // guards lastErr
 	lastErr string
@@ -82,6 +93,9 @@ func (c *ctlState) build(ctx context.Context, root *gofs.Inode) {
 		ch := c.dir.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ctlInoBase + 1 + uint64(i)})
 		c.dir.AddChild(f.name, ch, false)
 	}
+	cd := c.dir.NewPersistentInode(ctx, &consumersDir{ctlDir: ctlDir{c: c}},
+		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ctlInoBase + 1 + uint64(len(ctlFiles))})
+	c.dir.AddChild("consumers", cd, false)
 }
 
 func (c *ctlState) lookupDir(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -158,9 +172,10 @@ func (d *ctlDir) Removexattr(context.Context, string) syscall.Errno { return sys
 // ctlNode is one of the control files.
 type ctlNode struct {
 	gofs.Inode
-	c    *ctlState
-	kind ctlKind
-	mode uint32
+	c        *ctlState
+	kind     ctlKind
+	mode     uint32
+	consumer string // "" for the default consumer (.hsm itself)
 }
 
 var (
@@ -207,7 +222,7 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		if !n.c.owner(ctx) {
 			return nil, 0, syscall.EACCES
 		}
-		ans, err := n.c.r.tr.Query()
+		ans, err := n.c.r.tr.QueryFor(n.consumer)
 		if err != nil {
 			n.c.setErr("query failed: %v", err)
 			return nil, 0, toErrno(err)
@@ -216,7 +231,15 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		if n.kind == kindChanges {
 			data = ans.Plain()
 		} else {
-			data = answerJSON(ans)
+			hdr := n.c.header()
+			if n.consumer != "" {
+				hdr = maps.Clone(hdr)
+				if hdr == nil {
+					hdr = map[string]any{}
+				}
+				hdr["consumer"] = n.consumer
+			}
+			data = answerJSON(ans, hdr)
 		}
 		return &ctlHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
 	case kindStatus:
@@ -234,19 +257,23 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		}
 		n.c.mu.Lock()
 		text := ctlUsage
+		if n.consumer != "" {
+			text = consumerCtlUsage
+		}
 		if n.c.lastErr != "" {
 			text += "last error: " + n.c.lastErr + "\n"
 		}
 		n.c.mu.Unlock()
-		return &ctlHandle{data: []byte(text), ctl: n.c}, fuse.FOPEN_DIRECT_IO, 0
+		return &ctlHandle{data: []byte(text), ctl: n.c, consumer: n.consumer}, fuse.FOPEN_DIRECT_IO, 0
 	}
 }
 
 // ctlHandle serves content made at open; on ctl it takes commands.
 type ctlHandle struct {
-	mu   sync.Mutex // guards data against Release during a Read
-	data []byte
-	ctl  *ctlState // nil unless this is ctl
+	mu       sync.Mutex // guards data against Release during a Read
+	data     []byte
+	ctl      *ctlState // nil unless this is ctl
+	consumer string    // a named consumer's ctl
 }
 
 var (
@@ -301,7 +328,7 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, 
 	if h.ctl == nil {
 		return 0, syscall.EBADF
 	}
-	if err := h.ctl.command(string(data)); err != nil {
+	if err := h.ctl.command(h.consumer, string(data)); err != nil {
 		return 0, toErrno(err)
 	}
 	return uint32(len(data)), 0
@@ -309,13 +336,20 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, 
 
 var errBadCommand = fmt.Errorf("bad command: %w", syscall.EINVAL)
 
-func (c *ctlState) command(cmd string) error {
+// command runs one command written to the ctl of consumer ("" for
+// .hsm/ctl).
+func (c *ctlState) command(consumer, cmd string) error {
 	line := strings.TrimRight(cmd, "\n")
 	fields := strings.Fields(line)
 	switch {
 	case strings.Contains(line, "\n") || len(fields) == 0:
 		c.setErr("malformed command %q: write exactly one command", cmd)
 		return errBadCommand
+	case consumer != "" && fields[0] != "bless":
+		c.setErr("unknown command %q for consumer %s (commands: bless, bless ID)", line, consumer)
+		return errBadCommand
+	case fields[0] == "consumer" && len(fields) == 3 && (fields[1] == "add" || fields[1] == "rm"):
+		return c.consumerCommand(fields[1], fields[2])
 	case fields[0] == "checkpoint" && len(fields) == 1:
 		p, err := c.r.tr.Checkpoint()
 		if err != nil {
@@ -334,16 +368,38 @@ func (c *ctlState) command(cmd string) error {
 			}
 			id = v
 		}
-		done, err := c.r.tr.Bless(id)
+		done, err := c.r.tr.BlessFor(consumer, id)
 		if err != nil {
 			c.setErr("%v", err)
 			return err
 		}
-		c.r.log.Info("blessed", "query", done)
+		c.r.log.Info("blessed", "query", done, "consumer", or(consumer, checkpoint.DefaultConsumer))
 		return nil
 	}
-	c.setErr("unknown command %q (commands: checkpoint, bless, bless ID)", line)
+	c.setErr("unknown command %q (commands: checkpoint, bless, bless ID, consumer add NAME, consumer rm NAME)", line)
 	return errBadCommand
+}
+
+func (c *ctlState) consumerCommand(verb, name string) error {
+	var err error
+	if verb == "add" {
+		err = c.r.tr.AddConsumer(name)
+	} else {
+		err = c.r.tr.RemoveConsumer(name)
+	}
+	if err != nil {
+		c.setErr("consumer %s: %v", verb, err)
+		return err
+	}
+	c.r.log.Info("consumer "+verb, "consumer", name)
+	return nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func (c *ctlState) status() ([]byte, error) {
@@ -357,6 +413,11 @@ func (c *ctlState) status() ([]byte, error) {
 	}
 	b, _ := json.Marshal(st)
 	json.Unmarshal(b, &m)
+	cs, err := c.r.tr.Consumers()
+	if err != nil {
+		return nil, err
+	}
+	m["consumers"] = consumersJSON(cs)
 	out, _ := json.Marshal(m)
 	return append(out, '\n'), nil
 }
@@ -364,11 +425,23 @@ func (c *ctlState) status() ([]byte, error) {
 // answerJSON renders the JSON Lines answer: a header object, then one
 // object per path. A path that is not valid UTF-8 cannot travel in a JSON
 // string unchanged, so it also comes as base64 in path_b64.
-func answerJSON(a *checkpoint.Answer) []byte {
+func answerJSON(a *checkpoint.Answer, extra map[string]any) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	enc.Encode(map[string]any{"query": a.Query, "blessed": a.Blessed, "recovered": a.Recovered, "count": len(a.Entries)})
+	hdr := map[string]any{"query": a.Query, "blessed": a.Blessed, "recovered": a.Recovered, "count": len(a.Entries)}
+	if a.Full {
+		hdr["full"] = true
+	}
+	if a.Reset {
+		hdr["reset"] = true
+	}
+	for k, v := range extra {
+		if _, ok := hdr[k]; !ok {
+			hdr[k] = v
+		}
+	}
+	enc.Encode(hdr)
 	type entry struct {
 		Path     string   `json:"path"`
 		PathB64  string   `json:"path_b64,omitempty"`
@@ -379,9 +452,11 @@ func answerJSON(a *checkpoint.Answer) []byte {
 		Ino      uint64   `json:"ino"`
 		Nlink    uint32   `json:"nlink"`
 		Inos     []uint64 `json:"inos,omitempty"`
+		Shadowed bool     `json:"shadowed,omitempty"`
 	}
 	for _, e := range a.Entries {
-		je := entry{Path: e.Path, Type: e.Type, Ops: e.Ops, Period: e.Period, Inflight: e.Inflight, Ino: e.Ino, Nlink: e.Nlink}
+		je := entry{Path: e.Path, Type: e.Type, Ops: e.Ops, Period: e.Period, Inflight: e.Inflight, Ino: e.Ino, Nlink: e.Nlink,
+			Shadowed: e.Shadowed()}
 		if len(e.Inos) > 1 || (len(e.Inos) == 1 && e.Inos[0] != e.Ino) {
 			je.Inos = e.Inos
 		}
@@ -391,4 +466,15 @@ func answerJSON(a *checkpoint.Answer) []byte {
 		enc.Encode(je)
 	}
 	return buf.Bytes()
+}
+
+// consumersJSON renders consumer list for status.
+func consumersJSON(cs []checkpoint.ConsumerStatus) []map[string]any {
+	out := make([]map[string]any, len(cs))
+	for i, c := range cs {
+		out[i] = map[string]any{"name": c.Name, "last_query": c.LastQuery, "last_blessed": c.LastBlessed,
+			"last_query_time": c.QueryTime, "last_bless_time": c.BlessTime, "pending_paths": c.PendingPaths,
+			"oldest_unblessed_seconds": c.OldestAge, "full": c.Full, "reset": c.Reset, "lagging": c.Lagging}
+	}
+	return out
 }

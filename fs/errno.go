@@ -16,8 +16,12 @@ func toErrno(err error) syscall.Errno {
 	}
 	var e syscall.Errno
 	switch {
-	case errors.Is(err, checkpoint.ErrUnknownQuery):
+	case errors.Is(err, checkpoint.ErrUnknownQuery), errors.Is(err, checkpoint.ErrBadConsumerName):
 		return syscall.EINVAL
+	case errors.Is(err, checkpoint.ErrUnknownConsumer):
+		return syscall.ENOENT
+	case errors.Is(err, checkpoint.ErrConsumerExists):
+		return syscall.EEXIST
 	case errors.Is(err, checkpoint.ErrClosed):
 		return syscall.EIO
 	case errors.As(err, &e):

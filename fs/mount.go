@@ -26,11 +26,17 @@ type Config struct {
 	UID, GID uint32
 	// Info adds fields to .hsm/status (pid, journal, ...).
 	Info func() map[string]any
+	// Header adds fields to the header of changes.json.
+	Header func() map[string]any
 	// NoPassthrough keeps file I/O in hsmfs instead of handing it to
 	// the kernel (slower; for comparison and debugging).
 	NoPassthrough bool
 	Debug         bool
 	Log           *slog.Logger
+	// NameAdded, if set, hears of every name made in BACKING through the
+	// mount, once it exists: the directory's inode, the name, its inode
+	// (internal/outside keeps them). It must not block.
+	NameAdded func(dir uint64, name string, ino uint64, isDir bool)
 }
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
@@ -55,6 +61,10 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
 		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
+	r.nameAdded = cfg.NameAdded
+	if r.nameAdded == nil {
+		r.nameAdded = func(uint64, string, uint64, bool) {}
+	}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.fdPath(), Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node
@@ -62,7 +72,11 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	if info == nil {
 		info = func() map[string]any { return nil }
 	}
-	r.ctl = &ctlState{r: r, info: info}
+	header := cfg.Header
+	if header == nil {
+		header = func() map[string]any { return nil }
+	}
+	r.ctl = &ctlState{r: r, info: info, header: header}
 	r.tr.SetPathSettler(func() {
 		if !r.moves.settle() {
 			r.log.Warn("query: go-fuse did not apply a rename to its tree in time; an open file it moved may be re-recorded under its old name", "waited", settleTimeout)

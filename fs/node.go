@@ -32,6 +32,17 @@ type Root struct {
 	kills *killFlags
 	// moves lists renames that go-fuse has not applied to its tree yet.
 	moves moves
+	// nameAdded hears of every name made in BACKING (Config.NameAdded).
+	nameAdded func(dir uint64, name string, ino uint64, isDir bool)
+}
+
+// added tells nameAdded that the directory n holds name as ino now.
+func (n *Node) added(name string, ino uint64, isDir bool) {
+	dir := n.StableAttr().Ino
+	if n.IsRoot() {
+		dir = n.r.b.rootIno
+	}
+	n.r.nameAdded(dir, name, ino, isDir)
 }
 
 // Node is a passthrough node over BACKING. Reads go to the embedded

@@ -60,7 +60,11 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 		return nil, gofs.ToErrno(err)
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode)
-	return n.newChild(ctx, dirfd, name, out)
+	ch, errno := n.newChild(ctx, dirfd, name, out)
+	if errno == 0 {
+		n.added(name, out.Attr.Ino, op == checkpoint.OpMkdir)
+	}
+	return ch, errno
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -115,7 +119,11 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	return n.newChild(ctx, dfd, name, out)
+	ch, errno := n.newChild(ctx, dfd, name, out)
+	if errno == 0 {
+		n.added(name, out.Attr.Ino, false)
+	}
+	return ch, errno
 }
 
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -202,6 +210,13 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	err = unix.Renameat2(ofd, name, nfd, newName, uint(flags))
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
+	}
+	if err == nil {
+		np.added(newName, ino, isDir)
+		if flags&unix.RENAME_EXCHANGE != 0 {
+			dino, disDir := n.entryKind(dest, ofd, name)
+			n.added(name, dino, disDir)
+		}
 	}
 	if err != nil && moved != nil {
 		n.r.moves.drop(mv)

@@ -133,6 +133,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return fail(gofs.ToErrno(err))
 	}
 	out.Attr.FromStat(&st)
+	n.added(name, st.Ino, false)
 	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, n.idFromStat(&st, &btime))
 	child.Store(ch)
 	return ch, newFile(fd, flags, h, n.r, pathFn), 0, 0

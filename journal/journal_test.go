@@ -361,3 +361,26 @@ func TestOpenAfterKillDuringMemtableRotation(t *testing.T) {
 		t.Fatalf("scan: %d records, %v; want 1", n, err)
 	}
 }
+
+// The named consumers' cursors go through the state and come back; a
+// state cut anywhere in them is damaged.
+func TestStateWithConsumers(t *testing.T) {
+	st := checkpoint.State{Current: 9, LastQuery: 7, LastBlessed: 5, Run: 3, NotQueries: []uint64{8},
+		Consumers: []checkpoint.Consumer{
+			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150},
+			{Name: "index", LastBlessed: 9, Reset: true},
+		}}
+	b := encodeState(st)
+	got, err := decodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Fatalf("state came back as\n%+v\nwant\n%+v", got, st)
+	}
+	for i := stateLen + 4 + 8 + 1; i < len(b); i++ { // past NotQueries: into the consumers
+		if _, err := decodeState(b[:i]); !errors.Is(err, ErrDamaged) {
+			t.Errorf("state cut at %d of %d bytes: %v", i, len(b), err)
+		}
+	}
+}

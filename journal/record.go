@@ -167,7 +167,113 @@ func encodeState(st checkpoint.State) []byte {
 	for _, p := range st.NotQueries {
 		b = binary.BigEndian.AppendUint64(b, p)
 	}
+	if len(st.Consumers) > 0 {
+		b = encodeConsumers(b, st.Consumers)
+	}
 	return b
+}
+
+// encodeConsumers appends the named consumers' cursors after the
+// NotQueries list (a state without any ends with that list): a count,
+// then per consumer its name (16-bit length), LastQuery, LastBlessed,
+// RecoveredAt, a flags byte (1 Full, 2 Reset), Added, QueryTime,
+// BlessTime, and its Queries (a 32-bit count, then the periods).
+func encodeConsumers(b []byte, cs []checkpoint.Consumer) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(cs)))
+	for _, c := range cs {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(c.Name)))
+		b = append(b, c.Name...)
+		for _, v := range []uint64{c.LastQuery, c.LastBlessed, c.RecoveredAt} {
+			b = binary.BigEndian.AppendUint64(b, v)
+		}
+		var fl byte
+		if c.Full {
+			fl |= 1
+		}
+		if c.Reset {
+			fl |= 2
+		}
+		b = append(b, fl)
+		for _, v := range []int64{c.Added, c.QueryTime, c.BlessTime} {
+			b = binary.BigEndian.AppendUint64(b, uint64(v))
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(c.Queries)))
+		for _, p := range c.Queries {
+			b = binary.BigEndian.AppendUint64(b, p)
+		}
+	}
+	return b
+}
+
+func decodeConsumers(v []byte) ([]checkpoint.Consumer, error) {
+	bad := fmt.Errorf("%w: state has a truncated consumer list", ErrDamaged)
+	take := func(n int) ([]byte, bool) {
+		if len(v) < n {
+			return nil, false
+		}
+		x := v[:n]
+		v = v[n:]
+		return x, true
+	}
+	u64 := func() (uint64, bool) {
+		x, ok := take(8)
+		if !ok {
+			return 0, false
+		}
+		return binary.BigEndian.Uint64(x), true
+	}
+	x, ok := take(4)
+	if !ok {
+		return nil, bad
+	}
+	n := int(binary.BigEndian.Uint32(x))
+	var cs []checkpoint.Consumer
+	for i := 0; i < n; i++ {
+		var c checkpoint.Consumer
+		l, ok := take(2)
+		if !ok {
+			return nil, bad
+		}
+		name, ok := take(int(binary.BigEndian.Uint16(l)))
+		if !ok {
+			return nil, bad
+		}
+		c.Name = string(name)
+		var vals [6]uint64
+		for k := range 3 {
+			if vals[k], ok = u64(); !ok {
+				return nil, bad
+			}
+		}
+		fl, ok := take(1)
+		if !ok || fl[0] > 3 {
+			return nil, bad
+		}
+		for k := 3; k < 6; k++ {
+			if vals[k], ok = u64(); !ok {
+				return nil, bad
+			}
+		}
+		c.LastQuery, c.LastBlessed, c.RecoveredAt = vals[0], vals[1], vals[2]
+		c.Full, c.Reset = fl[0]&1 != 0, fl[0]&2 != 0
+		c.Added, c.QueryTime, c.BlessTime = int64(vals[3]), int64(vals[4]), int64(vals[5])
+		q, ok := take(4)
+		if !ok {
+			return nil, bad
+		}
+		for j := 0; j < int(binary.BigEndian.Uint32(q)); j++ {
+			p, ok := u64()
+			if !ok {
+				return nil, bad
+			}
+			c.Queries = append(c.Queries, p)
+		}
+		cs = append(cs, c)
+	}
+	if len(v) != 0 {
+		return nil, fmt.Errorf("%w: state has %d bytes after its consumers", ErrDamaged, len(v))
+	}
+	return cs, nil
 }
 
 func decodeState(v []byte) (checkpoint.State, error) {
@@ -196,11 +302,18 @@ func decodeState(v []byte) (checkpoint.State, error) {
 		}
 		n := int(binary.BigEndian.Uint32(rest))
 		rest = rest[4:]
-		if len(rest) != 8*n {
+		if len(rest) < 8*n {
 			return st, fmt.Errorf("%w: state list of %d periods in %d bytes", ErrDamaged, n, len(rest))
 		}
 		for i := 0; i < n; i++ {
 			st.NotQueries = append(st.NotQueries, binary.BigEndian.Uint64(rest[8*i:]))
+		}
+		if rest = rest[8*n:]; len(rest) > 0 {
+			cs, err := decodeConsumers(rest)
+			if err != nil {
+				return st, err
+			}
+			st.Consumers = cs
 		}
 	}
 	return st, nil

@@ -25,6 +25,7 @@ type sizes struct {
 	stormWorkers   int
 	stormOps       int // per writer
 	linkFiles      int
+	outsideFiles   int
 	queryReps      int
 	budget         map[string]time.Duration // per workload, see runWorkload
 }
@@ -35,7 +36,7 @@ func sizesFor(short bool) sizes {
 			short: true, seqBytes: 256 << 20, metaFiles: 1000, parWorkers: 4, buildSubset: true,
 			intentDur: time.Second, intentWriters: 16, intentMax: 16000,
 			pendingPaths: 100_000, pendingWorkers: 32, pendingBudget: 20 * time.Second, queryReps: 1,
-			stormWorkers: 4, stormOps: 500, linkFiles: 50_000,
+			stormWorkers: 4, stormOps: 500, linkFiles: 50_000, outsideFiles: 100_000,
 			budget: map[string]time.Duration{
 				"seqwrite": 6 * time.Second, "seqread": 6 * time.Second, "meta-serial": 8 * time.Second,
 				"meta-parallel": 8 * time.Second, "build": 15 * time.Second, "intents": 12 * time.Second,
@@ -46,7 +47,7 @@ func sizesFor(short bool) sizes {
 		seqBytes: 1 << 30, metaFiles: 4000, parWorkers: 4,
 		intentDur: 2 * time.Second, intentWriters: 16, intentMax: 64000,
 		pendingPaths: 1_000_000, pendingWorkers: 32, pendingBudget: 150 * time.Second, queryReps: 3,
-		stormWorkers: 4, stormOps: 2000, linkFiles: 500_000,
+		stormWorkers: 4, stormOps: 2000, linkFiles: 500_000, outsideFiles: 1_000_000,
 		budget: map[string]time.Duration{
 			"seqwrite": 50 * time.Second, "seqread": 40 * time.Second, "meta-serial": 40 * time.Second,
 			"meta-parallel": 40 * time.Second, "build": 180 * time.Second, "intents": 60 * time.Second,
@@ -188,6 +189,21 @@ func allWorkloads(sz sizes) []*workload {
 			},
 			targets: []string{"hsmfs"},
 			custom:  runLinks,
+		},
+		{
+			name: "outside",
+			desc: fmt.Sprintf("hsmfs alone: the check at mount for changes made while hsmfs did not run, on a tree of %s files (a mount with the check minus one without, against a plain lstat walk)", countLabel(sz.outsideFiles)),
+			metrics: []*Metric{
+				{ID: "outside.walk.warm", Label: "reference: lstat walk, warm caches", Unit: "s", Section: secAbsolute},
+				{ID: "outside.delay.warm", Label: "mount delay of the check, warm caches", Unit: "s", Section: secAbsolute},
+				{ID: "outside.ratio.warm", Label: "that delay / the lstat walk, warm", Unit: "x", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 1.5}},
+				{ID: "outside.walk.cold", Label: "reference: lstat walk, caches dropped", Unit: "s", Section: secAbsolute},
+				{ID: "outside.delay.cold", Label: "mount delay of the check, caches dropped", Unit: "s", Section: secAbsolute},
+				{ID: "outside.ratio.cold", Label: "that delay / the lstat walk, cold", Unit: "x", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 1.5}},
+				{ID: "outside.bytes", Label: "tree index on disk per entry", Unit: "bytes", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 64}},
+			},
+			targets: []string{"hsmfs"},
+			custom:  runOutside,
 		},
 	}
 	for _, w := range ws {

@@ -27,20 +27,23 @@ Unmounts MOUNTPOINT and waits until its daemon has closed the journal
 cleanly. Exit codes: 0 unmounted, 1 failed (busy, not mounted), 2 bad command line.
 `
 
-const changesUsage = `Usage: hsmfs changes [--json | -0] MOUNTPOINT
+const changesUsage = `Usage: hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
 
 Runs one query and prints its answer: the paths changed since the last
 bless, one per line (rsync --files-from format). The query id is printed
 on stderr. --json prints the JSON Lines answer (.hsm/changes.json); -0
 prints the paths NUL-separated, names with newlines included.
+--consumer NAME queries for the named consumer (.hsm/consumers/NAME/).
 Exit codes: 0 answered, 1 failed, 2 bad command line.
 `
 
-const blessUsage = `Usage: hsmfs bless [ID] MOUNTPOINT
+const blessUsage = `Usage: hsmfs bless [--consumer NAME] [ID] MOUNTPOINT
 
 Tells hsmfs that the answer of query ID (default: the latest query) has
 been used safely: BACKING is synced, then the records of every period
-before ID are discarded. Returns once the bless is durable.
+before ID are discarded (once every consumer has blessed past them).
+Returns once the bless is durable. --consumer NAME blesses for the named
+consumer.
 Exit codes: 0 blessed, 1 failed (an ID that no query returned), 2 bad command line.
 `
 
@@ -73,12 +76,23 @@ Exit codes: 0 sound / moved aside, 1 damaged, in use or failed, 2 bad command li
 `
 
 // ctlPath finds MOUNTPOINT/.hsm/NAME and checks that it is an hsmfs mount.
-func ctlPath(mnt, name string) (string, error) {
-	p := filepath.Join(mnt, ".hsm", name)
+func ctlPath(mnt, name string) (string, error) { return consumerPath(mnt, "", name) }
+
+// consumerPath finds the control file name of a consumer: .hsm/NAME for
+// the default ("" or "default"), .hsm/consumers/CONSUMER/NAME for a
+// named one.
+func consumerPath(mnt, consumer, name string) (string, error) {
 	if _, err := os.Stat(filepath.Join(mnt, ".hsm", "ctl")); err != nil {
 		return "", fmt.Errorf("%s is not an hsmfs mount: %w", mnt, err)
 	}
-	return p, nil
+	if consumer == "" || consumer == checkpoint.DefaultConsumer {
+		return filepath.Join(mnt, ".hsm", name), nil
+	}
+	dir := filepath.Join(mnt, ".hsm", "consumers", consumer)
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("no consumer %q on %s (hsmfs consumer list): %w", consumer, mnt, err)
+	}
+	return filepath.Join(dir, name), nil
 }
 
 func oneMountpoint(name string, args []string, setup func(*flag.FlagSet)) (string, []string, error) {
@@ -98,9 +112,11 @@ func oneMountpoint(name string, args []string, setup func(*flag.FlagSet)) (strin
 
 func runChanges(args []string) error {
 	var asJSON, nul bool
+	var consumer string
 	mnt, extra, err := oneMountpoint("changes", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
 		fs.BoolVar(&nul, "0", false, "")
+		fs.StringVar(&consumer, "consumer", "", "")
 	})
 	if err != nil {
 		return err
@@ -108,7 +124,7 @@ func runChanges(args []string) error {
 	if len(extra) != 0 || (asJSON && nul) {
 		return usagef("takes one MOUNTPOINT and at most one of --json, -0")
 	}
-	p, err := ctlPath(mnt, "changes.json")
+	p, err := consumerPath(mnt, consumer, "changes.json")
 	if err != nil {
 		return err
 	}
@@ -135,11 +151,15 @@ func runChanges(args []string) error {
 	w := bufio.NewWriter(os.Stdout)
 	for sc.Scan() {
 		var e struct {
-			Path    string `json:"path"`
-			PathB64 string `json:"path_b64"`
+			Path     string `json:"path"`
+			PathB64  string `json:"path_b64"`
+			Shadowed bool   `json:"shadowed"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("query: bad line: %w", err)
+		}
+		if e.Shadowed {
+			continue // as the plain answer: rsync would fail on it
 		}
 		path := e.Path
 		if e.PathB64 != "" {
@@ -165,8 +185,11 @@ func runChanges(args []string) error {
 
 // ctlWrite writes one command to MOUNTPOINT/.hsm/ctl; on failure the
 // reason is read back from ctl.
-func ctlWrite(mnt, command string) error {
-	p, err := ctlPath(mnt, "ctl")
+func ctlWrite(mnt, command string) error { return consumerCtlWrite(mnt, "", command) }
+
+// consumerCtlWrite writes one command to a consumer's ctl.
+func consumerCtlWrite(mnt, consumer, command string) error {
+	p, err := consumerPath(mnt, consumer, "ctl")
 	if err != nil {
 		return err
 	}
@@ -198,7 +221,8 @@ func unwrapErrno(err error) error {
 }
 
 func runBless(args []string) error {
-	mnt, extra, err := oneMountpoint("bless", args, nil)
+	var consumer string
+	mnt, extra, err := oneMountpoint("bless", args, func(fs *flag.FlagSet) { fs.StringVar(&consumer, "consumer", "", "") })
 	if err != nil {
 		return err
 	}
@@ -213,7 +237,7 @@ func runBless(args []string) error {
 	default:
 		return usagef("takes at most ID and MOUNTPOINT")
 	}
-	return ctlWrite(mnt, cmd)
+	return consumerCtlWrite(mnt, consumer, cmd)
 }
 
 func runCheckpoint(args []string) error {

@@ -26,8 +26,9 @@ const mainUsage = `hsmfs: a change tracker for backup, sync and HSM tools.
 Usage:
   hsmfs mount [options] BACKING MOUNTPOINT
   hsmfs umount MOUNTPOINT
-  hsmfs changes [--json | -0] MOUNTPOINT
-  hsmfs bless [ID] MOUNTPOINT
+  hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
+  hsmfs bless [--consumer NAME] [ID] MOUNTPOINT
+  hsmfs consumer add|rm MOUNTPOINT NAME | list [--json] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
   hsmfs journal check JOURNAL
@@ -64,6 +65,7 @@ func init() {
 		"checkpoint": {runCheckpoint, checkpointUsage},
 		"status":     {runStatus, statusUsage},
 		"journal":    {runJournal, journalUsage},
+		"consumer":   {runConsumer, consumerUsage},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -48,6 +49,18 @@ Options:
                      them to the kernel (slower; for comparison)
   --fine-intents     sync every intent on its own instead of one directory
                      intent per directory and period (slower; for comparison)
+  --no-outside-check do not look for changes made to BACKING while hsmfs
+                     was not running (only if nothing ever writes to it
+                     around hsmfs); the answers' header says so
+  --consumer-warn-age DURATION
+                     mark a named consumer lagging (status, consumer list,
+                     the log) once it has not blessed for that long
+                     (default 24h; 0: never)
+  --consumer-max-age DURATION
+                     reset a named consumer that has not blessed for that
+                     long: its backlog is dropped so that it cannot fill
+                     the journal's disk, and its next answer says reset
+                     and full (copy the whole tree). Default 0: never
   --strict           in place (BACKING = MOUNTPOINT): refuse to mount while
                      another process holds a file, a working directory or
                      a mapping beneath it from before (it could write
@@ -79,6 +92,12 @@ type mountArgs struct {
 	NoPassthru bool     `json:"no_passthrough"`
 	FineOnly   bool     `json:"fine_intents"`
 	Strict     bool     `json:"strict"`
+	// NoOutsideCheck skips the check at mount for changes made while
+	// hsmfs did not run (for users who guarantee there are none).
+	NoOutsideCheck bool `json:"no_outside_check"`
+	// Lag policy of named consumers (checkpoint.Options).
+	ConsumerMaxAge  time.Duration `json:"consumer_max_age"`
+	ConsumerWarnAge time.Duration `json:"consumer_warn_age"`
 }
 
 // inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
@@ -98,6 +117,9 @@ func runMount(args []string) error {
 	fs.BoolVar(&a.NoPassthru, "no-passthrough", false, "")
 	fs.BoolVar(&a.FineOnly, "fine-intents", false, "")
 	fs.BoolVar(&a.Strict, "strict", false, "")
+	fs.BoolVar(&a.NoOutsideCheck, "no-outside-check", false, "")
+	fs.DurationVar(&a.ConsumerMaxAge, "consumer-max-age", 0, "")
+	fs.DurationVar(&a.ConsumerWarnAge, "consumer-warn-age", 24*time.Hour, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -298,16 +320,25 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	}
 	defer j.Close()
 	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly,
-		KeepBlessed: os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != ""})
+		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
+		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge})
 	if err != nil {
 		return err
 	}
+	oc, err := checkOutside(a, b, tr, log)
+	if err != nil {
+		tr.Close()
+		return err
+	}
+	b.SetAfterSync(oc.sync)
 	srv, err := hfs.Mount(hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
-		NoPassthrough: a.NoPassthru,
+		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, Header: oc.status,
 		Info: func() map[string]any {
-			return map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+			maps.Copy(m, oc.status())
+			return m
 		},
 	})
 	if err != nil {
@@ -366,6 +397,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	if err := tr.Close(); err != nil {
 		return err
 	}
+	oc.atCleanEnd(b, log)
 	log.Info("unmounted cleanly")
 	return nil
 }

@@ -1,0 +1,347 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Named consumers (as Lustre's changelog users): each queries and
+// blesses on its own cursor, and a record is discarded only once every
+// consumer has blessed past it.
+//
+// The default consumer (.hsm/changes, name "") keeps the cursor it has
+// always had in State (LastQuery, LastBlessed, NotQueries, RecoveredAt).
+// A named consumer has its own in State.Consumers. Periods are shared: a
+// query of any consumer starts the next period, and every consumer's
+// answer starts at its own LastBlessed. The journal keeps every record
+// from the lowest LastBlessed of all (keepFrom).
+//
+// Why each consumer's guarantees hold as the default's do: a consumer's
+// answer is a query like the default's (the same drain, the same stages)
+// over the records from its own LastBlessed, and those are all still in
+// the journal, because nothing at or above the lowest cursor is
+// discarded. What one consumer's query adds to the journal (derived
+// records of P-1 and P) is seen by the others as extra paths only, which
+// rsync copies harmlessly; they too stay until every consumer has
+// blessed past them. A consumer may bless only its own queries: a period
+// that another consumer's query started is in the default's NotQueries
+// and in no other consumer's Queries.
+
+var (
+	// ErrUnknownConsumer: no consumer has that name (ENOENT).
+	ErrUnknownConsumer = errors.New("no such consumer")
+	// ErrConsumerExists: a consumer of that name exists (EEXIST).
+	ErrConsumerExists = errors.New("consumer exists")
+	// ErrBadConsumerName: not a valid name (EINVAL).
+	ErrBadConsumerName = errors.New("bad consumer name: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot, not \"default\"")
+)
+
+// DefaultConsumer is how the consumer of .hsm/changes is named in lists.
+const DefaultConsumer = "default"
+
+var consumerName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`)
+
+// Consumer is the durable cursor of one named consumer.
+type Consumer struct {
+	Name        string
+	LastQuery   uint64
+	LastBlessed uint64   // its answers start here
+	Queries     []uint64 // its queries above LastBlessed: only those may be blessed
+	RecoveredAt uint64   // as State.RecoveredAt, for this consumer
+	// Full: the consumer must copy the whole tree once (it was added,
+	// or reset by the lag policy); said until its first bless.
+	Full bool
+	// Reset: the lag policy dropped its backlog; said until its next bless.
+	Reset bool
+	// Unix seconds: when it was added, last queried, last blessed.
+	Added, QueryTime, BlessTime int64
+}
+
+func (c Consumer) clone() Consumer {
+	c.Queries = slices.Clone(c.Queries)
+	return c
+}
+
+// Clone copies st deeply: mutators of a State given by saveState must not
+// write into slices that the current state shares.
+func (st State) Clone() State {
+	st.NotQueries = slices.Clone(st.NotQueries)
+	cs := make([]Consumer, len(st.Consumers))
+	for i, c := range st.Consumers {
+		cs[i] = c.clone()
+	}
+	if st.Consumers == nil {
+		cs = nil
+	}
+	st.Consumers = cs
+	return st
+}
+
+func (st *State) consumer(name string) *Consumer {
+	for i := range st.Consumers {
+		if st.Consumers[i].Name == name {
+			return &st.Consumers[i]
+		}
+	}
+	return nil
+}
+
+// cursor is where one consumer stands.
+type cursor struct {
+	name                               string // "" for the default
+	lastQuery, lastBlessed, recoveredAt uint64
+	full, reset                         bool
+}
+
+func (st *State) cursor(name string) (cursor, error) {
+	if name == "" || name == DefaultConsumer {
+		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt}, nil
+	}
+	c := st.consumer(name)
+	if c == nil {
+		return cursor{}, fmt.Errorf("consumer %q: %w", name, ErrUnknownConsumer)
+	}
+	return cursor{name: name, lastQuery: c.LastQuery, lastBlessed: c.LastBlessed, recoveredAt: c.RecoveredAt,
+		full: c.Full, reset: c.Reset}, nil
+}
+
+// keepFrom is the lowest period that some consumer still needs.
+func (st *State) keepFrom() uint64 {
+	p := st.LastBlessed
+	for _, c := range st.Consumers {
+		p = min(p, c.LastBlessed)
+	}
+	return p
+}
+
+// queried records that consumer cur's query P was answered.
+func (st *State) queried(cur cursor, P uint64, now time.Time) {
+	if cur.name == "" {
+		st.LastQuery = P
+		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p == P })
+		return
+	}
+	// P stays in NotQueries: the default consumer never got it.
+	c := st.consumer(cur.name)
+	c.LastQuery = P
+	c.Queries = append(c.Queries, P)
+	c.QueryTime = now.Unix()
+}
+
+// checkBless says whether consumer cur may bless id (above its last bless).
+func (st *State) checkBless(cur cursor, id uint64) error {
+	if cur.name == "" {
+		if slices.Contains(st.NotQueries, id) {
+			return fmt.Errorf("bless %d: period %d was not started by a query of this consumer (a checkpoint, a mount, or another consumer's query): %w", id, id, ErrUnknownQuery)
+		}
+	} else if !slices.Contains(st.consumer(cur.name).Queries, id) {
+		return fmt.Errorf("bless %d: consumer %q did not run query %d: %w", id, cur.name, id, ErrUnknownQuery)
+	}
+	if cur.recoveredAt != 0 && id < cur.recoveredAt {
+		// The consumer copied that answer before the crash, and the
+		// crash may have undone in BACKING what it copied (a power cut
+		// loses what was not synced). Blessing it now would sync the
+		// undone state and discard the records that describe it.
+		return fmt.Errorf("bless %d: that query was answered before hsmfs recovered from a crash (period %d); run a new query: %w",
+			id, cur.recoveredAt, ErrUnknownQuery)
+	}
+	return nil
+}
+
+// blessed moves consumer cur's cursor to id.
+func (st *State) blessed(cur cursor, id uint64, now time.Time) {
+	if cur.name == "" {
+		st.LastBlessed = id
+		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p <= id })
+		if st.RecoveredAt != 0 && id >= st.RecoveredAt {
+			st.RecoveredAt = 0
+		}
+		return
+	}
+	c := st.consumer(cur.name)
+	c.LastBlessed = id
+	c.Queries = slices.DeleteFunc(c.Queries, func(p uint64) bool { return p <= id })
+	if c.RecoveredAt != 0 && id >= c.RecoveredAt {
+		c.RecoveredAt = 0
+	}
+	c.Full, c.Reset = false, false
+	c.BlessTime = now.Unix()
+}
+
+// recovered marks every named consumer after an unclean end, as the
+// default's RecoveredAt.
+func (st *State) recovered(p uint64) {
+	for i := range st.Consumers {
+		st.Consumers[i].RecoveredAt = p
+	}
+}
+
+// AddConsumer registers a named consumer. Its first answer says full:
+// it copies the whole tree once, after that query and before its bless.
+// Its answers start at the current period.
+func (t *Tracker) AddConsumer(name string) error {
+	if !consumerName.MatchString(name) || name == DefaultConsumer {
+		return fmt.Errorf("consumer %q: %w", name, ErrBadConsumerName)
+	}
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	if st := t.snapshot(); st.consumer(name) != nil {
+		return fmt.Errorf("consumer %q: %w", name, ErrConsumerExists)
+	}
+	now := time.Now().Unix()
+	return t.saveState(func(s *State) {
+		s.Consumers = append(s.Consumers, Consumer{Name: name, LastBlessed: t.ps.cur.Load(), Full: true, Added: now})
+		slices.SortFunc(s.Consumers, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
+	})
+}
+
+// RemoveConsumer forgets a named consumer; what only it needed is
+// discarded.
+func (t *Tracker) RemoveConsumer(name string) error {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	if st := t.snapshot(); st.consumer(name) == nil {
+		return fmt.Errorf("consumer %q: %w", name, ErrUnknownConsumer)
+	}
+	var keep uint64
+	err := t.saveState(func(s *State) {
+		s.Consumers = slices.DeleteFunc(s.Consumers, func(c Consumer) bool { return c.Name == name })
+		keep = s.keepFrom()
+	})
+	if err == nil {
+		t.collect(keep)
+	}
+	return err
+}
+
+// resetLaggards applies the lag policy (Options.ConsumerMaxAge): a named
+// consumer that has not blessed for longer loses its backlog, and its
+// next answer says reset and full. Caller holds qmu.
+func (t *Tracker) resetLaggards(now time.Time) error {
+	if t.maxLag <= 0 {
+		return nil
+	}
+	st := t.snapshot()
+	var late []string
+	for _, c := range st.Consumers {
+		if now.Sub(time.Unix(max(c.BlessTime, c.Added), 0)) > t.maxLag && !c.Reset {
+			late = append(late, c.Name)
+		}
+	}
+	if len(late) == 0 {
+		return nil
+	}
+	cur := t.ps.cur.Load()
+	var keep uint64
+	err := t.saveState(func(s *State) {
+		for _, name := range late {
+			c := s.consumer(name)
+			c.LastBlessed, c.Queries, c.RecoveredAt = cur, nil, 0
+			c.Reset, c.Full = true, true
+			c.BlessTime = now.Unix()
+		}
+		keep = s.keepFrom()
+	})
+	if err != nil {
+		return fmt.Errorf("reset lagging consumers: %w", err)
+	}
+	t.log.Error("consumers reset: they had not blessed within the allowed lag; their next answer says reset and full, and they must copy the whole tree", "consumers", late, "max_lag", t.maxLag)
+	t.collect(keep)
+	return nil
+}
+
+// warnLaggards logs, at most once a warning age per consumer, the named
+// consumers that have not blessed for longer than it. Caller holds qmu.
+func (t *Tracker) warnLaggards(now time.Time) {
+	if t.warnLag <= 0 {
+		return
+	}
+	for _, c := range t.snapshot().Consumers {
+		since := now.Sub(time.Unix(max(c.BlessTime, c.Added), 0))
+		if since > t.warnLag && now.Sub(t.warned[c.Name]) > t.warnLag {
+			if t.warned == nil {
+				t.warned = make(map[string]time.Time)
+			}
+			t.warned[c.Name] = now
+			t.log.Warn("consumer lagging: it has not blessed for longer than the warning age; its records stay in the journal until it does (see --consumer-max-age)",
+				"consumer", c.Name, "since_bless", since.Round(time.Second), "warn_age", t.warnLag)
+		}
+	}
+}
+
+// ConsumerNames lists the named consumers (not the default).
+func (t *Tracker) ConsumerNames() []string {
+	st := t.snapshot()
+	names := make([]string, len(st.Consumers))
+	for i, c := range st.Consumers {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// ConsumerStatus is what consumer list shows of one consumer.
+type ConsumerStatus struct {
+	Name         string
+	LastQuery    uint64
+	LastBlessed  uint64
+	QueryTime    int64 // unix seconds, 0: never (the default's are not kept)
+	BlessTime    int64
+	PendingPaths int
+	// OldestAge is the age in seconds of its oldest unblessed record (0:
+	// none).
+	OldestAge float64
+	Full      bool
+	Reset     bool
+	// Lagging: it has not blessed for longer than the warning age.
+	Lagging bool
+}
+
+// Consumers lists every consumer, the default first, with what each has
+// pending (one scan of the journal from the lowest cursor).
+func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
+	st := t.snapshot()
+	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed}}
+	for _, c := range st.Consumers {
+		out = append(out, ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
+			QueryTime: c.QueryTime, BlessTime: c.BlessTime, Full: c.Full, Reset: c.Reset,
+			Lagging: t.warnLag > 0 && time.Since(time.Unix(max(c.BlessTime, c.Added), 0)) > t.warnLag})
+	}
+	seen := make([]map[string]struct{}, len(out))
+	oldest := make([]time.Time, len(out))
+	for i := range seen {
+		seen[i] = make(map[string]struct{})
+	}
+	err := t.store.Scan(st.keepFrom(), func(r *Record, _ bool) error {
+		if r.Op == OpEntries || r.Op == OpNames {
+			return nil
+		}
+		for i := range out {
+			if r.Period < out[i].LastBlessed {
+				continue
+			}
+			for _, p := range []string{r.Path, r.Path2} {
+				if p != "" {
+					seen[i][p] = struct{}{}
+				}
+			}
+			if oldest[i].IsZero() || r.Time.Before(oldest[i]) {
+				oldest[i] = r.Time
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumers: scan journal: %w", err)
+	}
+	for i := range out {
+		out[i].PendingPaths = len(seen[i])
+		if !oldest[i].IsZero() {
+			out[i].OldestAge = time.Since(oldest[i]).Seconds()
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,190 @@
+package checkpoint
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func (f *fixture) queryFor(name string) *Answer {
+	f.t.Helper()
+	a, err := f.tr.QueryFor(name)
+	if err != nil {
+		f.t.Fatalf("QueryFor(%q): %v", name, err)
+	}
+	return a
+}
+
+func (f *fixture) blessFor(name string, id uint64) {
+	f.t.Helper()
+	if _, err := f.tr.BlessFor(name, id); err != nil {
+		f.t.Fatalf("BlessFor(%q, %d): %v", name, id, err)
+	}
+}
+
+// records counts the records the store still holds.
+func (f *fixture) records() int {
+	n := 0
+	f.store.store().Scan(0, func(*Record, bool) error { n++; return nil })
+	return n
+}
+
+// Each consumer answers from its own last bless; a record goes only once
+// every consumer has blessed past it.
+func TestConsumersHaveTheirOwnCursors(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("backup"); err != nil {
+		t.Fatal(err)
+	}
+	f.mod(OpWrite, "a")
+	a := f.queryFor("backup")
+	if !a.Full {
+		t.Errorf("a new consumer's first answer does not say full")
+	}
+	wantPaths(t, a, "a")
+	d := f.query()
+	wantPaths(t, d, "a")
+	f.bless(d.Query) // the default is done with a
+	f.mod(OpWrite, "b")
+	wantPaths(t, f.query(), "b")
+	// backup has not blessed: a is still there for it.
+	b := f.queryFor("backup")
+	wantPaths(t, b, "a", "b")
+	if !b.Full {
+		t.Errorf("full must be said until the consumer's first bless")
+	}
+	if f.records() == 0 {
+		t.Fatalf("records discarded while a consumer still needs them")
+	}
+	f.blessFor("backup", b.Query)
+	wantPaths(t, f.queryFor("backup"))
+	if c := f.queryFor("backup"); c.Full {
+		t.Errorf("full still said after the consumer's bless")
+	}
+}
+
+// A consumer may bless only its own queries.
+func TestConsumersBlessOnlyTheirOwnQueries(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	for _, n := range []string{"x", "y"} {
+		if err := f.tr.AddConsumer(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mod(OpWrite, "a")
+	qx := f.queryFor("x").Query
+	qy := f.queryFor("y").Query
+	qd := f.query().Query
+	for _, c := range []struct {
+		name string
+		id   uint64
+	}{{"y", qx}, {"x", qd}, {"", qx}, {"", qy}} {
+		if _, err := f.tr.BlessFor(c.name, c.id); !errors.Is(err, ErrUnknownQuery) {
+			t.Errorf("consumer %q blessing query %d (not its own): %v, want ErrUnknownQuery", c.name, c.id, err)
+		}
+	}
+	if _, err := f.tr.QueryFor("nobody"); !errors.Is(err, ErrUnknownConsumer) {
+		t.Errorf("query of an unknown consumer: %v", err)
+	}
+	if err := f.tr.AddConsumer("x"); !errors.Is(err, ErrConsumerExists) {
+		t.Errorf("adding x twice: %v", err)
+	}
+	for _, bad := range []string{"", "default", ".hidden", "a/b", "a b"} {
+		if err := f.tr.AddConsumer(bad); !errors.Is(err, ErrBadConsumerName) {
+			t.Errorf("AddConsumer(%q): %v, want ErrBadConsumerName", bad, err)
+		}
+	}
+}
+
+// Cursors are durable, and a crash makes every consumer's pre-crash
+// queries unblessable, as the default's.
+func TestConsumersSurviveCrashes(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("c"); err != nil {
+		t.Fatal(err)
+	}
+	f.mod(OpWrite, "a")
+	q := f.queryFor("c").Query
+	f.crash(true)
+	if _, err := f.tr.BlessFor("c", q); !errors.Is(err, ErrUnknownQuery) {
+		t.Errorf("bless of a query answered before the crash: %v", err)
+	}
+	a := f.queryFor("c")
+	if !a.Recovered {
+		t.Errorf("the first answer after a crash does not say recovered")
+	}
+	wantPaths(t, a, "a")
+	f.blessFor("c", a.Query)
+	if a := f.queryFor("c"); a.Recovered {
+		t.Errorf("recovered still said after a bless")
+	}
+}
+
+// Removing the consumer that held the oldest records lets them go.
+func TestConsumerRemoveDiscards(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("slow"); err != nil {
+		t.Fatal(err)
+	}
+	f.mod(OpWrite, "a")
+	f.bless(f.query().Query)
+	if err := f.tr.RemoveConsumer("slow"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.records() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := f.records(); n > 0 {
+		t.Errorf("%d records left after the only consumer that needed them was removed", n)
+	}
+	if err := f.tr.RemoveConsumer("slow"); !errors.Is(err, ErrUnknownConsumer) {
+		t.Errorf("removing it twice: %v", err)
+	}
+}
+
+// The lag policy resets a consumer that has not blessed in time: its
+// backlog goes, and its next answer says reset and full.
+func TestConsumerLagPolicy(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("late"); err != nil {
+		t.Fatal(err)
+	}
+	f.mod(OpWrite, "a")
+	f.bless(f.query().Query)
+	f.tr.maxLag = time.Nanosecond
+	time.Sleep(1100 * time.Millisecond) // times are kept in seconds
+	a := f.queryFor("late")
+	if !a.Reset || !a.Full {
+		t.Errorf("answer after the lag: reset %v full %v, want both", a.Reset, a.Full)
+	}
+	wantPaths(t, a)
+	cs, err := f.tr.Consumers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 || cs[1].Name != "late" || !cs[1].Reset {
+		t.Errorf("consumer list: %+v", cs)
+	}
+}
+
+// Consumers lists pending paths and the oldest unblessed age per consumer.
+func TestConsumerList(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("c"); err != nil {
+		t.Fatal(err)
+	}
+	f.mod(OpWrite, "a")
+	f.mod(OpWrite, "b")
+	f.bless(f.query().Query)
+	cs, err := f.tr.Consumers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs[0].Name != DefaultConsumer || cs[0].PendingPaths != 0 {
+		t.Errorf("default: %+v, want nothing pending", cs[0])
+	}
+	if cs[1].Name != "c" || cs[1].PendingPaths != 2 || cs[1].OldestAge <= 0 {
+		t.Errorf("c: %+v, want 2 pending and an age", cs[1])
+	}
+}

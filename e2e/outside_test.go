@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// outsideOps makes n random changes straight in BACKING (hsmfs is not
+// running): the crash workload's operations, plus what only happens
+// around a tracker: mtimes set back (touch -d), and directory trees
+// moved in from beside BACKING, whose entries keep their old ctimes.
+func outsideOps(t *testing.T, backing string, rng *rand.Rand, n int) {
+	t.Helper()
+	stage := filepath.Join(filepath.Dir(backing), "stage-"+filepath.Base(backing))
+	for i := 0; i < n; i++ {
+		switch rng.IntN(8) {
+		case 0:
+			p := filepath.Join(backing, randomPath(rng, true))
+			old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+			os.Chtimes(p, old, old)
+		case 1:
+			must(t, os.MkdirAll(filepath.Join(stage, "t", "u"), 0o755))
+			must(t, os.WriteFile(filepath.Join(stage, "t", "u", "f"), []byte(fmt.Sprint("moved in ", i)), 0o644))
+			must(t, os.WriteFile(filepath.Join(stage, "t", "g"), []byte("g"), 0o644))
+			old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+			os.Chtimes(filepath.Join(stage, "t", "u", "f"), old, old)
+			dst := filepath.Join(backing, randomPath(rng, false))
+			if os.Rename(filepath.Join(stage, "t"), dst) != nil {
+				os.RemoveAll(filepath.Join(stage, "t"))
+			}
+		default:
+			randomOpIn(backing, rng)
+		}
+	}
+	os.RemoveAll(stage)
+}
+
+// TestOutsideChanges keeps a mirror with the contract's rsync while
+// BACKING is changed around hsmfs between mounts: after a clean unmount
+// and after a SIGKILL, then a mount, one rsync round, and the mirror must
+// be exact. In place and not.
+func TestOutsideChanges(t *testing.T) {
+	for _, inPlace := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inplace=%v", inPlace), func(t *testing.T) { testOutsideChanges(t, inPlace) })
+	}
+}
+
+func testOutsideChanges(t *testing.T, inPlace bool) {
+	b, mn, j := newDirs(t)
+	if inPlace {
+		mn = b
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for i := 0; i < 40; i++ {
+		randomOpIn(b, rng)
+	}
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	m := mnt()
+	dest := filepath.Join(t.TempDir(), "dest")
+	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
+		t.Fatalf("rsync -a: %v", r)
+	}
+	reset(t, mn)
+	for round := 0; round < 6; round++ {
+		for i := 0; i < 30; i++ {
+			randomOpIn(mn, rng)
+		}
+		waitClosed(t, mn)
+		if round%2 == 0 {
+			list, r := consume(t, mn, dest)
+			rsyncOK(t, r, list)
+			bless(t, mn)
+		}
+		how := "clean unmount"
+		if round%3 == 1 {
+			how = "SIGKILL"
+			m.unmounted = true
+			must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
+			for alive(m.Pid) {
+				time.Sleep(time.Millisecond)
+			}
+			forceUnmount(t, mn, 0)
+		} else {
+			m.unmount(t)
+		}
+		outsideOps(t, b, rng, 25)
+		m = mnt()
+		if a := query(t, mn); a.OutsideCheck != "ran" {
+			t.Errorf("round %d (%s): changes.json header outside_check %q, want ran", round, how, a.OutsideCheck)
+		}
+		list, r := consume(t, mn, dest)
+		rsyncOK(t, r, list)
+		if !sameTree(t, fmt.Sprintf("round %d, after a %s and changes around hsmfs", round, how),
+			snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
+			t.Logf("the answer:\n  %s", strings.Join(list, "\n  "))
+			t.FailNow()
+		}
+		bless(t, mn)
+	}
+}

@@ -1,0 +1,56 @@
+// Package outside finds, when hsmfs mounts, the changes made to BACKING
+// while no hsmfs ran: before boot brought the mount up, after a crash, or
+// by an administrator restoring files.
+//
+// # What it keeps
+//
+// An index of the tree (index.go): for every directory, by inode number,
+// the names it holds and each name's inode number, and a moment W such
+// that the index shows the tree as it was at some time at or after W. It
+// lives in the file JOURNAL.tree beside the journal, is replaced whole
+// (written to a temporary file, synced, renamed, directory synced), and
+// ends with a CRC-32C: a damaged index is never used.
+//
+// hsmfs writes one at every mount (the check's own walk gives it, with W
+// taken before the walk began) and one at every clean unmount (a walk
+// after the FUSE server stopped, W taken before it). After a crash, the
+// index of that run's mount is the newest.
+//
+// # Why the check finds every change
+//
+// Every change to an entry sets the entry's ctime to the current time:
+// content, mode, owner, xattrs, links, and a rename of the entry itself.
+// Creating, removing or renaming a name also sets its directory's ctime.
+// No user can set a ctime (touch -d sets mtime and atime, and the ctime
+// to now). The kernel stamps ctime from a clock that lags the precise
+// clock by at most a tick, so W is read from that same coarse clock and
+// an entry counts as changed when its ctime is at or after W: a change
+// in the same tick (the same second, too) as the unmount is caught.
+//
+// A change made after the index was taken therefore leaves a ctime at or
+// after W on the entry or on its directory. The check walks BACKING and:
+//   - lists every entry that is not a directory whose ctime is ≥ W;
+//   - for every directory whose ctime is ≥ W, lists it and compares its
+//     names with the index (by the directory's inode, so a directory
+//     renamed through the mount is still found): a name gone, or now
+//     another inode, is listed with everything the index held beneath it
+//     (rsync deletes a listed missing path recursively, and a directory
+//     that is there again keeps stale entries unless they are listed); a
+//     name new, or now another inode, is listed with everything beneath
+//     it now (rsync does not recurse, and a directory moved in keeps the
+//     old ctimes of its entries);
+//   - a directory whose ctime is ≥ W and that the index does not know
+//     (made through the mount after the index was taken, and changed
+//     since) has every entry listed, and every directory beneath it that
+//     the index does not know either is treated the same way.
+//
+// A directory whose ctime is before W has held the same names since the
+// index was taken, and an entry whose ctime is before W is unchanged, so
+// nothing else can have changed. The check over-lists what changed
+// through the mount after the index was taken (after a crash: the whole
+// crashed run), which rsync copies once more.
+//
+// The limit: a clock set back across W (by hand, or a step of NTP) can
+// hide a change. The check compares W with the clock at mount and lists
+// the whole tree when the clock is behind W.
+package outside

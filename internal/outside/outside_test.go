@@ -1,0 +1,214 @@
+package outside
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// world is a real directory tree with its index taken.
+type world struct {
+	t    *testing.T
+	dir  string
+	fd   int
+	idx  *Index
+	logp string
+}
+
+func newWorld(t *testing.T, files ...string) *world {
+	w := &world{t: t, dir: filepath.Join(t.TempDir(), "b")}
+	for _, f := range files {
+		w.write(f, "content of "+f)
+	}
+	os.MkdirAll(w.dir, 0o755)
+	fd, err := unix.Open(w.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	w.fd = fd
+	// The tree was made in this clock tick; an index taken in it would
+	// count the tree as changed (ctime >= W errs on the safe side).
+	time.Sleep(50 * time.Millisecond)
+	res, err := Walk(fd, Now(), nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changed != nil {
+		t.Fatalf("a walk with no index listed %q", res.Changed)
+	}
+	w.idx = res.Index
+	return w
+}
+
+func (w *world) p(rel string) string { return filepath.Join(w.dir, rel) }
+
+func (w *world) write(rel, s string) {
+	w.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(w.p(rel)), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.WriteFile(w.p(rel), []byte(s), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) check() []string {
+	w.t.Helper()
+	path := filepath.Join(w.t.TempDir(), "idx")
+	if err := w.idx.Save(path); err != nil {
+		w.t.Fatal(err)
+	}
+	x, err := Load(path)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if w.logp != "" {
+		if err := ReadDeltas(w.logp, x); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	res, err := Walk(w.fd, Now(), x, false)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	slices.Sort(res.Changed)
+	return slices.Compact(res.Changed)
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantListed(t *testing.T, got []string, want, notWant []string) {
+	t.Helper()
+	for _, p := range want {
+		if !slices.Contains(got, p) {
+			t.Errorf("%s not listed; listed %q", p, got)
+		}
+	}
+	for _, p := range notWant {
+		if slices.Contains(got, p) {
+			t.Errorf("%s listed, but nothing changed it; listed %q", p, got)
+		}
+	}
+}
+
+var tree = []string{"a", "d/b", "d/e/c", "d/e/f/g", "x/y", "keep/k1", "keep/sub/k2"}
+
+var untouched = []string{"keep", "keep/k1", "keep/sub", "keep/sub/k2"}
+
+// Every kind of change straight in the tree, right after the index was
+// taken (in the same clock tick, too).
+func TestCheckFindsChanges(t *testing.T) {
+	w := newWorld(t, tree...)
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	w.write("a", "new content")
+	must(t, os.Chtimes(w.p("a"), old, old)) // mtime set back: ctime still says
+	must(t, os.Chmod(w.p("x/y"), 0o600))
+	must(t, os.Rename(w.p("d/e"), w.p("E"))) // moved away: old names listed
+	must(t, os.Remove(w.p("d/b")))
+	// A tree moved in from beside, with old times beneath.
+	stage := filepath.Join(filepath.Dir(w.dir), "stage")
+	must(t, os.MkdirAll(filepath.Join(stage, "t", "u"), 0o755))
+	must(t, os.WriteFile(filepath.Join(stage, "t", "u", "f"), []byte("f"), 0o644))
+	must(t, os.Chtimes(filepath.Join(stage, "t", "u", "f"), old, old))
+	must(t, os.Rename(filepath.Join(stage, "t"), w.p("x/t")))
+	got := w.check()
+	wantListed(t, got, []string{"a", "x/y", "d/e", "d/e/c", "d/e/f", "d/e/f/g", "E", "E/c", "E/f", "E/f/g",
+		"d/b", "x/t", "x/t/u", "x/t/u/f"}, untouched)
+}
+
+// A directory replaced by another of the same name: the old names
+// beneath it are listed (rsync keeps them otherwise), and the new ones.
+func TestCheckReplacedDirectory(t *testing.T) {
+	w := newWorld(t, tree...)
+	must(t, os.RemoveAll(w.p("d/e")))
+	w.write("d/e/new", "n")
+	got := w.check()
+	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "d/e/new"}, untouched)
+}
+
+// A directory made through the mount after the index was taken is known
+// from the log of names; a name removed from it around hsmfs is listed.
+func TestCheckUsesTheLogOfNames(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	w.write("n/m/z", "z") // as if made through the mount
+	var st, st2, st3, root unix.Stat_t
+	must(t, unix.Stat(w.p("n"), &st))
+	must(t, unix.Stat(w.p("n/m"), &st2))
+	must(t, unix.Stat(w.p("n/m/z"), &st3))
+	must(t, unix.Stat(w.dir, &root))
+	d.Add(root.Ino, "n", st.Ino, true)
+	d.Add(st.Ino, "m", st2.Ino, true)
+	d.Add(st2.Ino, "z", st3.Ino, false)
+	must(t, d.Close())
+	must(t, os.Remove(w.p("n/m/z"))) // around hsmfs
+	got := w.check()
+	wantListed(t, got, []string{"n/m/z"}, untouched)
+}
+
+func TestIndexDamageIsFound(t *testing.T) {
+	w := newWorld(t, tree...)
+	path := filepath.Join(t.TempDir(), "idx")
+	must(t, w.idx.Save(path))
+	data, err := os.ReadFile(path)
+	must(t, err)
+	data[len(data)/2] ^= 0x40
+	must(t, os.WriteFile(path, data, 0o600))
+	if _, err := Load(path); err == nil {
+		t.Fatalf("a damaged index loaded")
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "none")); err != ErrNoIndex {
+		t.Fatalf("a missing index: %v, want ErrNoIndex", err)
+	}
+}
+
+// The log stops at a torn record.
+func TestDeltasTornTail(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(p)
+	must(t, err)
+	d.Add(1, "a", 2, false)
+	d.Add(1, "b", 3, true)
+	must(t, d.Close())
+	data, _ := os.ReadFile(p)
+	must(t, os.WriteFile(p, data[:len(data)-2], 0o600))
+	x := &Index{Dirs: map[uint64][]Ent{}}
+	must(t, ReadDeltas(p, x))
+	if got := x.Dirs[1]; len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("read %v, want only a", got)
+	}
+}
+
+// The index costs at most 64 bytes per entry.
+func TestIndexSize(t *testing.T) {
+	var files []string
+	for i := 0; i < 2000; i++ {
+		files = append(files, filepath.Join("dir"+string(rune('a'+i%20)), "some-file-name-"+string(rune('a'+i%26))+"-"+itoa(i)))
+	}
+	w := newWorld(t, files...)
+	path := filepath.Join(t.TempDir(), "idx")
+	must(t, w.idx.Save(path))
+	st, err := os.Stat(path)
+	must(t, err)
+	per := float64(st.Size()) / float64(w.idx.Entries())
+	t.Logf("%d entries, %d bytes, %.1f bytes per entry", w.idx.Entries(), st.Size(), per)
+	if per > 64 {
+		t.Errorf("%.1f bytes per entry, over 64", per)
+	}
+}
+
+func itoa(i int) string {
+	return string(rune('0'+i/1000%10)) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
+}
