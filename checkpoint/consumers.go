@@ -92,7 +92,7 @@ func (st *State) consumer(name string) *Consumer {
 
 // cursor is where one consumer stands.
 type cursor struct {
-	name                               string // "" for the default
+	name                                string // "" for the default
 	lastQuery, lastBlessed, recoveredAt uint64
 	full, reset                         bool
 }

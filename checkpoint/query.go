@@ -39,8 +39,8 @@ type Answer struct {
 	// or one reset by the lag policy), then bless this answer.
 	Full bool
 	// Reset: the lag policy dropped this consumer's backlog.
-	Reset bool
-	Entries   []Entry // sorted bytewise by Path, unique
+	Reset   bool
+	Entries []Entry // sorted bytewise by Path, unique
 }
 
 type agg struct {
