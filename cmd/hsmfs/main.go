@@ -30,6 +30,7 @@ Usage:
   hsmfs bless [ID] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
+  hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
   hsmfs journal check JOURNAL
   hsmfs journal dump JOURNAL
   hsmfs journal reset JOURNAL
@@ -63,6 +64,7 @@ func init() {
 		"bless":      {runBless, blessUsage},
 		"checkpoint": {runCheckpoint, checkpointUsage},
 		"status":     {runStatus, statusUsage},
+		"sync":       {runSync, syncUsage},
 		"journal":    {runJournal, journalUsage},
 	}
 }
