@@ -29,6 +29,11 @@ echo "# after the bless nothing is pending"
 run cat .hsm/changes
 run sh -c 'echo more >> notes.txt'
 run cat .hsm/changes
+echo "# hsmfs sync does all three: query, rsync, bless (the first time it copies the whole tree)"
+run "$HSMFS" sync . "$DEMO/mirror"
+run sh -c 'echo again >> notes.txt'
+run "$HSMFS" sync . "$DEMO/mirror"
+run cat "$DEMO/mirror/notes.txt"
 run "$HSMFS" status .
 cd /
 run "$HSMFS" umount "$DEMO/mnt"

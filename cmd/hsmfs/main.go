@@ -31,6 +31,7 @@ Usage:
   hsmfs consumer add|rm MOUNTPOINT NAME | list [--json] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
+  hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
   hsmfs journal check JOURNAL
   hsmfs journal dump JOURNAL
   hsmfs journal reset JOURNAL
@@ -64,6 +65,7 @@ func init() {
 		"bless":      {runBless, blessUsage},
 		"checkpoint": {runCheckpoint, checkpointUsage},
 		"status":     {runStatus, statusUsage},
+		"sync":       {runSync, syncUsage},
 		"journal":    {runJournal, journalUsage},
 		"consumer":   {runConsumer, consumerUsage},
 	}
