@@ -449,14 +449,14 @@ func TestSyncCommandLine(t *testing.T) {
 		{"--every", "0", m.Mnt, dest},
 		{"--every", "-1s", m.Mnt, dest},
 		{m.Mnt, dest, "--rsh"},
-		{"--consumer", "backup", m.Mnt, dest},
+		{"--consumer", "a/b", m.Mnt, dest},
 	} {
 		r := hsm(t, append([]string{"sync"}, args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, "Usage: hsmfs sync") {
 			t.Errorf("hsmfs sync %q: %v, want exit 2 and the usage", args, r)
 		}
-		if strings.Contains(strings.Join(args, " "), "backup") && !strings.Contains(r.stderr, "named consumers are not available in this build") {
-			t.Errorf("hsmfs sync --consumer backup: %q does not say why", r.stderr)
+		if strings.Contains(strings.Join(args, " "), "a/b") && !strings.Contains(r.stderr, "not a consumer name") {
+			t.Errorf("hsmfs sync --consumer a/b: %q does not say why", r.stderr)
 		}
 	}
 	if _, err := os.Lstat(dest); err == nil {

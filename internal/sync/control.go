@@ -11,25 +11,29 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
-// ErrNamedConsumers is returned for a consumer other than the mount's
-// own: this build has one consumer per mount.
-var ErrNamedConsumers = errors.New("named consumers are not available in this build")
+// ErrBadConsumer is returned for a name that cannot be a consumer's.
+var ErrBadConsumer = errors.New("not a consumer name")
 
-// CheckConsumer accepts the consumer names that this build serves: ""
-// and "default", both the mount's own .hsm.
+// CheckConsumer accepts "" and "default" (the mount's own .hsm) and any
+// name that can be a directory of .hsm/consumers; the mount says whether
+// that consumer exists.
 func CheckConsumer(name string) error {
 	if name == "" || name == "default" {
 		return nil
 	}
-	return fmt.Errorf("consumer %q: %w", name, ErrNamedConsumers)
+	if name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("consumer %q: %w", name, ErrBadConsumer)
+	}
+	return nil
 }
 
 // Control is the control directory of one consumer of a mount: its
-// changes.json, ctl and status. Every consumer's directory holds the
-// same three files, so a named consumer (.hsm/consumers/NAME) needs only
-// another Dir.
+// changes.json and ctl (status is the mount's, in .hsm). Every
+// consumer's directory holds the same files, so a named consumer
+// (.hsm/consumers/NAME) needs only another Dir.
 type Control struct {
 	Mountpoint string
 	Dir        string
@@ -45,6 +49,12 @@ func NewControl(mnt, consumer string) (Control, error) {
 	if _, err := os.Stat(filepath.Join(c.Dir, "ctl")); err != nil {
 		return Control{}, fmt.Errorf("%s is not an hsmfs mount: %w", mnt, err)
 	}
+	if consumer != "" && consumer != "default" {
+		c.Dir = filepath.Join(c.Dir, "consumers", consumer)
+		if _, err := os.Stat(filepath.Join(c.Dir, "ctl")); err != nil {
+			return Control{}, fmt.Errorf("no consumer %q on %s (hsmfs consumer add %s %s): %w", consumer, mnt, mnt, consumer, err)
+		}
+	}
 	return c, nil
 }
 
@@ -52,6 +62,7 @@ func NewControl(mnt, consumer string) (Control, error) {
 type answer struct {
 	id      uint64 // the query id, to bless
 	blessed uint64 // the last completed bless when the query ran; 0: never
+	full    bool   // the consumer is new or was reset: copy the whole tree
 	paths   int    // paths written to the list
 }
 
@@ -99,11 +110,12 @@ func writeList(r io.Reader, list io.Writer) (answer, error) {
 		Query   *uint64 `json:"query"`
 		Blessed uint64  `json:"blessed"`
 		Count   int     `json:"count"`
+		Full    bool    `json:"full"`
 	}
 	if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil || hdr.Query == nil {
 		return answer{}, fmt.Errorf("query: bad header %q: %v", sc.Bytes(), err)
 	}
-	ans := answer{id: *hdr.Query, blessed: hdr.Blessed}
+	ans := answer{id: *hdr.Query, blessed: hdr.Blessed, full: hdr.Full}
 	w := bufio.NewWriter(list)
 	nonDirs := map[string]bool{} // listed paths that are not directories
 	count := 0
@@ -198,7 +210,7 @@ func lastError(ctl string) string {
 
 // backing reads BACKING from status.
 func (c Control) backing() (string, error) {
-	data, err := os.ReadFile(filepath.Join(c.Dir, "status"))
+	data, err := os.ReadFile(filepath.Join(c.Mountpoint, ".hsm", "status")) // the mount's, for every consumer
 	if err != nil {
 		return "", fmt.Errorf("status: %w", err)
 	}

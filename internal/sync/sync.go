@@ -205,6 +205,8 @@ func (s *syncer) fullReason(ctx context.Context, ans answer) (string, error) {
 	switch {
 	case s.forceFull:
 		return "--full", nil
+	case ans.full:
+		return "the answer says full: a new consumer, or one reset for lagging", nil
 	case ans.blessed == 0:
 		return "no query was ever blessed", nil
 	case !s.checkDest:

@@ -161,8 +161,11 @@ func TestCheckConsumer(t *testing.T) {
 			t.Errorf("consumer %q: %v", ok, err)
 		}
 	}
-	if err := CheckConsumer("backup"); !errors.Is(err, ErrNamedConsumers) {
+	if err := CheckConsumer("backup"); err != nil {
 		t.Errorf("consumer backup: %v", err)
+	}
+	if err := CheckConsumer("a/b"); !errors.Is(err, ErrBadConsumer) {
+		t.Errorf("consumer a/b: %v", err)
 	}
 }
 
