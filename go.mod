@@ -3,8 +3,10 @@ module github.com/hsmfs/hsmfs
 go 1.26.8
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/hanwen/go-fuse/v2 v2.12.1
+	github.com/moby/sys/mountinfo v0.7.3
 	github.com/prometheus/procfs v0.23.0
 	golang.org/x/sys v0.49.0
 )

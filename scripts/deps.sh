@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what hsmfs's tests need and a fresh Debian machine lacks:
-# fuse3 (fusermount3), rsync (the consumer the e2e tests drive),
-# xfsprogs and e2fsprogs (loop-mounted journal/backing filesystems for the
-# fault and power-cut tests), fio (benchmarks). Safe to run repeatedly.
+# fuse3 (fusermount3, and mount.fuse3 for the mount(8) tests), rsync
+# (the consumer the e2e tests drive), xfsprogs and e2fsprogs
+# (loop-mounted journal/backing filesystems for the fault and power-cut
+# tests), util-linux (unshare), fio (benchmarks). Safe to run repeatedly.
 set -euo pipefail
 
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
+[[ -x /sbin/mount.fuse3 ]] || need+=(fuse3)
 command -v rsync >/dev/null || need+=(rsync)
 command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
 command -v xfs_io >/dev/null || need+=(xfsprogs)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
+command -v unshare >/dev/null || need+=(util-linux) # mount(8) tests in a private mount namespace
 command -v fio >/dev/null || need+=(fio)
 
 if ((${#need[@]})); then

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/mountinfo"
 	"github.com/hsmfs/hsmfs/journal"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,11 @@ import (
 const umountUsage = `Usage: hsmfs umount MOUNTPOINT
 
 Unmounts MOUNTPOINT and waits until its daemon has closed the journal
-cleanly. Exit codes: 0 unmounted, 1 failed (busy, not mounted), 2 bad command line.
+cleanly. A dead hsmfs mount (its daemon was killed: "Transport endpoint
+is not connected") is cleared (detached), and said so on stderr. Only an
+hsmfs mount is ever unmounted.
+Exit codes: 0 unmounted or dead mount cleared, 1 failed (busy, not
+mounted, not an hsmfs mount), 2 bad command line.
 `
 
 const changesUsage = `Usage: hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
@@ -307,8 +312,12 @@ func runUmount(args []string) error {
 	if len(extra) != 0 {
 		return usagef("takes one MOUNTPOINT")
 	}
-	abs, err := filepath.Abs(mnt)
+	abs, err := mountinfo.Resolve(mnt)
 	if err != nil {
+		return err
+	}
+	// A dead mount is cleared here; another program's mount is refused.
+	if done, err := umountDead(abs); done || err != nil {
 		return err
 	}
 	pid := 0

@@ -25,6 +25,7 @@ const mainUsage = `hsmfs: a change tracker for backup, sync and HSM tools.
 
 Usage:
   hsmfs mount [options] BACKING MOUNTPOINT
+  hsmfs BACKING MOUNTPOINT -o OPTIONS   (mount(8), fstab type fuse.hsmfs)
   hsmfs umount MOUNTPOINT
   hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
   hsmfs bless [--consumer NAME] [ID] MOUNTPOINT
@@ -90,6 +91,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "hsmfs", versionString())
 		return exitOK
+	case "--man": // for make install: hsmfs(1) from the usage texts (manpage.go)
+		return writeManPage(stdout)
+	}
+	if helperForm(args) { // options.go: as mount(8) runs us, through mount.fuse3
+		args = append([]string{"mount"}, args...)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

@@ -27,52 +27,72 @@ import (
 )
 
 const mountUsage = `Usage: hsmfs mount [options] BACKING MOUNTPOINT
+       hsmfs BACKING MOUNTPOINT -o OPTIONS
 
 Mounts a tracked view of BACKING at MOUNTPOINT. Returns once the mount is
-live; the daemon then runs in the background (logs go to --log).
+live; the daemon then runs in the background (logs go to --log). The
+second form is how mount(8) runs hsmfs (through mount.fuse3) for the
+filesystem type fuse.hsmfs, as in /etc/fstab.
 BACKING and MOUNTPOINT may be the same directory: the mount then covers it
 (in place), applications keep their paths, and nothing new reaches the
 directory underneath; "hsmfs umount DIR" gives it back.
 
-Options:
-  --journal DIR      where the change records live (default: under
+Options (each also as -o NAME or -o NAME=VALUE, for fstab):
+  --journal DIR, -o journal=DIR
+                     where the change records live (default: under
                      $XDG_STATE_HOME/hsmfs/, or /var/lib/hsmfs/ for root;
                      one journal per BACKING). Best on another device.
                      Must not be inside BACKING or MOUNTPOINT.
-  -f, --foreground   stay attached, log to stderr; SIGINT and SIGTERM
-                     unmount cleanly
+  -f, --foreground, -o foreground
+                     stay attached, log to stderr; SIGINT and SIGTERM
+                     unmount cleanly. Tells systemd READY=1 once the
+                     mount is live and STOPPING=1 when it goes down (over
+                     $NOTIFY_SOCKET: a unit of Type=notify)
   -o OPTIONS         FUSE options passed on: allow_other,
-                     default_permissions, ro, ... (may be repeated)
-  --log FILE         background log file (default: JOURNAL.log)
-  --debug            log every FUSE request
-  --no-passthrough   keep file reads and writes in hsmfs instead of handing
+                     default_permissions, ro, nodev, ... (may be repeated);
+                     fstab words (defaults, nofail, noauto, _netdev, user,
+                     users, comment=, x-*) are ignored
+  --log FILE, -o log=FILE
+                     background log file (default: JOURNAL.log)
+  --debug, -o debug  log every FUSE request
+  --no-passthrough, -o no_passthrough
+                     keep file reads and writes in hsmfs instead of handing
                      them to the kernel (slower; for comparison)
-  --fine-intents     sync every intent on its own instead of one directory
+  --fine-intents, -o fine_intents
+                     sync every intent on its own instead of one directory
                      intent per directory and period (slower; for comparison)
-  --no-outside-check do not look for changes made to BACKING while hsmfs
+  --no-outside-check, -o no_outside_check
+                     do not look for changes made to BACKING while hsmfs
                      was not running (only if nothing ever writes to it
                      around hsmfs); the answers' header says so
-  --consumer-warn-age DURATION
+  --consumer-warn-age DURATION, -o consumer_warn_age=DURATION
                      mark a named consumer lagging (status, consumer list,
                      the log) once it has not blessed for that long
                      (default 24h; 0: never)
-  --consumer-max-age DURATION
+  --consumer-max-age DURATION, -o consumer_max_age=DURATION
                      reset a named consumer that has not blessed for that
                      long: its backlog is dropped so that it cannot fill
                      the journal's disk, and its next answer says reset
                      and full (copy the whole tree). Default 0: never
-  --strict           in place (BACKING = MOUNTPOINT): refuse to mount while
+  --strict, -o strict
+                     in place (BACKING = MOUNTPOINT): refuse to mount while
                      another process holds a file, a working directory or
                      a mapping beneath it from before (it could write
                      around the tracker); without it they are named in a
                      warning
   -h, --help         this help
 
-It refuses, with a reason on stderr and exit code 1: BACKING missing or not
-a directory; an entry named .hsm at the root of BACKING; JOURNAL inside
-BACKING or MOUNTPOINT; a JOURNAL that belongs to another BACKING, is in use
-by another mount, or is damaged (it is never reset silently).
-Exit codes: 0 mounted, 1 refused or failed, 2 bad command line.
+A dead hsmfs mount at MOUNTPOINT (its daemon was killed: "Transport
+endpoint is not connected") is cleared first, and said so on stderr.
+
+It refuses, with a reason on stderr and exit code 1: MOUNTPOINT already
+mounted (a live hsmfs, or another filesystem: never touched); BACKING
+missing or not a directory; an entry named .hsm at the root of BACKING;
+JOURNAL inside BACKING or MOUNTPOINT; a JOURNAL that belongs to another
+BACKING, is in use by another mount, or is damaged (it is never reset
+silently). An option that FUSE does not know fails the mount (exit 1).
+Exit codes: 0 mounted, 1 refused or failed, 2 bad command line (also a
+misspelt hsmfs option, such as -o jornal=DIR or -o no-passthrough).
 `
 
 // daemonEnv marks the re-executed daemon; readyFd is the pipe on which it
@@ -98,6 +118,9 @@ type mountArgs struct {
 	// Lag policy of named consumers (checkpoint.Options).
 	ConsumerMaxAge  time.Duration `json:"consumer_max_age"`
 	ConsumerWarnAge time.Duration `json:"consumer_warn_age"`
+	// stopping tells systemd that the foreground daemon goes down
+	// (foreground.go); unset in the background daemon.
+	stopping func()
 }
 
 // inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
@@ -127,13 +150,17 @@ func runMount(args []string) error {
 	if len(pos) != 2 {
 		return usagef("need BACKING and MOUNTPOINT, got %d arguments", len(pos))
 	}
-	a.Options = opts
+	if err := applyOptions(&a, &fg, opts); err != nil { // options.go
+		return err
+	}
+	if err := prepareMountpoint(pos[0], pos[1]); err != nil { // mountpoint.go
+		return err
+	}
 	if err := a.resolve(pos[0], pos[1]); err != nil {
 		return err
 	}
 	if fg {
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		return serve(a, log, func(error) {}, func(string) {})
+		return runForeground(a)
 	}
 	return spawnDaemon(a)
 }
@@ -380,6 +407,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	go func() {
 		for s := range sigs {
 			log.Info("signal: unmounting", "signal", s.String())
+			a.notifyStopping()
 			for i := 0; ; i++ {
 				err := srv.Unmount()
 				if err == nil {
@@ -394,6 +422,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	}()
 	srv.Wait()
 	signal.Stop(sigs)
+	a.notifyStopping() // unmounted from outside (umount): no signal came
 	if err := tr.Close(); err != nil {
 		return err
 	}

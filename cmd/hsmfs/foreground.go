@@ -1,0 +1,38 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// runForeground serves in this process (`hsmfs mount -f`), as a systemd
+// unit of Type=notify runs it: systemd is told READY=1 once the mount is
+// live (so that units ordered after it find it mounted) and STOPPING=1
+// when it starts to go down. Without $NOTIFY_SOCKET nothing is sent.
+func runForeground(a mountArgs) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	notify := func(state string) {
+		if _, err := daemon.SdNotify(false, state); err != nil {
+			log.Warn("systemd notification failed", "state", state, "err", err)
+		}
+	}
+	var once sync.Once
+	a.stopping = func() { once.Do(func() { notify(daemon.SdNotifyStopping) }) }
+	// Warnings reach stderr through the log already.
+	return serve(a, log, func(err error) {
+		if err == nil {
+			notify(daemon.SdNotifyReady)
+		}
+	}, func(string) {})
+}
+
+// notifyStopping is called by serve when it begins to unmount (a signal)
+// or finds itself unmounted (umount).
+func (a *mountArgs) notifyStopping() {
+	if a.stopping != nil {
+		a.stopping()
+	}
+}
