@@ -438,8 +438,13 @@ func (t *Target) settle() error {
 
 // hsmQuery reads MNT/.hsm/changes once (one query) and counts the lines.
 func hsmQuery(mnt string) (lines int64, d time.Duration, err error) {
+	return hsmQueryPath(filepath.Join(mnt, ".hsm", "changes"))
+}
+
+// hsmQueryPath runs one query by reading a changes file.
+func hsmQueryPath(p string) (lines int64, d time.Duration, err error) {
 	start := time.Now()
-	f, err := os.Open(filepath.Join(mnt, ".hsm", "changes"))
+	f, err := os.Open(p)
 	if err != nil {
 		return 0, 0, fmt.Errorf("query: %w", err)
 	}
