@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -29,8 +30,12 @@ type Config struct {
 	// NoPassthrough keeps file I/O in hsmfs instead of handing it to
 	// the kernel (slower; for comparison and debugging).
 	NoPassthrough bool
-	Debug         bool
-	Log           *slog.Logger
+	// OnJournalError, if set, is called with the errno of every
+	// operation that fails because the tracker could not record its
+	// intent (for metrics). It runs on the FUSE request's goroutine.
+	OnJournalError func(errno syscall.Errno)
+	Debug          bool
+	Log            *slog.Logger
 }
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
@@ -42,10 +47,6 @@ func (n *Node) OnAdd(ctx context.Context) {
 	}
 }
 
-func (r *Root) logJournalError(op checkpoint.Op, path string, err error) {
-	r.log.Error("journal: modification refused", "op", op.String(), "path", path, "err", err)
-}
-
 // Mount serves BACKING at cfg.Mountpoint and returns once the mount is
 // live. Wait on the server; Unmount it to stop.
 func Mount(cfg Config) (*fuse.Server, error) {
@@ -54,7 +55,7 @@ func Mount(cfg Config) (*fuse.Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
-		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
+		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.path, Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node

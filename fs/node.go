@@ -32,6 +32,8 @@ type Root struct {
 	kills *killFlags
 	// moves lists renames that go-fuse has not applied to its tree yet.
 	moves moves
+	// onJournalError is Config.OnJournalError (may be nil).
+	onJournalError func(errno syscall.Errno)
 }
 
 // Node is a passthrough node over BACKING. Reads go to the embedded

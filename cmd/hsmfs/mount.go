@@ -44,12 +44,16 @@ Options:
                      them to the kernel (slower; for comparison)
   --fine-intents     sync every intent on its own instead of one directory
                      intent per directory and period (slower; for comparison)
+  --metrics ADDR     serve Prometheus metrics at http://ADDR/metrics, e.g.
+                     127.0.0.1:9101 (port 0: any free port, shown in
+                     .hsm/status as "metrics"); off by default
   -h, --help         this help
 
 It refuses, with a reason on stderr and exit code 1: BACKING missing or not
 a directory; an entry named .hsm at the root of BACKING; JOURNAL inside
 BACKING or MOUNTPOINT; a JOURNAL that belongs to another BACKING, is in use
-by another mount, or is damaged (it is never reset silently).
+by another mount, or is damaged (it is never reset silently); a --metrics
+ADDR that it cannot listen on.
 Exit codes: 0 mounted, 1 refused or failed, 2 bad command line.
 `
 
@@ -69,6 +73,7 @@ type mountArgs struct {
 	Debug      bool     `json:"debug"`
 	NoPassthru bool     `json:"no_passthrough"`
 	FineOnly   bool     `json:"fine_intents"`
+	Metrics    string   `json:"metrics"`
 }
 
 func runMount(args []string) error {
@@ -84,6 +89,7 @@ func runMount(args []string) error {
 	fs.BoolVar(&a.Debug, "debug", false, "")
 	fs.BoolVar(&a.NoPassthru, "no-passthrough", false, "")
 	fs.BoolVar(&a.FineOnly, "fine-intents", false, "")
+	fs.StringVar(&a.Metrics, "metrics", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -266,6 +272,14 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	// Modes come from the kernel with the caller's umask applied already.
 	syscall.Umask(0)
 
+	// Listening comes first: an address that cannot be had refuses the
+	// mount before anything is opened.
+	met, err := newMetricsWiring(a.Metrics)
+	if err != nil {
+		return err
+	}
+	defer met.close(log)
+
 	b, err := hfs.OpenBacking(a.Backing)
 	if err != nil {
 		return err
@@ -274,28 +288,34 @@ func serve(a mountArgs, log *slog.Logger, ready func(error)) (err error) {
 	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
 		return fmt.Errorf("journal directory: %w", err)
 	}
-	j, err := journal.Open(a.Journal, a.Backing, journal.Options{Logger: log})
+	j, err := journal.Open(a.Journal, a.Backing, met.journalOptions(journal.Options{Logger: log}))
 	if err != nil {
 		return err
 	}
 	defer j.Close()
-	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly,
-		KeepBlessed: os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != ""})
+	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
+		KeepBlessed: os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != ""}))
 	if err != nil {
 		return err
 	}
-	srv, err := hfs.Mount(hfs.Config{
+	srv, err := hfs.Mount(met.fsConfig(hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
 		NoPassthrough: a.NoPassthru,
 		Info: func() map[string]any {
-			return map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+			info := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+			if addr := met.addr(); addr != "" {
+				info["metrics"] = addr
+			}
+			return info
 		},
-	})
+	}))
 	if err != nil {
 		tr.Close()
 		return err
 	}
+	// Before ready: a scrape that follows the mount finds the server up.
+	met.serve(tr, j, log)
 	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
 		// For performance work: profile the daemon until it unmounts.
 		if f, err := os.Create(p); err == nil {
