@@ -246,3 +246,19 @@ func TestServer(t *testing.T) {
 		t.Errorf("Listen without a port: %v", err)
 	}
 }
+
+// BenchmarkHooks: what the hooks add where they run (once per sync,
+// query or refused operation).
+func BenchmarkHooks(b *testing.B) {
+	m := New("bench")
+	b.Run("ObserveSync", func(b *testing.B) {
+		for b.Loop() {
+			m.ObserveSync(time.Millisecond, 8)
+		}
+	})
+	b.Run("CountJournalError", func(b *testing.B) {
+		for b.Loop() {
+			m.CountJournalError(syscall.ENOSPC)
+		}
+	})
+}
