@@ -337,7 +337,7 @@ func (t *Tracker) covered(e *entry, path string) bool {
 	if !ok {
 		return false
 	}
-	if err := t.store.Append(recs); err != nil {
+	if err := t.append(recs); err != nil {
 		// The removal falls back to a synced record, which reports
 		// the journal's error if it persists.
 		t.log.Warn("journal: recording a names snapshot failed", "dir", e.rec.Path, "err", err)
@@ -375,6 +375,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 		sh.mu.Unlock()
 	}
 	if len(recs) > 0 {
+		t.queuedRecs.Add(uint64(len(recs)))
 		t.async.AppendAsync(recs)
 	}
 }

@@ -301,7 +301,7 @@ type ConsumerStatus struct {
 }
 
 // Consumers lists every consumer, the default first, with what each has
-// pending (one scan of the journal from the lowest cursor).
+// pending (one scan of the journal from the lowest cursor: Pending).
 func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 	st := t.snapshot()
 	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed}}
@@ -310,37 +310,18 @@ func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 			QueryTime: c.QueryTime, BlessTime: c.BlessTime, Full: c.Full, Reset: c.Reset,
 			Lagging: t.warnLag > 0 && time.Since(time.Unix(max(c.BlessTime, c.Added), 0)) > t.warnLag})
 	}
-	seen := make([]map[string]struct{}, len(out))
-	oldest := make([]time.Time, len(out))
-	for i := range seen {
-		seen[i] = make(map[string]struct{})
-	}
-	err := t.store.Scan(st.keepFrom(), func(r *Record, _ bool) error {
-		if r.Op == OpEntries || r.Op == OpNames {
-			return nil
-		}
-		for i := range out {
-			if r.Period < out[i].LastBlessed {
-				continue
-			}
-			for _, p := range []string{r.Path, r.Path2} {
-				if p != "" {
-					seen[i][p] = struct{}{}
-				}
-			}
-			if oldest[i].IsZero() || r.Time.Before(oldest[i]) {
-				oldest[i] = r.Time
-			}
-		}
-		return nil
-	})
+	ps, err := t.Pending()
 	if err != nil {
-		return nil, fmt.Errorf("consumers: scan journal: %w", err)
+		return nil, fmt.Errorf("consumers: %w", err)
 	}
 	for i := range out {
-		out[i].PendingPaths = len(seen[i])
-		if !oldest[i].IsZero() {
-			out[i].OldestAge = time.Since(oldest[i]).Seconds()
+		for _, p := range ps {
+			if p.Consumer == out[i].Name {
+				out[i].PendingPaths = p.Paths
+				if !p.Oldest.IsZero() {
+					out[i].OldestAge = time.Since(p.Oldest).Seconds()
+				}
+			}
 		}
 	}
 	return out, nil

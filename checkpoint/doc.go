@@ -15,7 +15,12 @@
 //   - the files open for writing (handle.go), which count as modified
 //     for as long as they stay open and are re-recorded by every query;
 //   - the durable State (current period, last query, last bless, run,
-//     clean flag, recovery period) and recovery after an unclean end.
+//     clean flag, recovery period) and recovery after an unclean end;
+//   - what it tells about itself (stats.go): .hsm/status, and for the
+//     metrics record counters (one atomic add per journal write, never
+//     per modification), the in-flight and open-for-write counts, the
+//     pending paths (a scan of the journal) and the OnQuery and OnBless
+//     hooks. It knows nothing of Prometheus.
 //
 // # Concurrency
 //

@@ -145,7 +145,7 @@ func (t *Tracker) takeEntriesSnapshot(e *entry) {
 		chunks = []*Record{{Period: e.rec.Period, Run: t.run, Op: OpEntries, Flags: FlagDir,
 			Time: time.Now(), Path: e.rec.Path, Path2: "\x00"}}
 	}
-	if err := t.store.Append(chunks); err != nil {
+	if err := t.append(chunks); err != nil {
 		t.log.Warn("journal: recording an entries snapshot failed", "dir", e.rec.Path, "err", err)
 		return
 	}

@@ -65,6 +65,20 @@ func (t *Tracker) Query() (*Answer, error) { return t.QueryFor("") }
 // QueryFor is Query for the named consumer (DefaultConsumer or "" for
 // the default): its answer starts at its own last bless.
 func (t *Tracker) QueryFor(name string) (*Answer, error) {
+	if t.onQuery == nil {
+		return t.query(name)
+	}
+	start := time.Now()
+	ans, err := t.query(name)
+	n := 0
+	if ans != nil {
+		n = len(ans.Entries)
+	}
+	t.onQuery(time.Since(start), n, err)
+	return ans, err
+}
+
+func (t *Tracker) query(name string) (*Answer, error) {
 	if t.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -321,7 +335,7 @@ func (t *Tracker) recordDerived(P uint64, ans *Answer, aggs []*agg) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if err := t.store.Append(recs); err != nil {
+	if err := t.append(recs); err != nil {
 		return fmt.Errorf("record %d derived paths: %w", len(recs), err)
 	}
 	return nil
@@ -382,44 +396,4 @@ func (a *Answer) Plain() []byte {
 		}
 	}
 	return b
-}
-
-// Status is what .hsm/status reports from the tracker.
-type Status struct {
-	Current      uint64 `json:"current_period"`
-	LastQuery    uint64 `json:"last_query"`
-	LastBlessed  uint64 `json:"last_blessed"`
-	PendingPaths int    `json:"pending_paths"`
-	InFlight     int64  `json:"inflight"`
-	OpenForWrite int    `json:"open_for_write"`
-	Recovered    bool   `json:"recovered"`
-	JournalSyncs uint64 `json:"journal_syncs"`
-	Run          uint64 `json:"run"`
-}
-
-// Status reports the state. Pending paths are counted from the journal
-// (distinct names of unblessed records, renamed directories not expanded).
-func (t *Tracker) Status() (Status, error) {
-	st := t.snapshot()
-	seen := make(map[string]struct{})
-	err := t.store.Scan(st.LastBlessed, func(r *Record, _ bool) error {
-		if r.Op == OpEntries || r.Op == OpNames {
-			return nil
-		}
-		seen[r.Path] = struct{}{}
-		if r.Path2 != "" {
-			seen[r.Path2] = struct{}{}
-		}
-		return nil
-	})
-	if err != nil {
-		return Status{}, fmt.Errorf("status: scan journal: %w", err)
-	}
-	delete(seen, "")
-	t.handlesMu.Lock()
-	open := len(t.handles)
-	t.handlesMu.Unlock()
-	return Status{Current: t.ps.cur.Load(), LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
-		PendingPaths: len(seen), InFlight: t.ps.inFlight(), OpenForWrite: open,
-		Recovered: st.RecoveredAt != 0, JournalSyncs: t.store.Syncs(), Run: t.run}, nil
 }

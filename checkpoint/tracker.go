@@ -92,6 +92,12 @@ type Tracker struct {
 	// settlePaths, if set, is called by a query before it takes the
 	// paths of the files open for writing (SetPathSettler).
 	settlePaths atomic.Pointer[func()]
+
+	onQuery func(d time.Duration, paths int, err error) // Options.OnQuery
+	onBless func(d time.Duration, err error)            // Options.OnBless
+	// Records appended (stats.go): synced through Store.Append, and
+	// queued unsynced through AsyncStore.AppendAsync.
+	syncedRecs, queuedRecs atomic.Uint64
 }
 
 // Options tune a Tracker.
@@ -112,6 +118,13 @@ type Options struct {
 	// ConsumerWarnAge marks a consumer lagging in lists, and logs it at
 	// queries, once it has not blessed for longer (0: never).
 	ConsumerWarnAge time.Duration
+	// OnQuery and OnBless, if set, are called after each query and bless
+	// with its duration (lock wait included: what the consumer waited),
+	// the number of paths answered (0 on error) and its error. They run
+	// on the caller's goroutine and must not call the Tracker. For
+	// metrics.
+	OnQuery func(d time.Duration, paths int, err error)
+	OnBless func(d time.Duration, err error)
 }
 
 // New loads the durable state, performs recovery after an unclean end,
@@ -159,6 +172,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	t.comp = newCompleter(t, opt.CompleteDelay)
 	t.keepBlessed = opt.KeepBlessed
 	t.maxLag, t.warnLag = opt.ConsumerMaxAge, opt.ConsumerWarnAge
+	t.onQuery, t.onBless = opt.OnQuery, opt.OnBless
 	t.resnapshotAfter = resnapshotMisses
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
@@ -285,7 +299,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	}
 	var err error
 	if len(recs) > 0 {
-		err = t.store.Append(recs)
+		err = t.append(recs)
 	}
 	settle := func(e *entry) {
 		e.err = err
@@ -483,6 +497,16 @@ func (t *Tracker) Bless(id uint64) (uint64, error) { return t.BlessFor("", id) }
 // BlessFor is Bless for the named consumer (DefaultConsumer or "" for
 // the default). Records are discarded below the lowest cursor of all.
 func (t *Tracker) BlessFor(name string, id uint64) (uint64, error) {
+	if t.onBless == nil {
+		return t.bless(name, id)
+	}
+	start := time.Now()
+	done, err := t.bless(name, id)
+	t.onBless(time.Since(start), err)
+	return done, err
+}
+
+func (t *Tracker) bless(name string, id uint64) (uint64, error) {
 	if t.closed.Load() {
 		return 0, ErrClosed
 	}

@@ -18,7 +18,9 @@ import (
 func TestJournalFull(t *testing.T) {
 	lfs := newLoopFS(t, "ext4", 300<<20)
 	logf := filepath.Join(t.TempDir(), "hsmfs.log") // not on the full filesystem
-	m := mount(t, withJournal(filepath.Join(lfs.mp, "journal")), withArgs("--log", logf))
+	// Metrics on a port of the kernel's choosing (.hsm/status names it):
+	// every refusal is counted by errno.
+	m := mount(t, withJournal(filepath.Join(lfs.mp, "journal")), withArgs("--log", logf, "--metrics", "127.0.0.1:0"))
 	mnt := m.Mnt
 	p := func(n string) string { return filepath.Join(mnt, n) }
 	writeFile(t, p("a"), "content of a\n")
@@ -80,6 +82,11 @@ func TestJournalFull(t *testing.T) {
 	}
 	for _, mod := range mods {
 		wantErrno(t, mod.name+" with a full journal", mod.do(), full...)
+	}
+	addr, _ := status(t, mnt)["metrics"].(string)
+	fams := scrape(t, addr)
+	if n, enospc := sumValues(fams, "hsmfs_journal_errors_total"), metricValue(t, fams, "hsmfs_journal_errors_total", "errno", "ENOSPC"); n < float64(len(mods)) || enospc < 1 {
+		t.Errorf("metrics count %v operations refused by the journal (%v with ENOSPC); %d were", n, enospc, len(mods))
 	}
 	sameTree(t, "BACKING after the refused modifications", backing,
 		snapshot(t, m.Backing, snapOpts{dirTimes: true, withXattrs: true}), "before", "after")

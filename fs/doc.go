@@ -21,7 +21,8 @@
 // (renames that go-fuse has not applied to its tree yet), identity.go
 // (every fd checked to be its node's inode, so that an operation never
 // acts on what a stale path names), errno.go (the one place where errors
-// become errnos).
+// become errnos, and where modifications that the tracker refused are
+// logged and counted for Config.OnJournalError).
 //
 // # Concurrency
 //

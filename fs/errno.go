@@ -29,3 +29,14 @@ func toErrno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// logJournalError reports a modification that the tracker refused (its
+// intent could not be recorded, so BACKING was left alone): in the log,
+// and to Config.OnJournalError with the errno that the caller returns.
+// Every such refusal goes through here, so that the count is complete.
+func (r *Root) logJournalError(op checkpoint.Op, path string, err error) {
+	r.log.Error("journal: modification refused", "op", op.String(), "path", path, "err", err)
+	if r.onJournalError != nil {
+		r.onJournalError(toErrno(err))
+	}
+}

@@ -132,6 +132,7 @@ func (f *File) begin(op checkpoint.Op) (checkpoint.Token, syscall.Errno) {
 		return checkpoint.Token{}, syscall.EBADF
 	}
 	if err := f.h.Touch(); err != nil {
+		f.r.logJournalError(op, "", err)
 		return checkpoint.Token{}, toErrno(err)
 	}
 	rel, ok := f.path()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -37,6 +38,10 @@ type Config struct {
 	// mount, once it exists: the directory's inode, the name, its inode
 	// (internal/outside keeps them). It must not block.
 	NameAdded func(dir uint64, name string, ino uint64, isDir bool)
+	// OnJournalError, if set, is called with the errno of every
+	// operation that fails because the tracker could not record its
+	// intent (for metrics). It runs on the FUSE request's goroutine.
+	OnJournalError func(errno syscall.Errno)
 }
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
@@ -48,10 +53,6 @@ func (n *Node) OnAdd(ctx context.Context) {
 	}
 }
 
-func (r *Root) logJournalError(op checkpoint.Op, path string, err error) {
-	r.log.Error("journal: modification refused", "op", op.String(), "path", path, "err", err)
-}
-
 // Mount serves BACKING at cfg.Mountpoint and returns once the mount is
 // live. Wait on the server; Unmount it to stop.
 func Mount(cfg Config) (*fuse.Server, error) {
@@ -60,7 +61,7 @@ func Mount(cfg Config) (*fuse.Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
-		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid())}
+		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError}
 	r.nameAdded = cfg.NameAdded
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}

@@ -32,6 +32,8 @@ type Root struct {
 	kills *killFlags
 	// moves lists renames that go-fuse has not applied to its tree yet.
 	moves moves
+	// onJournalError is Config.OnJournalError (may be nil).
+	onJournalError func(errno syscall.Errno)
 	// nameAdded hears of every name made in BACKING (Config.NameAdded).
 	nameAdded func(dir uint64, name string, ino uint64, isDir bool)
 }

@@ -219,6 +219,9 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 	defer j.commitMu.Unlock()
 	txn := j.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
+	// txnRecs counts the records in the current transaction, for
+	// Options.OnSync.
+	txnRecs := 0
 	// set adds one entry; when the transaction is full it commits and
 	// syncs it (see "Durability": a sync after each transaction) and
 	// carries on in a new one.
@@ -227,9 +230,10 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 		if !errors.Is(err, badger.ErrTxnTooBig) {
 			return err
 		}
-		if err := j.commitSync(txn); err != nil {
+		if err := j.commitSync(txn, txnRecs); err != nil {
 			return err
 		}
+		txnRecs = 0
 		txn = j.db.NewTransaction(true)
 		return txn.Set(k, v)
 	}
@@ -243,9 +247,10 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 				if !errors.Is(err, badger.ErrTxnTooBig) {
 					return j.fail(err)
 				}
-				if err := j.commitSync(txn); err != nil {
+				if err := j.commitSync(txn, txnRecs); err != nil {
 					return j.fail(err)
 				}
+				txnRecs = 0
 				txn = j.db.NewTransaction(true)
 				if err := txn.Delete(k); err != nil {
 					return j.fail(err)
@@ -260,6 +265,7 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 			if err := set(buf[start:mid:mid], buf[mid:len(buf):len(buf)]); err != nil {
 				return j.fail(err)
 			}
+			txnRecs++
 		}
 	}
 	if state != nil {
@@ -277,15 +283,16 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 		}
 		return nil
 	}
-	return j.fail(j.commitSync(txn))
+	return j.fail(j.commitSync(txn, txnRecs))
 }
 
-// commitSync commits txn and syncs it; the caller holds commitMu.
-func (j *Journal) commitSync(txn *badger.Txn) error {
+// commitSync commits txn, which holds records records, and syncs it; the
+// caller holds commitMu.
+func (j *Journal) commitSync(txn *badger.Txn, records int) error {
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", withErrno(err))
 	}
-	return j.sync()
+	return j.sync(records)
 }
 
 // fail wraps a batch error, and remembers it when it poisons the journal:

@@ -46,7 +46,8 @@
 // LoadState read a badger snapshot; Scan hands fn a fresh Record each
 // time, which fn may keep, and fn may call the Journal's methods. Close
 // waits for the calls in progress, then fails every later call with
-// ErrClosed.
+// ErrClosed. Options.OnSync runs on the committer after each sync (for
+// metrics); Usage reads the directory and statfs without any lock.
 //
 // # Durability
 //

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"golang.org/x/sys/unix"
@@ -49,6 +50,12 @@ type Options struct {
 	// instead of risking SIGBUS (see the package doc). 0 means
 	// DefaultReserveBytes; a negative value disables the check.
 	ReserveBytes int64
+	// OnSync, if set, is called after every device sync, failed or not,
+	// with its duration and the number of records it made durable (0 for
+	// a sync of metadata or state only). It runs on the committer
+	// goroutine, which writes nothing meanwhile: it must be quick (a
+	// histogram observation) and must not call the Journal.
+	OnSync func(d time.Duration, records int)
 }
 
 // Journal is a badger-backed checkpoint.Store. Its methods are safe for
@@ -71,7 +78,8 @@ type Journal struct {
 	stop          chan struct{} // closed by Close to end the committer
 	committerDone chan struct{}
 
-	syncs atomic.Uint64
+	syncs  atomic.Uint64
+	onSync func(d time.Duration, records int) // Options.OnSync
 
 	asyncMu   sync.Mutex           // guards asyncQ
 	asyncQ    []*checkpoint.Record // AppendAsync's queue, taken by the committer
@@ -110,6 +118,7 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 		dir:     dir,
 		backing: absBacking,
 		reserve: opt.ReserveBytes,
+		onSync:  opt.OnSync,
 	}
 	if j.reserve == 0 {
 		j.reserve = DefaultReserveBytes
@@ -289,7 +298,7 @@ func (j *Journal) initMeta() error {
 		if err := txn.Commit(); err != nil {
 			return fmt.Errorf("journal %s: initialise: %w", j.dir, withErrno(err))
 		}
-		if err := j.sync(); err != nil {
+		if err := j.sync(0); err != nil {
 			return fmt.Errorf("journal %s: initialise: %w", j.dir, err)
 		}
 		j.nextSeq = 1
@@ -444,10 +453,19 @@ func (j *Journal) Backing() string { return j.backing }
 // Syncs reports how many device syncs the journal has done since Open.
 func (j *Journal) Syncs() uint64 { return j.syncs.Load() }
 
-// sync is the one place that calls db.Sync, so that Syncs counts them all.
-func (j *Journal) sync() error {
+// sync is the one place that calls db.Sync, so that Syncs counts them all
+// and OnSync sees them all. records is how many records the sync makes
+// durable (0 for metadata and state only).
+func (j *Journal) sync(records int) error {
 	j.syncs.Add(1)
-	if err := j.db.Sync(); err != nil {
+	start := time.Now()
+	err := j.db.Sync()
+	if j.onSync != nil {
+		// On the committer, after the sync: the hook delays the next
+		// batch by its own cost, never a waiter of this one.
+		j.onSync(time.Since(start), records)
+	}
+	if err != nil {
 		return fmt.Errorf("sync: %w", withErrno(err))
 	}
 	return nil

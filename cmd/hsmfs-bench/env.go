@@ -338,8 +338,10 @@ func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
 		e.addProc(t.pid, "hsmfs")
 	}
 	pid := t.pid
+	stopScrapes := scrapeMetrics(t, st)
 	t.unmount = e.cl.push("unmount "+t.Mnt, func() {
 		defer e.delProc(pid)
+		stopScrapes()
 		// hsmfs umount waits for the daemon to close its journal.
 		c := exec.Command(e.cfg.hsmfsBin, "umount", t.Mnt)
 		out, err := runTimeout(c, 120*time.Second)

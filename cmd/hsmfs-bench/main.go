@@ -49,6 +49,9 @@ Options:
   --hsmfs PATH       the hsmfs binary (default bin/hsmfs)
   --loopback PATH    the go-fuse example loopback binary (default bin/loopback)
   --hsmfs-arg ARG    extra argument for "hsmfs mount" (repeatable)
+  --metrics          mount hsmfs with --metrics 127.0.0.1:0 and scrape
+                     /metrics once a second while mounted (the cost of
+                     metrics: compare with a run without)
   --cpuprofile DIR   write CPU profiles of the hsmfs daemons (HSMFS_CPUPROFILE)
                      and of the loopback (-cpuprofile) into DIR, and heap
                      profiles of the pending workload's daemon (HSMFS_MEMPROFILE,
@@ -70,6 +73,7 @@ type config struct {
 	hsmfsBin   string
 	loopBin    string
 	hsmfsArgs  []string
+	metrics    bool
 	cpuprof    string
 }
 
@@ -104,6 +108,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.hsmfsBin, "hsmfs", "bin/hsmfs", "")
 	fs.StringVar(&c.loopBin, "loopback", "bin/loopback", "")
 	fs.Var(&hargs, "hsmfs-arg", "")
+	fs.BoolVar(&c.metrics, "metrics", false, "")
 	fs.StringVar(&c.cpuprof, "cpuprofile", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -112,6 +117,11 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	c.hsmfsArgs = hargs
+	if c.metrics {
+		// In hsmfs_args of the results too, so that a run with
+		// metrics is told apart from one without.
+		c.hsmfsArgs = append(c.hsmfsArgs, metricsArgs...)
+	}
 	if c.reps == 0 {
 		c.reps = 5
 		if c.short {

@@ -80,6 +80,10 @@ Options (each also as -o NAME or -o NAME=VALUE, for fstab):
                      a mapping beneath it from before (it could write
                      around the tracker); without it they are named in a
                      warning
+  --metrics ADDR, -o metrics=ADDR
+                     serve Prometheus metrics at http://ADDR/metrics, e.g.
+                     127.0.0.1:9101 (port 0: any free port, shown in
+                     .hsm/status as "metrics"); off by default
   -h, --help         this help
 
 A dead hsmfs mount at MOUNTPOINT (its daemon was killed: "Transport
@@ -90,7 +94,7 @@ mounted (a live hsmfs, or another filesystem: never touched); BACKING
 missing or not a directory; an entry named .hsm at the root of BACKING;
 JOURNAL inside BACKING or MOUNTPOINT; a JOURNAL that belongs to another
 BACKING, is in use by another mount, or is damaged (it is never reset
-silently). An option that FUSE does not know fails the mount (exit 1).
+silently); a --metrics ADDR that it cannot listen on. An option that FUSE does not know fails the mount (exit 1).
 Exit codes: 0 mounted, 1 refused or failed, 2 bad command line (also a
 misspelt hsmfs option, such as -o jornal=DIR or -o no-passthrough).
 `
@@ -121,6 +125,7 @@ type mountArgs struct {
 	// stopping tells systemd that the foreground daemon goes down
 	// (foreground.go); unset in the background daemon.
 	stopping func()
+	Metrics  string `json:"metrics"`
 }
 
 // inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
@@ -143,6 +148,7 @@ func runMount(args []string) error {
 	fs.BoolVar(&a.NoOutsideCheck, "no-outside-check", false, "")
 	fs.DurationVar(&a.ConsumerMaxAge, "consumer-max-age", 0, "")
 	fs.DurationVar(&a.ConsumerWarnAge, "consumer-warn-age", 24*time.Hour, "")
+	fs.StringVar(&a.Metrics, "metrics", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -333,6 +339,14 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	// Modes come from the kernel with the caller's umask applied already.
 	syscall.Umask(0)
 
+	// Listening comes first: an address that cannot be had refuses the
+	// mount before anything is opened.
+	met, err := newMetricsWiring(a.Metrics)
+	if err != nil {
+		return err
+	}
+	defer met.close(log)
+
 	b, err := hfs.OpenBacking(a.Backing)
 	if err != nil {
 		return err
@@ -341,14 +355,14 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
 		return fmt.Errorf("journal directory: %w", err)
 	}
-	j, err := journal.Open(a.Journal, a.Backing, journal.Options{Logger: log})
+	j, err := journal.Open(a.Journal, a.Backing, met.journalOptions(journal.Options{Logger: log}))
 	if err != nil {
 		return err
 	}
 	defer j.Close()
-	tr, err := checkpoint.NewWithOptions(j, b, log, checkpoint.Options{FineOnly: a.FineOnly,
+	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
 		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
-		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge})
+		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge}))
 	if err != nil {
 		return err
 	}
@@ -358,16 +372,20 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 		return err
 	}
 	b.SetAfterSync(oc.sync)
-	srv, err := hfs.Mount(hfs.Config{
+	met.outsideFound(oc.Found)
+	srv, err := hfs.Mount(met.fsConfig(hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
 		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, Header: oc.status,
 		Info: func() map[string]any {
 			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
 			maps.Copy(m, oc.status())
+			if addr := met.addr(); addr != "" {
+				m["metrics"] = addr
+			}
 			return m
 		},
-	})
+	}))
 	if err != nil {
 		tr.Close()
 		return err
@@ -377,6 +395,8 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 			return errors.Join(err, unmountNow(srv, tr))
 		}
 	}
+	// Before ready: a scrape that follows the mount finds the server up.
+	met.serve(tr, j, log)
 	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
 		// For performance work: profile the daemon until it unmounts.
 		if f, err := os.Create(p); err == nil {

@@ -35,6 +35,7 @@ var hsmfsOptions = []hsmfsOption{
 	{"strict", false, func(a *mountArgs, _ *bool, _ string) error { a.Strict = true; return nil }},
 	{"no_outside_check", false, func(a *mountArgs, _ *bool, _ string) error { a.NoOutsideCheck = true; return nil }},
 	{"consumer_max_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerMaxAge, v) }},
+	{"metrics", true, func(a *mountArgs, _ *bool, v string) error { a.Metrics = v; return nil }},
 	{"consumer_warn_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerWarnAge, v) }},
 }
 
