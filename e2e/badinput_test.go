@@ -240,7 +240,7 @@ func TestControlDirReserved(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	samePaths(t, "the entries of .hsm", names, []string{"changes", "changes.json", "ctl", "status"})
+	samePaths(t, "the entries of .hsm", names, []string{"changes", "changes.json", "consumers", "ctl", "status"})
 
 	// Not listed, but reached by name.
 	r := run(t, nil, "ls", "-a", mnt)
