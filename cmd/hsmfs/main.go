@@ -30,6 +30,7 @@ Usage:
   hsmfs bless [ID] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
+  hsmfs export [options] --nats URL --stream NAME MOUNTPOINT
   hsmfs journal check JOURNAL
   hsmfs journal dump JOURNAL
   hsmfs journal reset JOURNAL
@@ -64,6 +65,7 @@ func init() {
 		"checkpoint": {runCheckpoint, checkpointUsage},
 		"status":     {runStatus, statusUsage},
 		"journal":    {runJournal, journalUsage},
+		"export":     {runExport, exportUsage},
 	}
 }
 
