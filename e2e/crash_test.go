@@ -165,7 +165,9 @@ func randomContent(rng *rand.Rand) []byte {
 
 func (r *crashRig) randomOp(id int, rng *rand.Rand) bool { return randomOpIn(r.mnt, rng) }
 
-// randomOpIn makes one random modification beneath root.
+// randomOpIn makes one random modification beneath root (files, links,
+// renames of files and directories, removals, chmod, xattrs, mmap
+// writes) and reports whether it succeeded.
 func randomOpIn(root string, rng *rand.Rand) bool {
 	abs := func(p string) string { return filepath.Join(root, p) }
 	p := abs(randomPath(rng, true))

@@ -170,6 +170,17 @@ func allWorkloads(sz sizes) []*workload {
 			custom:  runPending,
 		},
 		{
+			name: "export",
+			desc: fmt.Sprintf("hsmfs alone: %d pending paths made as in pending, then one `hsmfs export` round into a JetStream server embedded in the bench (file storage): one message per path, every ack, the bless", sz.pendingPaths),
+			metrics: []*Metric{
+				{ID: "export.rate", Label: fmt.Sprintf("export %s paths to JetStream, 1 exporter", countLabel(sz.pendingPaths)), Unit: "msgs/s", Section: secAbsolute, Higher: true},
+				{ID: "export.round", Label: "export round (query, publish, acks, bless)", Unit: "s", Section: secAbsolute},
+				{ID: "export.rss", Label: "exporter peak RSS", Unit: "MiB", Section: secAbsolute},
+			},
+			targets: []string{"hsmfs"},
+			custom:  runExport,
+		},
+		{
 			name: "storm",
 			desc: fmt.Sprintf("hsmfs alone: the rename storm (internal/storm), %d writers x %d operations, then one query", sz.stormWorkers, sz.stormOps),
 			metrics: []*Metric{

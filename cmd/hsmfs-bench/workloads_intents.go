@@ -197,68 +197,13 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 			return fmt.Errorf("pending: consumer add: %w", err)
 		}
 	}
-	const perDir = 1000
 	total := e.sz.pendingPaths
-	dirs := (total + perDir - 1) / perDir
-	var made atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var stop atomic.Bool
-	deadline := time.Now().Add(e.sz.pendingBudget)
-	start := time.Now()
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for g := 0; g < e.sz.pendingWorkers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				d := int(next.Add(1)) - 1
-				if d >= dirs {
-					return
-				}
-				dir := fmt.Sprintf("%s/d%04d", t.Mnt, d)
-				err := unix.Mkdir(dir, 0o755)
-				for i := 0; err == nil && i < perDir && d*perDir+i < total; i++ {
-					if i%64 == 0 && (stop.Load() || time.Now().After(deadline) || ctx.Err() != nil) {
-						stop.Store(true)
-						return
-					}
-					err = unix.Symlink("t", fmt.Sprintf("%s/s%04d", dir, i))
-					if err == nil {
-						made.Add(1)
-					}
-				}
-				if err != nil {
-					once.Do(func() { firstErr = err })
-					stop.Store(true)
-					return
-				}
-			}
-		}()
-	}
-	ticker := time.NewTicker(10 * time.Second)
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-wait:
-	for {
-		select {
-		case <-finished:
-			break wait
-		case <-ticker.C:
-			n := made.Load()
-			fmt.Printf("  pending: %d paths in %.0fs (%.0f/s)\n", n, time.Since(start).Seconds(), float64(n)/time.Since(start).Seconds())
-		}
-	}
-	ticker.Stop()
-	el := time.Since(start)
+	n, dirs, el, firstErr := createPending(ctx, t.Mnt, total, e.sz.pendingWorkers, e.sz.pendingBudget, "pending")
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	n := made.Load()
 	rate := float64(n) / el.Seconds()
 	m("pending.create").set("hsmfs", rate)
-	fmt.Printf("  pending: created %d symlinks in %d directories in %.1fs (%.0f paths/s)\n", n, dirs, el.Seconds(), rate)
 	if firstErr != nil {
 		res.errors++
 		for _, mm := range w.metrics {
@@ -332,4 +277,69 @@ wait:
 	fmt.Printf("  pending: bless %.2fs; %s\n", d.Seconds(), mem)
 	res.Note("pending: " + mem)
 	return nil
+}
+
+// createPending makes up to total recorded paths through the mount mnt,
+// as cheaply as a recorded path can be made: workers goroutines create
+// directories of 1,000 symlinks each (one intent per path, no data), for
+// at most budget. It reports progress every 10 s, and returns the paths
+// made, the directories and the time taken.
+func createPending(ctx context.Context, mnt string, total, workers int, budget time.Duration, label string) (int64, int, time.Duration, error) {
+	const perDir = 1000
+	dirs := (total + perDir - 1) / perDir
+	var made atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var stop atomic.Bool
+	deadline := time.Now().Add(budget)
+	start := time.Now()
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for g := 0; g < workers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				d := int(next.Add(1)) - 1
+				if d >= dirs {
+					return
+				}
+				dir := fmt.Sprintf("%s/d%04d", mnt, d)
+				err := unix.Mkdir(dir, 0o755)
+				for i := 0; err == nil && i < perDir && d*perDir+i < total; i++ {
+					if i%64 == 0 && (stop.Load() || time.Now().After(deadline) || ctx.Err() != nil) {
+						stop.Store(true)
+						return
+					}
+					err = unix.Symlink("t", fmt.Sprintf("%s/s%04d", dir, i))
+					if err == nil {
+						made.Add(1)
+					}
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	ticker := time.NewTicker(10 * time.Second)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+wait:
+	for {
+		select {
+		case <-finished:
+			break wait
+		case <-ticker.C:
+			n := made.Load()
+			fmt.Printf("  %s: %d paths in %.0fs (%.0f/s)\n", label, n, time.Since(start).Seconds(), float64(n)/time.Since(start).Seconds())
+		}
+	}
+	ticker.Stop()
+	el := time.Since(start)
+	n := made.Load()
+	fmt.Printf("  %s: created %d symlinks in %d directories in %.1fs (%.0f paths/s)\n", label, n, dirs, el.Seconds(), float64(n)/el.Seconds())
+	return n, dirs, el, firstErr
 }

@@ -10,15 +10,19 @@ import (
 // TestLayering enforces the package boundaries: only fs imports go-fuse,
 // only journal imports badger, only internal/metrics (and cmd/hsmfs,
 // which wires it) imports Prometheus's client, only internal/holders
-// reads /proc through procfs, and checkpoint knows none of them
+// reads /proc through procfs, only internal/natsexport imports the NATS
+// client, only the bench embeds a NATS server (tests, whose imports are
+// not listed here, may use them), and checkpoint knows none of them
 // (not even through fs, journal or metrics).
 func TestLayering(t *testing.T) {
 	const (
-		mod    = "github.com/hsmfs/hsmfs/"
-		fuse   = "github.com/hanwen/go-fuse/"
-		badger = "github.com/dgraph-io/badger/"
-		prom   = "github.com/prometheus/client_" // client_golang, client_model
-		procfs = "github.com/prometheus/procfs"
+		mod        = "github.com/hsmfs/hsmfs/"
+		fuse       = "github.com/hanwen/go-fuse/"
+		badger     = "github.com/dgraph-io/badger/"
+		prom       = "github.com/prometheus/client_" // client_golang, client_model
+		procfs     = "github.com/prometheus/procfs"
+		natsClient = "github.com/nats-io/nats.go"
+		natsServer = "github.com/nats-io/nats-server/"
 	)
 	// Direct imports of every package of the module.
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/hsmfs/hsmfs/...").Output()
@@ -26,10 +30,12 @@ func TestLayering(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	owners := map[string][]string{
-		fuse:   {mod + "fs"},
-		badger: {mod + "journal"},
-		prom:   {mod + "internal/metrics", mod + "cmd/hsmfs"},
-		procfs: {mod + "internal/holders"},
+		fuse:       {mod + "fs"},
+		badger:     {mod + "journal"},
+		prom:       {mod + "internal/metrics", mod + "cmd/hsmfs"},
+		procfs:     {mod + "internal/holders"},
+		natsClient: {mod + "internal/natsexport"},
+		natsServer: {mod + "cmd/hsmfs-bench"},
 	}
 	pkgs := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {

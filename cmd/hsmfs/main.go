@@ -33,6 +33,7 @@ Usage:
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
   hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
+  hsmfs export [options] --nats URL --stream NAME MOUNTPOINT
   hsmfs journal check JOURNAL
   hsmfs journal dump JOURNAL
   hsmfs journal reset JOURNAL
@@ -69,6 +70,7 @@ func init() {
 		"sync":       {runSync, syncUsage},
 		"journal":    {runJournal, journalUsage},
 		"consumer":   {runConsumer, consumerUsage},
+		"export":     {runExport, exportUsage},
 	}
 }
 

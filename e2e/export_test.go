@@ -1,0 +1,544 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// hsmfs export (docs/fleet.md) against a JetStream server embedded in the
+// test binary: three mounts, each with its own exporter process, publish
+// into one stream; a reader mirrors every mount from the stream alone.
+
+const exportStream = "HSMFS"
+
+// natsServer is an embedded nats-server with JetStream on disk. restart
+// shuts it down and starts it again on the same port and store.
+type natsServer struct {
+	t    testing.TB
+	opts *server.Options
+	s    *server.Server
+}
+
+func startNATS(t testing.TB) *natsServer {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
+	ns := &natsServer{t: t, opts: opts}
+	ns.start()
+	ns.opts.Port = ns.s.Addr().(*net.TCPAddr).Port
+	t.Cleanup(ns.stop)
+	return ns
+}
+
+func (ns *natsServer) start() {
+	ns.t.Helper()
+	s, err := server.NewServer(ns.opts)
+	if err != nil {
+		ns.t.Fatalf("nats-server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		ns.t.Fatalf("nats-server did not start")
+	}
+	ns.s = s
+}
+
+func (ns *natsServer) stop() {
+	if ns.s != nil {
+		ns.s.Shutdown()
+		ns.s.WaitForShutdown()
+		ns.s = nil
+	}
+}
+
+func (ns *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ns.opts.Port) }
+
+// exporter is one `hsmfs export --every` process; its stderr goes to log.
+type exporter struct {
+	args []string
+	log  string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startExporter(t *testing.T, log string, args ...string) *exporter {
+	t.Helper()
+	e := &exporter{args: args, log: log}
+	e.start(t)
+	return e
+}
+
+func (e *exporter) start(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(e.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	must(t, err)
+	defer f.Close()
+	e.cmd = exec.Command(hsmfsBin, e.args...)
+	e.cmd.Stdout, e.cmd.Stderr = f, f
+	must(t, e.cmd.Start())
+	e.done = make(chan error, 1)
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(e.cmd, e.done)
+}
+
+// kill SIGKILLs the exporter and waits for it.
+func (e *exporter) kill() {
+	e.cmd.Process.Kill()
+	<-e.done
+	e.cmd = nil
+}
+
+// stop sends SIGTERM and returns the exit status; an exporter stops at
+// once (a round that was running is not blessed).
+func (e *exporter) stop() error {
+	if e.cmd == nil {
+		return nil
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	defer func() { e.cmd = nil }()
+	select {
+	case err := <-e.done:
+		return err
+	case <-time.After(30 * time.Second):
+		e.cmd.Process.Kill()
+		<-e.done
+		return errors.New("exporter did not stop within 30s of SIGTERM")
+	}
+}
+
+func (e *exporter) logText() string {
+	b, _ := os.ReadFile(e.log)
+	return string(b)
+}
+
+// fleetMount is one mount of the fleet and its mirror.
+type fleetMount struct {
+	backing, mnt, journal, dest string
+	m                           *hsmMount
+	exp                         *exporter
+	// gate: writers and the reader's rsync hold it shared; a crash takes
+	// it while the mountpoint is bare, so that rsync never copies the
+	// empty directory underneath (it would delete the mirror's files).
+	gate sync.RWMutex
+	mods atomic.Int64
+	// The reader's paths not yet copied: path -> (type, query), from
+	// every whole answer that arrived; kept across failed rsyncs.
+	pending map[string]pendingPath
+}
+
+type pendingPath struct {
+	typ   string
+	query uint64
+}
+
+// mirrorReader reads the stream with a durable consumer and mirrors each
+// mount: it collects each answer's messages (by mount and query id; the
+// messages carry count and index) and, once it holds a whole answer,
+// runs the contract's rsync for it. Delivery is at least once, and a
+// path may come in several answers: a repeated message is ignored, and
+// copying a listed path again is always safe.
+type mirrorReader struct {
+	t      *testing.T
+	cons   jetstream.Consumer
+	mounts map[string]*fleetMount
+	open   map[answerKey]map[int]exportMsg // answers still incomplete
+	whole  map[answerKey]bool
+
+	msgs, repeats, answers, rsyncs, rsyncFails int
+	lastTry                                    time.Time
+}
+
+type answerKey struct {
+	mount string
+	query uint64
+}
+
+type exportMsg struct {
+	Host, Mount, Consumer, Path, PathB64, Type string
+	Query                                      uint64
+	Count, Index                               int
+}
+
+func newMirrorReader(t *testing.T, url string, mounts []*fleetMount) *mirrorReader {
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	must(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	must(t, err)
+	cons, err := js.CreateOrUpdateConsumer(context.Background(), exportStream, jetstream.ConsumerConfig{
+		Durable: "mirror", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	must(t, err)
+	r := &mirrorReader{t: t, cons: cons, mounts: map[string]*fleetMount{}, open: map[answerKey]map[int]exportMsg{}, whole: map[answerKey]bool{}}
+	for _, fm := range mounts {
+		r.mounts[fm.mnt] = fm
+	}
+	return r
+}
+
+// step fetches what is there (waiting up to wait) and handles it; it
+// reports how many messages came.
+func (r *mirrorReader) step(wait time.Duration) (int, error) {
+	batch, err := r.cons.Fetch(200, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for m := range batch.Messages() {
+		n++
+		r.handle(m.Data())
+		// Acked once handled: the reader's state lives in this process.
+		m.Ack()
+	}
+	if len(r.pendingMounts()) > 0 && time.Since(r.lastTry) > 200*time.Millisecond {
+		r.copyAll()
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return n, err
+	}
+	return n, nil
+}
+
+func (r *mirrorReader) handle(data []byte) {
+	r.msgs++
+	var m exportMsg
+	if err := json.Unmarshal(data, &m); err != nil {
+		r.t.Errorf("reader: bad message %q: %v", data, err)
+		return
+	}
+	if m.PathB64 != "" {
+		raw, err := base64.StdEncoding.DecodeString(m.PathB64)
+		if err != nil {
+			r.t.Errorf("reader: bad path_b64 in %q", data)
+			return
+		}
+		m.Path = string(raw)
+	}
+	fm := r.mounts[m.Mount]
+	if fm == nil || m.Consumer != "default" || m.Host == "" || m.Query == 0 || m.Index < 0 || m.Index >= m.Count {
+		r.t.Errorf("reader: unexpected message %s", data)
+		return
+	}
+	k := answerKey{m.Mount, m.Query}
+	if r.whole[k] {
+		r.repeats++
+		return
+	}
+	a := r.open[k]
+	if a == nil {
+		a = map[int]exportMsg{}
+		r.open[k] = a
+	}
+	if _, dup := a[m.Index]; dup {
+		r.repeats++
+		return
+	}
+	a[m.Index] = m
+	if len(a) < m.Count {
+		return
+	}
+	// A whole answer: its paths join the mount's pending set (a newer
+	// answer's type wins) and are copied.
+	delete(r.open, k)
+	r.whole[k] = true
+	r.answers++
+	for _, e := range a {
+		if old, ok := fm.pending[e.Path]; !ok || old.query <= e.Query {
+			fm.pending[e.Path] = pendingPath{e.Type, e.Query}
+		}
+	}
+	r.copy(fm)
+}
+
+func (r *mirrorReader) pendingMounts() []*fleetMount {
+	var out []*fleetMount
+	for _, fm := range r.mounts {
+		if len(fm.pending) > 0 {
+			out = append(out, fm)
+		}
+	}
+	return out
+}
+
+func (r *mirrorReader) copyAll() {
+	for _, fm := range r.pendingMounts() {
+		r.copy(fm)
+	}
+}
+
+// copy runs the contract's rsync on the mount's pending paths. A path
+// beneath a listed ancestor that is not a directory is left out, as the
+// plain answer leaves it out: rsync replaces the ancestor whole, and
+// would fail on the path ("Not a directory"). On failure (the tree
+// changed under rsync, the mount is down) the paths stay pending.
+func (r *mirrorReader) copy(fm *fleetMount) bool {
+	r.lastTry = time.Now()
+	var list []string
+	for p := range fm.pending {
+		shadowed := false
+		for d := filepath.Dir(p); d != "." && !shadowed; d = filepath.Dir(d) {
+			if a, ok := fm.pending[d]; ok && a.typ != "dir" && a.typ != "gone" {
+				shadowed = true
+			}
+		}
+		if !shadowed {
+			list = append(list, p)
+		}
+	}
+	sort.Strings(list)
+	lf := filepath.Join(filepath.Dir(fm.dest), "list")
+	if err := os.WriteFile(lf, []byte(strings.Join(list, "\n")+"\n"), 0o644); err != nil {
+		r.t.Errorf("reader: %v", err)
+		return false
+	}
+	fm.gate.RLock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	out, err := exec.CommandContext(ctx, "rsync", "-a", "-I", "--files-from="+lf, "--delete-missing-args", "--force", fm.mnt+"/", fm.dest+"/").CombinedOutput()
+	cancel()
+	fm.gate.RUnlock()
+	r.rsyncs++
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {
+		if r.rsyncFails++; r.rsyncFails <= 10 {
+			r.t.Logf("reader: rsync of %d paths of %s failed, kept pending: %v: %.300s", len(list), fm.mnt, err, out)
+		}
+		return false
+	}
+	fm.pending = map[string]pendingPath{}
+	return true
+}
+
+// writer makes random modifications in fm until stop.
+func (fm *fleetMount) writer(seed uint64, stop *atomic.Bool, wg *sync.WaitGroup) {
+	defer wg.Done()
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for !stop.Load() {
+		fm.gate.RLock()
+		if randomOpIn(fm.mnt, rng) {
+			fm.mods.Add(1)
+		}
+		fm.gate.RUnlock()
+		time.Sleep(time.Duration(1+rng.IntN(8)) * time.Millisecond)
+	}
+}
+
+// waitExported waits until the mount's exporter has blessed a query
+// that began after now: everything changed before is in the stream.
+func waitExported(t *testing.T, fm *fleetMount) {
+	t.Helper()
+	last := num(t, status(t, fm.mnt), "last_query")
+	deadline := time.Now().Add(90 * time.Second)
+	for num(t, status(t, fm.mnt), "last_blessed") <= last {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no query after %d was blessed within 90s; exporter log:\n%s", fm.mnt, last, fm.exp.logText())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestExportFleet(t *testing.T) {
+	ns := startNATS(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	var fleet []*fleetMount
+	for i := 0; i < 3; i++ {
+		b, mnt, j := newDirs(t)
+		fm := &fleetMount{backing: b, mnt: mnt, journal: j, dest: filepath.Join(filepath.Dir(b), "dest"), pending: map[string]pendingPath{}}
+		must(t, os.Mkdir(fm.dest, 0o755))
+		fm.m = mount(t, withBacking(b), withMnt(mnt), withJournal(j))
+		fleet = append(fleet, fm)
+	}
+	// The first export creates the stream; the answer is empty.
+	r := hsm(t, "export", "--nats", ns.url(), "--stream", exportStream, "--create-stream", "--max-bytes", "256M", fleet[0].mnt)
+	if r.code != 0 || !strings.Contains(r.stderr, "0 messages acknowledged") {
+		t.Fatalf("first export: %v", r)
+	}
+	reader := newMirrorReader(t, ns.url(), fleet)
+
+	var stop, readerStop atomic.Bool
+	var wg, rwg sync.WaitGroup
+	stopAll := func() {
+		stop.Store(true)
+		wg.Wait()
+		readerStop.Store(true)
+		rwg.Wait()
+		for _, fm := range fleet {
+			if fm.exp != nil {
+				fm.exp.stop()
+			}
+		}
+	}
+	t.Cleanup(stopAll)
+	for i, fm := range fleet {
+		fm.exp = startExporter(t, filepath.Join(filepath.Dir(fm.dest), "export.log"),
+			"export", "--every", "200ms", "--timeout", "10s", "--nats", ns.url(), "--stream", exportStream, fm.mnt)
+		wg.Add(1)
+		go fm.writer(seed+uint64(i), &stop, &wg)
+	}
+	var readErrs atomic.Int64
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		for !readerStop.Load() {
+			if _, err := reader.step(300 * time.Millisecond); err != nil {
+				readErrs.Add(1)
+				time.Sleep(100 * time.Millisecond) // the server is away
+			}
+		}
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	t.Log("SIGKILL exporter 0, start it again")
+	fleet[0].exp.kill()
+	fleet[0].exp.start(t)
+
+	time.Sleep(1500 * time.Millisecond)
+	t.Log("restart the NATS server")
+	ns.stop()
+	time.Sleep(500 * time.Millisecond)
+	ns.start()
+
+	time.Sleep(1500 * time.Millisecond)
+	t.Log("SIGKILL mount 2's daemon, mount again; its exporter keeps running")
+	crashed := fleet[2]
+	crashed.m.unmounted = true
+	must(t, syscall.Kill(crashed.m.Pid, syscall.SIGKILL))
+	for i := 0; alive(crashed.m.Pid); i++ {
+		if i > 3000 {
+			t.Fatalf("daemon %d did not die", crashed.m.Pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	crashed.gate.Lock()
+	forceUnmount(t, crashed.mnt, 0)
+	time.Sleep(400 * time.Millisecond) // rounds fail meanwhile: not an hsmfs mount
+	crashed.m = mount(t, withBacking(crashed.backing), withMnt(crashed.mnt), withJournal(crashed.journal))
+	crashed.gate.Unlock()
+	t.Cleanup(stopAll) // before the new mount's cleanup unmounts it
+
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	for _, fm := range fleet {
+		waitClosed(t, fm.mnt)
+	}
+	for _, fm := range fleet {
+		waitExported(t, fm)
+	}
+	readerStop.Store(true)
+	rwg.Wait()
+
+	// Drain: every message the stream holds is handled, every whole
+	// answer copied.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := reader.step(500 * time.Millisecond)
+		info, ierr := reader.cons.Info(context.Background())
+		if err == nil && ierr == nil && n == 0 && info.NumPending == 0 && info.NumAckPending == 0 && len(reader.pendingMounts()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reader not drained after 60s: fetch %v, info %v, %d mounts with pending paths", err, ierr, len(reader.pendingMounts()))
+		}
+		reader.copyAll()
+	}
+	for i, fm := range fleet {
+		if err := fm.exp.stop(); err != nil {
+			t.Errorf("exporter %d: SIGTERM: %v; log:\n%s", i, err, fm.exp.logText())
+		}
+	}
+	t.Logf("reader: %d messages (%d repeats), %d whole answers, %d left incomplete (rounds cut short), %d rsyncs (%d failed and were retried), %d fetch errors",
+		reader.msgs, reader.repeats, reader.answers, len(reader.open), reader.rsyncs, reader.rsyncFails, readErrs.Load())
+	for i, fm := range fleet {
+		want, got := snapshot(t, fm.mnt, snapOpts{}), snapshot(t, fm.dest, snapOpts{})
+		t.Logf("mount %d: %d modifications, %d paths", i, fm.mods.Load(), len(want))
+		if !sameTree(t, fmt.Sprintf("mount %d: mirror from the stream vs mount", i), want, got, "mount", "mirror") {
+			t.Logf("exporter %d log:\n%s", i, fm.exp.logText())
+		}
+		if fm.mods.Load() == 0 {
+			t.Errorf("mount %d: the writers made no modification", i)
+		}
+	}
+	if reader.answers == 0 {
+		t.Errorf("the reader got no whole answer")
+	}
+	if log := crashed.exp.logText(); !strings.Contains(log, "round failed, will retry") || !strings.Contains(log, "rounds succeed again") {
+		t.Errorf("the crashed mount's exporter should have failed rounds, then succeeded; its log:\n%s", log)
+	}
+}
+
+// TestExportRefusals: a refused or failed export blesses nothing, with a
+// one-line reason and exit 1; a bad command line exits 2.
+func TestExportRefusals(t *testing.T) {
+	ns := startNATS(t)
+	m := mount(t)
+	must(t, os.WriteFile(filepath.Join(m.Mnt, "keep.txt"), []byte("x"), 0o644))
+	waitClosed(t, m.Mnt)
+	blessed := num(t, status(t, m.Mnt), "last_blessed")
+	url := ns.url()
+	for _, args := range [][]string{
+		{"--stream", "S", m.Mnt},
+		{"--nats", url, m.Mnt},
+		{"--nats", url, "--stream", "S"},
+		{"--nats", url, "--stream", "S", "--every", "soon", m.Mnt},
+		{"--nats", url, "--stream", "S", "--consumer", "a/b", m.Mnt},
+		{"--nats", url, "--stream", "S", "--subject", "a.>", m.Mnt},
+		{"--nats", url, "--stream", "S", "--max-bytes", "lots", m.Mnt},
+		{"--nats", url, "--stream", "S", m.Mnt, "extra"},
+	} {
+		if r := hsm(t, append([]string{"export"}, args...)...); r.code != 2 {
+			t.Errorf("export %q: %v, want exit 2", args, r)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats", url, "--stream", exportStream, m.Mnt}, "--create-stream"},
+		{[]string{"--nats", "nats://127.0.0.1:1", "--stream", exportStream, m.Mnt}, "cannot reach"},
+		{[]string{"--nats", url, "--stream", exportStream, "--create-stream", t.TempDir()}, "not an hsmfs mount"},
+		{[]string{"--nats", url, "--stream", exportStream, "--creds", "/nonexistent.creds", m.Mnt}, "nonexistent.creds"},
+	} {
+		r := hsm(t, append([]string{"export"}, c.args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("export %q: %v, want exit 1 and one line naming %q", c.args, r, c.want)
+		}
+	}
+	if got := num(t, status(t, m.Mnt), "last_blessed"); got != blessed {
+		t.Fatalf("a refused export blessed: last_blessed %d -> %d", blessed, got)
+	}
+	// The change is still listed; a successful export takes it.
+	if p := plain(t, m.Mnt); len(p) != 1 || p[0] != "keep.txt" {
+		t.Fatalf("after the refusals the answer is %q, want keep.txt", p)
+	}
+	r := hsm(t, "export", "--nats", url, "--stream", exportStream, "--create-stream", "--max-age", "1h", m.Mnt)
+	if r.code != 0 || !strings.Contains(r.stderr, "1 message acknowledged") || !strings.Contains(r.stderr, "warning: ") {
+		t.Fatalf("export: %v (want one message and a warning about --max-age)", r)
+	}
+	if p := plain(t, m.Mnt); len(p) != 0 {
+		t.Errorf("after the export the answer is %q, want nothing", p)
+	}
+	// --every: stopped by SIGTERM, exit 0.
+	e := startExporter(t, filepath.Join(t.TempDir(), "export.log"), "export", "--every", "100ms", "--nats", url, "--stream", exportStream, m.Mnt)
+	time.Sleep(500 * time.Millisecond)
+	if err := e.stop(); err != nil {
+		t.Errorf("exporter stopped by SIGTERM: %v; log:\n%s", err, e.logText())
+	}
+}

@@ -1,0 +1,394 @@
+package natsexport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// These tests run the exporter against a real JetStream server embedded
+// in the test binary, and against a directory laid out like a mount's
+// control files (.hsm/changes.json, .hsm/ctl as plain files): the FUSE
+// side is e2e's (e2e/export_test.go).
+
+// testServer is an embedded nats-server with JetStream on disk.
+type testServer struct {
+	t    testing.TB
+	opts *server.Options
+	s    *server.Server
+}
+
+func startServer(t testing.TB, mod func(*server.Options)) *testServer {
+	t.Helper()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: os.Getenv("NATS_TEST_LOG") == ""}
+	if mod != nil {
+		mod(opts)
+	}
+	ts := &testServer{t: t, opts: opts}
+	ts.start()
+	// Later starts use the same port, so that clients find it again.
+	ts.opts.Port = ts.s.Addr().(*net.TCPAddr).Port
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start() {
+	ts.t.Helper()
+	s, err := server.NewServer(ts.opts)
+	if err != nil {
+		ts.t.Fatalf("nats-server: %v", err)
+	}
+	if os.Getenv("NATS_TEST_LOG") != "" {
+		s.ConfigureLogger()
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		ts.t.Fatalf("nats-server not ready")
+	}
+	ts.s = s
+}
+
+func (ts *testServer) stop() {
+	if ts.s != nil {
+		ts.s.Shutdown()
+		ts.s.WaitForShutdown()
+		ts.s = nil
+	}
+}
+
+func (ts *testServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ts.opts.Port) }
+
+// fakeMount lays out MOUNT/.hsm (or a named consumer's directory) with
+// an answer of query id and paths, and an empty ctl.
+func fakeMount(t *testing.T, consumer string, id uint64, paths ...string) (mount string, dir string) {
+	t.Helper()
+	mount = t.TempDir()
+	dir = newSource(mount, consumer).dir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	setAnswer(t, dir, id, len(paths), paths...)
+	if err := os.WriteFile(filepath.Join(dir, "ctl"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return mount, dir
+}
+
+// setAnswer writes changes.json with a header saying count.
+func setAnswer(t *testing.T, dir string, id uint64, count int, paths ...string) {
+	t.Helper()
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `{"blessed":1,"count":%d,"query":%d,"recovered":false}`+"\n", count, id)
+	for i, p := range paths {
+		fmt.Fprintf(&b, `{"path":%q,"type":"file","ops":["write"],"period":%d,"inflight":false,"ino":%d,"nlink":1}`+"\n", p, id-1, 100+i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "changes.json"), b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctlText(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "ctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func testConfig(ts *testServer, mount string) Config {
+	return Config{URL: ts.url(), Stream: "HSMFS", Mount: mount, Host: "node.example.com", CreateStream: true,
+		AckTimeout: 2 * time.Second, MaxInflight: 4}
+}
+
+// streamMsgs returns the stream's messages in order.
+func streamMsgs(t *testing.T, ts *testServer, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	nc, err := nats.Connect(ts.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestRoundPublishesThenBlesses(t *testing.T) {
+	ts := startServer(t, nil)
+	paths := []string{"a.txt", "dir/b", "sp ace", "x", "y", "z"} // more than MaxInflight
+	mount, dir := fakeMount(t, "", 7, paths...)
+	var warn bytes.Buffer
+	x, err := New(context.Background(), testConfig(ts, mount), &warn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if warn.Len() != 0 {
+		t.Errorf("a stream made by --create-stream should draw no warning: %s", warn.String())
+	}
+	want := "hsmfs.node_example_com." + Token(strings.TrimPrefix(mount, "/")) + ".default"
+	if x.Subject() != want {
+		t.Errorf("subject %q, want %q", x.Subject(), want)
+	}
+	res, err := x.Round(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Query != 7 || res.Count != len(paths) || res.Duplicates != 0 || !res.Blessed {
+		t.Errorf("round: %+v", res)
+	}
+	if got := ctlText(t, dir); got != "bless 7\n" {
+		t.Errorf("ctl got %q, want bless 7", got)
+	}
+	msgs := streamMsgs(t, ts, "HSMFS")
+	if len(msgs) != len(paths) {
+		t.Fatalf("stream holds %d messages, want %d", len(msgs), len(paths))
+	}
+	ids := map[string]bool{}
+	for i, m := range msgs {
+		var body struct {
+			Host, Mount, Consumer, Path, Type string
+			Query                             uint64
+			Count, Index                      int
+			Ops                               []string
+			Ino                               uint64
+		}
+		if err := json.Unmarshal(m.Data, &body); err != nil {
+			t.Fatalf("message %d: %v: %s", i, err, m.Data)
+		}
+		if body.Host != "node.example.com" || body.Mount != mount || body.Consumer != "default" || body.Query != 7 ||
+			body.Count != len(paths) || body.Index != i || body.Path != paths[i] || body.Type != "file" || body.Ino != uint64(100+i) {
+			t.Errorf("message %d: %s", i, m.Data)
+		}
+		if m.Subject != want {
+			t.Errorf("message %d on %q, want %q", i, m.Subject, want)
+		}
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if id == "" || ids[id] {
+			t.Errorf("message %d: id %q missing or repeated", i, id)
+		}
+		ids[id] = true
+	}
+
+	// The same answer again (as after a crash between the last ack and
+	// the bless): every message is a duplicate and the stream keeps one
+	// copy.
+	res, err = x.Round(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates != len(paths) {
+		t.Errorf("second publish of the same answer: %d duplicates, want %d", res.Duplicates, len(paths))
+	}
+	if n := len(streamMsgs(t, ts, "HSMFS")); n != len(paths) {
+		t.Errorf("after the republish the stream holds %d messages, want %d", n, len(paths))
+	}
+
+	// An empty answer publishes nothing and is blessed.
+	setAnswer(t, dir, 9, 0)
+	if res, err := x.Round(context.Background()); err != nil || !res.Blessed || res.Count != 0 {
+		t.Errorf("empty answer: %+v, %v", res, err)
+	}
+	if got := ctlText(t, dir); got != "bless 9\n" {
+		t.Errorf("ctl got %q, want bless 9", got)
+	}
+}
+
+func TestNamedConsumerFiles(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "backup", 3, "f")
+	if dir != filepath.Join(mount, ".hsm", "consumers", "backup") {
+		t.Fatalf("consumer dir %s", dir)
+	}
+	cfg := testConfig(ts, mount)
+	cfg.Consumer = "backup"
+	x, err := New(context.Background(), cfg, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	if _, err := x.Round(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctlText(t, dir); got != "bless 3\n" {
+		t.Errorf("consumer ctl got %q", got)
+	}
+	if !strings.HasSuffix(x.Subject(), ".backup") {
+		t.Errorf("subject %q does not end with the consumer", x.Subject())
+	}
+	// A consumer that does not exist is named as such.
+	cfg.Consumer = "nope"
+	os.MkdirAll(filepath.Join(mount, ".hsm"), 0o755)
+	os.WriteFile(filepath.Join(mount, ".hsm", "ctl"), nil, 0o644)
+	if _, err := New(context.Background(), cfg, os.Stderr); err == nil || !strings.Contains(err.Error(), `no consumer "nope"`) {
+		t.Errorf("missing consumer: %v", err)
+	}
+}
+
+// refused checks that New fails with an error naming want, and that
+// nothing was blessed.
+func refused(t *testing.T, cfg Config, dir, want string) {
+	t.Helper()
+	x, err := New(context.Background(), cfg, os.Stderr)
+	if err == nil {
+		x.Close()
+		t.Fatalf("New succeeded, want an error with %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if got := ctlText(t, dir); got != "" {
+		t.Errorf("refused, yet ctl got %q", got)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "", 5, "a")
+
+	cfg := testConfig(ts, mount)
+	cfg.CreateStream = false
+	refused(t, cfg, dir, "--create-stream")
+
+	cfg = testConfig(ts, mount)
+	cfg.URL = "nats://127.0.0.1:1"
+	refused(t, cfg, dir, "cannot reach")
+
+	cfg = testConfig(ts, mount)
+	cfg.Mount = t.TempDir()
+	refused(t, cfg, dir, "not an hsmfs mount")
+
+	// A stream whose subjects do not take ours.
+	nc, err := nats.Connect(ts.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg = testConfig(ts, mount)
+	cfg.Stream = "OTHER"
+	refused(t, cfg, dir, "does not take subject")
+
+	// An answer cut short (the mount died while it was read) is not
+	// blessed.
+	x, err := New(context.Background(), testConfig(ts, mount), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	setAnswer(t, dir, 6, 3, "a", "b")
+	if _, err := x.Round(context.Background()); err == nil || !strings.Contains(err.Error(), "ends after 2 of 3") {
+		t.Errorf("truncated answer: %v", err)
+	}
+	if got := ctlText(t, dir); got != "" {
+		t.Errorf("truncated answer blessed: ctl %q", got)
+	}
+}
+
+// TestServerAway: while the server is down, a round fails (nothing
+// blessed); once it is back, the next one succeeds on the same
+// connection.
+func TestServerAway(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "", 4, "a", "b", "c")
+	x, err := New(context.Background(), testConfig(ts, mount), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	ts.stop()
+	start := time.Now()
+	if _, err := x.Round(context.Background()); err == nil {
+		t.Fatal("round succeeded with the server down")
+	} else {
+		t.Logf("server down: %v (after %.1fs)", err, time.Since(start).Seconds())
+	}
+	if got := ctlText(t, dir); got != "" {
+		t.Fatalf("blessed while the server was down: %q", got)
+	}
+	ts.start()
+	var res Result
+	for i := 0; i < 50; i++ {
+		if res, err = x.Round(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || !res.Blessed {
+		t.Fatalf("after the restart: %+v %v", res, err)
+	}
+	if n := len(streamMsgs(t, ts, "HSMFS")); n != 3 {
+		t.Errorf("stream holds %d messages, want 3", n)
+	}
+}
+
+func TestLimitWarnings(t *testing.T) {
+	c, _ := Config{URL: "x", Stream: "S", Mount: "/m"}.withDefaults()
+	if w := limitWarnings(streamConfig(c), c.AckTimeout); len(w) != 0 {
+		t.Errorf("the created stream draws warnings: %q", w)
+	}
+	sc := streamConfig(c)
+	sc.Discard, sc.MaxAge, sc.MaxMsgsPerSubject = jetstream.DiscardOld, time.Hour, 10
+	w := strings.Join(limitWarnings(sc, c.AckTimeout), "\n")
+	for _, want := range []string{"discard old", "per subject", "after 1h0m0s"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q do not say %q", w, want)
+		}
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	if got := Subject("acme.hsmfs", "web-01.example.com", "/srv/my data", "default"); got != "acme.hsmfs.web-01_example_com.srv_my_data.default" {
+		t.Errorf("subject %q", got)
+	}
+	if got := Token(""); got != "_" {
+		t.Errorf("Token(\"\") = %q", got)
+	}
+	for _, c := range []struct {
+		filter, subj string
+		want         bool
+	}{
+		{"hsmfs.>", "hsmfs.a.b.c", true}, {"hsmfs.>", "hsmfs", false}, {"hsmfs.*.*.*", "hsmfs.a.b.c", true},
+		{"hsmfs.*", "hsmfs.a.b", false}, {"other.>", "hsmfs.a", false}, {"hsmfs.a.b.c", "hsmfs.a.b.c", true},
+	} {
+		if got := subjectMatches(c.filter, c.subj); got != c.want {
+			t.Errorf("subjectMatches(%q, %q) = %v", c.filter, c.subj, got)
+		}
+	}
+	for _, bad := range []string{"", "a..b", "a.*", "a.>", "a b", ".a"} {
+		if CheckSubjectPrefix(bad) == nil {
+			t.Errorf("prefix %q accepted", bad)
+		}
+	}
+}
