@@ -142,6 +142,18 @@ func (t *Tracker) query(name string) (*Answer, error) {
 		if r.Flags&FlagFine != 0 {
 			inflight = false // the directory intent carries it
 		}
+		if r.Flags&FlagDerived != 0 {
+			// What another consumer's query derived is listed here too,
+			// but as a path found now, not as this consumer's own
+			// derivation: its old names are this consumer's to find
+			// (renames.go maps only paths it has not derived itself).
+			if r.Path2 != derivedBy(cur.name) {
+				add(r.Path, r, inflight)
+				return
+			}
+			recorded(r.Path, r, inflight)
+			return
+		}
 		recorded(r.Path, r, inflight)
 		recorded(r.Path2, r, inflight)
 		// Every rename is expanded, not only those whose source was a
@@ -151,6 +163,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 			dirRenames = append(dirRenames, r)
 		}
 		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {
+			// (derived records returned above)
 			linkHints[r.Ino] = append(linkHints[r.Ino], r.Path, r.Path2)
 		}
 	})
@@ -280,7 +293,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 	if aggs, err = t.addLinkNames(ans, aggs, linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.recordDerived(P, ans, aggs); err != nil {
+	if err := t.recordDerived(P, cur.name, ans, aggs); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.saveState(func(s *State) { s.queried(cur, P, time.Now()) }); err != nil {
@@ -303,7 +316,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 // answer because its ancestor is not a directory now (shadowed) may need
 // listing once the ancestor is a directory again, after its own record
 // is blessed away.
-func (t *Tracker) recordDerived(P uint64, ans *Answer, aggs []*agg) error {
+func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*agg) error {
 	var recs []*Record
 	now := time.Now()
 	for i := range ans.Entries {
@@ -330,7 +343,7 @@ func (t *Tracker) recordDerived(P uint64, ans *Answer, aggs []*agg) error {
 			period = P
 		}
 		recs = append(recs, &Record{Period: period, Run: t.run, Op: op, Flags: FlagFine | FlagDerived,
-			Ino: a.ino, Time: now, Path: e.Path})
+			Ino: a.ino, Time: now, Path: e.Path, Path2: derivedBy(consumer)})
 	}
 	if len(recs) == 0 {
 		return nil
@@ -339,6 +352,16 @@ func (t *Tracker) recordDerived(P uint64, ans *Answer, aggs []*agg) error {
 		return fmt.Errorf("record %d derived paths: %w", len(recs), err)
 	}
 	return nil
+}
+
+// derivedBy is the Path2 of a derived record of consumer ("" for the
+// default, as records made before named consumers have it): a NUL, which
+// no path holds, and the name.
+func derivedBy(consumer string) string {
+	if consumer == "" {
+		return ""
+	}
+	return "\x00" + consumer
 }
 
 // BatchLstater is an optional Backing method: Lstat of many sorted paths

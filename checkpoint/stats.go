@@ -97,7 +97,7 @@ func (t *Tracker) Pending() ([]Pending, error) {
 		if names && r.Path != "" {
 			h1 = maphash.String(seed, r.Path)
 		}
-		if names && r.Path2 != "" {
+		if names && r.Path2 != "" && r.Flags&FlagDerived == 0 { // a derived record's Path2 names a consumer
 			h2 = maphash.String(seed, r.Path2)
 		}
 		for i := range out {

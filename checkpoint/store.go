@@ -74,7 +74,9 @@ const (
 	// FlagDerived: a path that a query listed without a record of its
 	// own (a directory's entry, an old name beneath a renamed
 	// directory), recorded so that it stays listed until blessed. With
-	// OpEntries it names the path itself, not a directory intent.
+	// OpEntries it names the path itself, not a directory intent. Its
+	// Path2 is not a path: it names the consumer whose query derived it
+	// (derivedBy; "" for the default consumer).
 	FlagDerived uint8 = 1 << 3
 )
 

@@ -1,4 +1,21 @@
-package main
+// Package hsmfs_test holds the module's architecture, as a test.
+//
+// The layers, and what each may import besides the standard library:
+//
+//   - checkpoint: the period state machine. Nothing of this module's, and
+//     no third-party package (not even through another package).
+//   - journal: badger (the only package that may), and checkpoint (the
+//     Store it implements). Never fs.
+//   - fs: go-fuse (the only package that may), checkpoint, x/sys. Never
+//     journal: the tracker reaches the journal through checkpoint.Store.
+//   - internal/...: one concern each. internal/metrics alone imports the
+//     Prometheus client, internal/holders alone procfs, internal/natsexport
+//     alone the NATS client.
+//   - cmd/hsmfs: wiring (flags, signals, exit codes); cmd/hsmfs-bench may
+//     embed a NATS server for its export row.
+//
+// Tests' own imports are not listed here: they may use real servers.
+package hsmfs_test
 
 import (
 	"os/exec"
@@ -51,6 +68,19 @@ func TestLayering(t *testing.T) {
 	}
 	if pkgs < 5 {
 		t.Fatalf("go list found only %d packages", pkgs)
+	}
+	// fs and journal never meet: fs records through checkpoint, and
+	// journal is a checkpoint.Store.
+	for _, pair := range [][2]string{{"fs", "journal"}, {"journal", "fs"}} {
+		deps, err := exec.Command("go", "list", "-deps", mod+pair[0]).Output()
+		if err != nil {
+			t.Fatalf("go list -deps: %v", err)
+		}
+		for _, d := range strings.Fields(string(deps)) {
+			if d == mod+pair[1] {
+				t.Errorf("%s depends on %s", pair[0], pair[1])
+			}
+		}
 	}
 	// checkpoint must not reach FUSE, badger or Prometheus through
 	// anything.
