@@ -56,8 +56,7 @@ import (
 // whose syncs do or do not flush earlier unsynced writes, and Backings
 // with or without the optional List/LstatSorted.
 //
-// Tests: TestModel (everything), TestModelCore (without the triggers of
-// the known bugs, see coreModelCfg), TestModelExhaustive (every choice
+// Tests: TestModel (everything), TestModelExhaustive (every choice
 // sequence up to a small depth), TestModelCatches* (mutations that the
 // model must catch), TestModelReplayIsDeterministic.
 //
@@ -1746,29 +1745,6 @@ func TestModel(t *testing.T) {
 	runModel(t, "TestModel", defaultModelCfg(), 2000)
 }
 
-// coreModelCfg is TestModel without the checks or triggers of the bugs
-// that are still open and have their own failing unit tests, so that it
-// keeps checking the rest of the protocol meanwhile. Open now:
-// over-listing (D4), see TestDerivedPathsDoNotExpandTheTree and
-// TestShadowedPathNotListedForever and
-// TestRenameThenFileAtOldNameDoesNotListTheTree; a rename of an earlier period
-// that moves a file open for writing, see
-// TestOpenFileRenamedByEarlierPeriodRename. The knobs of the bugs fixed since
-// (renames of directories, failed fine-record writes, restarts after
-// lost fine records, shadowed paths, power cuts after losses or renames,
-// inflight after power cuts) stay, for the next regression.
-func coreModelCfg() modelCfg {
-	cfg := defaultModelCfg()
-	cfg.d4Checks = false
-	cfg.renameOpenFileAcross = false
-	return cfg
-}
-
-// TestModelCore is TestModel minus the triggers of known bugs.
-func TestModelCore(t *testing.T) {
-	runModel(t, "TestModelCore", coreModelCfg(), 1500)
-}
-
 // TestModelExhaustive explores every choice sequence up to a small number
 // of steps, on a small world.
 func TestModelExhaustive(t *testing.T) {
@@ -1807,8 +1783,13 @@ func TestModelExhaustive(t *testing.T) {
 // must break the consumer invariant), with the direct answer checks off
 // so that the consumer invariant alone has to find it.
 
+// The mutations are caught by the consumer invariant alone: D4 checks
+// and renames across periods of open files are off, so that what breaks
+// is the copy, not a stricter check.
 func mutationCfg() modelCfg {
-	cfg := coreModelCfg()
+	cfg := defaultModelCfg()
+	cfg.d4Checks = false
+	cfg.renameOpenFileAcross = false
 	cfg.mixModes = false // fine mode, store without flush
 	cfg.directChecks = false
 	cfg.inflightChecks = false

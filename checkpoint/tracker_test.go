@@ -155,6 +155,18 @@ func wantPaths(t *testing.T, a *Answer, want ...string) {
 	}
 }
 
+// waitCurrent waits until a query or checkpoint has started period p.
+func (f *fixture) waitCurrent(p uint64) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.tr.Current() != p {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("period %d did not start within 10s (current %d)", p, f.tr.Current())
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 func staticPath(p string) PathFunc { return func() (string, bool) { return p, true } }
 
 // waitDone reports whether ch is closed within d.
@@ -652,7 +664,7 @@ func TestQueryShadowedPath(t *testing.T) {
 	}
 }
 
-// Found as a BUG, fixed since (the dedup key includes the flags): the
+// Found as a bug, fixed since (the dedup key includes the flags): the
 // dedup key of an intent ignored its flags. A rename a->b of a
 // file followed, in the same period, by a rename a->b of a directory
 // joins the file rename's intent, which has no FlagDir, so the query
@@ -678,7 +690,7 @@ func TestQueryRenamedDirectoryAfterFileRename(t *testing.T) {
 	}
 }
 
-// Found as a BUG, fixed since (every rename is expanded): with
+// Found as a bug, fixed since (every rename is expanded): with
 // fs.Node.Rename, the rename's FlagDir comes from an lstat made
 // before Begin; if the source is replaced by a directory between that
 // lstat and rename(2), the rename moves a directory under a record
@@ -824,7 +836,7 @@ func TestCheckpointIsNotBlessable(t *testing.T) {
 	}
 }
 
-// Found as a BUG, fixed since (State.NotQueries): "An ID that no query
+// Found as a bug, fixed since (State.NotQueries): "An ID that no query
 // returned fails with EINVAL". Bless accepted
 // every id up to the latest query, so the id of a checkpoint (or of a
 // query that failed, or a period skipped by recovery) followed by a
@@ -1191,7 +1203,7 @@ func TestCloseRefusesWhileBusy(t *testing.T) {
 	h.Release()
 }
 
-// Found as a BUG (minor), fixed since: a Close that failed (modifications in flight) had already
+// Found as a bug (minor), fixed since: a Close that failed (modifications in flight) had already
 // set closed; a second Close, once they have ended, returns nil without
 // marking the journal clean, so its caller believes the unmount was
 // clean. It should retry the checks (or keep failing).
@@ -1208,7 +1220,7 @@ func TestCloseRetryAfterBusyIsNotSilentlyUnclean(t *testing.T) {
 	}
 }
 
-// Found as a BUG (contract D3, power cuts), fixed since (Bless refuses an
+// Found as a bug (contract D3, power cuts), fixed since (Bless refuses an
 // id below State.RecoveredAt): after a power cut, BACKING may have lost
 // writes that the consumer had already copied for the query it had not
 // yet blessed. Blessing that pre-crash query then discards the records
@@ -1247,7 +1259,7 @@ func TestBlessOfPreCrashQueryAfterPowerCut(t *testing.T) {
 	}
 }
 
-// Found as a BUG (contract D2, inflight, power cuts), fixed since by
+// Found as a bug (contract D2, inflight, power cuts), fixed since by
 // making Store.Reopen durable (interface and journal): Reopen was not synced. A
 // modification that joins an intent whose completion is durable (synced
 // by any later batch) takes the completion back only in memory; after a
@@ -1742,7 +1754,7 @@ func TestCoarseModeCleanRestartKeepsFineRecords(t *testing.T) {
 	wantPaths(t, a, "d/f") // the fine record was synced by Close; no expansion
 }
 
-// Found as a BUG (coarse mode), fixed since: Query read Lost() before its Scan, but the Scan is
+// Found as a bug (coarse mode), fixed since: Query read Lost() before its Scan, but the Scan is
 // what writes the fine records queued since the query's first SaveState.
 // A modification of period P-1 that queues its fine record after that
 // SaveState (it was between its durable Append and AppendAsync when the
@@ -1785,9 +1797,7 @@ func TestQueryLostDuringScan(t *testing.T) {
 		defer close(queried)
 		a, qerr = f.tr.Query()
 	}()
-	for f.tr.Current() != P { // the query saved Current = P and waits for the writer
-		time.Sleep(100 * time.Microsecond)
-	}
+	f.waitCurrent(P) // the query saved Current = P and waits for the writer
 	f.store.failNextAsyncWrite(syscall.EIO) // the Scan's write of the queue fails
 	close(release)
 	<-written
@@ -1805,7 +1815,7 @@ func TestQueryLostDuringScan(t *testing.T) {
 	}
 }
 
-// Found as a BUG (coarse mode), fixed since (Close sets LastUncleanRun):
+// Found as a bug (coarse mode), fixed since (Close sets LastUncleanRun):
 // fine records lost by a failed write (Lost() true) were
 // compensated only for the current run. If the mount then ends cleanly,
 // the next mount has a fresh store (Lost() false) and a clean state
@@ -1839,7 +1849,7 @@ func TestCleanCloseAfterLostFineRecords(t *testing.T) {
 	}
 }
 
-// Found as a BUG (rsync-completeness of the plain answer), fixed since
+// Found as a bug (rsync-completeness of the plain answer), fixed since
 // (recordDerived keeps shadowed paths pending): Plain leaves out a path
 // whose ancestor is not a directory at query time ("shadowed"), relying
 // on the ancestor's copy to drop it from DEST. But the consumer copies
@@ -1885,7 +1895,7 @@ func TestShadowedPathRecreatedBeforeCopy(t *testing.T) {
 	}
 }
 
-// Found as a BUG (coarse mode), fixed since (recordDerived): where fine
+// Found as a bug (coarse mode), fixed since (recordDerived): where fine
 // records may be lost, a query answers a
 // directory intent with the directory's entries as they are now. The
 // consumer copies such an entry; if the machine then loses power before
@@ -2030,7 +2040,7 @@ func (f *failNth) hook() error {
 	return nil
 }
 
-// Found as a BUG (D2/D3, power cuts), fixed since (recordDerived records
+// Found as a bug (D2/D3, power cuts), fixed since (recordDerived records
 // walked paths too): the paths that a query lists by walking a
 // renamed directory are derived from BACKING as it is at that query, but
 // they are not kept pending like the other derived paths (recordDerived
@@ -2127,9 +2137,7 @@ func TestOpenFileRenamedByEarlierPeriodRename(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	for f.tr.Current() != q0.Query+1 {
-		time.Sleep(100 * time.Microsecond)
-	}
+	f.waitCurrent(q0.Query + 1)
 	// In the new period: open c/x for writing (creating it).
 	const ino = 2
 	h, err := f.tr.OpenWrite(func() (string, bool) {

@@ -288,7 +288,9 @@ func (r *crashRig) slowRound() error {
 	r.histMu.Lock()
 	r.slowHist = append(r.slowHist, fmt.Sprintf("query %d (full %v): %q", hdr.Query, hdr.Full, paths))
 	r.histMu.Unlock()
-	args := []string{"-a", "--delete", "--exclude=/.hsm", r.mnt + "/", r.slowDest + "/"}
+	// -I: after a power cut a file can keep its size and mtime and lose
+	// its data; the quick check would keep the copy's old data.
+	args := []string{"-a", "-I", "--delete", "--exclude=/.hsm", r.mnt + "/", r.slowDest + "/"}
 	if !hdr.Full {
 		lf := filepath.Join(filepath.Dir(r.slowDest), "slow-list")
 		if err := os.WriteFile(lf, []byte(strings.Join(paths, "\x00")), 0o644); err != nil {
