@@ -201,6 +201,10 @@ type modelCfg struct {
 	// unblessed period (or derives from one: beneath a renamed
 	// directory, an entry of a directory intent after a crash).
 	d4Checks bool
+	// named: a second, named consumer queries, copies and blesses on
+	// its own schedule, into its own DEST (D4 is off with it: its
+	// derived paths are listed to the default too).
+	named bool
 	// inflightChecks: after crashes, what was in flight must be reported
 	// inflight=true (and, if no power cut happened, only that).
 	inflightChecks bool
@@ -335,10 +339,22 @@ type advResult struct {
 // madvance is a query or checkpoint blocked on in-flight modifications.
 type madvance struct {
 	query        bool
+	consumer     string // the named consumer whose query this is ("" the default)
 	P            uint64
 	done         chan advResult
 	waitFor      map[int]bool // ids of the modifications it drains
 	failedBefore int
+}
+
+// mnamed is the model's named consumer: only the DEST invariant is
+// checked for it (its answers' direct checks are the default's).
+type mnamed struct {
+	cons       mconsumer
+	dest       map[string]bnode
+	queryCrash int // crashes before its query: a bless after a crash may be refused
+	queries    int
+	blesses    int
+	fullCopies int
 }
 
 type mconsumer struct {
@@ -365,6 +381,9 @@ type mworld struct {
 	adv     *madvance
 	cons    mconsumer
 	dest    map[string]bnode
+	// named is a second consumer, named, with its own schedule and DEST
+	// (cfg.named).
+	named mnamed
 
 	lastChange map[string]uint64
 	evt        uint64
@@ -400,6 +419,12 @@ func newWorld(cfg modelCfg, ch chooser) (*mworld, error) {
 		return nil, err
 	}
 	w.cons.state = "idle"
+	w.named = mnamed{cons: mconsumer{state: "idle"}, dest: make(map[string]bnode)}
+	if cfg.named {
+		if err := w.tr.AddConsumer("b"); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
 }
 
@@ -574,6 +599,14 @@ func (w *mworld) enabled() []maction {
 				add("bless", 6, w.stepBless)
 			}
 		}
+		if w.cfg.named {
+			switch {
+			case w.named.cons.state == "idle":
+				add("query2", 3, func() { w.startAdvanceFor(true, "b") })
+			case len(w.named.cons.toCopy) == 0:
+				add("bless2", 3, w.stepNamedBless)
+			}
+		}
 		if w.cfg.checkpoints {
 			add("checkpoint", 1, w.stepCheckpoint)
 		}
@@ -583,6 +616,9 @@ func (w *mworld) enabled() []maction {
 	}
 	if w.cons.state == "copying" && len(w.cons.toCopy) > 0 {
 		add("copy", 8, w.stepCopy)
+	}
+	if w.named.cons.state == "copying" && len(w.named.cons.toCopy) > 0 {
+		add("copy2", 5, w.stepNamedCopy)
 	}
 	add("completer", 3, w.stepCompleter)
 	if w.coarse() {
@@ -904,10 +940,12 @@ func (w *mworld) stepFault() {
 // startAdvance runs Query or Checkpoint in a goroutine and returns once
 // it has returned, or once it is certainly blocked draining the
 // modifications in flight.
-func (w *mworld) startAdvance(query bool) {
+func (w *mworld) startAdvance(query bool) { w.startAdvanceFor(query, "") }
+
+func (w *mworld) startAdvanceFor(query bool, consumer string) {
 	P := w.tr.Current() + 1
 	_, failed := w.store.counts()
-	a := &madvance{query: query, P: P, done: make(chan advResult, 1), waitFor: make(map[int]bool), failedBefore: failed}
+	a := &madvance{query: query, consumer: consumer, P: P, done: make(chan advResult, 1), waitFor: make(map[int]bool), failedBefore: failed}
 	for _, m := range w.mods {
 		a.waitFor[m.id] = true
 	}
@@ -917,7 +955,7 @@ func (w *mworld) startAdvance(query bool) {
 	tr := w.tr
 	go func() {
 		if query {
-			ans, err := tr.Query()
+			ans, err := tr.QueryFor(consumer)
 			a.done <- advResult{ans: ans, err: err}
 		} else {
 			id, err := tr.Checkpoint()
@@ -992,6 +1030,10 @@ func (w *mworld) finishAdvance(a *madvance, r advResult) {
 		}
 		return
 	}
+	if a.consumer != "" {
+		w.namedAnswered(r.ans)
+		return
+	}
 	w.queries++
 	w.lastQuery = r.ans.Query
 	w.logf("query %d answered: %s", r.ans.Query, answerSummary(r.ans))
@@ -1003,6 +1045,59 @@ func (w *mworld) finishAdvance(a *madvance, r advResult) {
 	if w.cfg.copyShadowed {
 		w.cons.toCopy = paths(r.ans)
 	}
+}
+
+// namedAnswered starts the named consumer's copy: the whole tree at once
+// when the answer says full (rsync -a -I --delete), else the answer.
+func (w *mworld) namedAnswered(a *Answer) {
+	w.logf("query %d (consumer b) answered: full=%v %s", a.Query, a.Full, answerSummary(a))
+	for i := 1; i < len(a.Entries); i++ {
+		if a.Entries[i-1].Path >= a.Entries[i].Path {
+			w.fail(failAnswer, "consumer b: answer not sorted/unique at %q, %q", a.Entries[i-1].Path, a.Entries[i].Path)
+		}
+	}
+	w.evt++
+	n := &w.named
+	n.queries++
+	n.queryCrash = w.crashes
+	n.cons = mconsumer{state: "copying", ans: a, answerEvt: w.evt, toCopy: plainPaths(a)}
+	if a.Full {
+		n.fullCopies++
+		n.dest = w.back.snapshot()
+		n.cons.toCopy = nil
+	}
+}
+
+func (w *mworld) stepNamedCopy() {
+	n := &w.named
+	k := len(n.cons.toCopy)
+	if !w.quiet {
+		k = 1 + w.ch.choose(len(n.cons.toCopy))
+	}
+	for _, p := range n.cons.toCopy[:k] {
+		rsyncCopy(n.dest, w.back, p)
+	}
+	w.logf("copy (consumer b) %v", n.cons.toCopy[:k])
+	n.cons.toCopy = n.cons.toCopy[k:]
+}
+
+func (w *mworld) stepNamedBless() {
+	n := &w.named
+	id := n.cons.ans.Query
+	_, err := w.tr.BlessFor("b", id)
+	if err != nil {
+		w.logf("bless %d (consumer b): %v", id, err)
+		stale := w.crashes > n.queryCrash && errors.Is(err, ErrUnknownQuery)
+		if !injectedErr(err) && !stale {
+			w.fail(failAPI, "BlessFor(b, %d) failed with an error the model did not inject: %v", id, err)
+		}
+		n.cons = mconsumer{state: "idle"}
+		return
+	}
+	n.blesses++
+	w.logf("bless %d (consumer b) done", id)
+	w.checkDestOf(n.dest, "consumer b", fmt.Sprintf("after its bless %d", id), n.cons.answerEvt)
+	n.cons = mconsumer{state: "idle"}
 }
 
 func answerSummary(a *Answer) string {
@@ -1113,6 +1208,11 @@ func (w *mworld) stepBless() {
 // checkDest is the invariant: a path on which DEST and BACKING differ
 // must have changed after the answer that the consumer used.
 func (w *mworld) checkDest(when string, answerEvt uint64) {
+	w.checkDestOf(w.dest, "", when, answerEvt)
+}
+
+// checkDestOf checks one consumer's DEST (who names it in failures).
+func (w *mworld) checkDestOf(dest map[string]bnode, who, when string, answerEvt uint64) {
 	cur := w.back.snapshot()
 	var bad []string
 	seen := make(map[string]bool)
@@ -1121,7 +1221,7 @@ func (w *mworld) checkDest(when string, answerEvt uint64) {
 			return
 		}
 		seen[p] = true
-		d, dok := w.dest[p]
+		d, dok := dest[p]
 		s, sok := cur[p]
 		if dok == sok && (!dok || (d.typ == s.typ && d.ver == s.ver)) {
 			return
@@ -1138,7 +1238,7 @@ func (w *mworld) checkDest(when string, answerEvt uint64) {
 		}
 		bad = append(bad, fmt.Sprintf("%s: DEST=%s BACKING=%s", p, nodeString(d, dok), nodeString(s, sok)))
 	}
-	for p := range w.dest {
+	for p := range dest {
 		check(p)
 	}
 	for p := range cur {
@@ -1146,8 +1246,8 @@ func (w *mworld) checkDest(when string, answerEvt uint64) {
 	}
 	if len(bad) > 0 {
 		sort.Strings(bad)
-		w.fail(failDest, "%s: DEST differs from BACKING on paths that did not change since the answer: %s",
-			when, strings.Join(bad, "; "))
+		w.fail(failDest, "%s%s: DEST differs from BACKING on paths that did not change since the answer: %s",
+			who+map[bool]string{true: " ", false: ""}[who != ""], when, strings.Join(bad, "; "))
 	}
 }
 
@@ -1447,6 +1547,7 @@ func (w *mworld) crash(powerCut bool) {
 	w.mods = nil
 	w.handles = nil
 	w.cons = mconsumer{state: "idle"}
+	w.named.cons = mconsumer{state: "idle"}
 	oldTr.comp.stop() // its completions fail on the dead store
 	prevCurrent := w.store.durableState().Current
 	oldRun := w.run
@@ -1505,6 +1606,7 @@ func (w *mworld) stepRestart() {
 		w.recoveredAt = tr.Current()
 		w.lossSinceBless = true
 		w.cons = mconsumer{state: "idle"} // as after a crash: query again
+		w.named.cons = mconsumer{state: "idle"}
 		return
 	}
 	if tr.Current() != cur {
@@ -1561,6 +1663,9 @@ func (w *mworld) settle() {
 	}
 	// Nothing changed since the last answer: DEST must be BACKING.
 	w.checkDest("at the end", w.evt)
+	if w.cfg.named {
+		w.settleNamed()
+	}
 	w.stepCompleter()
 	for _, p := range w.store.problems() {
 		w.fail(failStore, "%s", p)
@@ -1568,6 +1673,26 @@ func (w *mworld) settle() {
 	if st, err := w.tr.Status(); err != nil || st.InFlight != 0 || st.OpenForWrite != 0 {
 		w.fail(failAPI, "settle: status %+v, %v", st, err)
 	}
+}
+
+// settleNamed runs quiet rounds of the named consumer; then its DEST
+// must be BACKING too.
+func (w *mworld) settleNamed() {
+	n := &w.named
+	for round := 0; round < 3; round++ {
+		if n.cons.state == "idle" {
+			w.startAdvanceFor(true, "b")
+			if n.cons.state != "copying" {
+				w.fail(failAPI, "settle: the query of consumer b failed")
+				return
+			}
+		}
+		for len(n.cons.toCopy) > 0 {
+			w.stepNamedCopy()
+		}
+		w.stepNamedBless()
+	}
+	w.checkDestOf(n.dest, "consumer b", "at the end", w.evt)
 }
 
 func (w *mworld) runSchedule() {
@@ -1743,6 +1868,17 @@ func runModel(t *testing.T, name string, cfg modelCfg, defSchedules int) {
 // power cuts and clean restarts.
 func TestModel(t *testing.T) {
 	runModel(t, "TestModel", defaultModelCfg(), 2000)
+}
+
+// TestModelConsumers is TestModel with a second, named consumer on its
+// own schedule and its own DEST, checked by the same invariant: D1-D5 per
+// consumer. (D4 is off: a path that one consumer's query derives is
+// listed to the other too.)
+func TestModelConsumers(t *testing.T) {
+	cfg := defaultModelCfg()
+	cfg.named = true
+	cfg.d4Checks = false
+	runModel(t, "TestModelConsumers", cfg, 1500)
 }
 
 // TestModelExhaustive explores every choice sequence up to a small number

@@ -535,6 +535,24 @@ func TestExportRefusals(t *testing.T) {
 	if p := plain(t, m.Mnt); len(p) != 0 {
 		t.Errorf("after the export the answer is %q, want nothing", p)
 	}
+	// A named consumer exports on its own cursor: the default still has
+	// the change pending afterwards, and an unknown consumer is refused.
+	if r := hsm(t, "export", "--nats", url, "--stream", exportStream, "--consumer", "nobody", m.Mnt); r.code != 1 {
+		t.Errorf("export of an unknown consumer: %v, want exit 1", r)
+	}
+	if r := hsm(t, "consumer", "add", m.Mnt, "fleet"); r.code != 0 {
+		t.Fatalf("consumer add: %v", r)
+	}
+	must(t, os.WriteFile(filepath.Join(m.Mnt, "named.txt"), []byte("y"), 0o644))
+	waitClosed(t, m.Mnt)
+	for i := 0; i < 2; i++ { // the first answer says full; both are exported and blessed
+		if r := hsm(t, "export", "--nats", url, "--stream", exportStream, "--consumer", "fleet", m.Mnt); r.code != 0 {
+			t.Fatalf("export --consumer fleet: %v", r)
+		}
+	}
+	if cs := consumerList(t, m.Mnt); cs["fleet"]["pending_paths"].(float64) != 0 || cs["default"]["pending_paths"].(float64) == 0 {
+		t.Errorf("after exporting the named consumer: %v, want fleet with nothing pending and the default with named.txt", cs)
+	}
 	// --every: stopped by SIGTERM, exit 0.
 	e := startExporter(t, filepath.Join(t.TempDir(), "export.log"), "export", "--every", "100ms", "--nats", url, "--stream", exportStream, m.Mnt)
 	time.Sleep(500 * time.Millisecond)

@@ -147,8 +147,8 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 // count and index let a reader tell when it holds a whole answer.
 func (x *Exporter) messagePrefix(h header) []byte {
 	str := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"count":%d,"recovered":%t,`,
-		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Count, h.Recovered)
+	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
+		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Count, h.Recovered, h.Full, h.Reset)
 }
 
 // Run runs a round every interval until ctx ends. A failed round is

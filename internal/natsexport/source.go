@@ -50,6 +50,8 @@ type header struct {
 	Blessed   uint64 `json:"blessed"`
 	Recovered bool   `json:"recovered"`
 	Count     int    `json:"count"`
+	Full      bool   `json:"full"`  // a new or reset named consumer: copy the whole tree
+	Reset     bool   `json:"reset"` // the lag policy dropped the consumer's backlog
 }
 
 // answer is one query's answer, read line by line so that a million
