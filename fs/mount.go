@@ -53,9 +53,18 @@ func (n *Node) OnAdd(ctx context.Context) {
 	}
 }
 
+// Server is a live mount. go-fuse's server stays inside fs.
+type Server struct{ srv *fuse.Server }
+
+// Unmount asks the kernel to unmount; it fails while the mount is busy.
+func (s *Server) Unmount() error { return s.srv.Unmount() }
+
+// Wait returns once the mount is gone (unmounted by anyone).
+func (s *Server) Wait() { s.srv.Wait() }
+
 // Mount serves BACKING at cfg.Mountpoint and returns once the mount is
 // live. Wait on the server; Unmount it to stop.
-func Mount(cfg Config) (*fuse.Server, error) {
+func Mount(cfg Config) (*Server, error) {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -141,5 +150,5 @@ func Mount(cfg Config) (*fuse.Server, error) {
 	if srv.KernelSettings().Flags64()&fuse.CAP_HANDLE_KILLPRIV_V2 == 0 {
 		log.Warn("the kernel does not offer HANDLE_KILLPRIV_V2: it asks for security.capability before every write and clears setuid and setgid itself")
 	}
-	return srv, nil
+	return &Server{srv: srv}, nil
 }

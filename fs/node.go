@@ -147,7 +147,7 @@ func (n *Node) newChild(ctx context.Context, dirfd int, name string, out *fuse.E
 	var st syscall.Stat_t
 	var btime syscall.Timespec
 	if err := statAt(dirfd, name, &st, &btime); err != nil {
-		return nil, gofs.ToErrno(err)
+		return nil, toErrno(err)
 	}
 	out.Attr.FromStat(&st)
 	child := &gofs.LoopbackNode{RootData: n.r.lroot}

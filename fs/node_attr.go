@@ -81,29 +81,29 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		// The kernel resolves symlinks before a chmod reaches FUSE, so
 		// name is not a symlink here.
 		if err := unix.Fchmodat(dirfd, name, m, 0); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	if su, sg, ok := chownIDs(in); ok {
 		if err := unix.Fchownat(dirfd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	// Truncate before the times, so that an explicit mtime wins.
 	if sz, ok := in.GetSize(); ok {
 		fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 		err = unix.Ftruncate(fd, int64(sz))
 		unix.Close(fd)
 		if err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	if ts, ok := utimes(in); ok {
 		if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	if setattrKills(in) {
@@ -148,7 +148,7 @@ func statOut(dirfd int, name string, out *fuse.AttrOut) syscall.Errno {
 	var st syscall.Stat_t
 	var btime syscall.Timespec
 	if err := statAt(dirfd, name, &st, &btime); err != nil {
-		return gofs.ToErrno(err)
+		return toErrno(err)
 	}
 	out.FromStat(&st)
 	return 0
@@ -159,12 +159,12 @@ func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno 
 	fd := n.r.b.rootFd
 	if m, ok := in.GetMode(); ok {
 		if err := unix.Fchmod(fd, m); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	if su, sg, ok := chownIDs(in); ok {
 		if err := unix.Fchown(fd, su, sg); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	if _, ok := in.GetSize(); ok {
@@ -172,7 +172,7 @@ func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno 
 	}
 	if ts, ok := utimes(in); ok {
 		if err := futimens(fd, ts); err != nil {
-			return gofs.ToErrno(err)
+			return toErrno(err)
 		}
 	}
 	return statOut(fd, "", out)
@@ -233,7 +233,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	}
 	oi, oo := int64(offIn), int64(offOut)
 	cnt, err := unix.CopyFileRange(fin.fd, &oi, fout.fd, &oo, int(length), int(flags))
-	return uint32(cnt), gofs.ToErrno(err)
+	return uint32(cnt), toErrno(err)
 }
 
 // futimens sets the times of the file open at fd (utimensat with a NULL

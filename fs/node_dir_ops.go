@@ -57,7 +57,7 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 	defer tok.End()
 	defer n.r.b.putDir(dirfd)
 	if err := mk(dirfd); err != nil {
-		return nil, gofs.ToErrno(err)
+		return nil, toErrno(err)
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode)
 	ch, errno := n.newChild(ctx, dirfd, name, out)
@@ -117,7 +117,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	defer tok.End()
 	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
-		return nil, gofs.ToErrno(err)
+		return nil, toErrno(err)
 	}
 	ch, errno := n.newChild(ctx, dfd, name, out)
 	if errno == 0 {
@@ -133,7 +133,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	defer tok.End()
 	defer n.r.b.putDir(dirfd)
-	return gofs.ToErrno(unix.Unlinkat(dirfd, name, 0))
+	return toErrno(unix.Unlinkat(dirfd, name, 0))
 }
 
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -147,7 +147,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err == nil {
 		n.r.b.dirs.invalidate() // a directory is gone (dircache.go)
 	}
-	return gofs.ToErrno(err)
+	return toErrno(err)
 }
 
 // Rename records both names; if a directory moves, the query lists
@@ -222,7 +222,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		n.r.moves.drop(mv)
 	}
 	tok.End()
-	return gofs.ToErrno(err)
+	return toErrno(err)
 }
 
 // entryKind gives the inode number of (dirfd, name) and whether it is a

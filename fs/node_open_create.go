@@ -123,14 +123,14 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
-		return fail(gofs.ToErrno(err))
+		return fail(toErrno(err))
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode|unix.S_IFREG)
 	var st syscall.Stat_t
 	var btime syscall.Timespec
 	if err := statAt(fd, "", &st, &btime); err != nil {
 		unix.Close(fd)
-		return fail(gofs.ToErrno(err))
+		return fail(toErrno(err))
 	}
 	out.Attr.FromStat(&st)
 	n.added(name, st.Ino, false)
