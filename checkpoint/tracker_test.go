@@ -1797,7 +1797,7 @@ func TestQueryLostDuringScan(t *testing.T) {
 		defer close(queried)
 		a, qerr = f.tr.Query()
 	}()
-	f.waitCurrent(P) // the query saved Current = P and waits for the writer
+	f.waitCurrent(P)                        // the query saved Current = P and waits for the writer
 	f.store.failNextAsyncWrite(syscall.EIO) // the Scan's write of the queue fails
 	close(release)
 	<-written

@@ -139,12 +139,7 @@ func (f *File) begin(op checkpoint.Op) (checkpoint.Token, syscall.Errno) {
 	if !ok {
 		return checkpoint.Token{}, 0 // no name left: nothing to list
 	}
-	tok, err := f.r.tr.Begin(checkpoint.Intent{Op: op, Path: rel})
-	if err != nil {
-		f.r.logJournalError(op, rel, err)
-		return tok, toErrno(err)
-	}
-	return tok, 0
+	return f.r.intend(checkpoint.Intent{Op: op, Path: rel})
 }
 
 func (f *File) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {

@@ -50,10 +50,9 @@ func (n *Node) Ioctl(ctx context.Context, f gofs.FileHandle, cmd uint32, arg uin
 		if !ok {
 			return 0, syscall.ENOENT
 		}
-		tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpSetxattr, Ino: n.StableAttr().Ino, Path: rel})
-		if err != nil {
-			n.r.logJournalError(checkpoint.OpSetxattr, rel, err)
-			return 0, toErrno(err)
+		tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpSetxattr, Ino: n.StableAttr().Ino, Path: rel})
+		if errno != 0 {
+			return 0, errno
 		}
 		defer tok.End()
 	}

@@ -191,10 +191,9 @@ func (r *Root) killFd(ctx context.Context, fd int, path func() (string, bool)) s
 		return toErrno(err)
 	}
 	if rel, ok := path(); ok {
-		tok, err := r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpChmod, Path: rel})
-		if err != nil {
-			r.logJournalError(checkpoint.OpChmod, rel, err)
-			return toErrno(err)
+		tok, errno := r.intend(checkpoint.Intent{Op: checkpoint.OpChmod, Path: rel})
+		if errno != 0 {
+			return errno
 		}
 		defer tok.End()
 	}

@@ -51,10 +51,9 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	rel, named := n.relPath()
 	if ins := setattrIntents(in, n.StableAttr().Ino, rel); len(ins) > 0 && named {
-		tok, err := n.r.tr.Begin(ins...)
-		if err != nil {
-			n.r.logJournalError(ins[0].Op, rel, err)
-			return toErrno(err)
+		tok, errno := n.r.intend(ins...)
+		if errno != 0 {
+			return errno
 		}
 		defer tok.End()
 	} else if !named && f == nil {
@@ -183,10 +182,9 @@ func (n *Node) xattrOp(op checkpoint.Op, do func(p string, fd int) error) syscal
 	if !ok {
 		return syscall.ENOENT
 	}
-	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: op, Ino: n.StableAttr().Ino, Path: rel})
-	if err != nil {
-		n.r.logJournalError(op, rel, err)
-		return toErrno(err)
+	tok, errno := n.r.intend(checkpoint.Intent{Op: op, Ino: n.StableAttr().Ino, Path: rel})
+	if errno != 0 {
+		return errno
 	}
 	defer tok.End()
 	return n.withXattrPath(true, do)

@@ -33,11 +33,10 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 		return tok, -1, errno
 	}
 	rel := joinPath(dir, name)
-	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: op, Flags: flags, Path: rel})
-	if err != nil {
+	tok, errno = n.r.intend(checkpoint.Intent{Op: op, Flags: flags, Path: rel})
+	if errno != 0 {
 		n.r.b.putDir(dirfd)
-		n.r.logJournalError(op, rel, err)
-		return tok, -1, toErrno(err)
+		return tok, -1, errno
 	}
 	return tok, dirfd, 0
 }
@@ -110,10 +109,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	defer n.r.b.putDir(dfd)
 	rel := joinPath(dir, name)
-	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
-	if err != nil {
-		n.r.logJournalError(checkpoint.OpLink, rel, err)
-		return nil, toErrno(err)
+	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
+	if errno != 0 {
+		return nil, errno
 	}
 	defer tok.End()
 	if err := unix.Linkat(sfd, sname, dfd, name, 0); err != nil {
@@ -191,10 +189,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			fl |= checkpoint.FlagDir
 		}
 	}
-	tok, err := n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Path: oldRel, Path2: newRel})
-	if err != nil {
-		n.r.logJournalError(checkpoint.OpRename, oldRel, err)
-		return toErrno(err)
+	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Path: oldRel, Path2: newRel})
+	if errno != 0 {
+		return errno
 	}
 	from, fromName := n.EmbeddedInode(), name
 	if moved == nil && flags&unix.RENAME_EXCHANGE != 0 {
@@ -207,7 +204,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if moved != nil {
 		mv = n.r.moves.add(from, fromName, moved)
 	}
-	err = unix.Renameat2(ofd, name, nfd, newName, uint(flags))
+	err := unix.Renameat2(ofd, name, nfd, newName, uint(flags))
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
 	}

@@ -39,11 +39,9 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if flags&syscall.O_TRUNC != 0 {
 			extra = append(extra, checkpoint.OpTruncate)
 		}
-		var err error
-		h, err = n.r.tr.OpenWrite(n.relPath, n.StableAttr().Ino, extra...)
-		if err != nil {
-			n.r.logJournalError(checkpoint.OpWrite, rel, err)
-			return nil, 0, toErrno(err)
+		var errno syscall.Errno
+		if h, errno = n.r.intendOpen(checkpoint.OpWrite, rel, n.relPath, n.StableAttr().Ino, extra...); errno != 0 {
+			return nil, 0, errno
 		}
 	}
 	fd, errno := n.openSelf(flags)
@@ -100,19 +98,17 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	var h *checkpoint.Handle
 	var tok checkpoint.Token
-	var err error
 	if isWrite(flags) {
 		extra := []checkpoint.Op{checkpoint.OpCreate}
 		if flags&syscall.O_TRUNC != 0 {
 			extra = append(extra, checkpoint.OpTruncate)
 		}
-		h, err = n.r.tr.OpenWrite(pathFn, 0, extra...)
+		h, errno = n.r.intendOpen(checkpoint.OpCreate, rel, pathFn, 0, extra...)
 	} else {
-		tok, err = n.r.tr.Begin(checkpoint.Intent{Op: checkpoint.OpCreate, Path: rel})
+		tok, errno = n.r.intend(checkpoint.Intent{Op: checkpoint.OpCreate, Path: rel})
 	}
-	if err != nil {
-		n.r.logJournalError(checkpoint.OpCreate, rel, err)
-		return nil, nil, 0, toErrno(err)
+	if errno != 0 {
+		return nil, nil, 0, errno
 	}
 	defer tok.End()
 	fail := func(errno syscall.Errno) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
