@@ -11,8 +11,9 @@
 //   - internal/...: one concern each. internal/metrics alone imports the
 //     Prometheus client, internal/holders alone procfs, internal/natsexport
 //     alone the NATS client.
-//   - cmd/hsmfs: wiring (flags, signals, exit codes); cmd/hsmfs-bench may
-//     embed a NATS server for its export row.
+//   - cmd/hsmfs: wiring (flags, signals, exit codes); cmd/hsmfs-bench: a
+//     main for internal/bench, which may embed a NATS server for its
+//     export row.
 //
 // Tests' own imports are not listed here: they may use real servers.
 package hsmfs_test
@@ -28,7 +29,7 @@ import (
 // only journal imports badger, only internal/metrics (and cmd/hsmfs,
 // which wires it) imports Prometheus's client, only internal/holders
 // reads /proc through procfs, only internal/natsexport imports the NATS
-// client, only the bench embeds a NATS server (tests, whose imports are
+// client, only internal/bench embeds a NATS server (tests, whose imports are
 // not listed here, may use them), and checkpoint knows none of them
 // (not even through fs, journal or metrics).
 func TestLayering(t *testing.T) {
@@ -52,7 +53,7 @@ func TestLayering(t *testing.T) {
 		prom:       {mod + "internal/metrics", mod + "cmd/hsmfs"},
 		procfs:     {mod + "internal/holders"},
 		natsClient: {mod + "internal/natsexport"},
-		natsServer: {mod + "cmd/hsmfs-bench"},
+		natsServer: {mod + "internal/bench"},
 	}
 	pkgs := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
