@@ -2,7 +2,6 @@ package checkpoint
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -96,207 +95,33 @@ func (t *Tracker) query(name string) (*Answer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	st := t.snapshot()
-	cur, _ := st.cursor(name)
-	paths := make(map[string]*agg)
-	add := func(p string, r *Record, inflight bool) *agg {
-		if p == "" {
-			return nil
-		}
-		a := paths[p]
-		if a == nil {
-			a = &agg{period: r.Period}
-			paths[p] = a
-		}
-		a.ops |= 1 << r.Op
-		if r.Period < a.period {
-			a.period = r.Period
-		}
-		a.inflight = a.inflight || inflight
-		if r.Ino != 0 {
-			// The latest file modified under this name; all of them
-			// go to Inos, for a consumer looking for other names.
-			a.ino = r.Ino
-			if !slices.Contains(a.inos, r.Ino) {
-				a.inos = append(a.inos, r.Ino)
-			}
-		}
-		return a
-	}
-	recorded := func(p string, r *Record, inflight bool) {
-		if a := add(p, r, inflight); a != nil {
-			a.recorded = true
-			a.real = a.real || r.Flags&FlagDerived == 0
-		}
-	}
-	var dirRenames, entryRecs, dirIntents []*Record
-	var entryInflight, dirInflight []bool
-	linkHints := make(map[uint64][]string) // names that links and renames gave an inode
-	err = scanAside(t.store, cur.lastBlessed, func(r *Record, completed bool) {
-		inflight := r.Run < t.run && !completed && r.Op != OpOutside
-		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
-			entryRecs = append(entryRecs, r)
-			entryInflight = append(entryInflight, inflight)
-			return
-		}
-		if r.Flags&FlagFine != 0 {
-			inflight = false // the directory intent carries it
-		}
-		if r.Flags&FlagDerived != 0 {
-			// What another consumer's query derived is listed here too,
-			// but as a path found now, not as this consumer's own
-			// derivation: its old names are this consumer's to find
-			// (renames.go maps only paths it has not derived itself).
-			if r.Path2 != derivedBy(cur.name) {
-				add(r.Path, r, inflight)
-				return
-			}
-			recorded(r.Path, r, inflight)
-			return
-		}
-		recorded(r.Path, r, inflight)
-		recorded(r.Path2, r, inflight)
-		// Every rename is expanded, not only those whose source was a
-		// directory when its intent was taken: walking a name that is
-		// not a directory costs one failed open.
-		if r.Op == OpRename && r.Flags&FlagDerived == 0 {
-			dirRenames = append(dirRenames, r)
-		}
-		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {
-			// (derived records returned above)
-			linkHints[r.Ino] = append(linkHints[r.Ino], r.Path, r.Path2)
-		}
-	})
-	if err != nil {
+	// The stages, each in query_stages.go: what the records name, what
+	// BACKING says beneath renamed directories and for the directory
+	// intents of unclean runs, the old names, one stat per path, the
+	// other names of files with links, and the derived paths made
+	// durable.
+	q := t.newQueryRun(name, P)
+	if err := t.scanRecords(q); err != nil {
 		return nil, fmt.Errorf("query: scan journal: %w", err)
 	}
-	// Directory intents are answered only where fine records may be
-	// missing: runs that ended uncleanly, and this run if queued fine
-	// records were lost (the scan itself may have found that out, so
-	// this is asked after it).
-	lost := t.async != nil && t.async.Lost()
-	for i, r := range entryRecs {
-		if r.Run <= st.LastUncleanRun || (lost && r.Run == t.run) {
-			dirIntents = append(dirIntents, r)
-			dirInflight = append(dirInflight, entryInflight[i])
-		}
+	if err := t.expandRenames(q); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
 	}
-	// rsync with --files-from does not recurse: a renamed directory must
-	// bring every path beneath its new name (and, for an exchange, beneath
-	// both names), as it is in BACKING now.
-	for _, r := range dirRenames {
-		for _, top := range []string{r.Path, r.Path2} {
-			rr := r
-			if err := t.backing.Walk(top, func(p string) { add(p, rr, false) }); err != nil {
-				return nil, fmt.Errorf("query: expand renamed directory %q: %w", top, err)
-			}
-		}
+	if err := t.answerDirIntents(q); err != nil {
+		return nil, fmt.Errorf("query: %w", err)
 	}
-	// A snapshot's chunks share its header's in-flight state.
-	type dirKey struct {
-		period uint64
-		path   string
-	}
-	snapInflight := make(map[dirKey]bool)
-	entInflight := make(map[snapKey]bool) // directory intents, for their entries snapshots
-	for i, r := range dirIntents {
-		if r.Op == OpNames && r.Path2 == "" {
-			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
-		}
-		if r.Op == OpEntries && r.Path2 == "" {
-			entInflight[snapKey{r.Period, r.Run, r.Path}] = dirInflight[i]
-		}
-	}
-	for i, r := range dirIntents {
-		if entriesChunk(r) {
-			continue // expandNewDirs, below
-		}
-		rr, inflight := *r, dirInflight[i]
-		rr.Op = OpEntries // reported as "entries" whichever kind it is
-		if r.Op == OpNames && r.Path2 != "" {
-			// A chunk has no completion of its own.
-			inflight = snapInflight[dirKey{r.Period, r.Path}]
-		}
-		add(r.Path, &rr, inflight)
-		if r.Op == OpNames {
-			if r.Path2 == "" {
-				continue
-			}
-			for _, n := range snapshotNames(r) {
-				add(dirPrefix(r.Path)+n, &rr, inflight)
-			}
-			continue
-		}
-		if err := t.listDir(r.Path, func(p string) { add(p, &rr, inflight) }); err != nil {
-			return nil, fmt.Errorf("query: list %q: %w", r.Path, err)
-		}
-	}
-	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { add(p, r, inflight) }); err != nil {
-		return nil, fmt.Errorf("query: expand new directories: %w", err)
-	}
-	if err := t.addOldNames(cur.lastBlessed, paths, dirRenames, func(p string, r *Record) { add(p, r, false) }); err != nil {
+	if err := t.addOldNames(q.cur.lastBlessed, q.paths, q.renames, func(p string, r *Record) { q.add(p, r, false) }); err != nil {
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
-	ans := &Answer{Query: P, Blessed: cur.lastBlessed, Recovered: cur.recoveredAt != 0,
-		Full: cur.full, Reset: cur.reset, Entries: make([]Entry, 0, len(paths))}
-	keys, aggs := sortedPaths(paths)
-	paths = nil // from here on, aggs[i] is the agg of keys[i]
-	// Sorted, siblings are neighbours: a batch statter opens each
-	// directory once.
-	stat := func(fn func(i int, typ string, ino uint64, nlink uint32)) {
-		for i, p := range keys {
-			typ, ino, nlink := t.backing.Lstat(p)
-			fn(i, typ, ino, nlink)
-		}
-	}
-	if bs, ok := t.backing.(BatchLstater); ok {
-		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, fn) }
-	}
-	ans.Entries = ans.Entries[:len(keys)]
-	// A million entries share a handful of op lists, made before the
-	// stat callbacks, which may run concurrently (read-only from here).
-	opLists := make(map[uint32][]string)
-	for _, a := range aggs {
-		if _, ok := opLists[a.ops]; !ok {
-			opLists[a.ops] = opList(a.ops)
-		}
-	}
-	stat(func(i int, typ string, ino uint64, nlink uint32) {
-		a := aggs[i]
-		a.nowIno, a.nowNlink = ino, nlink
-		// The recorded inode is the one that was modified; the path
-		// may hold another file now (renamed over it). With it, a
-		// consumer can find the other names of a file with links.
-		if a.ino != 0 && a.ino != ino {
-			ino, nlink = a.ino, 0
-		}
-		shadowed := typ == ""
-		if shadowed {
-			typ = "gone"
-		}
-		ans.Entries[i] = Entry{Path: keys[i], Type: typ, Ops: opLists[a.ops],
-			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
-	})
-	// A shadowed path kept only by its own shadow record (from an earlier
-	// answer, now blessed) has been seen through one more round; it is
-	// not listed any more. aggs stays parallel to the entries.
-	kept := 0
-	for i := range ans.Entries {
-		if ans.Entries[i].shadowed && !aggs[i].real {
-			continue
-		}
-		ans.Entries[kept], aggs[kept] = ans.Entries[i], aggs[i]
-		kept++
-	}
-	clear(ans.Entries[kept:])
-	ans.Entries, aggs = ans.Entries[:kept], aggs[:kept]
-	if aggs, err = t.addLinkNames(ans, aggs, linkHints); err != nil {
+	ans, aggs := t.statPaths(q)
+	ans, aggs = dropSeenShadows(ans, aggs)
+	if aggs, err = t.addLinkNames(ans, aggs, q.linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.recordDerived(P, cur.name, ans, aggs); err != nil {
+	if err := t.recordDerived(P, q.cur.name, ans, aggs); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.saveState(func(s *State) { s.queried(cur, P, time.Now()) }); err != nil {
+	if err := t.saveState(func(s *State) { s.queried(q.cur, P, time.Now()) }); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	return ans, nil

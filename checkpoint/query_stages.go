@@ -1,0 +1,244 @@
+package checkpoint
+
+import (
+	"fmt"
+	"slices"
+)
+
+// The stages of a query (Tracker.query), in the order they run.
+
+// queryRun is one query's work: the paths found so far, and what the
+// scan of the journal handed to the later stages.
+type queryRun struct {
+	P     uint64
+	st    State  // after the query started P
+	cur   cursor // the consumer's
+	paths map[string]*agg
+	// From the scan: renames to expand, directory intents and names
+	// snapshots (with whether each was in flight), and the names that
+	// links and renames gave each inode.
+	renames       []*Record
+	entryRecs     []*Record
+	entryInflight []bool
+	linkHints     map[uint64][]string
+}
+
+func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
+	st := t.snapshot()
+	cur, _ := st.cursor(name)
+	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg), linkHints: make(map[uint64][]string)}
+}
+
+// add lists p for the record r.
+func (q *queryRun) add(p string, r *Record, inflight bool) *agg {
+	if p == "" {
+		return nil
+	}
+	a := q.paths[p]
+	if a == nil {
+		a = &agg{period: r.Period}
+		q.paths[p] = a
+	}
+	a.ops |= 1 << r.Op
+	if r.Period < a.period {
+		a.period = r.Period
+	}
+	a.inflight = a.inflight || inflight
+	if r.Ino != 0 {
+		// The latest file modified under this name; all of them go
+		// to Inos, for a consumer looking for other names.
+		a.ino = r.Ino
+		if !slices.Contains(a.inos, r.Ino) {
+			a.inos = append(a.inos, r.Ino)
+		}
+	}
+	return a
+}
+
+// recorded lists p as named by a record of this consumer's.
+func (q *queryRun) recorded(p string, r *Record, inflight bool) {
+	if a := q.add(p, r, inflight); a != nil {
+		a.recorded = true
+		a.real = a.real || r.Flags&FlagDerived == 0
+	}
+}
+
+// scanRecords lists every path that a record from the consumer's last
+// bless names, and collects what the later stages need.
+func (t *Tracker) scanRecords(q *queryRun) error {
+	return scanAside(t.store, q.cur.lastBlessed, func(r *Record, completed bool) {
+		inflight := r.Run < t.run && !completed && r.Op != OpOutside
+		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
+			q.entryRecs = append(q.entryRecs, r)
+			q.entryInflight = append(q.entryInflight, inflight)
+			return
+		}
+		if r.Flags&FlagFine != 0 {
+			inflight = false // the directory intent carries it
+		}
+		if r.Flags&FlagDerived != 0 {
+			// What another consumer's query derived is listed here
+			// too, but as a path found now, not as this consumer's
+			// own derivation: its old names are this consumer's to
+			// find (renames.go maps only paths it has not derived
+			// itself).
+			if r.Path2 != derivedBy(q.cur.name) {
+				q.add(r.Path, r, inflight)
+				return
+			}
+			q.recorded(r.Path, r, inflight)
+			return
+		}
+		q.recorded(r.Path, r, inflight)
+		q.recorded(r.Path2, r, inflight)
+		// Every rename is expanded, not only those whose source was a
+		// directory when its intent was taken: walking a name that is
+		// not a directory costs one failed open.
+		if r.Op == OpRename {
+			q.renames = append(q.renames, r)
+		}
+		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {
+			q.linkHints[r.Ino] = append(q.linkHints[r.Ino], r.Path, r.Path2)
+		}
+	})
+}
+
+// expandRenames lists everything beneath both names of every rename, as
+// it is in BACKING now: rsync with --files-from does not recurse, so a
+// renamed directory must bring every path beneath its new name (and,
+// for an exchange, beneath both names).
+func (t *Tracker) expandRenames(q *queryRun) error {
+	for _, r := range q.renames {
+		for _, top := range []string{r.Path, r.Path2} {
+			rr := r
+			if err := t.backing.Walk(top, func(p string) { q.add(p, rr, false) }); err != nil {
+				return fmt.Errorf("expand renamed directory %q: %w", top, err)
+			}
+		}
+	}
+	return nil
+}
+
+// answerDirIntents answers the directory intents and names snapshots
+// where their fine records may be missing: runs that ended uncleanly,
+// and this run if queued fine records were lost (the scan itself may
+// have found that out, so this is asked after it). A directory intent
+// lists the directory's entries now; a names snapshot, the names it
+// holds; a new directory's entries snapshot, expandNewDirs.
+func (t *Tracker) answerDirIntents(q *queryRun) error {
+	lost := t.async != nil && t.async.Lost()
+	var dirIntents []*Record
+	var dirInflight []bool
+	for i, r := range q.entryRecs {
+		if r.Run <= q.st.LastUncleanRun || (lost && r.Run == t.run) {
+			dirIntents = append(dirIntents, r)
+			dirInflight = append(dirInflight, q.entryInflight[i])
+		}
+	}
+	// A snapshot's chunks share its header's in-flight state.
+	type dirKey struct {
+		period uint64
+		path   string
+	}
+	snapInflight := make(map[dirKey]bool)
+	entInflight := make(map[snapKey]bool) // directory intents, for their entries snapshots
+	for i, r := range dirIntents {
+		if r.Op == OpNames && r.Path2 == "" {
+			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
+		}
+		if r.Op == OpEntries && r.Path2 == "" {
+			entInflight[snapKey{r.Period, r.Run, r.Path}] = dirInflight[i]
+		}
+	}
+	for i, r := range dirIntents {
+		if entriesChunk(r) {
+			continue // expandNewDirs, below
+		}
+		rr, inflight := *r, dirInflight[i]
+		rr.Op = OpEntries // reported as "entries" whichever kind it is
+		if r.Op == OpNames && r.Path2 != "" {
+			// A chunk has no completion of its own.
+			inflight = snapInflight[dirKey{r.Period, r.Path}]
+		}
+		q.add(r.Path, &rr, inflight)
+		if r.Op == OpNames {
+			if r.Path2 == "" {
+				continue // a header: its chunks hold the names
+			}
+			for _, n := range snapshotNames(r) {
+				q.add(dirPrefix(r.Path)+n, &rr, inflight)
+			}
+			continue
+		}
+		if err := t.listDir(r.Path, func(p string) { q.add(p, &rr, inflight) }); err != nil {
+			return fmt.Errorf("list %q: %w", r.Path, err)
+		}
+	}
+	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { q.add(p, r, inflight) }); err != nil {
+		return fmt.Errorf("expand new directories: %w", err)
+	}
+	return nil
+}
+
+// statPaths sorts the paths and stats each (type, inode, link count) for
+// the answer. aggs[i] is the agg of ans.Entries[i] from here on.
+func (t *Tracker) statPaths(q *queryRun) (*Answer, []*agg) {
+	ans := &Answer{Query: q.P, Blessed: q.cur.lastBlessed, Recovered: q.cur.recoveredAt != 0,
+		Full: q.cur.full, Reset: q.cur.reset}
+	keys, aggs := sortedPaths(q.paths)
+	q.paths = nil
+	// Sorted, siblings are neighbours: a batch statter opens each
+	// directory once.
+	stat := func(fn func(i int, typ string, ino uint64, nlink uint32)) {
+		for i, p := range keys {
+			typ, ino, nlink := t.backing.Lstat(p)
+			fn(i, typ, ino, nlink)
+		}
+	}
+	if bs, ok := t.backing.(BatchLstater); ok {
+		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, fn) }
+	}
+	ans.Entries = make([]Entry, len(keys))
+	// A million entries share a handful of op lists, made before the
+	// stat callbacks, which may run concurrently (read-only from here).
+	opLists := make(map[uint32][]string)
+	for _, a := range aggs {
+		if _, ok := opLists[a.ops]; !ok {
+			opLists[a.ops] = opList(a.ops)
+		}
+	}
+	stat(func(i int, typ string, ino uint64, nlink uint32) {
+		a := aggs[i]
+		a.nowIno, a.nowNlink = ino, nlink
+		// The recorded inode is the one that was modified; the path
+		// may hold another file now (renamed over it). With it, a
+		// consumer can find the other names of a file with links.
+		if a.ino != 0 && a.ino != ino {
+			ino, nlink = a.ino, 0
+		}
+		shadowed := typ == ""
+		if shadowed {
+			typ = "gone"
+		}
+		ans.Entries[i] = Entry{Path: keys[i], Type: typ, Ops: opLists[a.ops],
+			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
+	})
+	return ans, aggs
+}
+
+// dropSeenShadows leaves out a shadowed path kept only by its own shadow
+// record (from an earlier answer, now blessed): it has been seen through
+// one more round. aggs stays parallel to the entries.
+func dropSeenShadows(ans *Answer, aggs []*agg) (*Answer, []*agg) {
+	kept := 0
+	for i := range ans.Entries {
+		if ans.Entries[i].shadowed && !aggs[i].real {
+			continue
+		}
+		ans.Entries[kept], aggs[kept] = ans.Entries[i], aggs[i]
+		kept++
+	}
+	clear(ans.Entries[kept:])
+	ans.Entries, aggs = ans.Entries[:kept], aggs[:kept]
+	return ans, aggs
+}
