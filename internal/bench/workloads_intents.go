@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hsmfs/hsmfs/journal"
@@ -189,6 +190,7 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 		return err
 	}
 	defer done()
+	jBefore := dirBlocks(t.Journal)
 
 	// 8 named consumers, registered before the paths: a query of one of
 	// them scans the same records as the default's (pending.consumer).
@@ -264,6 +266,14 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 	}
 	_, rssQ, _ := procMem(t.pid)
 	t.heapProfile("queried")
+	// The named consumers go, so that the default's bless discards the
+	// records (they would keep them for themselves).
+	for i := 0; i < 8; i++ {
+		if err := os.WriteFile(filepath.Join(t.Mnt, ".hsm", "ctl"), []byte(fmt.Sprintf("consumer rm c%d\n", i)), 0); err != nil {
+			return fmt.Errorf("pending: consumer rm: %w", err)
+		}
+	}
+	jFull := dirBlocks(t.Journal)
 	d, err := hsmBless(t.Mnt)
 	if err != nil {
 		res.errors++
@@ -271,6 +281,10 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 		return err
 	}
 	m("pending.bless").set("hsmfs", d.Seconds())
+	jAfter, took := waitJournalShrinks(t.Journal, 2*jBefore, time.Minute)
+	m("pending.journal").set("hsmfs", float64(jAfter)/float64(jBefore))
+	fmt.Printf("  pending: journal on disk %d KiB before the paths, %d KiB with them, %d KiB %.0fs after the bless (%.2fx before)\n",
+		jBefore>>10, jFull>>10, jAfter>>10, took.Seconds(), float64(jAfter)/float64(jBefore))
 	hwm, rss, err := procMem(t.pid)
 	if err != nil {
 		res.errors++
@@ -348,4 +362,31 @@ wait:
 	n := made.Load()
 	fmt.Printf("  %s: created %d symlinks in %d directories in %.1fs (%.0f paths/s)\n", label, n, dirs, el.Seconds(), float64(n)/el.Seconds())
 	return n, dirs, el, firstErr
+}
+
+// dirBlocks is the disk space that the files of dir take (st_blocks).
+func dirBlocks(dir string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			}
+		}
+	}
+	return n
+}
+
+// waitJournalShrinks polls the journal's space every 2 s until it is at
+// most goal or limit has passed, and returns the last size and the time
+// it took.
+func waitJournalShrinks(dir string, goal int64, limit time.Duration) (int64, time.Duration) {
+	start := time.Now()
+	n := dirBlocks(dir)
+	for n > goal && time.Since(start) < limit {
+		time.Sleep(2 * time.Second)
+		n = dirBlocks(dir)
+	}
+	return n, time.Since(start)
 }
