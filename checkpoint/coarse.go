@@ -1,10 +1,8 @@
 package checkpoint
 
 import (
-	"slices"
+	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -104,6 +102,141 @@ type removal struct {
 	snap int // index of the OpNames intent among the durable ones
 }
 
+// acquire finds or creates the durable intents for ins within period p
+// and takes a reference on each. Fresh intents are appended in one batch,
+// so they share one sync.
+//
+// In coarse mode (see coarse.go) most intents become a durable intent on
+// their directory plus an unsynced fine record; es then holds the
+// directory's entries, not one entry per intent.
+func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
+	if t.async == nil {
+		return t.acquireDurable(p, ins)
+	}
+	durable, fine, rems := t.coarsen(ins)
+	t.coverNewDirs(p, durable)
+	es, err := t.acquireDurable(p, durable)
+	if err != nil {
+		return nil, err
+	}
+	t.snapshotForMkdirs(es, durable, fine)
+	// A removal whose name the durable snapshot holds needs no sync of
+	// its own; any other one does (coarse.go says why).
+	var synced []Intent
+	for _, r := range rems {
+		if t.covered(es[r.snap], r.in.Path) {
+			fine = append(fine, r.in)
+		} else {
+			synced = append(synced, r.in)
+		}
+	}
+	if len(synced) > 0 {
+		more, err := t.acquireDurable(p, synced)
+		if err != nil {
+			for _, e := range es {
+				t.release(e)
+			}
+			return nil, err
+		}
+		es = append(es, more...)
+	}
+	if len(fine) > 0 {
+		t.queueFine(p, fine)
+	}
+	return es, nil
+}
+
+func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
+	set := t.ps.set(p)
+	es := make([]*entry, len(ins))
+	fresh := make([]bool, len(ins))
+	var recs []*Record
+	var ahead []*entry // snapshots ahead (coarse.go), fresh like es[i] but held by no one
+	now := time.Now()
+	for i, in := range ins {
+		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
+		sh := &set.shards[set.shard(&k)]
+		sh.mu.Lock()
+		e := sh.m[k]
+		if e == nil {
+			e = &entry{ready: make(chan struct{}), refs: 1}
+			e.rec = Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags, Ino: in.Ino,
+				Time: now, Path: in.Path, Path2: in.Path2}
+			sh.m[k] = e
+			fresh[i] = true
+		}
+		sh.mu.Unlock()
+		es[i] = e
+		if fresh[i] {
+			recs = append(recs, &e.rec)
+			if in.Op == OpNames {
+				// Read before the header is durable, and before
+				// any removal that waits for it goes on.
+				chunks, subdirs := t.takeSnapshot(e)
+				recs = append(recs, chunks...)
+				more, aheadRecs := t.takeAhead(set, e, subdirs)
+				ahead = append(ahead, more...)
+				recs = append(recs, aheadRecs...)
+			}
+		}
+	}
+	var err error
+	if len(recs) > 0 {
+		err = t.append(recs)
+	}
+	settle := func(e *entry) {
+		e.err = err
+		if err != nil {
+			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, ino: e.rec.Ino, path: e.rec.Path, path2: e.rec.Path2}
+			sh := &set.shards[set.shard(&k)]
+			sh.mu.Lock()
+			delete(sh.m, k)
+			sh.mu.Unlock()
+		}
+		close(e.ready)
+	}
+	for i, e := range es {
+		if fresh[i] {
+			settle(e)
+		}
+	}
+	for _, e := range ahead {
+		settle(e)
+		if err == nil {
+			t.idle(e) // no one holds it: completed after the usual delay
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal intent %s %q: %w", ins[0].Op, ins[0].Path, err)
+	}
+	for i, e := range es {
+		if fresh[i] {
+			continue
+		}
+		<-e.ready
+		if err == nil && e.err != nil {
+			err = fmt.Errorf("journal intent %s %q: %w", e.rec.Op, e.rec.Path, e.err)
+		}
+		if err == nil {
+			if jerr := t.join(e); jerr != nil {
+				err = fmt.Errorf("journal reopen %q: %w", e.rec.Path, jerr)
+			} else {
+				continue
+			}
+		}
+		es[i] = nil
+	}
+	if err != nil {
+		for _, e := range es {
+			if e != nil {
+				t.release(e)
+			}
+		}
+		return nil, err
+	}
+	return es, nil
+}
+
 // coarsen returns the durable intents that cover ins, the fine intents to
 // append without a sync, and the removals whose fine records may go
 // unsynced if the snapshot holds their names.
@@ -151,211 +284,6 @@ type TypedLister interface {
 	ListTyped(dir string, fn func(path string, isDir bool)) error
 }
 
-// A removal of a name that the snapshots do not hold (a name that
-// appeared after them: a rename and then an unlink of the new name, or a
-// create and an unlink) is a synced fine record. After resnapshotMisses
-// such misses, and at least one per 256 names (a large directory costs
-// more to read and to append), the next miss takes a new snapshot
-// instead, which covers the names that appeared meanwhile: a workload
-// that renames a directory's files and then deletes them pays one more
-// snapshot, not a sync per file. A workload whose every removal misses
-// (create a temporary name, rename it away) pays at most one snapshot per
-// resnapshotMisses syncs. A snapshot costs one sync too, plus reading the
-// directory: with 16 misses and one per 64 names, 4 processes unlinking
-// their renamed files (1,000 per directory) made 45 journal syncs; with
-// 4 and 256, 11.
-const resnapshotMisses = 4
-
-// resnapshotPerNames: a directory of n names takes a new snapshot after
-// n/resnapshotPerNames misses at the earliest.
-const resnapshotPerNames = 256
-
-// snapshot is the names state of an OpNames entry: the union of every
-// snapshot of its directory in its period, all durable.
-type snapshot struct {
-	names atomic.Pointer[[]string] // sorted; nil: no snapshot (too big, or the listing failed)
-
-	mu     sync.Mutex // guards misses; held while a new snapshot is taken and appended
-	misses int        // removals that the names did not cover since the last snapshot
-}
-
-// has reports whether a durable snapshot holds the name of path.
-func (s *snapshot) has(path string) bool {
-	names := s.names.Load()
-	if names == nil {
-		return false
-	}
-	_, ok := slices.BinarySearch(*names, baseName(path))
-	return ok
-}
-
-// readSnapshot lists dir in BACKING and returns its names, sorted, and the
-// chunk records that carry them, or ok=false if it cannot (too big, or
-// the listing failed).
-func (t *Tracker) readSnapshot(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
-	names, recs, _, ok = t.readSnapshotDirs(period, dir, now)
-	return names, recs, ok
-}
-
-// readSnapshotDirs is readSnapshot that also returns the subdirectories
-// of dir, as paths, if the Backing can tell (TypedLister).
-func (t *Tracker) readSnapshotDirs(period uint64, dir string, now time.Time) (names []string, recs []*Record, subdirs []string, ok bool) {
-	prefix := dirPrefix(dir)
-	size, tooBig := 0, false
-	add := func(p string, isDir bool) {
-		if tooBig || !strings.HasPrefix(p, prefix) {
-			return
-		}
-		n := p[len(prefix):]
-		size += len(n) + 1
-		if len(names) >= maxSnapshotNames || size > maxSnapshotBytes {
-			tooBig = true
-			return
-		}
-		names = append(names, n)
-		if isDir {
-			subdirs = append(subdirs, p)
-		}
-	}
-	var err error
-	if tl, ok := t.backing.(TypedLister); ok {
-		err = tl.ListTyped(dir, add)
-	} else {
-		err = t.listDir(dir, func(p string) { add(p, false) })
-	}
-	if err != nil || tooBig {
-		return nil, nil, nil, false
-	}
-	slices.Sort(names)
-	var b strings.Builder
-	flush := func() {
-		if b.Len() > 0 {
-			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpNames, Flags: FlagDir,
-				Time: now, Path: dir, Path2: b.String()})
-			b.Reset()
-		}
-	}
-	for _, n := range names {
-		if b.Len() > 0 && b.Len()+1+len(n) > snapshotChunk {
-			flush()
-		}
-		if b.Len() > 0 {
-			b.WriteByte(0)
-		}
-		b.WriteString(n)
-	}
-	flush()
-	if names == nil {
-		names = []string{} // an empty directory: the snapshot exists
-	}
-	return names, recs, subdirs, true
-}
-
-// takeSnapshot fills e, a fresh OpNames entry, with the names that its
-// directory holds now, and returns the chunk records that carry them (to
-// be appended with e.rec, in the same batch). If it cannot, e holds no
-// names and nothing but the header is recorded: every removal in the
-// directory is then a synced fine record.
-func (t *Tracker) takeSnapshot(e *entry) (recs []*Record, subdirs []string) {
-	e.snap = new(snapshot)
-	names, recs, subdirs, ok := t.readSnapshotDirs(e.rec.Period, e.rec.Path, e.rec.Time)
-	if ok {
-		e.snap.names.Store(&names)
-	}
-	return recs, subdirs
-}
-
-// takeAhead takes the snapshots ahead of a fresh snapshot whose directory
-// has the subdirectories subdirs (see the top of this file): fresh OpNames
-// entries, already in set, with no reference, and the records (headers
-// and chunks) that make them durable, to be appended in the same batch.
-// The caller closes their ready channels once the batch is durable, as
-// for its own fresh entries.
-func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []*entry, recs []*Record) {
-	names := 0
-	for len(subdirs) > 0 && len(ahead) < aheadDirs && names < aheadNames {
-		dir := subdirs[0]
-		subdirs = subdirs[1:]
-		k := dedupKey{op: OpNames, flags: FlagDir, path: dir}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		taken := sh.m[k] != nil
-		sh.mu.Unlock()
-		if taken {
-			continue // it and what is beneath it are covered already
-		}
-		pe := &entry{ready: make(chan struct{}), snap: new(snapshot),
-			rec: Record{Period: e.rec.Period, Run: t.run, Op: OpNames, Flags: FlagDir, Time: e.rec.Time, Path: dir}}
-		// Read before the entry is in the set: a removal that finds it
-		// there must find the names it will be tested against.
-		sn, chunks, below, ok := t.readSnapshotDirs(pe.rec.Period, dir, pe.rec.Time)
-		if !ok {
-			continue
-		}
-		pe.snap.names.Store(&sn)
-		sh.mu.Lock()
-		if sh.m[k] != nil {
-			sh.mu.Unlock()
-			continue // a removal in dir got there first
-		}
-		sh.m[k] = pe
-		sh.mu.Unlock()
-		ahead = append(ahead, pe)
-		recs = append(recs, &pe.rec)
-		recs = append(recs, chunks...)
-		names += len(sn)
-		subdirs = append(subdirs, below...) // breadth first
-	}
-	return ahead, recs
-}
-
-// covered reports whether the snapshots of e (an OpNames entry, durable)
-// hold the name of path, taking a new snapshot when misses have piled up
-// (see resnapshotMisses). It returns only once that snapshot is durable.
-func (t *Tracker) covered(e *entry, path string) bool {
-	s := e.snap
-	if s == nil {
-		return false
-	}
-	if s.has(path) || (t.mutAllInSnapshot && s.names.Load() != nil) {
-		return true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.names.Load()
-	if old == nil {
-		return false
-	}
-	if s.has(path) {
-		return true // another removal took a new snapshot meanwhile
-	}
-	s.misses++
-	if s.misses <= max(t.resnapshotAfter, len(*old)/resnapshotPerNames) {
-		return false
-	}
-	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, time.Now())
-	if !ok {
-		return false
-	}
-	if err := t.append(recs); err != nil {
-		// The removal falls back to a synced record, which reports
-		// the journal's error if it persists.
-		t.log.Warn("journal: recording a names snapshot failed", "dir", e.rec.Path, "err", err)
-		return false
-	}
-	// The union: a name in the older snapshot is listed after a crash
-	// whatever the newer one says.
-	union := slices.Concat(*old, names)
-	slices.Sort(union)
-	union = slices.Compact(union)
-	s.names.Store(&union)
-	s.misses = 0
-	return s.has(path)
-}
-
-// snapshotNames returns the names of a chunk record.
-func snapshotNames(r *Record) []string { return strings.Split(r.Path2, "\x00") }
-
 // queueFine appends the fine records that period p does not have yet.
 func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	set := t.ps.set(p)
@@ -384,138 +312,6 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // fineEntry stands for every fine record in the dedup sets.
 var fineEntry = &entry{ready: closedChan}
-
-// completer records the completions of idle intents after a short delay.
-type completer struct {
-	t     *Tracker
-	delay time.Duration
-
-	mu   sync.Mutex // guards list and done
-	list []*entry
-	done bool
-
-	wake chan struct{}
-	quit chan struct{} // closed by stop: no more waiting
-	exit chan struct{}
-}
-
-func newCompleter(t *Tracker, delay time.Duration) *completer {
-	if delay <= 0 {
-		delay = 10 * time.Millisecond
-	}
-	c := &completer{t: t, delay: delay, wake: make(chan struct{}, 1), quit: make(chan struct{}), exit: make(chan struct{})}
-	go c.run()
-	return c
-}
-
-func (c *completer) add(e *entry) {
-	c.mu.Lock()
-	if c.done {
-		c.mu.Unlock()
-		c.complete([]*entry{e})
-		return
-	}
-	c.list = append(c.list, e)
-	select { // under mu: stop closes wake under mu
-	case c.wake <- struct{}{}:
-	default:
-	}
-	c.mu.Unlock()
-}
-
-func (c *completer) take() []*entry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	l := c.list
-	c.list = nil
-	return l
-}
-
-func (c *completer) run() {
-	defer close(c.exit)
-	for range c.wake {
-		for wait := c.delay; wait > 0; {
-			select {
-			case <-time.After(wait):
-			case <-c.quit:
-				return // stop completes what is left
-			}
-			wait = c.completeIdle(c.take())
-		}
-	}
-}
-
-// holdCurrent is how long an idle intent of the current period waits for
-// its completion. Only an intent of the current period can be joined
-// again, and joining a completed one costs a synced Reopen: a path
-// written again and again (open, write, close in a loop) must keep its
-// one intent open, even with pauses, or the repeated writes would cost a
-// sync each. Intents of older periods are completed after the short delay.
-const holdCurrent = time.Second
-
-// completeIdle completes the entries, in the order they went idle, that
-// have been idle long enough, and puts the rest back. It returns how long
-// to wait for the next one, or 0 if none is left.
-func (c *completer) completeIdle(es []*entry) time.Duration {
-	now := time.Now()
-	cur := c.t.ps.cur.Load()
-	for i, e := range es {
-		e.mu.Lock()
-		hold := c.delay
-		if e.rec.Period == cur {
-			hold = max(c.delay, holdCurrent)
-		}
-		wait := hold - now.Sub(e.idleSince)
-		pending := e.refs == 0 && !e.completed && wait > 0
-		e.mu.Unlock()
-		if !pending {
-			c.complete([]*entry{e})
-			continue
-		}
-		// The rest went idle later (roughly): look again when this
-		// one is due.
-		c.mu.Lock()
-		c.list = append(es[i:len(es):len(es)], c.list...)
-		c.mu.Unlock()
-		return max(wait, c.delay)
-	}
-	return 0
-}
-
-func (c *completer) complete(es []*entry) {
-	for _, e := range es {
-		e.mu.Lock()
-		e.queued = false
-		if e.refs == 0 && !e.completed {
-			if err := c.t.store.Complete(e.rec.Period, e.rec.Seq); err != nil {
-				// Only costs accuracy: the intent is reported in
-				// flight after a crash.
-				c.t.log.Warn("journal: recording completion failed", "path", e.rec.Path, "err", err)
-			} else {
-				e.completed = true
-			}
-		}
-		e.mu.Unlock()
-	}
-}
-
-// stop records every pending completion now and ends the goroutine.
-func (c *completer) stop() {
-	c.mu.Lock()
-	if c.done {
-		c.mu.Unlock()
-		return
-	}
-	c.done = true
-	close(c.wake)
-	close(c.quit)
-	c.mu.Unlock()
-	<-c.exit
-	c.complete(c.take())
-}
-
-// flush records every pending completion now (tests, clean shutdown).
-func (c *completer) flush() { c.complete(c.take()) }
 
 // dirPrefix is what the paths beneath dir start with.
 func dirPrefix(dir string) string {

@@ -51,6 +51,27 @@ func (j *Journal) Append(recs []*checkpoint.Record) error {
 	return j.submit(&request{recs: recs})
 }
 
+// LoadState returns the durable state; a new journal returns the zero State.
+func (j *Journal) LoadState() (checkpoint.State, error) {
+	var st checkpoint.State
+	if err := j.enter(); err != nil {
+		return st, err
+	}
+	defer j.leave()
+	err := j.db.View(func(txn *badger.Txn) error {
+		v, err := getValue(txn, metaKey(metaState))
+		if err != nil || v == nil {
+			return err
+		}
+		st, err = decodeState(v)
+		return err
+	})
+	if err != nil {
+		return checkpoint.State{}, fmt.Errorf("journal %s: load state: %w", j.dir, withErrno(err))
+	}
+	return st, nil
+}
+
 // SaveState makes st durable before it returns. It goes through the
 // committer so that it shares a sync with concurrent Appends.
 func (j *Journal) SaveState(st checkpoint.State) error {
