@@ -154,7 +154,9 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	var ahead []*entry // snapshots ahead (coarse.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
-		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
+		// By hand, not get and putIfAbsent: the entry is made only
+		// when the key is new, under the one lock (the hot path).
+		k := keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2)
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		e := sh.m[k]
@@ -187,11 +189,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	settle := func(e *entry) {
 		e.err = err
 		if err != nil {
-			k := dedupKey{op: e.rec.Op, flags: e.rec.Flags, ino: e.rec.Ino, path: e.rec.Path, path2: e.rec.Path2}
-			sh := &set.shards[set.shard(&k)]
-			sh.mu.Lock()
-			delete(sh.m, k)
-			sh.mu.Unlock()
+			set.remove(keyOf(e.rec.Op, e.rec.Flags, e.rec.Ino, e.rec.Path, e.rec.Path2))
 		}
 		close(e.ready)
 	}
@@ -290,17 +288,12 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	var recs []*Record
 	now := time.Now()
 	for _, in := range fine {
-		k := dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, path: in.Path, path2: in.Path2}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		if sh.m[k] == nil {
-			// The set only needs to know the key: one shared value
-			// for every fine record keeps a big period small.
-			sh.m[k] = fineEntry
+		// The set only needs to know the key: one shared value for
+		// every fine record keeps a big period small.
+		if set.putIfAbsent(keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2), fineEntry) {
 			recs = append(recs, &Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags | FlagFine, Ino: in.Ino,
 				Time: now, Path: in.Path, Path2: in.Path2})
 		}
-		sh.mu.Unlock()
 	}
 	if len(recs) > 0 {
 		t.queuedRecs.Add(uint64(len(recs)))

@@ -137,12 +137,8 @@ func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []
 	for len(subdirs) > 0 && len(ahead) < aheadDirs && names < aheadNames {
 		dir := subdirs[0]
 		subdirs = subdirs[1:]
-		k := dedupKey{op: OpNames, flags: FlagDir, path: dir}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		taken := sh.m[k] != nil
-		sh.mu.Unlock()
-		if taken {
+		k := keyOf(OpNames, FlagDir, 0, dir, "")
+		if set.get(k) != nil {
 			continue // it and what is beneath it are covered already
 		}
 		pe := &entry{ready: make(chan struct{}), snap: new(snapshot),
@@ -154,13 +150,9 @@ func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []
 			continue
 		}
 		pe.snap.names.Store(&sn)
-		sh.mu.Lock()
-		if sh.m[k] != nil {
-			sh.mu.Unlock()
+		if !set.putIfAbsent(k, pe) {
 			continue // a removal in dir got there first
 		}
-		sh.m[k] = pe
-		sh.mu.Unlock()
 		ahead = append(ahead, pe)
 		recs = append(recs, &pe.rec)
 		recs = append(recs, chunks...)

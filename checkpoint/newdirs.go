@@ -56,12 +56,7 @@ func durableNow(e *entry) bool {
 func (t *Tracker) newDirCover(set *dedupSet, dir string) *entry {
 	for child := dir; child != ""; {
 		a := parentDir(child)
-		k := dedupKey{op: OpEntries, flags: FlagDir, path: a}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		e := sh.m[k]
-		sh.mu.Unlock()
-		if e != nil && durableNow(e) {
+		if e := set.get(keyOf(OpEntries, FlagDir, 0, a, "")); e != nil && durableNow(e) {
 			if e.rec.Path != a {
 				return e // a is itself new beneath e's directory
 			}
@@ -85,23 +80,13 @@ func (t *Tracker) coverNewDirs(p uint64, durable []Intent) {
 		if in.Op != OpEntries || in.Path == "" {
 			continue
 		}
-		k := dedupKey{op: in.Op, flags: in.Flags, path: in.Path}
-		sh := &set.shards[set.shard(&k)]
-		sh.mu.Lock()
-		taken := sh.m[k] != nil
-		sh.mu.Unlock()
-		if taken {
+		k := keyOf(in.Op, in.Flags, 0, in.Path, "")
+		if set.get(k) != nil {
 			continue
 		}
-		e := t.newDirCover(set, in.Path)
-		if e == nil {
-			continue
+		if e := t.newDirCover(set, in.Path); e != nil {
+			set.putIfAbsent(k, e)
 		}
-		sh.mu.Lock()
-		if sh.m[k] == nil {
-			sh.m[k] = e
-		}
-		sh.mu.Unlock()
 	}
 }
 

@@ -114,6 +114,40 @@ func (s *dedupSet) shard(k *dedupKey) int {
 	return int((h ^ uint32(k.op)) % dedupShards)
 }
 
+// get returns the entry of k, or nil.
+func (s *dedupSet) get(k dedupKey) *entry {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[k]
+}
+
+// putIfAbsent stores e under k unless k has an entry, and reports
+// whether it stored e.
+func (s *dedupSet) putIfAbsent(k dedupKey, e *entry) bool {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m[k] != nil {
+		return false
+	}
+	sh.m[k] = e
+	return true
+}
+
+// remove forgets k.
+func (s *dedupSet) remove(k dedupKey) {
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	delete(sh.m, k)
+	sh.mu.Unlock()
+}
+
+// keyOf is the dedup key of an intent or of a record's fields.
+func keyOf(op Op, flags uint8, ino uint64, path, path2 string) dedupKey {
+	return dedupKey{op: op, flags: flags, ino: ino, path: path, path2: path2}
+}
+
 // entry is one durable intent and the modifications that share it.
 type entry struct {
 	rec   Record
