@@ -189,7 +189,7 @@ func (t *Tracker) AddConsumer(name string) error {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	if st := t.snapshot(); st.consumer(name) != nil {
+	if st := t.stateNow(); st.consumer(name) != nil {
 		return fmt.Errorf("consumer %q: %w", name, ErrConsumerExists)
 	}
 	now := time.Now().Unix()
@@ -204,7 +204,7 @@ func (t *Tracker) AddConsumer(name string) error {
 func (t *Tracker) RemoveConsumer(name string) error {
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	if st := t.snapshot(); st.consumer(name) == nil {
+	if st := t.stateNow(); st.consumer(name) == nil {
 		return fmt.Errorf("consumer %q: %w", name, ErrUnknownConsumer)
 	}
 	var keep uint64
@@ -225,7 +225,7 @@ func (t *Tracker) resetLaggards(now time.Time) error {
 	if t.maxLag <= 0 {
 		return nil
 	}
-	st := t.snapshot()
+	st := t.stateNow()
 	var late []string
 	for _, c := range st.Consumers {
 		if now.Sub(time.Unix(max(c.BlessTime, c.Added), 0)) > t.maxLag && !c.Reset {
@@ -260,7 +260,7 @@ func (t *Tracker) warnLaggards(now time.Time) {
 	if t.warnLag <= 0 {
 		return
 	}
-	for _, c := range t.snapshot().Consumers {
+	for _, c := range t.stateNow().Consumers {
 		since := now.Sub(time.Unix(max(c.BlessTime, c.Added), 0))
 		if since > t.warnLag && now.Sub(t.warned[c.Name]) > t.warnLag {
 			if t.warned == nil {
@@ -275,7 +275,7 @@ func (t *Tracker) warnLaggards(now time.Time) {
 
 // ConsumerNames lists the named consumers (not the default).
 func (t *Tracker) ConsumerNames() []string {
-	st := t.snapshot()
+	st := t.stateNow()
 	names := make([]string, len(st.Consumers))
 	for i, c := range st.Consumers {
 		names[i] = c.Name
@@ -303,7 +303,7 @@ type ConsumerStatus struct {
 // Consumers lists every consumer, the default first, with what each has
 // pending (one scan of the journal from the lowest cursor: Pending).
 func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
-	st := t.snapshot()
+	st := t.stateNow()
 	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed}}
 	for _, c := range st.Consumers {
 		out = append(out, ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,

@@ -87,7 +87,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	t.warnLaggards(time.Now())
-	before := t.snapshot()
+	before := t.stateNow()
 	if _, err := before.cursor(name); err != nil {
 		return nil, fmt.Errorf("query: %w", err) // before a period is started for nothing
 	}

@@ -24,7 +24,7 @@ type queryRun struct {
 }
 
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
-	st := t.snapshot()
+	st := t.stateNow()
 	cur, _ := st.cursor(name)
 	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg), linkHints: make(map[uint64][]string)}
 }

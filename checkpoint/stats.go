@@ -79,7 +79,7 @@ type Pending struct {
 // them, but the journal's scan first writes the queued fine records (one
 // unsynced write).
 func (t *Tracker) Pending() ([]Pending, error) {
-	st := t.snapshot()
+	st := t.stateNow()
 	from := []uint64{st.LastBlessed}
 	out := []Pending{{Consumer: DefaultConsumer}}
 	for _, c := range st.Consumers {
@@ -145,7 +145,7 @@ func (t *Tracker) Status() (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("status: %w", err)
 	}
-	st := t.snapshot()
+	st := t.stateNow()
 	return Status{Current: t.ps.cur.Load(), LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
 		PendingPaths: ps[0].Paths, InFlight: t.ps.inFlight(), OpenForWrite: t.OpenForWrite(),
 		Recovered: st.RecoveredAt != 0, JournalSyncs: t.store.Syncs(), Run: t.run}, nil

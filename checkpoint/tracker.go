@@ -272,7 +272,10 @@ func (t *Tracker) idleLocked(e *entry) {
 // Current returns the current period.
 func (t *Tracker) Current() uint64 { return t.ps.cur.Load() }
 
-func (t *Tracker) snapshot() State {
+// stateNow is a copy of the durable state as last saved (not to be
+// confused with a names snapshot, names.go, or a directory's entries
+// list, newdirs.go).
+func (t *Tracker) stateNow() State {
 	t.stateMu.Lock()
 	defer t.stateMu.Unlock()
 	return t.state
@@ -377,7 +380,7 @@ func (t *Tracker) bless(name string, id uint64) (uint64, error) {
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
-	st := t.snapshot()
+	st := t.stateNow()
 	cur, err := st.cursor(name)
 	if err != nil {
 		return 0, fmt.Errorf("bless: %w", err)
