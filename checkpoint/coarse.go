@@ -109,7 +109,7 @@ type removal struct {
 // In coarse mode (see coarse.go) most intents become a durable intent on
 // their directory plus an unsynced fine record; es then holds the
 // directory's entries, not one entry per intent.
-func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
+func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*sharedIntent, error) {
 	if t.async == nil {
 		return t.acquireDurable(p, ins)
 	}
@@ -146,12 +146,12 @@ func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*entry, error) {
 	return es, nil
 }
 
-func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
+func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error) {
 	set := t.ps.set(p)
-	es := make([]*entry, len(ins))
+	es := make([]*sharedIntent, len(ins))
 	fresh := make([]bool, len(ins))
 	var recs []*Record
-	var ahead []*entry // snapshots ahead (coarse.go), fresh like es[i] but held by no one
+	var ahead []*sharedIntent // snapshots ahead (coarse.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
 		// By hand, not get and putIfAbsent: the entry is made only
@@ -161,7 +161,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 		sh.mu.Lock()
 		e := sh.m[k]
 		if e == nil {
-			e = &entry{ready: make(chan struct{}), refs: 1}
+			e = &sharedIntent{ready: make(chan struct{}), refs: 1}
 			e.rec = Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags, Ino: in.Ino,
 				Time: now, Path: in.Path, Path2: in.Path2}
 			sh.m[k] = e
@@ -186,7 +186,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*entry, error) {
 	if len(recs) > 0 {
 		err = t.append(recs)
 	}
-	settle := func(e *entry) {
+	settle := func(e *sharedIntent) {
 		e.err = err
 		if err != nil {
 			set.remove(keyOf(e.rec.Op, e.rec.Flags, e.rec.Ino, e.rec.Path, e.rec.Path2))
@@ -304,7 +304,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // fineEntry stands for every fine record in the dedup sets.
-var fineEntry = &entry{ready: closedChan}
+var fineEntry = &sharedIntent{ready: closedChan}
 
 // dirPrefix is what the paths beneath dir start with.
 func dirPrefix(dir string) string {

@@ -11,7 +11,7 @@ type completer struct {
 	delay time.Duration
 
 	mu   sync.Mutex // guards list and done
-	list []*entry
+	list []*sharedIntent
 	done bool
 
 	wake chan struct{}
@@ -28,11 +28,11 @@ func newCompleter(t *Tracker, delay time.Duration) *completer {
 	return c
 }
 
-func (c *completer) add(e *entry) {
+func (c *completer) add(e *sharedIntent) {
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()
-		c.complete([]*entry{e})
+		c.complete([]*sharedIntent{e})
 		return
 	}
 	c.list = append(c.list, e)
@@ -43,7 +43,7 @@ func (c *completer) add(e *entry) {
 	c.mu.Unlock()
 }
 
-func (c *completer) take() []*entry {
+func (c *completer) take() []*sharedIntent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.list
@@ -76,7 +76,7 @@ const holdCurrent = time.Second
 // completeIdle completes the entries, in the order they went idle, that
 // have been idle long enough, and puts the rest back. It returns how long
 // to wait for the next one, or 0 if none is left.
-func (c *completer) completeIdle(es []*entry) time.Duration {
+func (c *completer) completeIdle(es []*sharedIntent) time.Duration {
 	now := time.Now()
 	cur := c.t.ps.cur.Load()
 	for i, e := range es {
@@ -89,7 +89,7 @@ func (c *completer) completeIdle(es []*entry) time.Duration {
 		pending := e.refs == 0 && !e.completed && wait > 0
 		e.mu.Unlock()
 		if !pending {
-			c.complete([]*entry{e})
+			c.complete([]*sharedIntent{e})
 			continue
 		}
 		// The rest went idle later (roughly): look again when this
@@ -102,7 +102,7 @@ func (c *completer) completeIdle(es []*entry) time.Duration {
 	return 0
 }
 
-func (c *completer) complete(es []*entry) {
+func (c *completer) complete(es []*sharedIntent) {
 	for _, e := range es {
 		e.mu.Lock()
 		e.queued = false

@@ -26,7 +26,7 @@ type Handle struct {
 	period atomic.Uint64
 
 	mu       sync.Mutex // guards entries, recPath and released
-	entries  []*entry
+	entries  []*sharedIntent
 	recPath  string // the path of its latest record
 	released bool
 }

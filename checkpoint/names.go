@@ -117,7 +117,7 @@ func (t *Tracker) readSnapshotDirs(period uint64, dir string, now time.Time) (na
 // be appended with e.rec, in the same batch). If it cannot, e holds no
 // names and nothing but the header is recorded: every removal in the
 // directory is then a synced fine record.
-func (t *Tracker) takeSnapshot(e *entry) (recs []*Record, subdirs []string) {
+func (t *Tracker) takeSnapshot(e *sharedIntent) (recs []*Record, subdirs []string) {
 	e.snap = new(snapshot)
 	names, recs, subdirs, ok := t.readSnapshotDirs(e.rec.Period, e.rec.Path, e.rec.Time)
 	if ok {
@@ -132,7 +132,7 @@ func (t *Tracker) takeSnapshot(e *entry) (recs []*Record, subdirs []string) {
 // and chunks) that make them durable, to be appended in the same batch.
 // The caller closes their ready channels once the batch is durable, as
 // for its own fresh entries.
-func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []*entry, recs []*Record) {
+func (t *Tracker) takeAhead(set *dedupSet, e *sharedIntent, subdirs []string) (ahead []*sharedIntent, recs []*Record) {
 	names := 0
 	for len(subdirs) > 0 && len(ahead) < aheadDirs && names < aheadNames {
 		dir := subdirs[0]
@@ -141,7 +141,7 @@ func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []
 		if set.get(k) != nil {
 			continue // it and what is beneath it are covered already
 		}
-		pe := &entry{ready: make(chan struct{}), snap: new(snapshot),
+		pe := &sharedIntent{ready: make(chan struct{}), snap: new(snapshot),
 			rec: Record{Period: e.rec.Period, Run: t.run, Op: OpNames, Flags: FlagDir, Time: e.rec.Time, Path: dir}}
 		// Read before the entry is in the set: a removal that finds it
 		// there must find the names it will be tested against.
@@ -165,7 +165,7 @@ func (t *Tracker) takeAhead(set *dedupSet, e *entry, subdirs []string) (ahead []
 // covered reports whether the snapshots of e (an OpNames entry, durable)
 // hold the name of path, taking a new snapshot when misses have piled up
 // (see resnapshotMisses). It returns only once that snapshot is durable.
-func (t *Tracker) covered(e *entry, path string) bool {
+func (t *Tracker) covered(e *sharedIntent, path string) bool {
 	s := e.snap
 	if s == nil {
 		return false

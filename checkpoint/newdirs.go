@@ -42,7 +42,7 @@ import (
 // keeps snapshots of different runs apart.
 
 // durableNow reports whether e's Append has returned without an error.
-func durableNow(e *entry) bool {
+func durableNow(e *sharedIntent) bool {
 	select {
 	case <-e.ready:
 		return e.err == nil
@@ -53,7 +53,7 @@ func durableNow(e *entry) bool {
 
 // newDirCover returns the directory intent that covers modifications in
 // dir as a new directory, or nil.
-func (t *Tracker) newDirCover(set *dedupSet, dir string) *entry {
+func (t *Tracker) newDirCover(set *dedupSet, dir string) *sharedIntent {
 	for child := dir; child != ""; {
 		a := parentDir(child)
 		if e := set.get(keyOf(OpEntries, FlagDir, 0, a, "")); e != nil && durableNow(e) {
@@ -94,7 +94,7 @@ func (t *Tracker) coverNewDirs(p uint64, durable []Intent) {
 // mkdir in fine whose directory intent (in es, parallel to durable) has
 // none yet. A failure costs only the new-directory coverage: the mkdir
 // itself is covered by the durable directory intent.
-func (t *Tracker) snapshotForMkdirs(es []*entry, durable, fine []Intent) {
+func (t *Tracker) snapshotForMkdirs(es []*sharedIntent, durable, fine []Intent) {
 	for _, in := range fine {
 		if in.Op != OpMkdir {
 			continue
@@ -109,7 +109,7 @@ func (t *Tracker) snapshotForMkdirs(es []*entry, durable, fine []Intent) {
 }
 
 // takeEntriesSnapshot reads and appends e's entries snapshot, once.
-func (t *Tracker) takeEntriesSnapshot(e *entry) {
+func (t *Tracker) takeEntriesSnapshot(e *sharedIntent) {
 	if e.esnap.Load() != nil {
 		return
 	}

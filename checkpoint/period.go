@@ -91,7 +91,7 @@ type dedupSet struct {
 	period uint64
 	shards [dedupShards]struct {
 		mu sync.Mutex // guards m
-		m  map[dedupKey]*entry
+		m  map[dedupKey]*sharedIntent
 		_  [48]byte // 64 bytes a shard (mutex 8, map 8): no two share a cache line
 	}
 }
@@ -99,7 +99,7 @@ type dedupSet struct {
 func newDedupSet(p uint64) *dedupSet {
 	s := &dedupSet{period: p}
 	for i := range s.shards {
-		s.shards[i].m = make(map[dedupKey]*entry)
+		s.shards[i].m = make(map[dedupKey]*sharedIntent)
 	}
 	return s
 }
@@ -115,7 +115,7 @@ func (s *dedupSet) shard(k *dedupKey) int {
 }
 
 // get returns the entry of k, or nil.
-func (s *dedupSet) get(k dedupKey) *entry {
+func (s *dedupSet) get(k dedupKey) *sharedIntent {
 	sh := &s.shards[s.shard(&k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -124,7 +124,7 @@ func (s *dedupSet) get(k dedupKey) *entry {
 
 // putIfAbsent stores e under k unless k has an entry, and reports
 // whether it stored e.
-func (s *dedupSet) putIfAbsent(k dedupKey, e *entry) bool {
+func (s *dedupSet) putIfAbsent(k dedupKey, e *sharedIntent) bool {
 	sh := &s.shards[s.shard(&k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -148,8 +148,9 @@ func keyOf(op Op, flags uint8, ino uint64, path, path2 string) dedupKey {
 	return dedupKey{op: op, flags: flags, ino: ino, path: path, path2: path2}
 }
 
-// entry is one durable intent and the modifications that share it.
-type entry struct {
+// sharedIntent is one durable intent and the modifications that share it
+// (the dedup set holds them; Entry, an answer row, is unrelated).
+type sharedIntent struct {
 	rec   Record
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed

@@ -187,7 +187,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 type Token struct {
 	t  *Tracker
 	p  uint64
-	es []*entry
+	es []*sharedIntent
 }
 
 // Begin records the intent durably (or finds it already durable in this
@@ -220,7 +220,7 @@ func (tok Token) End() {
 }
 
 // join takes a reference on an intent that is already durable.
-func (t *Tracker) join(e *entry) error {
+func (t *Tracker) join(e *sharedIntent) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.refs++
@@ -241,21 +241,21 @@ func (t *Tracker) join(e *entry) error {
 // recorded a little later by the completer (completer.go), so that a
 // burst of modifications of one path does not write and take back a
 // completion for each of them.
-func (t *Tracker) release(e *entry) {
+func (t *Tracker) release(e *sharedIntent) {
 	e.mu.Lock()
 	e.refs--
 	t.idleLocked(e)
 }
 
 // idle hands an entry that no one holds to the completer.
-func (t *Tracker) idle(e *entry) {
+func (t *Tracker) idle(e *sharedIntent) {
 	e.mu.Lock()
 	t.idleLocked(e)
 }
 
 // idleLocked is release and idle after the reference count: it unlocks
 // e.mu.
-func (t *Tracker) idleLocked(e *entry) {
+func (t *Tracker) idleLocked(e *sharedIntent) {
 	if e.refs == 0 {
 		e.idleSince = time.Now()
 	}
