@@ -346,26 +346,16 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 		return err
 	}
 	defer met.close(log)
-
 	b, err := hfs.OpenBacking(a.Backing)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
-		return fmt.Errorf("journal directory: %w", err)
-	}
-	j, err := journal.Open(a.Journal, a.Backing, met.journalOptions(journal.Options{Logger: log}))
+	j, tr, err := openTracker(a, b, met, log)
 	if err != nil {
 		return err
 	}
 	defer j.Close()
-	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
-		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
-		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge}))
-	if err != nil {
-		return err
-	}
 	oc, err := checkOutside(a, b, tr, log)
 	if err != nil {
 		tr.Close()
@@ -373,19 +363,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	}
 	b.SetAfterSync(oc.sync)
 	met.outsideFound(oc.Found)
-	srv, err := hfs.Mount(met.fsConfig(hfs.Config{
-		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
-		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, Header: oc.status,
-		Info: func() map[string]any {
-			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
-			maps.Copy(m, oc.status())
-			if addr := met.addr(); addr != "" {
-				m["metrics"] = addr
-			}
-			return m
-		},
-	}))
+	srv, err := hfs.Mount(met.fsConfig(fsConfig(a, b, tr, oc, met, log)))
 	if err != nil {
 		tr.Close()
 		return err
@@ -397,19 +375,77 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	}
 	// Before ready: a scrape that follows the mount finds the server up.
 	met.serve(tr, j, log)
+	defer profile(log)()
+	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
+	reported = true
+	ready(nil)
+
+	stop := unmountOnSignal(a, srv, log)
+	srv.Wait()
+	stop()
+	a.notifyStopping() // unmounted from outside (umount): no signal came
+	if err := tr.Close(); err != nil {
+		return err
+	}
+	oc.atCleanEnd(b, log)
+	log.Info("unmounted cleanly")
+	return nil
+}
+
+// openTracker opens the journal and the tracker on it (recovering after
+// an unclean end).
+func openTracker(a mountArgs, b *hfs.Backing, met *metricsWiring, log *slog.Logger) (*journal.Journal, *checkpoint.Tracker, error) {
+	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("journal directory: %w", err)
+	}
+	j, err := journal.Open(a.Journal, a.Backing, met.journalOptions(journal.Options{Logger: log}))
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
+		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
+		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge}))
+	if err != nil {
+		j.Close()
+		return nil, nil, err
+	}
+	return j, tr, nil
+}
+
+// fsConfig is what the mount needs, status and headers included.
+func fsConfig(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
+	return hfs.Config{
+		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
+		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, Header: oc.status,
+		Info: func() map[string]any {
+			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
+			maps.Copy(m, oc.status())
+			if addr := met.addr(); addr != "" {
+				m["metrics"] = addr
+			}
+			return m
+		},
+	}
+}
+
+// profile starts what HSMFS_CPUPROFILE and HSMFS_MEMPROFILE ask for (for
+// performance work) and returns what stops it.
+func profile(log *slog.Logger) (stop func()) {
+	var stops []func()
 	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
-		// For performance work: profile the daemon until it unmounts.
+		// The daemon is profiled until it unmounts.
 		if f, err := os.Create(p); err == nil {
 			pprof.StartCPUProfile(f)
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
+			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 		}
 	}
 	if p := os.Getenv("HSMFS_MEMPROFILE"); p != "" {
-		// For performance work: SIGUSR1 writes a heap profile (after a
-		// collection) to p, replacing the previous one.
+		// SIGUSR1 writes a heap profile (after a collection) to p,
+		// replacing the previous one.
 		usr := make(chan os.Signal, 1)
 		signal.Notify(usr, syscall.SIGUSR1)
-		defer signal.Stop(usr)
+		stops = append(stops, func() { signal.Stop(usr) })
 		go func() {
 			for range usr {
 				if err := writeHeapProfile(p); err != nil {
@@ -418,10 +454,16 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 			}
 		}()
 	}
-	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
-	reported = true
-	ready(nil)
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+}
 
+// unmountOnSignal unmounts on SIGINT and SIGTERM, retrying while the
+// mount is busy; the returned func stops listening.
+func unmountOnSignal(a mountArgs, srv *hfs.Server, log *slog.Logger) (stop func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -440,15 +482,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 			}
 		}
 	}()
-	srv.Wait()
-	signal.Stop(sigs)
-	a.notifyStopping() // unmounted from outside (umount): no signal came
-	if err := tr.Close(); err != nil {
-		return err
-	}
-	oc.atCleanEnd(b, log)
-	log.Info("unmounted cleanly")
-	return nil
+	return func() { signal.Stop(sigs) }
 }
 
 func writeHeapProfile(path string) error {
