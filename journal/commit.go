@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -199,12 +200,7 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 	if j.failed != nil {
 		return fmt.Errorf("journal %s: an earlier sync failed, the journal must be reopened: %w", j.dir, j.failed)
 	}
-	needSync := false
-	for _, r := range batch {
-		if !r.noSync {
-			needSync = true
-		}
-	}
+	needSync := slices.ContainsFunc(batch, func(r *request) bool { return !r.noSync })
 	if !needSync && len(async) == 0 {
 		return nil
 	}
@@ -214,7 +210,63 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 	if len(async) > 0 {
 		batch = append(batch, &request{recs: async, noSync: true})
 	}
+	j.assignSeqs(batch)
 
+	j.commitMu.Lock()
+	defer j.commitMu.Unlock()
+	w := &txnWriter{j: j, txn: j.db.NewTransaction(true)}
+	defer func() { w.txn.Discard() }()
+	if err := w.writeBatch(batch); err != nil {
+		return j.fail(err)
+	}
+	if !needSync {
+		if err := w.txn.Commit(); err != nil {
+			return j.fail(fmt.Errorf("commit: %w", withErrno(err)))
+		}
+		return nil
+	}
+	return j.fail(j.commitSync(w.txn, w.recs))
+}
+
+// assignSeqs gives every record of the batch its Seq before anything is
+// written; a Seq is never handed out again, even if the batch fails: a
+// failed commit may have reached the log.
+func (j *Journal) assignSeqs(batch []*request) {
+	for _, r := range batch {
+		for _, rec := range r.recs {
+			rec.Seq = j.nextSeq
+			j.nextSeq++
+		}
+	}
+}
+
+// txnWriter writes a batch into transactions: when one is full it is
+// committed and synced (see "Durability": a sync after each transaction)
+// and the writing carries on in a new one. recs counts the records of the
+// current transaction, for Options.OnSync.
+type txnWriter struct {
+	j    *Journal
+	txn  *badger.Txn
+	recs int
+}
+
+// do runs op on the current transaction, in a new one if it is full.
+func (w *txnWriter) do(op func(txn *badger.Txn) error) error {
+	err := op(w.txn)
+	if !errors.Is(err, badger.ErrTxnTooBig) {
+		return err
+	}
+	if err := w.j.commitSync(w.txn, w.recs); err != nil {
+		return err
+	}
+	w.recs = 0
+	w.txn = w.j.db.NewTransaction(true)
+	return op(w.txn)
+}
+
+// writeBatch writes the batch's completions taken back, records, the
+// latest state and the next Seq.
+func (w *txnWriter) writeBatch(batch []*request) error {
 	// One buffer for every key and value of the batch: badger keeps the
 	// slices until the commit, and sub-slices of a buffer that append
 	// reallocates stay valid.
@@ -225,57 +277,14 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 		}
 	}
 	buf := make([]byte, 0, size)
-
-	// Seq is assigned before anything is written and never handed out
-	// again, even if the batch fails: a failed commit may have reached
-	// the log.
-	for _, r := range batch {
-		for _, rec := range r.recs {
-			rec.Seq = j.nextSeq
-			j.nextSeq++
-		}
-	}
-
-	j.commitMu.Lock()
-	defer j.commitMu.Unlock()
-	txn := j.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
-	// txnRecs counts the records in the current transaction, for
-	// Options.OnSync.
-	txnRecs := 0
-	// set adds one entry; when the transaction is full it commits and
-	// syncs it (see "Durability": a sync after each transaction) and
-	// carries on in a new one.
-	set := func(k, v []byte) error {
-		err := txn.Set(k, v)
-		if !errors.Is(err, badger.ErrTxnTooBig) {
-			return err
-		}
-		if err := j.commitSync(txn, txnRecs); err != nil {
-			return err
-		}
-		txnRecs = 0
-		txn = j.db.NewTransaction(true)
-		return txn.Set(k, v)
-	}
 	var state *checkpoint.State
 	for _, r := range batch {
 		if r.state != nil {
 			state = r.state // the latest request wins
 		}
 		for _, k := range r.reopen {
-			if err := txn.Delete(k); err != nil {
-				if !errors.Is(err, badger.ErrTxnTooBig) {
-					return j.fail(err)
-				}
-				if err := j.commitSync(txn, txnRecs); err != nil {
-					return j.fail(err)
-				}
-				txnRecs = 0
-				txn = j.db.NewTransaction(true)
-				if err := txn.Delete(k); err != nil {
-					return j.fail(err)
-				}
+			if err := w.do(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+				return err
 			}
 		}
 		for _, rec := range r.recs {
@@ -283,28 +292,21 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 			buf = append(buf, intentKey(rec.Period, rec.Seq)...)
 			mid := len(buf)
 			buf = appendRecord(buf, rec)
-			if err := set(buf[start:mid:mid], buf[mid:len(buf):len(buf)]); err != nil {
-				return j.fail(err)
+			k, v := buf[start:mid:mid], buf[mid:len(buf):len(buf)]
+			if err := w.do(func(txn *badger.Txn) error { return txn.Set(k, v) }); err != nil {
+				return err
 			}
-			txnRecs++
+			w.recs++
 		}
 	}
 	if state != nil {
-		if err := set(metaKey(metaState), encodeState(*state)); err != nil {
-			return j.fail(err)
+		v := encodeState(*state)
+		if err := w.do(func(txn *badger.Txn) error { return txn.Set(metaKey(metaState), v) }); err != nil {
+			return err
 		}
 	}
-	next := binary.BigEndian.AppendUint64(nil, j.nextSeq)
-	if err := set(metaKey(metaSeq), next); err != nil {
-		return j.fail(err)
-	}
-	if !needSync {
-		if err := txn.Commit(); err != nil {
-			return j.fail(fmt.Errorf("commit: %w", withErrno(err)))
-		}
-		return nil
-	}
-	return j.fail(j.commitSync(txn, txnRecs))
+	next := binary.BigEndian.AppendUint64(nil, w.j.nextSeq)
+	return w.do(func(txn *badger.Txn) error { return txn.Set(metaKey(metaSeq), next) })
 }
 
 // commitSync commits txn, which holds records records, and syncs it; the
