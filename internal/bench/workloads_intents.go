@@ -228,41 +228,8 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 	hwmC, rssC, _ := procMem(t.pid)
 	t.heapProfile("created")
 
-	// The default's query and a named consumer's, back to back, in
-	// alternating order, with a pause between for the collector that a
-	// big answer's release starts: the ratio is per repetition.
-	qm, cm, rm := m("pending.query"), m("pending.consumer"), m("pending.consumer.ratio")
-	reps := max(e.sz.queryReps, 3)
-	for i := 0; i < reps; i++ {
-		if i > 0 {
-			for _, mm := range []*Metric{qm, cm, rm} {
-				mm.newRep([]string{"hsmfs"})
-			}
-		}
-		var dd, dc time.Duration
-		var lines, clines int64
-		for k := 0; k < 2; k++ {
-			time.Sleep(time.Second)
-			var err error
-			if (k+i)%2 == 0 {
-				lines, dd, err = hsmQuery(t.Mnt)
-			} else {
-				clines, dc, err = hsmQueryPath(filepath.Join(t.Mnt, ".hsm", "consumers", "c3", "changes"))
-			}
-			if err != nil {
-				res.errors++
-				qm.fail("hsmfs", err.Error())
-				return err
-			}
-		}
-		qm.set("hsmfs", dd.Seconds())
-		cm.set("hsmfs", dc.Seconds())
-		rm.set("hsmfs", dc.Seconds()/dd.Seconds())
-		fmt.Printf("  pending: query %d answered %d lines in %.2fs; consumer c3 (8 registered) %d lines in %.2fs\n",
-			i+1, lines, dd.Seconds(), clines, dc.Seconds())
-		if lines < n {
-			res.Note(fmt.Sprintf("pending: the query answered %d lines, expected about %d", lines, n+int64(dirs)))
-		}
+	if err := pendingQueries(t, res, m, max(e.sz.queryReps, 3), n, dirs); err != nil {
+		return err
 	}
 	_, rssQ, _ := procMem(t.pid)
 	t.heapProfile("queried")
@@ -362,6 +329,45 @@ wait:
 	n := made.Load()
 	fmt.Printf("  %s: created %d symlinks in %d directories in %.1fs (%.0f paths/s)\n", label, n, dirs, el.Seconds(), float64(n)/el.Seconds())
 	return n, dirs, el, firstErr
+}
+
+// pendingQueries times the default's query and a named consumer's, back
+// to back, in alternating order, with a pause between for the collector
+// that a big answer's release starts: the ratio is per repetition.
+func pendingQueries(t *Target, res *Results, m func(string) *Metric, reps int, n int64, dirs int) error {
+	qm, cm, rm := m("pending.query"), m("pending.consumer"), m("pending.consumer.ratio")
+	for i := 0; i < reps; i++ {
+		if i > 0 {
+			for _, mm := range []*Metric{qm, cm, rm} {
+				mm.newRep([]string{"hsmfs"})
+			}
+		}
+		var dd, dc time.Duration
+		var lines, clines int64
+		for k := 0; k < 2; k++ {
+			time.Sleep(time.Second)
+			var err error
+			if (k+i)%2 == 0 {
+				lines, dd, err = hsmQuery(t.Mnt)
+			} else {
+				clines, dc, err = hsmQueryPath(filepath.Join(t.Mnt, ".hsm", "consumers", "c3", "changes"))
+			}
+			if err != nil {
+				res.errors++
+				qm.fail("hsmfs", err.Error())
+				return err
+			}
+		}
+		qm.set("hsmfs", dd.Seconds())
+		cm.set("hsmfs", dc.Seconds())
+		rm.set("hsmfs", dc.Seconds()/dd.Seconds())
+		fmt.Printf("  pending: query %d answered %d lines in %.2fs; consumer c3 (8 registered) %d lines in %.2fs\n",
+			i+1, lines, dd.Seconds(), clines, dc.Seconds())
+		if lines < n {
+			res.Note(fmt.Sprintf("pending: the query answered %d lines, expected about %d", lines, n+int64(dirs)))
+		}
+	}
+	return nil
 }
 
 // dirBlocks is the disk space that the files of dir take (st_blocks).
