@@ -127,15 +127,15 @@ func (t *Tracker) Pending() ([]Pending, error) {
 
 // Status is what .hsm/status reports from the tracker.
 type Status struct {
-	Current      uint64 `json:"current_period"`
-	LastQuery    uint64 `json:"last_query"`
-	LastBlessed  uint64 `json:"last_blessed"`
-	PendingPaths int    `json:"pending_paths"`
-	InFlight     int64  `json:"inflight"`
-	OpenForWrite int    `json:"open_for_write"`
-	Recovered    bool   `json:"recovered"`
-	JournalSyncs uint64 `json:"journal_syncs"`
-	Run          uint64 `json:"run"`
+	Current      uint64
+	LastQuery    uint64
+	LastBlessed  uint64
+	PendingPaths int
+	InFlight     int64
+	OpenForWrite int
+	Recovered    bool
+	JournalSyncs uint64
+	Run          uint64
 }
 
 // Status reports the state. Pending paths are counted from the journal

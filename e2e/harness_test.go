@@ -8,11 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	mi "github.com/moby/sys/mountinfo"
 )
 
 // hsmfsBin is the binary under test, built once by TestMain.
@@ -111,35 +112,17 @@ func loopsUnder(root string) []string {
 	return out
 }
 
-// mounts returns the mount points listed in /proc/self/mounts, in order.
+// mounts returns the mount points of this mount namespace, in order.
 func mounts() []string {
-	data, err := os.ReadFile("/proc/self/mounts")
+	infos, err := mi.GetMounts(nil)
 	if err != nil {
 		panic(err)
 	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 {
-			out = append(out, unescapeMount(f[1]))
-		}
+	out := make([]string, len(infos))
+	for i, m := range infos {
+		out[i] = m.Mountpoint
 	}
 	return out
-}
-
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func mountsUnder(root string) []string {

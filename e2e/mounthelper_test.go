@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -211,4 +212,22 @@ func TestHelperForm(t *testing.T) {
 	waitClosed(t, mn)
 	samePaths(t, "changes", plain(t, mn), []string{"f"})
 	m.unmount(t)
+}
+
+// unescapeMount undoes the octal escapes of /proc/mounts (a line that a
+// script inside another mount namespace printed, which the mountinfo
+// library cannot read for us).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

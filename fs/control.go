@@ -411,8 +411,10 @@ func (c *ctlState) status() ([]byte, error) {
 	for k, v := range c.info() {
 		m[k] = v
 	}
-	b, _ := json.Marshal(st)
-	json.Unmarshal(b, &m)
+	// The names are the contract's (docs/usage.md): rendering is fs's.
+	maps.Copy(m, map[string]any{"current_period": st.Current, "last_query": st.LastQuery,
+		"last_blessed": st.LastBlessed, "pending_paths": st.PendingPaths, "inflight": st.InFlight,
+		"open_for_write": st.OpenForWrite, "recovered": st.Recovered, "journal_syncs": st.JournalSyncs, "run": st.Run})
 	cs, err := c.r.tr.Consumers()
 	if err != nil {
 		return nil, err

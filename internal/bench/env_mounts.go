@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	mi "github.com/moby/sys/mountinfo"
 )
 
 // --- cleanup stack ---
@@ -80,19 +81,14 @@ func unmountPath(p string, patience time.Duration) error {
 
 // mountsUnder lists the mount points at or below dir, deepest first.
 func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mi.GetMounts(nil)
 	if err != nil {
 		return nil
 	}
 	var ms []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			ms = append(ms, mp)
+	for _, m := range infos {
+		if m.Mountpoint == dir || strings.HasPrefix(m.Mountpoint, dir+"/") {
+			ms = append(ms, m.Mountpoint)
 		}
 	}
 	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
@@ -106,24 +102,6 @@ func isMountpoint(p string) bool {
 		}
 	}
 	return false
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // removeTree deletes dir without crossing into other filesystems.
@@ -192,20 +170,11 @@ func fsDesc(dir string) string {
 	}
 	src := ""
 	best := ""
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		mp := unescapeMount(f[4])
+	infos, _ := mi.GetMounts(nil)
+	for _, m := range infos {
+		mp := m.Mountpoint
 		if (dir == mp || strings.HasPrefix(dir, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
-			best = mp
-			for i := 6; i < len(f)-2; i++ {
-				if f[i] == "-" {
-					src = f[i+2]
-				}
-			}
+			best, src = mp, m.Source
 		}
 	}
 	if strings.Contains(dir, "/fs-") && strings.HasPrefix(src, "/dev/loop") {
