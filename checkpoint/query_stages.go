@@ -89,7 +89,7 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 			q.recorded(r.Path, r, inflight)
 			return
 		}
-		q.recorded(r.Path, r, inflight)
+		q.recorded(pathOf(r), r, inflight)
 		q.recorded(r.Path2, r, inflight)
 		// Every rename is expanded, not only those whose source was a
 		// directory when its intent was taken: walking a name that is
@@ -101,6 +101,16 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 			q.linkHints[r.Ino] = append(q.linkHints[r.Ino], r.Path, r.Path2)
 		}
 	})
+}
+
+// pathOf is the path that a record names: "." for the root, whose own
+// mode, owner, times or xattrs changed (rsync takes "." for it; such an
+// intent is never coarse, see coarsen).
+func pathOf(r *Record) string {
+	if r.Path == "" && r.Op >= OpChmod && r.Op <= OpRemovexattr {
+		return "."
+	}
+	return r.Path
 }
 
 // expandRenames lists everything beneath both names of every rename, as

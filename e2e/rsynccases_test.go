@@ -3,8 +3,10 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -250,4 +252,30 @@ func appendTo(t *testing.T, p, s string) {
 	_, err := f.WriteString(s)
 	must(t, err)
 	must(t, f.Close())
+}
+
+// TestRootAttributes: a chmod and a utimes of the mount's root are
+// listed (as ".", which rsync takes for the root) and reach the copy.
+func TestRootAttributes(t *testing.T) {
+	m := mount(t)
+	reset(t, m.Mnt)
+	dest := filepath.Join(t.TempDir(), "dest")
+	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", m.Mnt+"/", dest+"/"); r.code != 0 {
+		t.Fatalf("rsync -a: %v", r)
+	}
+	must(t, os.Chmod(m.Mnt, 0o750))
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	must(t, os.Chtimes(m.Mnt, old, old))
+	list, r := consume(t, m.Mnt, dest)
+	rsyncOK(t, r, list)
+	if !slices.Contains(list, ".") {
+		t.Errorf("the answer %q does not list the root", list)
+	}
+	var sm, sd unix.Stat_t
+	must(t, unix.Stat(m.Mnt, &sm))
+	must(t, unix.Stat(dest, &sd))
+	if sm.Mode != sd.Mode || sm.Mtim != sd.Mtim {
+		t.Errorf("root: mount mode %o mtime %v, copy mode %o mtime %v", sm.Mode, sm.Mtim, sd.Mode, sd.Mtim)
+	}
+	bless(t, m.Mnt)
 }
