@@ -388,3 +388,23 @@ func runWorkload(ctx context.Context, e *Env, w *workload, res *Results) error {
 	}
 	return nil
 }
+
+// soloRep starts a repetition of a workload that measures hsmfs alone,
+// and returns what sets one of its rows.
+func (w *workload) soloRep() (set func(id string, v float64)) {
+	for _, mm := range w.metrics {
+		mm.newRep([]string{"hsmfs"})
+	}
+	return func(id string, v float64) { w.metric(id).set("hsmfs", v) }
+}
+
+// metric is the row id of the workload (a misspelt id is a bug of the
+// bench: it panics).
+func (w *workload) metric(id string) *Metric {
+	for _, m := range w.metrics {
+		if m.ID == id {
+			return m
+		}
+	}
+	panic("bench: no row " + id)
+}

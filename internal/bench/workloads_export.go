@@ -30,16 +30,7 @@ const exportStream = "HSMFSBENCH"
 // round's wall time and the exporter's peak RSS are rows too. The server
 // shares the 2 cores with the exporter and the daemon.
 func runExport(ctx context.Context, e *Env, res *Results, w *workload) error {
-	for _, mm := range w.metrics {
-		mm.newRep([]string{"hsmfs"})
-	}
-	set := func(id string, v float64) {
-		for _, mm := range w.metrics {
-			if mm.ID == id {
-				mm.set("hsmfs", v)
-			}
-		}
-	}
+	set := w.soloRep()
 	failAll := func(err error) error {
 		res.errors++
 		for _, mm := range w.metrics {

@@ -174,17 +174,8 @@ func (e *Env) soloHsmfsWith(ctx context.Context, name string, prepare func(backi
 }
 
 func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
-	m := func(id string) *Metric {
-		for _, m := range w.metrics {
-			if m.ID == id {
-				return m
-			}
-		}
-		panic(id)
-	}
-	for _, mm := range w.metrics {
-		mm.newRep([]string{"hsmfs"})
-	}
+	w.soloRep()
+	m := w.metric
 	t, done, err := e.soloHsmfs(ctx, "pending")
 	if err != nil {
 		return err

@@ -18,16 +18,7 @@ import (
 // and a query with the index built. The reference is a plain lstat walk
 // of the same tree, made just before.
 func runLinks(ctx context.Context, e *Env, res *Results, w *workload) error {
-	for _, mm := range w.metrics {
-		mm.newRep([]string{"hsmfs"})
-	}
-	set := func(id string, v float64) {
-		for _, mm := range w.metrics {
-			if mm.ID == id {
-				mm.set("hsmfs", v)
-			}
-		}
-	}
+	set := w.soloRep()
 	prepare := func(backing string) error { return makeLinkTree(backing, e.sz.linkFiles) }
 	t, done, err := e.soloHsmfsWith(ctx, "links", prepare)
 	if err != nil {
@@ -47,7 +38,6 @@ func runLinks(ctx context.Context, e *Env, res *Results, w *workload) error {
 	if _, err := hsmBless(t.Mnt); err != nil {
 		return err
 	}
-	var lines [2]int64
 	for i, id := range []string{"links.first", "links.warm"} {
 		if err := appendFile(filepath.Join(t.Mnt, "d0", "f0"), "more\n"); err != nil {
 			return err
@@ -60,7 +50,6 @@ func runLinks(ctx context.Context, e *Env, res *Results, w *workload) error {
 		if l != 2 {
 			return fmt.Errorf("links: the answer has %d lines, want 2 (d0/f0 and its other name)", l)
 		}
-		lines[i] = l
 		set(id, d.Seconds())
 		if _, err := hsmBless(t.Mnt); err != nil {
 			return err

@@ -19,16 +19,7 @@ import (
 // root). Also: the tree index's bytes per entry, and the walk that a
 // clean unmount makes.
 func runOutside(ctx context.Context, e *Env, res *Results, w *workload) error {
-	for _, mm := range w.metrics {
-		mm.newRep([]string{"hsmfs"})
-	}
-	set := func(id string, v float64) {
-		for _, mm := range w.metrics {
-			if mm.ID == id {
-				mm.set("hsmfs", v)
-			}
-		}
-	}
+	set := w.soloRep()
 	back := filepath.Join(e.backFS, "outside")
 	mnt := filepath.Join(e.work, "mnt-outside")
 	jour := filepath.Join(e.jourFS, "outside-journal")

@@ -14,16 +14,7 @@ import (
 // hsmfs mount, then one query answers it. The rows: the query's time,
 // its lines, and how much the daemon's peak RSS grew while it ran.
 func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
-	for _, mm := range w.metrics {
-		mm.newRep([]string{"hsmfs"})
-	}
-	set := func(id string, v float64) {
-		for _, mm := range w.metrics {
-			if mm.ID == id {
-				mm.set("hsmfs", v)
-			}
-		}
-	}
+	set := w.soloRep()
 	t, done, err := e.soloHsmfs(ctx, "storm")
 	if err != nil {
 		return err
