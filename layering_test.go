@@ -4,8 +4,9 @@
 //
 //   - checkpoint: the period state machine. Nothing of this module's, and
 //     no third-party package (not even through another package).
-//   - journal: badger (the only package that may), and checkpoint (the
-//     Store it implements). Never fs.
+//   - journal: badger (the only package that may), checkpoint (the
+//     Store it implements), and internal/rate (the loop of its badger
+//     reference for the bench). Never fs.
 //   - fs: go-fuse (the only package that may), checkpoint, x/sys. Never
 //     journal: the tracker reaches the journal through checkpoint.Store.
 //   - internal/...: one concern each. internal/metrics alone imports the

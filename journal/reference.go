@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/hsmfs/hsmfs/internal/rate"
 )
 
 // ReferenceSyncedRate is the benchmark reference for durable intents
@@ -24,38 +23,13 @@ func ReferenceSyncedRate(ctx context.Context, dir string, writers int, dur time.
 		return 0, fmt.Errorf("badger open %s: %w", dir, err)
 	}
 	defer db.Close()
-	var n atomic.Int64
-	var stop atomic.Bool
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	per := max / writers
 	val := make([]byte, 48) // about an intent record: op, period, flags, path hash
-	start := time.Now()
-	timer := time.AfterFunc(dur, func() { stop.Store(true) })
-	defer timer.Stop()
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			key := make([]byte, 16)
-			for i := 0; i < per && !stop.Load() && ctx.Err() == nil; i++ {
-				binary.BigEndian.PutUint64(key, uint64(w))
-				binary.BigEndian.PutUint64(key[8:], uint64(i))
-				err := db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) })
-				if err != nil {
-					once.Do(func() { firstErr = err })
-					stop.Store(true)
-					return
-				}
-				n.Add(1)
-			}
-		}(w)
+	r, _, err := rate.Run(ctx, writers, dur, max, func(w, i int) error {
+		key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(w)), uint64(i))
+		return db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) })
+	})
+	if err != nil && ctx.Err() == nil {
+		return 0, fmt.Errorf("badger update: %w", err)
 	}
-	wg.Wait()
-	el := time.Since(start)
-	if firstErr != nil {
-		return 0, fmt.Errorf("badger update: %w", firstErr)
-	}
-	return float64(n.Load()) / el.Seconds(), ctx.Err()
+	return r, err
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/rate"
 	"github.com/hsmfs/hsmfs/journal"
 	"golang.org/x/sys/unix"
 )
@@ -25,40 +26,17 @@ func createRate(ctx context.Context, dir string, writers int, dur time.Duration,
 			return 0, 0, err
 		}
 	}
-	var n atomic.Int64
-	var stop atomic.Bool
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	per := max / writers
-	start := time.Now()
-	timer := time.AfterFunc(dur, func() { stop.Store(true) })
-	defer timer.Stop()
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			d := filepath.Join(dir, fmt.Sprintf("w%02d", w))
-			for i := 0; i < per && !stop.Load() && ctx.Err() == nil; i++ {
-				fd, err := unix.Open(fmt.Sprintf("%s/f%06d", d, i), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-				if err == nil {
-					err = unix.Close(fd)
-				}
-				if err != nil {
-					once.Do(func() { firstErr = err })
-					stop.Store(true)
-					return
-				}
-				n.Add(1)
-			}
-		}(w)
+	r, n, err := rate.Run(ctx, writers, dur, max, func(w, i int) error {
+		fd, err := unix.Open(fmt.Sprintf("%s/w%02d/f%06d", dir, w, i), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return err
+		}
+		return unix.Close(fd)
+	})
+	if err != nil && ctx.Err() == nil {
+		return 0, n, fmt.Errorf("create in %s: %w", dir, err)
 	}
-	wg.Wait()
-	el := time.Since(start)
-	if firstErr != nil {
-		return 0, n.Load(), fmt.Errorf("create in %s: %w", dir, firstErr)
-	}
-	return float64(n.Load()) / el.Seconds(), n.Load(), ctx.Err()
+	return r, n, err
 }
 
 func intentsDir(e *Env, t *Target, rep int) string {
