@@ -29,10 +29,11 @@ import (
 // reading stops at the first torn or damaged record, which can only be
 // one written after the last Sync.
 type Deltas struct {
-	mu  sync.Mutex // guards w and err
+	mu  sync.Mutex // guards w, err and rec
 	f   *os.File
 	w   *bufio.Writer
-	err error // the first write error: Sync reports it
+	err error  // the first write error: Sync reports it
+	rec []byte // the record being built, reused: Add allocates nothing
 }
 
 // DeltasPath is where the log of a journal lives.
@@ -53,7 +54,13 @@ func OpenDeltas(path string) (*Deltas, error) {
 
 // Add logs that directory dir now holds name as inode ino.
 func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
-	var rec []byte
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return
+	}
+	// The header (length, CRC) first, filled in once the body is built.
+	rec := append(d.rec[:0], make([]byte, 8)...)
 	rec = binary.AppendUvarint(rec, dir)
 	rec = binary.AppendUvarint(rec, ino)
 	if isDir {
@@ -62,18 +69,10 @@ func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
 		rec = append(rec, 0)
 	}
 	rec = append(rec, name...)
-	var hdr [8]byte
-	binary.LittleEndian.PutUint32(hdr[:4], uint32(len(rec)))
-	binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(rec, castagnoli))
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.err != nil {
-		return
-	}
-	if _, err := d.w.Write(hdr[:]); err != nil {
-		d.err = err
-		return
-	}
+	body := rec[8:]
+	binary.LittleEndian.PutUint32(rec[:4], uint32(len(body)))
+	binary.LittleEndian.PutUint32(rec[4:8], crc32.Checksum(body, castagnoli))
+	d.rec = rec
 	if _, err := d.w.Write(rec); err != nil {
 		d.err = err
 	}
