@@ -151,7 +151,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 	es := make([]*sharedIntent, len(ins))
 	fresh := make([]bool, len(ins))
 	var recs []*Record
-	var ahead []*sharedIntent // snapshots ahead (coarse.go), fresh like es[i] but held by no one
+	var ahead []*sharedIntent // snapshots ahead (names.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
 		// By hand, not get and putIfAbsent: the entry is made only

@@ -15,7 +15,14 @@
 //   - the files open for writing (handle.go), which count as modified
 //     for as long as they stay open and are re-recorded by every query;
 //   - the durable State (current period, last query, last bless, run,
-//     clean flag, recovery period) and recovery after an unclean end;
+//     clean flag, recovery period, the named consumers' cursors) and
+//     recovery after an unclean end;
+//   - the query (query.go, and its stages in query_stages.go), with the
+//     old names beneath renamed directories (renames.go), every name of a
+//     file with several links (links.go), and the named consumers'
+//     cursors (consumers.go);
+//   - the records of changes found at mount (RecordOutside; the finding
+//     is internal/outside's);
 //   - what it tells about itself (stats.go): .hsm/status, and for the
 //     metrics record counters (one atomic add per journal write, never
 //     per modification), the in-flight and open-for-write counts, the
@@ -25,7 +32,8 @@
 // # Concurrency
 //
 // Begin, End, OpenWrite, Touch and Release may be called from any number
-// of goroutines. Query, Checkpoint, Bless and Close serialise on qmu.
+// of goroutines. Query, Checkpoint, Bless, Close and the consumer changes
+// serialise on qmu.
 // Lock order: qmu → handlesMu → dedup shard mu → entry mu; stateMu and
 // gcMu are leaves (tracker.go has the whole list, with the snapshot and
 // entries-snapshot locks). No lock but qmu, a snapshot's mu and an
@@ -50,8 +58,10 @@
 //     LastBlessed. LastQuery = P is saved durably before it is returned.
 //  4. Bless(id) requires id ≤ LastQuery, calls syncfs on BACKING, then
 //     saves LastBlessed = id durably; only then are records below id
-//     deleted (in the background; a crash restarts the deletion, and
-//     queries never read below LastBlessed anyway). Records of period ≥
+//     deleted, and only below the lowest last bless of every consumer
+//     (keepFrom, consumers.go), in the background (a crash restarts the
+//     deletion, and a consumer's queries never read below its own last
+//     bless anyway). Records of period ≥
 //     id — including everything recorded after query id started — stay.
 //     A bless of a query answered before the last crash is refused: the
 //     crash may have undone in BACKING what the consumer copied.

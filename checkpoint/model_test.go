@@ -352,9 +352,6 @@ type mnamed struct {
 	cons       mconsumer
 	dest       map[string]bnode
 	queryCrash int // crashes before its query: a bless after a crash may be refused
-	queries    int
-	blesses    int
-	fullCopies int
 }
 
 type mconsumer struct {
@@ -1058,11 +1055,9 @@ func (w *mworld) namedAnswered(a *Answer) {
 	}
 	w.evt++
 	n := &w.named
-	n.queries++
 	n.queryCrash = w.crashes
 	n.cons = mconsumer{state: "copying", ans: a, answerEvt: w.evt, toCopy: plainPaths(a)}
 	if a.Full {
-		n.fullCopies++
 		n.dest = w.back.snapshot()
 		n.cons.toCopy = nil
 	}
@@ -1094,7 +1089,6 @@ func (w *mworld) stepNamedBless() {
 		n.cons = mconsumer{state: "idle"}
 		return
 	}
-	n.blesses++
 	w.logf("bless %d (consumer b) done", id)
 	w.checkDestOf(n.dest, "consumer b", fmt.Sprintf("after its bless %d", id), n.cons.answerEvt)
 	n.cons = mconsumer{state: "idle"}

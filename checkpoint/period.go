@@ -154,7 +154,7 @@ type sharedIntent struct {
 	rec   Record
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed
-	// snap is an OpNames entry's names (coarse.go); set before ready is
+	// snap is an OpNames entry's names (names.go); set before ready is
 	// closed.
 	snap *snapshot
 	// esnap is an OpEntries entry's entries snapshot (newdirs.go): set

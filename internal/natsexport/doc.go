@@ -6,7 +6,7 @@
 // # What it owns
 //
 // The only package of the module that imports the NATS client
-// (cmd/hsmfs/layering_test.go checks it). It talks to hsmfs through the
+// (the module's layering_test.go checks it). It talks to hsmfs through the
 // control files alone, as any consumer does: it reads
 // MOUNTPOINT/.hsm/changes.json (or .hsm/consumers/NAME/changes.json) and
 // writes "bless ID" to the ctl beside it. It owns the subject scheme
