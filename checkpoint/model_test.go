@@ -1298,6 +1298,16 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	allowed := make(map[string]bool)
 	for _, n := range w.recorded {
 		if n.period < a.Blessed {
+			if n.dirRename {
+				// A renamed directory that an earlier answer
+				// carried forward: old names beneath its old name
+				// may be listed again (checkpoint/renames.go).
+				for p := range listed {
+					if isBeneath(p, n.path) {
+						allowed[p] = true
+					}
+				}
+			}
 			continue
 		}
 		names := []string{n.path}

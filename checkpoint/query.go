@@ -110,7 +110,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 	if err := t.answerDirIntents(q); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.addOldNames(q.cur.lastBlessed, q.paths, q.renames, func(p string, r *Record) { q.add(p, r, false) }); err != nil {
+	if err := t.addOldNames(q); err != nil {
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
 	ans, aggs := t.statPaths(q)
@@ -118,7 +118,7 @@ func (t *Tracker) query(name string) (*Answer, error) {
 	if aggs, err = t.addLinkNames(ans, aggs, q.linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	if err := t.recordDerived(P, q.cur.name, ans, aggs); err != nil {
+	if err := t.recordDerived(P, q.cur.name, ans, aggs, q.carry); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.saveState(func(s *State) { s.queried(q.cur, P, time.Now()) }); err != nil {
@@ -141,9 +141,16 @@ func (t *Tracker) query(name string) (*Answer, error) {
 // answer because its ancestor is not a directory now (shadowed) may need
 // listing once the ancestor is a directory again, after its own record
 // is blessed away.
-func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*agg) error {
+//
+// The renamed directories that the old names carry forward (renames.go)
+// go to P, for the next query of this consumer.
+func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*agg, carry []carried) error {
 	var recs []*Record
 	now := time.Now()
+	for _, c := range carry {
+		recs = append(recs, &Record{Period: P, Run: t.run, Op: OpRename, Flags: FlagDir | FlagDerived | FlagCarried,
+			Time: now, Path: c.from, Path2: c.to + derivedBy(consumer)})
+	}
 	for i := range ans.Entries {
 		e, a := &ans.Entries[i], aggs[i]
 		if a.recorded && (!e.shadowed || !a.real) {

@@ -18,9 +18,12 @@ type queryRun struct {
 	// snapshots (with whether each was in flight), and the names that
 	// links and renames gave each inode.
 	renames       []*Record
+	carried       []*Record // this consumer's renamed directories carried into its window
 	entryRecs     []*Record
 	entryInflight []bool
 	linkHints     map[uint64][]string
+	// From the old names: the renamed directories to carry into P.
+	carry []carried
 }
 
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
@@ -76,6 +79,14 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 		if r.Flags&FlagFine != 0 {
 			inflight = false // the directory intent carries it
 		}
+		if r.Flags&FlagCarried != 0 {
+			// Not a path to list: a rename for the old names
+			// (renames.go), this consumer's only.
+			if _, by := carriedTo(r); by == derivedBy(q.cur.name) {
+				q.carried = append(q.carried, r)
+			}
+			return
+		}
 		if r.Flags&FlagDerived != 0 {
 			// What another consumer's query derived is listed here
 			// too, but as a path found now, not as this consumer's
@@ -116,12 +127,20 @@ func pathOf(r *Record) string {
 // expandRenames lists everything beneath both names of every rename, as
 // it is in BACKING now: rsync with --files-from does not recurse, so a
 // renamed directory must bring every path beneath its new name (and,
-// for an exchange, beneath both names).
+// for an exchange, beneath both names). Each name is walked once, for
+// the first rename that names it (the earliest period); the paths
+// beneath it are not the renamed object, so they get no inode from it.
 func (t *Tracker) expandRenames(q *queryRun) error {
+	walked := make(map[string]bool)
 	for _, r := range q.renames {
+		beneath := *r
+		beneath.Ino = 0
 		for _, top := range []string{r.Path, r.Path2} {
-			rr := r
-			if err := t.backing.Walk(top, func(p string) { q.add(p, rr, false) }); err != nil {
+			if top == "" || walked[top] {
+				continue
+			}
+			walked[top] = true
+			if err := t.backing.Walk(top, func(p string) { q.add(p, &beneath, false) }); err != nil {
 				return fmt.Errorf("expand renamed directory %q: %w", top, err)
 			}
 		}

@@ -2,101 +2,169 @@ package checkpoint
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
 
-// Old names beneath renamed directories.
+// Old names beneath renamed directories: the rule, and why it is enough
+// (docs/design.md, "Old names", has the proof).
 //
 // rsync with --files-from neither recurses nor deletes beneath a
-// directory that still exists. When directory O is renamed to N, the
-// copy still holds O/x; if O is a directory again when rsync runs
-// (created anew, or the other side of an exchange), rsync keeps the stale
-// O/x unless O/x itself is listed, and --delete-missing-args then deletes
-// it. So every name that an entry had beneath a renamed directory's old
-// name must be listed, at every depth: a subdirectory O/e can be made
-// again too, after the query and before rsync, and its stale O/e/y would
-// then never be listed again.
+// directory that still exists, and with --delete-missing-args --force a
+// listed path that is missing (or is not a directory any more) is
+// deleted or replaced in DEST with everything beneath it. When directory
+// O is renamed to N, the record lists O, and the copy's stale O/x goes
+// with O unless O is a directory again when rsync runs. So:
 //
-// Two ways to find them (docs/design.md):
+//   - for every old name X at or beneath O that is a directory now, list
+//     X's old immediate entries X/e, and descend into those that are
+//     directories now;
+//   - an old name that is not a directory now is listed (it is O, or an
+//     immediate entry of a directory that is one now), and rsync deletes
+//     or replaces it whole: nothing beneath it needs listing.
 //
-//   - The full mapping (mapAll): for every rename, newest first, every
-//     listed path beneath its new name is listed once more beneath its old
-//     name, and those take part in the older renames too. It needs no
-//     order between records and renames, which concurrent writers blur,
-//     and it is what the crash tests have proven. But it lists the
-//     combinations of renames at different depths: a rename storm of
-//     2,000 operations gave 4 million lines and a minute of query.
-//   - The chain walk (walk): each source, a path and the moment a record
-//     named it (or now, for what is in BACKING), goes back through the
-//     renames that moved one of its ancestors, one rename at a time: the
-//     history of one entry is one chain of names, so the answer grows by
-//     at most a line per source and rename. A record stands for every
-//     modification of its path until the end of its period (dedup), so
-//     the walk also starts after each rename of an ancestor within that
-//     period.
+// The old entries of X are names that an entry had directly beneath X,
+// or beneath a later name of the directory that was at X. Whatever such
+// an entry became is listed now: a record names it where it was
+// modified, moved or removed, and the walk of the renamed directories'
+// new names finds where it is now. So its name is a component of a
+// listed path, right after a later name of X. Those later names, the
+// aliases of X, are X moved by the renames of the window, taken in any
+// order and any number of times: the records do not say which renames
+// failed, and concurrent renames of a directory and of its ancestor may
+// be recorded in either order. When the aliases are too many (rename
+// storms), the old entries of X are taken from a superset instead: every
+// name that a listed path has beneath a renamed directory's new name
+// (every later name of X is at or beneath one). Either way the answer
+// grows with the directories that exist now beneath old names, times
+// their old entries, once each, not with the combinations of renames.
 //
-// A query uses the full mapping while it stays within a budget
-// (oldNamesBudget), and the chain walk when it would not, with a warning
-// in the log: a bounded answer rather than one that never comes from a
-// daemon that runs out of memory. The chain walk is not complete: a
-// directory rename whose intent was recorded but which then failed is
-// walked as if it had moved the entry, and with concurrent writers
-// make stormtest still finds stale directories now and then
-// (docs/design.md has the figures and the next step: record the outcome
-// of renames).
+// Between the query and the copy, an old name that was not a directory
+// may become one, and the copy then keeps what DEST held beneath it. So
+// the query carries each renamed directory forward: a derived record of
+// the new period, O -> Y, for every alias Y of O that holds something
+// (FlagCarried). The next query applies it like a rename of its window
+// if one of its records names a path at, above or beneath O (else
+// nothing was made there, and the copy deleted the stale names with the
+// listed ones), and carries it again.
 
-// renameAt is a rename record and its place in the scan (the order in
-// which the intents were taken).
-type renameAt struct {
-	r  *Record
-	at int
-}
+// aliasBudget caps the work of finding the aliases of one old name, in
+// renames applied; past it, the superset is used.
+const aliasBudget = 1 << 14
 
-// source is a path as it was named at a moment of the scan; atNow for
-// paths as they are now in BACKING. A record stands for every
-// modification of its path until the end of its period (dedup keeps the
-// first record of a path in a period), so until is the last place of
-// that period: a rename before a later, deduplicated modification may
-// have brought the entry that it modified.
-type source struct {
-	path  string
-	at    int
-	until int
-}
-
-const atNow = int(^uint(0) >> 1)
-
-// oldNames indexes renames of directories by the name they moved to.
-type oldNames struct {
-	byTo map[string][]renameStep // by new name, oldest first
-}
-
-type renameStep struct {
-	at       int
+// carried is a renamed directory carried into the next period: O -> Y.
+type carried struct {
 	from, to string
-	r        *Record
 }
 
-func newOldNames() *oldNames {
-	return &oldNames{byTo: make(map[string][]renameStep)}
+// oldNameRule finds the old names of one query.
+type oldNameRule struct {
+	moves map[string][]string // old name -> new names (both ways for an exchange), unique
+	by    map[string]*Record  // old name -> a rename that moved it, for the answer's ops
+	keys  []string            // the listed paths (and carried walks), sorted
+	isDir func(p string) bool
+	seen  map[string]bool // old names visited
+	// maxDepth: an alias deeper than any listed path and any old name
+	// together can only come from renames into their own later names
+	// (a -> b/a, b -> a, ...), which grow without end: the superset then.
+	maxDepth int
+	// superset: every name that a listed path has beneath a new name
+	// (made at the first need).
+	superset []string
 }
 
-// add indexes one more rename, newer than those before it.
-func (o *oldNames) add(ra renameAt) {
-	r := ra.r
-	// A rename of anything but a directory moves nothing beneath its
-	// names; its intent says which it was (fs takes the type from the
-	// inode the kernel named, or from BACKING under the directory's
-	// lock), and a rename whose source was missing, the commonest
-	// failure, is not one of a directory.
-	if movesNothing(r) || r.Flags&FlagDir == 0 {
-		return
+func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *oldNameRule {
+	o := &oldNameRule{moves: make(map[string][]string), by: make(map[string]*Record), keys: keys,
+		isDir: isDir, seen: make(map[string]bool)}
+	add := func(from, to string, r *Record) {
+		if !slices.Contains(o.moves[from], to) {
+			o.moves[from] = append(o.moves[from], to)
+		}
+		if o.by[from] == nil {
+			o.by[from] = r
+		}
 	}
-	o.byTo[r.Path2] = append(o.byTo[r.Path2], renameStep{ra.at, r.Path, r.Path2, r})
-	if r.Flags&FlagExchange != 0 {
-		o.byTo[r.Path] = append(o.byTo[r.Path], renameStep{ra.at, r.Path2, r.Path, r})
+	depth := func(p string) int { return strings.Count(p, "/") + 1 }
+	for _, k := range keys {
+		o.maxDepth = max(o.maxDepth, depth(k))
 	}
+	deepest := 0
+	for _, r := range renames {
+		deepest = max(deepest, depth(r.Path), depth(r.Path2))
+	}
+	o.maxDepth += deepest
+	for _, r := range renames {
+		if r.Flags&FlagCarried != 0 {
+			to, _ := carriedTo(r)
+			add(r.Path, to, r)
+			continue
+		}
+		add(r.Path, r.Path2, r)
+		if r.Flags&FlagExchange != 0 {
+			add(r.Path2, r.Path, r)
+		}
+	}
+	return o
+}
+
+// aliasesOf is x and every name that the directory at x may have had
+// later; false if finding them would pass aliasBudget.
+func (o *oldNameRule) aliasesOf(x string) (map[string]bool, bool) {
+	aliases := map[string]bool{x: true}
+	queue := []string{x}
+	work := 0
+	for len(queue) > 0 {
+		y := queue[0]
+		queue = queue[1:]
+		for i := len(y); i > 0; i = strings.LastIndexByte(y[:i], '/') {
+			for _, to := range o.moves[y[:i]] {
+				if work++; work > aliasBudget {
+					return nil, false
+				}
+				z := to + y[i:]
+				if strings.Count(z, "/") >= o.maxDepth {
+					return nil, false
+				}
+				if !aliases[z] {
+					aliases[z] = true
+					queue = append(queue, z)
+				}
+			}
+		}
+	}
+	return aliases, true
+}
+
+// supersetNames is every name that a listed path has at or beneath a new
+// name of a rename, below that new name.
+func (o *oldNameRule) supersetNames() []string {
+	if o.superset != nil {
+		return o.superset
+	}
+	tos := make(map[string]bool)
+	for _, ts := range o.moves {
+		for _, to := range ts {
+			tos[to] = true
+		}
+	}
+	names := make(map[string]bool)
+	for _, p := range o.keys {
+		for i := strings.IndexByte(p, '/'); i > 0; i = nextSlash(p, i) {
+			if tos[p[:i]] {
+				for _, n := range strings.Split(p[i+1:], "/") {
+					names[n] = true
+				}
+				break
+			}
+		}
+	}
+	o.superset = make([]string, 0, len(names))
+	for n := range names {
+		o.superset = append(o.superset, n)
+	}
+	sort.Strings(o.superset)
+	return o.superset
 }
 
 func nextSlash(p string, i int) int {
@@ -107,169 +175,129 @@ func nextSlash(p string, i int) int {
 	return i + 1 + j
 }
 
-// newest gives the newest rename older than at whose new name is a
-// proper ancestor of p.
-func (o *oldNames) newest(p string, at int) (renameStep, bool) {
-	var best renameStep
-	found := false
-	for i := strings.IndexByte(p, '/'); i > 0; i = nextSlash(p, i) {
-		steps := o.byTo[p[:i]]
-		// The last step older than at.
-		k := sort.Search(len(steps), func(k int) bool { return steps[k].at >= at }) - 1
-		if k >= 0 && (!found || steps[k].at > best.at) {
-			best, found = steps[k], true
-		}
-	}
-	return best, found
-}
-
-// walk calls emit with each older name of src, newest first: one chain
-// from the moment of the record, and one from just after each rename
-// that moved an ancestor of the path before the period's end (the entry
-// that a deduplicated modification changed may have come with it).
-func (o *oldNames) walk(src source, emit func(p string, r *Record)) {
-	o.chain(src.path, src.at, emit)
-	if src.until <= src.at {
-		return
-	}
-	for i := strings.IndexByte(src.path, '/'); i > 0; i = nextSlash(src.path, i) {
-		for _, s := range o.byTo[src.path[:i]] {
-			if s.at > src.at && s.at <= src.until {
-				o.chain(src.path, s.at+1, emit)
-			}
-		}
-	}
-}
-
-// chain calls emit with the older names of p before the moment at,
-// newest first.
-func (o *oldNames) chain(p string, at int, emit func(p string, r *Record)) {
-	for {
-		s, ok := o.newest(p, at)
-		if !ok {
-			return
-		}
-		p, at = s.from+p[len(s.to):], s.at
-		emit(p, s.r)
-	}
-}
-
-// addOldNames lists the old names beneath renamed directories that the
-// answer (paths) does not list yet: by the full mapping while it stays
-// within its budget, else, with a warning, by the chain walk.
-func (t *Tracker) addOldNames(from uint64, paths map[string]*agg, renames []*Record, add func(p string, r *Record)) error {
-	if added, ok := mapAll(paths, renames, oldNamesBudget(len(paths))); ok {
-		for _, a := range added {
-			add(a.path, a.r)
-		}
-		return nil
-	}
-	t.log.Warn("query: the old names beneath renamed directories would pass the budget of the full mapping; listed by the chain walk instead (docs/usage.md)", "renames", len(renames))
-	return t.walkOldNames(from, paths, add)
-}
-
-// walkOldNames lists the older names by the chain walk. The full
-// mapping gave up, which is rare, so the sources are gathered only now,
-// by a second scan of the journal (their places in it): every path a
-// record of a modification names, and every path of the answer that no
-// record names (found in BACKING now).
-func (t *Tracker) walkOldNames(from uint64, paths map[string]*agg, add func(p string, r *Record)) error {
-	o := newOldNames()
-	var sources []source
-	periodEnd := make(map[uint64]int) // the last place of each period
-	at := 0
-	err := scanAside(t.store, from, func(r *Record, _ bool) {
-		at++
-		periodEnd[r.Period] = at
-		if r.Flags&FlagDerived != 0 || r.Op == OpEntries || r.Op == OpNames {
-			return
-		}
-		for _, p := range []string{r.Path, r.Path2} {
-			if p != "" {
-				sources = append(sources, source{p, at, int(r.Period)})
-			}
-		}
-		if r.Op == OpRename {
-			o.add(renameAt{r, at})
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("scan journal: %w", err)
-	}
-	for i := range sources {
-		sources[i].until = periodEnd[uint64(sources[i].until)]
-	}
-	for p, a := range paths {
-		if !a.recorded {
-			sources = append(sources, source{p, atNow, atNow})
-		}
-	}
-	for _, s := range sources {
-		o.walk(s, func(p string, r *Record) {
-			if _, ok := paths[p]; !ok {
-				add(p, r)
-			}
-		})
-	}
-	return nil
-}
-
-type oldName struct {
-	path string
-	r    *Record
-}
-
-// mapAll is the full mapping: for every rename, newest first, each listed
-// path beneath the new name (not one that an earlier answer derived:
-// mapping those again would grow answers query after query) once more
-// beneath the old name, and the added paths take part in the older
-// renames (chains O -> N -> M). An exchange maps both ways. It gives up,
-// adding nothing, once it would add more than budget paths.
-func mapAll(paths map[string]*agg, renames []*Record, budget int) ([]oldName, bool) {
-	if len(renames) == 0 {
-		return nil, true
-	}
-	var keys []string
-	for k, a := range paths {
-		if !a.recorded || a.real {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var added []oldName
-	seen := make(map[string]bool)
-	for i := len(renames) - 1; i >= 0; i-- {
-		r := renames[i]
-		if movesNothing(r) {
+// children calls fn with each name directly beneath dir that is a
+// component of a listed path.
+func (o *oldNameRule) children(dir string, fn func(name string)) {
+	prefix := dir + "/"
+	j := sort.SearchStrings(o.keys, prefix)
+	for j < len(o.keys) && strings.HasPrefix(o.keys[j], prefix) {
+		rest := o.keys[j][len(prefix):]
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
+			fn(rest)
+			j++
 			continue
 		}
-		pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
-		if r.Flags&FlagExchange != 0 {
-			pairs = append(pairs, [2]string{r.Path, r.Path2})
+		fn(rest[:i])
+		// Skip the rest of the subtree: every key beneath
+		// prefix+name+"/" sorts before prefix+name+"0".
+		j += sort.SearchStrings(o.keys[j:], prefix+rest[:i]+"0")
+	}
+}
+
+// visit lists the old entries of x, a directory now, and descends into
+// those that are directories now. superset: an ancestor's aliases were
+// too many, so x's are too.
+func (o *oldNameRule) visit(x string, superset bool, r *Record, add func(p string, r *Record)) {
+	if o.seen[x] {
+		return
+	}
+	o.seen[x] = true
+	names := make(map[string]bool)
+	var aliases map[string]bool
+	if !superset {
+		aliases, superset = o.aliasesOf(x)
+		superset = !superset
+	}
+	if superset {
+		for _, n := range o.supersetNames() {
+			names[n] = true
 		}
-		var fresh []string
-		for _, pr := range pairs {
-			from, to := pr[0], pr[1]
-			prefix := from + "/"
-			j := sort.SearchStrings(keys, prefix)
-			for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
-				p := to + keys[j][len(from):]
-				if _, ok := paths[p]; !ok && !seen[p] {
-					seen[p] = true
-					added = append(added, oldName{p, r})
-					fresh = append(fresh, p)
-					if len(added) > budget {
-						return nil, false
-					}
+		aliases = map[string]bool{x: true}
+	}
+	for y := range aliases {
+		o.children(y, func(name string) { names[name] = true })
+	}
+	var dirs []string
+	for name := range names {
+		p := x + "/" + name
+		add(p, r)
+		if o.isDir(p) {
+			dirs = append(dirs, p)
+		}
+	}
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		o.visit(d, superset, r, add)
+	}
+}
+
+// holds reports whether a listed path is beneath y.
+func (o *oldNameRule) holds(y string) bool {
+	j := sort.SearchStrings(o.keys, y+"/")
+	return j < len(o.keys) && strings.HasPrefix(o.keys[j], y+"/")
+}
+
+// apply runs the rule: every old name that is a directory now is visited,
+// and every renamed directory is carried forward to its aliases that
+// hold something (to every new name, if its aliases are too many).
+func (o *oldNameRule) apply(add func(p string, r *Record)) []carried {
+	froms := make([]string, 0, len(o.moves))
+	for from := range o.moves {
+		froms = append(froms, from)
+	}
+	sort.Strings(froms)
+	var carry []carried
+	for _, from := range froms {
+		if o.isDir(from) {
+			o.visit(from, false, o.by[from], add)
+		}
+		aliases, ok := o.aliasesOf(from)
+		if !ok {
+			aliases = make(map[string]bool)
+			for _, ts := range o.moves {
+				for _, to := range ts {
+					aliases[to] = true
 				}
 			}
 		}
-		if len(fresh) > 0 {
-			keys = append(keys, fresh...)
-			sort.Strings(keys)
+		tos := make([]string, 0, len(aliases))
+		for y := range aliases {
+			if y != from && o.holds(y) {
+				tos = append(tos, y)
+			}
+		}
+		sort.Strings(tos)
+		for _, y := range tos {
+			carry = append(carry, carried{from, y})
 		}
 	}
-	return added, true
+	return carry
+}
+
+// oldNameRenames is the renames that may have moved a directory: only a
+// rename of a directory can move a name beneath another (the intent says
+// which it was: fs takes the type from the inode the kernel named, and a
+// rename whose source was missing, the commonest failure, is not one of
+// a directory), and a rename onto its own ancestor or descendant always
+// fails.
+func oldNameRenames(carriedRecs, renames []*Record) []*Record {
+	out := slices.Clone(carriedRecs)
+	for _, r := range renames {
+		if !movesNothing(r) && r.Flags&FlagDir != 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// carriedTo splits a carried record's Path2: the alias, and the consumer
+// whose query carried it (as derivedBy spells it).
+func carriedTo(r *Record) (to, consumer string) {
+	if i := strings.IndexByte(r.Path2, 0); i >= 0 {
+		return r.Path2[:i], r.Path2[i:]
+	}
+	return r.Path2, ""
 }
 
 // movesNothing reports whether a rename record cannot have moved anything
@@ -285,12 +313,106 @@ func beneath(p, dir string) bool {
 	return len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir)
 }
 
-// oldNamesBudget is how many old names the full mapping may add to an
-// answer of n paths before the chain walk takes over: 4 times the answer
-// and 100,000 more, far above what it adds outside rename storms (a
-// renamed directory adds at most its own entries once more per rename).
-// Below it, answers are exactly what the crash tests have proven; past
-// it, the full mapping would grow towards millions of lines and
-// gigabytes. (A variable, so that the tests can run the chain walk on
-// small worlds.)
-var oldNamesBudget = func(n int) int { return 4*n + 100_000 }
+// addOldNames is the query stage of the rule: it lists the old names
+// beneath renamed directories, and leaves in q.carry the renamed
+// directories to carry into P.
+func (t *Tracker) addOldNames(q *queryRun) error {
+	if len(q.renames) == 0 && len(q.carried) == 0 {
+		return nil
+	}
+	// The listed paths: found now, or named by a record of a
+	// modification (not those that this consumer's own earlier answers
+	// derived: their old names were found then).
+	keys := make([]string, 0, len(q.paths))
+	for p, a := range q.paths {
+		if !a.recorded || a.real {
+			keys = append(keys, p)
+		}
+	}
+	sort.Strings(keys)
+	carriedRecs := carriedInWindow(q, keys)
+	renames := oldNameRenames(carriedRecs, q.renames)
+	if len(renames) == 0 {
+		return nil
+	}
+	if len(carriedRecs) > 0 {
+		// Where a carried directory's old entries are now, as the
+		// walk of a rename's new name finds them; not listed (the
+		// answer that carried it did).
+		walked := make(map[string]bool)
+		for _, r := range carriedRecs {
+			to, _ := carriedTo(r)
+			if walked[to] {
+				continue
+			}
+			walked[to] = true
+			if err := t.backing.Walk(to, func(p string) { keys = append(keys, p) }); err != nil {
+				return fmt.Errorf("walk carried directory %q: %w", to, err)
+			}
+		}
+		sort.Strings(keys)
+	}
+	dirs := make(map[string]bool)
+	isDir := func(p string) bool {
+		d, ok := dirs[p]
+		if !ok {
+			typ, _, _ := t.backing.Lstat(p)
+			d = typ == "dir"
+			dirs[p] = d
+		}
+		return d
+	}
+	stripped := make(map[*Record]*Record) // the rename, without the inode it moved
+	q.carry = newOldNameRule(renames, keys, isDir).apply(func(p string, r *Record) {
+		if _, ok := q.paths[p]; ok {
+			return
+		}
+		s := stripped[r]
+		if s == nil {
+			c := *r
+			c.Ino = 0
+			s = &c
+			stripped[r] = s
+		}
+		q.add(p, s, false)
+	})
+	return nil
+}
+
+// carriedInWindow is the carried renames that apply to this query: those
+// whose old name a record of the window names, or an ancestor of it or a
+// path beneath it (something may have been made there before the copy).
+// keys are the listed paths, sorted.
+func carriedInWindow(q *queryRun, keys []string) []*Record {
+	if len(q.carried) == 0 {
+		return nil
+	}
+	intents := make(map[string]bool) // directory intents: something in them may have been made
+	for _, r := range q.entryRecs {
+		intents[r.Path] = true
+	}
+	named := func(p string) bool { a := q.paths[p]; return intents[p] || a != nil && a.real }
+	related := func(o string) bool {
+		for p := o; ; p = parentDir(p) {
+			if named(p) {
+				return true
+			}
+			if p == "" {
+				break
+			}
+		}
+		for j := sort.SearchStrings(keys, o+"/"); j < len(keys) && strings.HasPrefix(keys[j], o+"/"); j++ {
+			if named(keys[j]) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []*Record
+	for _, r := range q.carried {
+		if related(r.Path) {
+			out = append(out, r)
+		}
+	}
+	return out
+}

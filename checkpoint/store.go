@@ -78,6 +78,11 @@ const (
 	// Path2 is not a path: it names the consumer whose query derived it
 	// (derivedBy; "" for the default consumer).
 	FlagDerived uint8 = 1 << 3
+	// FlagCarried: with FlagDerived and OpRename, a renamed directory
+	// that a query carried into its new period (checkpoint/renames.go):
+	// Path is the old name, Path2 a later name of it, followed by the
+	// consumer as derivedBy spells it. It is never listed itself.
+	FlagCarried uint8 = 1 << 4
 )
 
 // Record is one durable intent: "Path (and Path2) may change in Period".

@@ -36,7 +36,7 @@ func sizesFor(short bool) sizes {
 			short: true, seqBytes: 256 << 20, metaFiles: 1000, parWorkers: 4, buildSubset: true,
 			intentDur: time.Second, intentWriters: 16, intentMax: 16000,
 			pendingPaths: 100_000, pendingWorkers: 32, pendingBudget: 20 * time.Second, queryReps: 1,
-			stormWorkers: 4, stormOps: 500, linkFiles: 50_000, outsideFiles: 100_000,
+			stormWorkers: 4, stormOps: 2000, linkFiles: 50_000, outsideFiles: 100_000,
 			budget: map[string]time.Duration{
 				"seqwrite": 6 * time.Second, "seqread": 6 * time.Second, "meta-serial": 8 * time.Second,
 				"meta-parallel": 8 * time.Second, "build": 15 * time.Second, "intents": 12 * time.Second,
@@ -47,7 +47,7 @@ func sizesFor(short bool) sizes {
 		seqBytes: 1 << 30, metaFiles: 4000, parWorkers: 4,
 		intentDur: 2 * time.Second, intentWriters: 16, intentMax: 64000,
 		pendingPaths: 1_000_000, pendingWorkers: 32, pendingBudget: 150 * time.Second, queryReps: 3,
-		stormWorkers: 4, stormOps: 2000, linkFiles: 500_000, outsideFiles: 1_000_000,
+		stormWorkers: 4, stormOps: 20_000, linkFiles: 500_000, outsideFiles: 1_000_000,
 		budget: map[string]time.Duration{
 			"seqwrite": 50 * time.Second, "seqread": 40 * time.Second, "meta-serial": 40 * time.Second,
 			"meta-parallel": 40 * time.Second, "build": 180 * time.Second, "intents": 60 * time.Second,
