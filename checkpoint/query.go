@@ -229,26 +229,3 @@ func opList(mask uint32) []string {
 	}
 	return ops
 }
-
-// Plain renders the rsync-complete plain answer: one path per line,
-// sorted, unique; names holding a newline are left out (they are only in
-// the JSON answer), and so are paths beneath an ancestor that is not a
-// directory any more (see Entry.shadowed).
-func (a *Answer) Plain() []byte {
-	plain := func(e *Entry) bool { return !e.shadowed && strings.IndexByte(e.Path, '\n') < 0 }
-	// Sized first: a million-line answer is built in one allocation.
-	n := 0
-	for i := range a.Entries {
-		if e := &a.Entries[i]; plain(e) {
-			n += len(e.Path) + 1
-		}
-	}
-	b := make([]byte, 0, n)
-	for i := range a.Entries {
-		if e := &a.Entries[i]; plain(e) {
-			b = append(b, e.Path...)
-			b = append(b, '\n')
-		}
-	}
-	return b
-}

@@ -61,7 +61,6 @@ type carried struct {
 // oldNameRule finds the old names of one query.
 type oldNameRule struct {
 	moves map[string][]string // old name -> new names (both ways for an exchange), unique
-	by    map[string]*Record  // old name -> a rename that moved it, for the answer's ops
 	keys  []string            // the listed paths (and carried walks), sorted
 	isDir func(p string) bool
 	seen  map[string]bool // old names visited
@@ -75,14 +74,11 @@ type oldNameRule struct {
 }
 
 func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *oldNameRule {
-	o := &oldNameRule{moves: make(map[string][]string), by: make(map[string]*Record), keys: keys,
+	o := &oldNameRule{moves: make(map[string][]string), keys: keys,
 		isDir: isDir, seen: make(map[string]bool)}
 	add := func(from, to string, r *Record) {
 		if !slices.Contains(o.moves[from], to) {
 			o.moves[from] = append(o.moves[from], to)
-		}
-		if o.by[from] == nil {
-			o.by[from] = r
 		}
 	}
 	depth := func(p string) int { return strings.Count(p, "/") + 1 }
@@ -238,10 +234,23 @@ func (o *oldNameRule) holds(y string) bool {
 	return j < len(o.keys) && strings.HasPrefix(o.keys[j], y+"/")
 }
 
-// apply runs the rule: every old name that is a directory now is visited,
+// oldRoot is an old name to visit, and the rename record that the
+// answer names for its old entries.
+type oldRoot struct {
+	path string
+	r    *Record
+}
+
+// apply runs the rule: every root that is a directory now is visited,
 // and every renamed directory is carried forward to its aliases that
 // hold something (to every new name, if its aliases are too many).
-func (o *oldNameRule) apply(add func(p string, r *Record)) []carried {
+func (o *oldNameRule) apply(roots []oldRoot, add func(p string, r *Record)) []carried {
+	sort.SliceStable(roots, func(i, j int) bool { return roots[i].path < roots[j].path })
+	for _, root := range roots {
+		if o.isDir(root.path) {
+			o.visit(root.path, false, root.r, add)
+		}
+	}
 	froms := make([]string, 0, len(o.moves))
 	for from := range o.moves {
 		froms = append(froms, from)
@@ -249,9 +258,6 @@ func (o *oldNameRule) apply(add func(p string, r *Record)) []carried {
 	sort.Strings(froms)
 	var carry []carried
 	for _, from := range froms {
-		if o.isDir(from) {
-			o.visit(from, false, o.by[from], add)
-		}
 		aliases, ok := o.aliasesOf(from)
 		if !ok {
 			aliases = make(map[string]bool)
@@ -330,7 +336,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 		}
 	}
 	sort.Strings(keys)
-	carriedRecs := carriedInWindow(q, keys)
+	carriedRecs, roots := carriedInWindow(q, keys, t.async != nil && t.async.Lost())
 	renames := oldNameRenames(carriedRecs, q.renames)
 	if len(renames) == 0 {
 		return nil
@@ -363,7 +369,15 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 		return d
 	}
 	stripped := make(map[*Record]*Record) // the rename, without the inode it moved
-	q.carry = newOldNameRule(renames, keys, isDir).apply(func(p string, r *Record) {
+	for _, r := range renames {
+		if r.Flags&FlagCarried == 0 {
+			roots = append(roots, oldRoot{r.Path, r})
+			if r.Flags&FlagExchange != 0 {
+				roots = append(roots, oldRoot{r.Path2, r})
+			}
+		}
+	}
+	q.carry = newOldNameRule(renames, keys, isDir).apply(roots, func(p string, r *Record) {
 		if _, ok := q.paths[p]; ok {
 			return
 		}
@@ -379,40 +393,56 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	return nil
 }
 
-// carriedInWindow is the carried renames that apply to this query: those
-// whose old name a record of the window names, or an ancestor of it or a
-// path beneath it (something may have been made there before the copy).
-// keys are the listed paths, sorted.
-func carriedInWindow(q *queryRun, keys []string) []*Record {
+// carriedInWindow is the carried renames that apply to this query, and
+// the old names beneath them to visit: a carried O -> Y applies if a
+// record of the window names O, an ancestor of O or a path beneath O (a
+// directory intent counts for its directory), for something may have
+// been made there between the query that carried it and the copy. What
+// may have been made is then visited: O whole if O or an ancestor is
+// named, else each named path beneath O (visit skips the files). keys
+// are the listed paths, sorted.
+func carriedInWindow(q *queryRun, keys []string, lost bool) ([]*Record, []oldRoot) {
 	if len(q.carried) == 0 {
-		return nil
+		return nil, nil
 	}
-	intents := make(map[string]bool) // directory intents: something in them may have been made
+	// A directory intent counts only where its fine records may be
+	// lost (answerDirIntents); elsewhere they name what was made.
+	intents := make(map[string]bool)
 	for _, r := range q.entryRecs {
-		intents[r.Path] = true
+		if r.Run <= q.st.LastUncleanRun || lost {
+			intents[r.Path] = true
+		}
 	}
 	named := func(p string) bool { a := q.paths[p]; return intents[p] || a != nil && a.real }
-	related := func(o string) bool {
+	var recs []*Record
+	var roots []oldRoot
+	for _, r := range q.carried {
+		o, whole := r.Path, false
 		for p := o; ; p = parentDir(p) {
-			if named(p) {
-				return true
-			}
-			if p == "" {
+			if whole = named(p); whole || p == "" {
 				break
 			}
 		}
+		if whole {
+			recs, roots = append(recs, r), append(roots, oldRoot{o, r})
+			continue
+		}
+		found := make(map[string]bool)
 		for j := sort.SearchStrings(keys, o+"/"); j < len(keys) && strings.HasPrefix(keys[j], o+"/"); j++ {
-			if named(keys[j]) {
-				return true
+			found[keys[j]] = named(keys[j])
+		}
+		for p := range intents {
+			found[p] = found[p] || beneath(p, o)
+		}
+		n := len(roots)
+		for p, ok := range found {
+			if ok {
+				roots = append(roots, oldRoot{p, r})
 			}
 		}
-		return false
-	}
-	var out []*Record
-	for _, r := range q.carried {
-		if related(r.Path) {
-			out = append(out, r)
+		if len(roots) > n {
+			recs = append(recs, r)
 		}
 	}
-	return out
+	return recs, roots
 }

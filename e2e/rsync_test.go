@@ -73,6 +73,7 @@ func TestRsyncConsumer(t *testing.T) {
 	for round := 1; round <= rounds; round++ {
 		fz.touched = map[string]bool{}
 		fz.dirRenames = nil
+		fz.earlierPairs = append(fz.earlierPairs, fz.dirPairs...)
 		fz.dirPairs = nil
 		fz.multiIno = map[string]uint64{}
 		fz.oldPaths = map[string]bool{}

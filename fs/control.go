@@ -1,11 +1,10 @@
 package fs
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"runtime/debug"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unicode/utf8"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -227,11 +225,9 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 			n.c.setErr("query failed: %v", err)
 			return nil, 0, toErrno(err)
 		}
-		var data []byte
-		if n.kind == kindChanges {
-			data = ans.Plain()
-		} else {
-			hdr := n.c.header()
+		format, hdr := checkpoint.FormatPlain, map[string]any(nil)
+		if n.kind == kindChangesJSON {
+			format, hdr = checkpoint.FormatJSON, n.c.header()
 			if n.consumer != "" {
 				hdr = maps.Clone(hdr)
 				if hdr == nil {
@@ -239,9 +235,11 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 				}
 				hdr["consumer"] = n.consumer
 			}
-			data = answerJSON(ans, hdr)
 		}
-		return &ctlHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+		// Rendered as it is read: the query is done (and its lock
+		// released) here, the text is made chunk by chunk.
+		return &ctlHandle{answer: ans.Render(format, hdr), big: len(ans.Entries) >= bigAnswer},
+			fuse.FOPEN_DIRECT_IO, 0
 	case kindStatus:
 		if write {
 			return nil, 0, syscall.EACCES
@@ -270,10 +268,12 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 
 // ctlHandle serves content made at open; on ctl it takes commands.
 type ctlHandle struct {
-	mu       sync.Mutex // guards data against Release during a Read
+	mu       sync.Mutex // guards data and answer against Release during a Read, and answer's reading position
 	data     []byte
-	ctl      *ctlState // nil unless this is ctl
-	consumer string    // a named consumer's ctl
+	answer   *checkpoint.Renderer // the answer of changes or changes.json
+	big      bool                 // answer has bigAnswer entries or more
+	ctl      *ctlState            // nil unless this is ctl
+	consumer string               // a named consumer's ctl
 }
 
 var (
@@ -282,9 +282,9 @@ var (
 	_ = (gofs.FileReleaser)((*ctlHandle)(nil))
 )
 
-// bigAnswer is the size of an answer (1 MiB: about 100,000 paths) after
-// which its release hands the query's memory back to the kernel.
-const bigAnswer = 1 << 20
+// bigAnswer is the size of an answer (100,000 paths) after which its
+// release hands the query's memory back to the kernel.
+const bigAnswer = 100_000
 
 // freeing is set while a FreeOSMemory runs.
 var freeing atomic.Bool
@@ -296,8 +296,8 @@ var freeing atomic.Bool
 // background FreeOSMemory returns them.
 func (h *ctlHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
-	big := len(h.data) >= bigAnswer
-	h.data = nil
+	big := h.big
+	h.data, h.answer = nil, nil
 	h.mu.Unlock()
 	if big && freeing.CompareAndSwap(false, true) {
 		go func() {
@@ -311,6 +311,13 @@ func (h *ctlHandle) Release(ctx context.Context) syscall.Errno {
 func (h *ctlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.answer != nil {
+		n, err := h.answer.ReadAt(dest, off)
+		if err != nil && err != io.EOF {
+			return nil, toErrno(err)
+		}
+		return fuse.ReadResultData(dest[:n]), 0
+	}
 	if off >= int64(len(h.data)) {
 		return fuse.ReadResultData(nil), 0
 	}
@@ -422,52 +429,6 @@ func (c *ctlState) status() ([]byte, error) {
 	m["consumers"] = consumersJSON(cs)
 	out, _ := json.Marshal(m)
 	return append(out, '\n'), nil
-}
-
-// answerJSON renders the JSON Lines answer: a header object, then one
-// object per path. A path that is not valid UTF-8 cannot travel in a JSON
-// string unchanged, so it also comes as base64 in path_b64.
-func answerJSON(a *checkpoint.Answer, extra map[string]any) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	hdr := map[string]any{"query": a.Query, "blessed": a.Blessed, "recovered": a.Recovered, "count": len(a.Entries)}
-	if a.Full {
-		hdr["full"] = true
-	}
-	if a.Reset {
-		hdr["reset"] = true
-	}
-	for k, v := range extra {
-		if _, ok := hdr[k]; !ok {
-			hdr[k] = v
-		}
-	}
-	enc.Encode(hdr)
-	type entry struct {
-		Path     string   `json:"path"`
-		PathB64  string   `json:"path_b64,omitempty"`
-		Type     string   `json:"type"`
-		Ops      []string `json:"ops"`
-		Period   uint64   `json:"period"`
-		Inflight bool     `json:"inflight"`
-		Ino      uint64   `json:"ino"`
-		Nlink    uint32   `json:"nlink"`
-		Inos     []uint64 `json:"inos,omitempty"`
-		Shadowed bool     `json:"shadowed,omitempty"`
-	}
-	for _, e := range a.Entries {
-		je := entry{Path: e.Path, Type: e.Type, Ops: e.Ops, Period: e.Period, Inflight: e.Inflight, Ino: e.Ino, Nlink: e.Nlink,
-			Shadowed: e.Shadowed()}
-		if len(e.Inos) > 1 || (len(e.Inos) == 1 && e.Inos[0] != e.Ino) {
-			je.Inos = e.Inos
-		}
-		if !utf8.ValidString(e.Path) {
-			je.PathB64 = base64.StdEncoding.EncodeToString([]byte(e.Path))
-		}
-		enc.Encode(je)
-	}
-	return buf.Bytes()
 }
 
 // consumersJSON renders consumer list for status.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,27 +134,38 @@ func runChanges(args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(p)
+	// Read as it comes: the daemon renders a big answer chunk by chunk,
+	// and neither side holds it whole.
+	f, err := os.Open(p)
 	if err != nil {
 		return fmt.Errorf("query: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	if !sc.Scan() {
-		return fmt.Errorf("query: empty answer")
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	line, err := br.ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		if err == io.EOF {
+			return fmt.Errorf("query: empty answer")
+		}
+		return fmt.Errorf("query: %w", err)
 	}
 	var hdr struct {
 		Query uint64 `json:"query"`
 	}
-	if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil {
+	if err := json.Unmarshal(line, &hdr); err != nil {
 		return fmt.Errorf("query: bad header: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "query %d\n", hdr.Query)
-	if asJSON {
-		_, err := os.Stdout.Write(data)
-		return err
-	}
 	w := bufio.NewWriter(os.Stdout)
+	if asJSON {
+		w.Write(line)
+		if _, err := io.Copy(w, br); err != nil {
+			return fmt.Errorf("query: %w", err)
+		}
+		return w.Flush()
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
 	for sc.Scan() {
 		var e struct {
 			Path     string `json:"path"`
