@@ -28,17 +28,17 @@ type fuzzer struct {
 	rng          *rand.Rand
 	mnt, backing string
 
-	touched    map[string]bool   // paths named by this round's modifications
-	dirRenames []string          // new names (both, for exchanges) of renamed directories
-	dirPairs   [][2]string       // (old, new) of renamed directories, both ways for exchanges
+	touched    map[string]bool // paths named by this round's modifications
+	dirRenames []string        // new names (both, for exchanges) of renamed directories
+	dirPairs   [][2]string     // (old, new) of renamed directories, both ways for exchanges
 	// earlierPairs: dirPairs of the earlier rounds. The old entries
 	// beneath their old names may be listed again (carried forward,
 	// checkpoint/renames.go).
 	earlierPairs [][2]string
-	oldPaths   map[string]bool   // paths beneath the old names of renamed directories
-	multiIno   map[string]uint64 // touched files that had several links: their inode
-	log        []string
-	trace      bool // log every modification as it is made (HSMFS_E2E_TRACE=1)
+	oldPaths     map[string]bool   // paths beneath the old names of renamed directories
+	multiIno     map[string]uint64 // touched files that had several links: their inode
+	log          []string
+	trace        bool // log every modification as it is made (HSMFS_E2E_TRACE=1)
 }
 
 type fuzzOp struct {
