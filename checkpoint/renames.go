@@ -44,10 +44,11 @@ import (
 // may become one, and the copy then keeps what DEST held beneath it. So
 // the query carries each renamed directory forward: a derived record of
 // the new period, O -> Y, for every alias Y of O that holds something
-// (FlagCarried). The next query applies it like a rename of its window
-// if one of its records names a path at, above or beneath O (else
+// (FlagCarried). The next query applies it like a rename from before its
+// window if one of its records names a path at, above or beneath O (else
 // nothing was made there, and the copy deleted the stale names with the
-// listed ones), and carries it again.
+// listed ones), visits what may have been made (carriedInWindow), and
+// carries it again.
 
 // aliasBudget caps the work of finding the aliases of one old name, in
 // renames applied; past it, the superset is used.
