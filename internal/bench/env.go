@@ -29,7 +29,8 @@ type Target struct {
 	env     *Env
 	proc    *exec.Cmd // loopback only
 	pid     int       // the serving process
-	memprof string    // hsmfs with --cpuprofile: where SIGUSR1 writes a heap profile
+	memprof string    // hsmfs with --cpuprofile or heap: where SIGUSR1 writes a heap profile
+	heap    bool      // hsmfs: write heap profiles even without --cpuprofile
 	unmount *cleanupItem
 	dead    error // the mount died and could not be brought back
 }
@@ -324,6 +325,9 @@ func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
 		cmd.Env = append(cmd.Env, "HSMFS_CPUPROFILE="+p)
 		t.memprof = strings.TrimSuffix(p, ".prof") + "-heap.prof"
 		cmd.Env = append(cmd.Env, "HSMFS_MEMPROFILE="+t.memprof)
+	} else if t.heap {
+		t.memprof = filepath.Join(e.work, "hsmfs-"+filepath.Base(t.Mnt)+"-heap.prof")
+		cmd.Env = append(cmd.Env, "HSMFS_MEMPROFILE="+t.memprof)
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("hsmfs mount: %v: %s", err, strings.TrimSpace(string(out)))
@@ -565,22 +569,24 @@ func (e *Env) forceCleanup() {
 
 // heapProfile asks an hsmfs daemon started with --cpuprofile for a heap
 // profile (SIGUSR1) and keeps it under a name ending in -WHEN.prof.
-func (t *Target) heapProfile(when string) {
+func (t *Target) heapProfile(when string) string {
 	if t.memprof == "" || t.pid <= 0 {
-		return
+		return ""
 	}
 	os.Remove(t.memprof)
 	if err := syscall.Kill(t.pid, syscall.SIGUSR1); err != nil {
-		return
+		return ""
 	}
 	for i := 0; i < 100; i++ {
 		time.Sleep(100 * time.Millisecond)
 		if _, err := os.Stat(t.memprof); err == nil {
 			dst := strings.TrimSuffix(t.memprof, ".prof") + "-" + when + ".prof"
-			if os.Rename(t.memprof, dst) == nil {
-				fmt.Printf("  heap profile of hsmfs: %s\n", dst)
+			if os.Rename(t.memprof, dst) != nil {
+				return ""
 			}
-			return
+			fmt.Printf("  heap profile of hsmfs: %s\n", dst)
+			return dst
 		}
 	}
+	return ""
 }

@@ -126,7 +126,7 @@ func (e *Env) soloHsmfs(ctx context.Context, name string) (*Target, func(), erro
 // mount.
 func (e *Env) soloHsmfsWith(ctx context.Context, name string, prepare func(backing string) error) (*Target, func(), error) {
 	t := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, name), Mnt: filepath.Join(e.work, "mnt-"+name),
-		Journal: filepath.Join(e.jourFS, name+"-journal"), env: e}
+		Journal: filepath.Join(e.jourFS, name+"-journal"), env: e, heap: name == "pending"}
 	t.Dir = t.Mnt
 	for _, d := range []string{t.Backing, t.Mnt} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -195,12 +195,27 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 		fmt.Printf("  pending: status says pending_paths=%.0f journal_syncs=%.0f\n", statusNum(st, "pending_paths"), statusNum(st, "journal_syncs"))
 	}
 	hwmC, rssC, _ := procMem(t.pid)
-	t.heapProfile("created")
+	if prof := t.heapProfile("created"); prof != "" {
+		if fuse, badger, own, err := heapSplit(prof); err == nil && n > 0 {
+			m("pending.heap.own").set("hsmfs", float64(own)/float64(n))
+			m("pending.heap.fuse").set("hsmfs", float64(fuse)/float64(n))
+			fmt.Printf("  pending: heap in use after creating %d paths: hsmfs %d MiB (%.0f B/path), go-fuse %d MiB (%.0f B/path), badger %d MiB\n",
+				n, own>>20, float64(own)/float64(n), fuse>>20, float64(fuse)/float64(n), badger>>20)
+		} else if err != nil {
+			fmt.Printf("  pending: heap profile: %v\n", err)
+		}
+	}
 
+	// The peak RSS growth while the queries run: VmHWM is reset to VmRSS
+	// first (clear_refs 5).
+	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", t.pid), []byte("5"), 0)
+	_, rssBeforeQ, _ := procMem(t.pid)
 	if err := pendingQueries(t, res, m, max(e.sz.queryReps, 3), n, dirs); err != nil {
 		return err
 	}
-	_, rssQ, _ := procMem(t.pid)
+	hwmQ, rssQ, _ := procMem(t.pid)
+	m("pending.query.rss").set("hsmfs", float64(max(hwmQ-rssBeforeQ, 0))/(1<<20))
+	fmt.Printf("  pending: peak RSS grew %d MiB while the queries ran (VmRSS before %d MiB)\n", max(hwmQ-rssBeforeQ, 0)>>20, rssBeforeQ>>20)
 	t.heapProfile("queried")
 	// The named consumers go, so that the default's bless discards the
 	// records (they would keep them for themselves).

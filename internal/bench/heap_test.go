@@ -1,0 +1,37 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+)
+
+var keep [][]byte
+
+// TestHeapSplit: a heap profile of this process, with 8 MiB allocated here
+// and kept, puts them on the own side.
+func TestHeapSplit(t *testing.T) {
+	for i := 0; i < 8; i++ {
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	p := filepath.Join(t.TempDir(), "heap.prof")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	fuse, badger, own, err := heapSplit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own < 8<<20 || fuse != 0 || badger != 0 {
+		t.Errorf("heapSplit: own %d, go-fuse %d, badger %d; want own >= 8 MiB and nothing else", own, fuse, badger)
+	}
+	runtime.KeepAlive(keep)
+}
