@@ -9,10 +9,12 @@ import (
 )
 
 // heapSplit reads a heap profile (as hsmfs writes it on SIGUSR1, after a
-// collection) and splits the bytes in use by who allocated them: go-fuse
-// (its inode table: a node per name the kernel looked up), badger, and
-// the rest, hsmfs's own. A sample goes to go-fuse or badger if one of its
-// frames is theirs, the innermost such frame deciding.
+// collection) and splits the bytes in use by who allocated them: the
+// inode table (go-fuse's, and hsmfs's fs nodes in it: one of each per
+// inode the kernel has looked up and still caches, whatever is pending),
+// badger, and the rest, hsmfs's own (the tracker's periods and dedup
+// sets, the journal's buffers). The innermost frame of go-fuse, badger
+// or hsmfs in a sample's stack decides.
 func heapSplit(path string) (fuse, badger, own int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -53,7 +55,8 @@ func owner(s *profile.Sample) string {
 				continue
 			}
 			switch name := l.Function.Name; {
-			case strings.HasPrefix(name, "github.com/hanwen/go-fuse/"):
+			case strings.HasPrefix(name, "github.com/hanwen/go-fuse/"),
+				strings.HasPrefix(name, "github.com/hsmfs/hsmfs/fs."):
 				return "go-fuse"
 			case strings.HasPrefix(name, "github.com/dgraph-io/"):
 				return "badger"

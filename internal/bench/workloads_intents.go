@@ -199,7 +199,7 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 		if fuse, badger, own, err := heapSplit(prof); err == nil && n > 0 {
 			m("pending.heap.own").set("hsmfs", float64(own)/float64(n))
 			m("pending.heap.fuse").set("hsmfs", float64(fuse)/float64(n))
-			fmt.Printf("  pending: heap in use after creating %d paths: hsmfs %d MiB (%.0f B/path), go-fuse %d MiB (%.0f B/path), badger %d MiB\n",
+			fmt.Printf("  pending: heap in use after creating %d paths: hsmfs %d MiB (%.0f B/path), the inode table (go-fuse and hsmfs's nodes) %d MiB (%.0f B/path), badger %d MiB\n",
 				n, own>>20, float64(own)/float64(n), fuse>>20, float64(fuse)/float64(n), badger>>20)
 		} else if err != nil {
 			fmt.Printf("  pending: heap profile: %v\n", err)
