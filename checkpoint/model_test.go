@@ -187,7 +187,7 @@ type modelCfg struct {
 	store memStoreOpts // flushOnSync, and the lieAppend mutation
 	// noopSyncfs: MUTATION, Syncfs makes nothing durable.
 	noopSyncfs bool
-	// mutAllInSnapshot: MUTATION, see Tracker.mutAllInSnapshot.
+	// mutAllInSnapshot: MUTATION, see tuning.mutAllInSnapshot.
 	mutAllInSnapshot bool
 	// resnapshotAfter: misses before a new names snapshot (coarse mode;
 	// the tracker's default is far beyond a schedule's length).
@@ -442,8 +442,8 @@ func (w *mworld) mount() error {
 		return err
 	}
 	manualCompletions(tr)
-	tr.mutAllInSnapshot = w.cfg.mutAllInSnapshot
-	tr.resnapshotAfter = w.cfg.resnapshotAfter
+	tr.tune.mutAllInSnapshot = w.cfg.mutAllInSnapshot
+	tr.tune.resnapshotAfter = w.cfg.resnapshotAfter
 	w.tr = tr
 	st := w.store.durableState()
 	w.run = st.Run

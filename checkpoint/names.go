@@ -170,7 +170,7 @@ func (t *Tracker) covered(e *sharedIntent, path string) bool {
 	if s == nil {
 		return false
 	}
-	if s.has(path) || (t.mutAllInSnapshot && s.names.Load() != nil) {
+	if s.has(path) || (t.tune.mutAllInSnapshot && s.names.Load() != nil) {
 		return true
 	}
 	s.mu.Lock()
@@ -183,7 +183,7 @@ func (t *Tracker) covered(e *sharedIntent, path string) bool {
 		return true // another removal took a new snapshot meanwhile
 	}
 	s.misses++
-	if s.misses <= max(t.resnapshotAfter, len(*old)/resnapshotPerNames) {
+	if s.misses <= max(t.tune.resnapshotAfter, len(*old)/resnapshotPerNames) {
 		return false
 	}
 	names, recs, ok := t.readSnapshot(e.rec.Period, e.rec.Path, time.Now())

@@ -82,12 +82,7 @@ type Tracker struct {
 	comp        *completer
 	keepBlessed bool
 
-	// mutAllInSnapshot is a deliberate bug for the model's test of
-	// itself (TestModelCatchesRemovalOutsideSnapshot): every removal in
-	// a snapshotted directory counts as covered.
-	mutAllInSnapshot bool
-	// resnapshotAfter is resnapshotMisses; the model makes it smaller.
-	resnapshotAfter int
+	tune tuning // set by New; the model's tests change it before the first Begin
 
 	// settlePaths, if set, is called by a query before it takes the
 	// paths of the files open for writing (SetPathSettler).
@@ -173,13 +168,25 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	t.keepBlessed = opt.KeepBlessed
 	t.maxLag, t.warnLag = opt.ConsumerMaxAge, opt.ConsumerWarnAge
 	t.onQuery, t.onBless = opt.OnQuery, opt.OnBless
-	t.resnapshotAfter = resnapshotMisses
+	t.tune.resnapshotAfter = resnapshotMisses
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
 	if k := st.keepFrom(); k > 0 {
 		t.collect(k) // finish a bless that a crash interrupted
 	}
 	return t, nil
+}
+
+// tuning is what the model's tests (model_test.go) change in a Tracker
+// to reach more schedules, or to check that they catch a deliberate bug.
+// The product keeps New's values.
+type tuning struct {
+	// resnapshotAfter is resnapshotMisses; the model makes it smaller.
+	resnapshotAfter int
+	// mutAllInSnapshot is a deliberate bug for the model's test of
+	// itself (TestModelCatchesRemovalOutsideSnapshot): every removal in
+	// a snapshotted directory counts as covered.
+	mutAllInSnapshot bool
 }
 
 // Token is a modification in progress. End it once the operation on
