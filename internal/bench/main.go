@@ -44,6 +44,9 @@ Options:
   --loop             put BACKING and JOURNAL on two loop-mounted filesystems
                      (image files in the work directory, removed afterwards)
   --loop-fs TYPE     ext4 (default) or xfs, for --loop
+  --pending N        the pending workload's paths (default 1,000,000, or
+                     100,000 with --short); make bench-long runs 10,000,000
+                     on loop-mounted XFS (the root ext4 has too few inodes)
   --out DIR          results directory (default bench-results)
   --cache-dir DIR    where the Go source tarball is cached
                      (default /var/tmp/hsmfs-bench-cache)
@@ -68,6 +71,7 @@ type config struct {
 	backingDir string
 	work       string
 	loop       bool
+	pending    int // --pending, 0 for the size's default
 	loopFS     string
 	out        string
 	cacheDir   string
@@ -106,6 +110,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.backingDir, "backing-dir", "/var/tmp", "")
 	fs.StringVar(&c.work, "work", "", "")
 	fs.BoolVar(&c.loop, "loop", false, "")
+	fs.IntVar(&c.pending, "pending", 0, "")
 	fs.StringVar(&c.loopFS, "loop-fs", "ext4", "")
 	fs.StringVar(&c.out, "out", "bench-results", "")
 	fs.StringVar(&c.cacheDir, "cache-dir", "/var/tmp/hsmfs-bench-cache", "")
@@ -168,6 +173,12 @@ func benchMain(args []string) int {
 		return 2
 	}
 	sz := sizesFor(cfg.short)
+	if cfg.pending > 0 {
+		// The creation's time budget grows with the paths: about
+		// 4,000 a second at the least.
+		sz.pendingPaths = cfg.pending
+		sz.pendingBudget = max(sz.pendingBudget, time.Duration(cfg.pending/4000)*time.Second)
+	}
 	wls := selectWorkloads(allWorkloads(sz), cfg.only)
 	if cfg.list {
 		for _, w := range allWorkloads(sz) {
