@@ -288,9 +288,7 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	var recs []*Record
 	now := time.Now()
 	for _, in := range fine {
-		// The set only needs to know the key: one shared value for
-		// every fine record keeps a big period small.
-		if set.putIfAbsent(keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2), fineEntry) {
+		if set.putFineIfAbsent(keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2)) {
 			recs = append(recs, &Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags | FlagFine, Ino: in.Ino,
 				Time: now, Path: in.Path, Path2: in.Path2})
 		}
@@ -300,11 +298,6 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 		t.async.AppendAsync(recs)
 	}
 }
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// fineEntry stands for every fine record in the dedup sets.
-var fineEntry = &sharedIntent{ready: closedChan}
 
 // dirPrefix is what the paths beneath dir start with.
 func dirPrefix(dir string) string {

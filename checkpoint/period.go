@@ -1,6 +1,8 @@
 package checkpoint
 
 import (
+	"encoding/binary"
+	"hash/maphash"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -86,20 +88,69 @@ type dedupKey struct {
 
 const dedupShards = 32
 
-// dedupSet is the in-memory index of the durable intents of one period.
+// dedupSet is the in-memory index of the intents of one period: the
+// durable ones by their key, and the fine records (coarse mode) by a
+// 128-bit keyed hash of it.
+//
+// A fine record's entry is only "already queued": holding its key whole
+// (48 bytes and the path's bytes, in a map) cost most of a period's
+// memory with a million new files. Two different keys share a fineKey
+// with a probability of about n²/2^129 for n keys in a period, 10^-25
+// for ten million (the seeds are random per process, so no input can be
+// made to collide); a collision would leave a modification without its
+// fine record.
 type dedupSet struct {
 	period uint64
 	shards [dedupShards]struct {
-		mu sync.Mutex // guards m
-		m  map[dedupKey]*sharedIntent
-		_  [48]byte // 64 bytes a shard (mutex 8, map 8): no two share a cache line
+		mu   sync.Mutex // guards m and fine
+		m    map[dedupKey]*sharedIntent
+		fine map[fineKey]struct{}
+		_    [40]byte // 64 bytes a shard (mutex 8, maps 8 each): no two share a cache line
 	}
+}
+
+// fineKey is a fine record's key in a dedupSet (fineKeyOf).
+type fineKey [2]uint64
+
+var fineSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func fineKeyOf(k *dedupKey) fineKey {
+	var out fineKey
+	var ino [8]byte
+	binary.LittleEndian.PutUint64(ino[:], k.ino)
+	for i, seed := range fineSeeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte(byte(k.op))
+		h.WriteByte(k.flags)
+		h.Write(ino[:])
+		h.WriteString(k.path)
+		h.WriteByte(0) // no path holds a NUL
+		h.WriteString(k.path2)
+		out[i] = h.Sum64()
+	}
+	return out
+}
+
+// putFineIfAbsent notes the fine record of k, and reports whether the
+// period needs it: no fine record and no durable intent of k yet.
+func (s *dedupSet) putFineIfAbsent(k dedupKey) bool {
+	fk := fineKeyOf(&k)
+	sh := &s.shards[s.shard(&k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.fine[fk]; ok || sh.m[k] != nil {
+		return false
+	}
+	sh.fine[fk] = struct{}{}
+	return true
 }
 
 func newDedupSet(p uint64) *dedupSet {
 	s := &dedupSet{period: p}
 	for i := range s.shards {
 		s.shards[i].m = make(map[dedupKey]*sharedIntent)
+		s.shards[i].fine = make(map[fineKey]struct{})
 	}
 	return s
 }
