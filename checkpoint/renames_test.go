@@ -12,10 +12,6 @@ import (
 // saw a daemon grow to 5 GB). A rename onto its own ancestor, which
 // always fails, maps nothing.
 func TestOldNamesDoNotGrowAcrossQueries(t *testing.T) {
-	testOldNamesDoNotGrowAcrossQueries(t)
-}
-
-func testOldNamesDoNotGrowAcrossQueries(t *testing.T) {
 	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
 	for i, p := range []string{"p", "p/s", "p/s/r", "c", "c/x"} {
 		f.back.apply(bop{kind: "mkdir", path: p, ino: uint64(1 + i)})
@@ -167,10 +163,6 @@ func (w *oldNamesWorld) round() int {
 // recreated between the renames: one round of the consumer makes DEST
 // exact, and the answer stays within the bound of docs/design.md.
 func TestOldNamesChainsOf20(t *testing.T) {
-	testOldNamesChainsOf20(t)
-}
-
-func testOldNamesChainsOf20(t *testing.T) {
 	for _, mode := range []string{"chain", "swap", "nested"} {
 		t.Run(mode, func(t *testing.T) {
 			w := newOldNamesWorld(t)
@@ -246,10 +238,6 @@ func testOldNamesChainsOf20(t *testing.T) {
 // d1 -> d2, d3 -> d1, d1/f made again): the copy's stale d0/f must be
 // listed.
 func TestOldNamesUseTheMomentOfTheRecord(t *testing.T) {
-	testOldNamesUseTheMomentOfTheRecord(t)
-}
-
-func testOldNamesUseTheMomentOfTheRecord(t *testing.T) {
 	w := newOldNamesWorld(t)
 	for _, d := range []string{"d0", "d3"} {
 		w.mkdir(d)
