@@ -270,7 +270,7 @@ func (o *oldNameRule) apply(roots []oldRoot, add func(p string, r *Record)) []ca
 		}
 		tos := make([]string, 0, len(aliases))
 		for y := range aliases {
-			if y != from && o.holds(y) {
+			if y != from && (o.holds(y) || o.isDir(y)) {
 				tos = append(tos, y)
 			}
 		}
@@ -327,6 +327,21 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	if len(q.renames) == 0 && len(q.carried) == 0 {
 		return nil
 	}
+	// Outside rename storms the full mapping is small: every listed
+	// path beneath a new name, listed beneath the old name too, at every
+	// depth. It needs nothing carried, and it serves consumers that copy
+	// an answer long after the next query (fleet readers). Past its
+	// budget, the rule below.
+	if len(q.carried) == 0 {
+		if added, ok := mapAll(q.paths, q.renames, fullMappingBudget(len(q.paths))); ok {
+			for _, a := range added {
+				c := *a.r
+				c.Ino = 0
+				q.add(a.path, &c, false)
+			}
+			return nil
+		}
+	}
 	// The listed paths: found now, or named by a record of a
 	// modification (not those that this consumer's own earlier answers
 	// derived: their old names were found then).
@@ -338,7 +353,12 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	}
 	sort.Strings(keys)
 	carriedRecs, roots := carriedInWindow(q, keys, t.async != nil && t.async.Lost())
-	renames := oldNameRenames(carriedRecs, q.renames)
+	// Every carried rename takes part in the aliases, and is carried
+	// again: a consumer may copy an answer long after the next query
+	// (an exporter blesses once the stream has it; its readers copy
+	// later), so an old name may become a directory before such a copy
+	// in any later window. Only those that apply are walked and visited.
+	renames := oldNameRenames(q.carried, q.renames)
 	if len(renames) == 0 {
 		return nil
 	}
@@ -446,4 +466,73 @@ func carriedInWindow(q *queryRun, keys []string, lost bool) ([]*Record, []oldRoo
 		}
 	}
 	return recs, roots
+}
+
+// fullMappingBudget is how many old names the full mapping may add to an
+// answer of n paths before the rule takes over: small enough that an
+// answer stays within the e2e storm's bound of 4 x (entries + operations).
+// (A variable: the rule's tests set it to -1.)
+var fullMappingBudget = func(n int) int { return n + 10_000 }
+
+// The full mapping (docs/design.md, "Old names"): for every rename,
+// newest first, each listed path beneath the new name (not one that an
+// earlier answer derived) once more beneath the old name, the added paths
+// taking part in the older renames. An exchange maps both ways. It gives
+// up, adding nothing, once it would add more than budget paths.
+type oldName struct {
+	path string
+	r    *Record
+}
+
+// mapAll is the full mapping: for every rename, newest first, each listed
+// path beneath the new name (not one that an earlier answer derived:
+// mapping those again would grow answers query after query) once more
+// beneath the old name, and the added paths take part in the older
+// renames (chains O -> N -> M). An exchange maps both ways. It gives up,
+// adding nothing, once it would add more than budget paths.
+func mapAll(paths map[string]*agg, renames []*Record, budget int) ([]oldName, bool) {
+	if len(renames) == 0 {
+		return nil, true
+	}
+	var keys []string
+	for k, a := range paths {
+		if !a.recorded || a.real {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var added []oldName
+	seen := make(map[string]bool)
+	for i := len(renames) - 1; i >= 0; i-- {
+		r := renames[i]
+		if movesNothing(r) {
+			continue
+		}
+		pairs := [][2]string{{r.Path2, r.Path}} // from the new name back to the old
+		if r.Flags&FlagExchange != 0 {
+			pairs = append(pairs, [2]string{r.Path, r.Path2})
+		}
+		var fresh []string
+		for _, pr := range pairs {
+			from, to := pr[0], pr[1]
+			prefix := from + "/"
+			j := sort.SearchStrings(keys, prefix)
+			for ; j < len(keys) && strings.HasPrefix(keys[j], prefix); j++ {
+				p := to + keys[j][len(from):]
+				if _, ok := paths[p]; !ok && !seen[p] {
+					seen[p] = true
+					added = append(added, oldName{p, r})
+					fresh = append(fresh, p)
+					if len(added) > budget {
+						return nil, false
+					}
+				}
+			}
+		}
+		if len(fresh) > 0 {
+			keys = append(keys, fresh...)
+			sort.Strings(keys)
+		}
+	}
+	return added, true
 }
