@@ -7,8 +7,10 @@ import (
 	"strings"
 )
 
-// Old names beneath renamed directories: the rule, and why it is enough
-// (docs/design.md, "Old names", has the proof).
+// Old names beneath renamed directories (docs/design.md, "Old names", has
+// the proof). While it is small, a query uses the full mapping (mapAll):
+// every listed path beneath a new name, listed beneath the old name too,
+// at every depth. Past its budget (rename storms), the rule below.
 //
 // rsync with --files-from neither recurses nor deletes beneath a
 // directory that still exists, and with --delete-missing-args --force a
@@ -43,12 +45,12 @@ import (
 // Between the query and the copy, an old name that was not a directory
 // may become one, and the copy then keeps what DEST held beneath it. So
 // the query carries each renamed directory forward: a derived record of
-// the new period, O -> Y, for every alias Y of O that holds something
-// (FlagCarried). The next query applies it like a rename from before its
-// window if one of its records names a path at, above or beneath O (else
-// nothing was made there, and the copy deleted the stale names with the
-// listed ones), visits what may have been made (carriedInWindow), and
-// carries it again.
+// the new period, O -> Y, for every alias Y of O that holds something or
+// is a directory now (FlagCarried). Every later query takes it as a rename from before its
+// window, for the aliases, and carries it again. It walks Y and visits
+// what may have been made (carriedInWindow) only if one of its records
+// names a path at, above or beneath O; else nothing was made there, and
+// a copy in that window deleted the stale names with the listed ones.
 
 // aliasBudget caps the work of finding the aliases of one old name, in
 // renames applied; past it, the superset is used.
@@ -244,7 +246,8 @@ type oldRoot struct {
 
 // apply runs the rule: every root that is a directory now is visited,
 // and every renamed directory is carried forward to its aliases that
-// hold something (to every new name, if its aliases are too many).
+// hold something or are directories now (to every new name, if its
+// aliases are too many).
 func (o *oldNameRule) apply(roots []oldRoot, add func(p string, r *Record)) []carried {
 	sort.SliceStable(roots, func(i, j int) bool { return roots[i].path < roots[j].path })
 	for _, root := range roots {
