@@ -19,51 +19,51 @@ import (
 //     directory intent (OpEntries on D): "the entries of D may change in
 //     this period";
 //   - a removal (unlink, rmdir, or the old name of a rename of anything
-//     but a directory, not an exchange) is covered by a names snapshot
-//     (OpNames on D): the names that D held when the snapshot was taken,
+//     but a directory, not an exchange) is covered by a roster
+//     (OpNames on D): the names that D held when the roster was taken,
 //     read from BACKING and made durable before the first removal in D of
 //     the period goes on. A removal is covered only if its name is in the
-//     snapshot; any other removal (a name that appeared in D after the
-//     snapshot, a directory too big to snapshot) is a synced fine record,
+//     roster; any other removal (a name that appeared in D after the
+//     roster, a directory too big to roster) is a synced fine record,
 //     as in fine mode. The new name of a rename is covered by an OpEntries
 //     intent on its directory.
 //
 // Without a crash every fine record is visible to the next query, which
-// answers them as usual and ignores the directory intents and snapshots.
+// answers them as usual and ignores the directory intents and rosters.
 // After an unclean end the fine records of the crashed run may be lost, so
 // a query answers each directory intent of that run with D and every
 // entry of D as it is now (not recursively: an entry created inside a new
-// subdirectory has a directory intent of its own), and each snapshot with
+// subdirectory has a directory intent of its own), and each roster with
 // D/name for every name in it.
 //
 // Why that is rsync-complete: a lost fine record was never answered (a
 // query writes every queued fine record before its answer's sync). What it
 // named is either there now, and listed as an entry of a directory intent,
 // or was removed. A removal made without a synced record of its own named
-// a name in the durable snapshot of its period, which stays until a bless
+// a name in the durable roster of its period, which stays until a bless
 // of a query that started a later period, and that query's scan saw the
 // removal's fine record. So every name that the consumer's copy may hold
 // and that a lost record removed is listed. The membership test matters:
-// a name created after the snapshot by a modification of the previous
+// a name created after the roster by a modification of the previous
 // period still in flight may already be in an answer (that query answers
-// the previous period), and the snapshot does not hold it.
+// the previous period), and the roster does not hold it.
 //
-// A names snapshot also snapshots the directories beneath D that have none
+// A roster also takes rosters of the directories beneath D that have none
 // in the period yet, breadth first, within a budget, in the same synced
-// append (snapshots ahead): an rm -rf then pays one sync per subtree, not
-// one per directory. A snapshot ahead is an intent that no modification
+// append (rosters ahead): an rm -rf then pays one sync per subtree, not
+// one per directory. A roster ahead is an intent that no modification
 // holds yet; it goes idle at once and its completion is recorded after the
 // usual delay, so a crash soon after it reports its names in flight
 // (accuracy only). A removal that joins it later is covered as by any
-// snapshot of its directory; one that joins it after its completion takes
+// roster of its directory; one that joins it after its completion takes
 // the completion back with a synced Reopen first, as any intent does.
 //
 // Renames of directories and exchanges stay synced fine records: a query
-// expands them into every path beneath both names, which no snapshot
+// expands them into every path beneath both names, which no roster
 // could replace. rsync with --files-from does not recurse.
 //
 // If the store reports that queued fine records were lost (a failed
-// write), the current run's directory intents and snapshots are answered
+// write), the current run's directory intents and rosters are answered
 // the same way.
 
 // coarseOp reports which kinds of modification a directory intent may
@@ -76,8 +76,8 @@ func coarseOp(op Op) bool {
 	return true
 }
 
-// snapshotRemoval reports whether a names snapshot may cover in.
-func snapshotRemoval(in Intent) bool {
+// rosterRemoval reports whether a roster may cover in.
+func rosterRemoval(in Intent) bool {
 	switch in.Op {
 	case OpUnlink, OpRmdir:
 		return in.Path != ""
@@ -96,10 +96,10 @@ func parentDir(p string) string {
 
 func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
-// removal is a removal intent waiting for its snapshot's membership test.
+// removal is a removal intent waiting for its roster's membership test.
 type removal struct {
-	in   Intent
-	snap int // index of the OpNames intent among the durable ones
+	in     Intent
+	roster int // index of the OpNames intent among the durable ones
 }
 
 // acquire finds or creates the durable intents for ins within period p
@@ -119,12 +119,12 @@ func (t *Tracker) acquire(p uint64, ins ...Intent) ([]*sharedIntent, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.snapshotForMkdirs(es, durable, fine)
-	// A removal whose name the durable snapshot holds needs no sync of
+	t.censusForMkdirs(es, durable, fine)
+	// A removal whose name the durable roster holds needs no sync of
 	// its own; any other one does (coarse.go says why).
 	var synced []Intent
 	for _, r := range rems {
-		if t.covered(es[r.snap], r.in.Path) {
+		if t.covered(es[r.roster], r.in.Path) {
 			fine = append(fine, r.in)
 		} else {
 			synced = append(synced, r.in)
@@ -151,7 +151,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 	es := make([]*sharedIntent, len(ins))
 	fresh := make([]bool, len(ins))
 	var recs []*Record
-	var ahead []*sharedIntent // snapshots ahead (names.go), fresh like es[i] but held by no one
+	var ahead []*sharedIntent // rosters ahead (names.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
 		// By hand, not get and putIfAbsent: the entry is made only
@@ -174,7 +174,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 			if in.Op == OpNames {
 				// Read before the header is durable, and before
 				// any removal that waits for it goes on.
-				chunks, subdirs := t.takeSnapshot(e)
+				chunks, subdirs := t.takeRoster(e)
 				recs = append(recs, chunks...)
 				more, aheadRecs := t.takeAhead(set, e, subdirs)
 				ahead = append(ahead, more...)
@@ -237,7 +237,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 
 // coarsen returns the durable intents that cover ins, the fine intents to
 // append without a sync, and the removals whose fine records may go
-// unsynced if the snapshot holds their names.
+// unsynced if the roster holds their names.
 func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent, rems []removal) {
 	durable = make([]Intent, 0, len(ins))
 	for _, in := range ins {
@@ -245,8 +245,8 @@ func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent, rems []removal)
 		case coarseOp(in.Op) && in.Path != "":
 			durable = append(durable, Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path)})
 			fine = append(fine, in)
-		case snapshotRemoval(in):
-			rems = append(rems, removal{in: in, snap: len(durable)})
+		case rosterRemoval(in):
+			rems = append(rems, removal{in: in, roster: len(durable)})
 			durable = append(durable, Intent{Op: OpNames, Flags: FlagDir, Path: parentDir(in.Path)})
 			if in.Op == OpRename {
 				durable = append(durable, Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path2)})
@@ -258,16 +258,16 @@ func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent, rems []removal)
 	return durable, fine, rems
 }
 
-// Limits of a names snapshot. A directory with more names is not
-// snapshotted: its removals are synced fine records. A chunk stays well
+// Limits of a roster. A directory with more names is not
+// rostered: its removals are synced fine records. A chunk stays well
 // below any store's bound on a path (the journal's is 64 KiB).
 const (
-	maxSnapshotNames = 1 << 16
-	maxSnapshotBytes = 4 << 20
-	snapshotChunk    = 32 << 10
+	maxListNames = 1 << 16
+	maxListBytes = 4 << 20
+	namesChunk   = 32 << 10
 )
 
-// Budget of the snapshots ahead that one snapshot takes (directories, and
+// Budget of the rosters ahead that one roster takes (directories, and
 // names in all of them): reading them delays the first removal in D of a
 // period by a few milliseconds at most.
 const (
@@ -277,7 +277,7 @@ const (
 
 // TypedLister is an optional Backing method: the entries directly beneath
 // dir, with whether each is a directory. Without it there are no
-// snapshots ahead.
+// rosters ahead.
 type TypedLister interface {
 	ListTyped(dir string, fn func(path string, isDir bool)) error
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// Coarse mode: directory intents, names snapshots, snapshots ahead, new
+// Coarse mode: directory intents, rosters, rosters ahead, new
 // directories, and lost fine records.
 
 func TestCoarseModeDirectoryIntents(t *testing.T) {
@@ -46,8 +46,8 @@ func TestCoarseModeDirectoryIntents(t *testing.T) {
 		t.Fatalf("directory intents %q, want d and the root", dirs)
 	}
 	// A removal of a name that its directory did not hold when the
-	// directory's names snapshot was taken is synced with its name: the
-	// snapshot (of an empty d: the memory backing holds nothing) and the
+	// directory's roster was taken is synced with its name: the
+	// roster (of an empty d: the memory backing holds nothing) and the
 	// unlink.
 	f.mod(OpUnlink, "d/gone")
 	if got := f.appends() - n; got != 4 {
@@ -66,11 +66,11 @@ func TestCoarseModeDirectoryIntents(t *testing.T) {
 	}
 }
 
-// A removal of a name that its directory's snapshot holds is an unsynced
-// fine record; the snapshot is taken once per directory and period; a
+// A removal of a name that its directory's roster holds is an unsynced
+// fine record; the roster is taken once per directory and period; a
 // name created after it is removed with a synced record; after a crash
-// that lost the fine records the snapshot lists the names.
-func TestCoarseModeRemovalSnapshot(t *testing.T) {
+// that lost the fine records the roster lists the names.
+func TestCoarseModeRemovalRoster(t *testing.T) {
 	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
 	f.back.apply(bop{kind: "mkdir", path: "d", ino: 1})
 	for i, p := range []string{"d/a", "d/b", "d/c"} {
@@ -85,16 +85,16 @@ func TestCoarseModeRemovalSnapshot(t *testing.T) {
 	n := f.appends()
 	remove(Intent{Op: OpUnlink, Path: "d/a"}, bop{kind: "unlink", path: "d/a"})
 	if got := f.appends() - n; got != 1 {
-		t.Fatalf("first unlink in d: %d appends, want 1 (the snapshot)", got)
+		t.Fatalf("first unlink in d: %d appends, want 1 (the roster)", got)
 	}
 	remove(Intent{Op: OpRename, Ino: 3, Path: "d/b", Path2: "d/b2"}, bop{kind: "rename", path: "d/b", path2: "d/b2"})
 	// The rename's new name needs a directory intent on d.
 	if got := f.appends() - n; got != 2 {
-		t.Fatalf("rename in d: %d appends, want 2 (snapshot, directory intent)", got)
+		t.Fatalf("rename in d: %d appends, want 2 (roster, directory intent)", got)
 	}
 	remove(Intent{Op: OpUnlink, Path: "d/c"}, bop{kind: "unlink", path: "d/c"})
 	if got := f.appends() - n; got != 2 {
-		t.Fatalf("second unlink in d: %d appends, want 2 (covered by the snapshot)", got)
+		t.Fatalf("second unlink in d: %d appends, want 2 (covered by the roster)", got)
 	}
 	// The rename's Append wrote unlink d/a; the rename and unlink d/c
 	// are queued.
@@ -104,13 +104,13 @@ func TestCoarseModeRemovalSnapshot(t *testing.T) {
 	var snap []string
 	for _, r := range f.store.records() {
 		if r.r.Op == OpNames && r.r.Path2 != "" {
-			snap = append(snap, snapshotNames(&r.r)...)
+			snap = append(snap, chunkNames(&r.r)...)
 		}
 	}
 	if !slices.Equal(snap, []string{"a", "b", "c"}) {
-		t.Fatalf("snapshot %q, want a b c", snap)
+		t.Fatalf("roster %q, want a b c", snap)
 	}
-	// A kill loses the queued fine records; the snapshot lists d/b and
+	// A kill loses the queued fine records; the roster lists d/b and
 	// d/c, the directory intent d/b2.
 	f.crash(false)
 	a := f.query()
@@ -120,26 +120,26 @@ func TestCoarseModeRemovalSnapshot(t *testing.T) {
 			t.Fatalf("%s: %+v", p, *e)
 		}
 	}
-	// A new period takes a new snapshot, which holds d/b2.
+	// A new period takes a new roster, which holds d/b2.
 	n = f.appends()
 	remove(Intent{Op: OpUnlink, Path: "d/b2"}, bop{kind: "unlink", path: "d/b2"})
 	if got := f.appends() - n; got != 1 {
-		t.Fatalf("first unlink in d in a new period: %d appends, want 1 (the snapshot)", got)
+		t.Fatalf("first unlink in d in a new period: %d appends, want 1 (the roster)", got)
 	}
-	// d/e appears after the snapshot: its removal is synced.
+	// d/e appears after the roster: its removal is synced.
 	f.back.apply(bop{kind: "write", path: "d/e", ino: 9})
 	f.mod(OpCreate, "d/e")
 	remove(Intent{Op: OpUnlink, Path: "d/e"}, bop{kind: "unlink", path: "d/e"})
 	if got := f.appends() - n; got != 3 {
-		t.Fatalf("create and unlink of a name the snapshot does not hold: %d appends, want 3", got)
+		t.Fatalf("create and unlink of a name the roster does not hold: %d appends, want 3", got)
 	}
 }
 
-// The first removal in d also snapshots the directories beneath d, in the
+// The first removal in d also takes rosters of the directories beneath d, in the
 // same append: removing the rest of the tree (rm -rf) costs no sync, and
 // after a kill, which loses the fine records, the query lists every name
-// that the snapshots hold.
-func TestSnapshotsAhead(t *testing.T) {
+// that the rosters hold.
+func TestRostersAhead(t *testing.T) {
 	f := newFixtureWith(t, memStoreOpts{async: true, flushOnSync: true}, true)
 	for i, op := range []bop{
 		{kind: "mkdir", path: "d"}, {kind: "write", path: "d/f"},
@@ -172,7 +172,7 @@ func TestSnapshotsAhead(t *testing.T) {
 		}
 	}
 	if !slices.Equal(dirs, []string{"d", "d/s", "d/s/t"}) {
-		t.Fatalf("snapshots of %q, want d and the two beneath it (not e)", dirs)
+		t.Fatalf("rosters of %q, want d and the two beneath it (not e)", dirs)
 	}
 	remove(OpUnlink, "d/s/t/b")
 	remove(OpRmdir, "d/s/t")
@@ -180,9 +180,9 @@ func TestSnapshotsAhead(t *testing.T) {
 	remove(OpRmdir, "d/s")
 	remove(OpRmdir, "d")
 	if got := f.appends() - n; got != 2 {
-		t.Fatalf("removing the rest of d: %d appends in all, want 2 (rmdir d needs the root's snapshot)", got)
+		t.Fatalf("removing the rest of d: %d appends in all, want 2 (rmdir d needs the root's roster)", got)
 	}
-	// The root's snapshot (for rmdir d) took one ahead of e: e/c is
+	// The root's roster (for rmdir d) took one ahead of e: e/c is
 	// listed too, as an entry that may have been removed (accuracy only).
 	f.crash(false)
 	a := f.query()
@@ -190,8 +190,8 @@ func TestSnapshotsAhead(t *testing.T) {
 }
 
 // A tree of new directories (an untar) costs the syncs of its top
-// directory's parent only: the first mkdir there takes an entries
-// snapshot, and everything beneath a name it does not hold is covered by
+// directory's parent only: the first mkdir there takes a census,
+// and everything beneath a name it does not hold is covered by
 // that directory intent. After a kill, which loses the fine records, the
 // query walks the new directories.
 func TestNewDirectoriesCoveredByAncestor(t *testing.T) {
@@ -210,7 +210,7 @@ func TestNewDirectoriesCoveredByAncestor(t *testing.T) {
 	n := f.appends()
 	mk("mkdir", "t")
 	if got := f.appends() - n; got != 2 {
-		t.Fatalf("mkdir t: %d appends, want 2 (the root's directory intent, its entries snapshot)", got)
+		t.Fatalf("mkdir t: %d appends, want 2 (the root's directory intent, its census)", got)
 	}
 	for _, op := range []bop{{kind: "mkdir", path: "t/a"}, {kind: "write", path: "t/a/f"}, {kind: "write", path: "t/b"},
 		{kind: "mkdir", path: "t/a/s"}, {kind: "write", path: "t/a/s/g"}} {
@@ -219,7 +219,7 @@ func TestNewDirectoriesCoveredByAncestor(t *testing.T) {
 	if got := f.appends() - n; got != 2 {
 		t.Fatalf("the tree beneath t: %d appends in all, want 2", got)
 	}
-	// old existed when the snapshot was read: it needs its own intent.
+	// old existed when the census was read: it needs its own intent.
 	mk("write", "old/h")
 	if got := f.appends() - n; got != 3 {
 		t.Fatalf("create in old: %d appends in all, want 3", got)
@@ -229,13 +229,13 @@ func TestNewDirectoriesCoveredByAncestor(t *testing.T) {
 	wantPaths(t, a, "old", "old/h", "t", "t/a", "t/a/f", "t/a/s", "t/a/s/g", "t/b")
 }
 
-// A directory whose removals keep missing its snapshot (its files were
-// renamed, then deleted) gets a new snapshot after resnapshotMisses
+// A directory whose removals keep missing its roster (its files were
+// renamed, then deleted) gets a new roster after reRosterMisses
 // synced misses, and the removals after it are covered.
-func TestCoarseModeResnapshot(t *testing.T) {
+func TestCoarseModeReRoster(t *testing.T) {
 	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
 	f.back.apply(bop{kind: "mkdir", path: "d", ino: 1})
-	const n = 3 * resnapshotMisses
+	const n = 3 * reRosterMisses
 	for i := 0; i < n; i++ {
 		f.back.apply(bop{kind: "write", path: fmt.Sprintf("d/f%d", i), ino: uint64(10 + i)})
 	}
@@ -254,12 +254,12 @@ func TestCoarseModeResnapshot(t *testing.T) {
 		p := fmt.Sprintf("d/g%d", i)
 		step(Intent{Op: OpUnlink, Path: p}, bop{kind: "unlink", path: p})
 	}
-	// resnapshotMisses synced unlinks, then one new snapshot; the rest
+	// reRosterMisses synced unlinks, then one new roster; the rest
 	// are covered by it.
-	if got := f.appends() - before; got != resnapshotMisses+1 {
-		t.Fatalf("%d unlinks of renamed files: %d appends, want %d", n, got, resnapshotMisses+1)
+	if got := f.appends() - before; got != reRosterMisses+1 {
+		t.Fatalf("%d unlinks of renamed files: %d appends, want %d", n, got, reRosterMisses+1)
 	}
-	// Lose the queued fine records: both snapshots list what they hold.
+	// Lose the queued fine records: both rosters list what they hold.
 	f.crash(false)
 	a := f.query()
 	for i := 0; i < n; i++ {

@@ -35,9 +35,9 @@
 // of goroutines. Query, Checkpoint, Bless, Close and the consumer changes
 // serialise on qmu.
 // Lock order: qmu → handlesMu → dedup shard mu → entry mu; stateMu and
-// gcMu are leaves (tracker.go has the whole list, with the snapshot and
-// entries-snapshot locks). No lock but qmu, a snapshot's mu and an
-// entry's esnapMu is held across a Store call that syncs.
+// gcMu are leaves (tracker.go has the whole list, with the roster and
+// census locks). No lock but qmu, a roster's mu and an
+// entry's censusMu is held across a Store call that syncs.
 //
 // # Durability argument
 //
@@ -69,9 +69,9 @@
 //     State.Current (so above every record, by 2), and reports intents of
 //     earlier runs without a completion as in flight. Directory intents of
 //     runs that ended uncleanly are answered with every entry of the
-//     directory, and names snapshots with every name they hold
+//     directory, and rosters with every name they hold
 //     (coarse.go), and every entry beneath a directory made in the
-//     period, which the entries snapshots of its ancestor's directory
+//     period, which the censuses of its ancestor's directory
 //     intent do not hold (newdirs.go); whatever a query derives from
 //     BACKING rather than from a record is recorded before the answer is
 //     returned (query.go, recordDerived).

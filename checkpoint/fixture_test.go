@@ -17,7 +17,7 @@ type fixture struct {
 	tr     *Tracker
 	closed bool
 	// listing: the tracker sees the optional Backing methods
-	// (listingBacking), snapshots ahead included.
+	// (listingBacking), rosters ahead included.
 	listing bool
 }
 

@@ -513,7 +513,7 @@ func (m *memStore) SaveState(st State) error {
 	return nil
 }
 
-// Scan hands fn a fresh Record each time, from a snapshot taken at the
+// Scan hands fn a fresh Record each time, from a read view taken at the
 // start; fn may call the store's methods (as journal.Journal allows).
 func (m *memStore) Scan(from uint64, fn func(r *Record, completed bool) error) error {
 	m.mu.Lock()
@@ -762,8 +762,8 @@ func cloneTree(m map[string]bnode) map[string]bnode {
 	return n
 }
 
-// snapshot returns a copy of the current tree.
-func (b *memBacking) snapshot() map[string]bnode {
+// copyTree returns a copy of the current tree.
+func (b *memBacking) copyTree() map[string]bnode {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return cloneTree(b.cur)
@@ -1020,7 +1020,7 @@ func (b listingBacking) List(dir string, fn func(string)) error {
 	})
 }
 
-// ListTyped is List with the entries' types (snapshots ahead).
+// ListTyped is List with the entries' types (rosters ahead).
 func (b listingBacking) ListTyped(dir string, fn func(string, bool)) error {
 	return b.List(dir, func(p string) {
 		typ, _, _ := b.Lstat(p)

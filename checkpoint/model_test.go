@@ -187,11 +187,11 @@ type modelCfg struct {
 	store memStoreOpts // flushOnSync, and the lieAppend mutation
 	// noopSyncfs: MUTATION, Syncfs makes nothing durable.
 	noopSyncfs bool
-	// mutAllInSnapshot: MUTATION, see tuning.mutAllInSnapshot.
-	mutAllInSnapshot bool
-	// resnapshotAfter: misses before a new names snapshot (coarse mode;
+	// mutAllOnRoster: MUTATION, see tuning.mutAllOnRoster.
+	mutAllOnRoster bool
+	// reRosterAfter: misses before a new roster (coarse mode;
 	// the tracker's default is far beyond a schedule's length).
-	resnapshotAfter int
+	reRosterAfter int
 	// directChecks compares each answer with what the model recorded
 	// (completeness, D4, inflight, recovered) besides the consumer
 	// invariant. The mutation tests turn it off to show that the consumer
@@ -240,8 +240,8 @@ func (c modelCfg) forSchedule(i uint64) modelCfg {
 		// The tracker relies on a sync making earlier unsynced writes
 		// (fine records written by a Scan) durable, as badger's log does.
 		c.store.flushOnSync = true
-		// New names snapshots after 0, 1 or 2 misses.
-		c.resnapshotAfter = int(i/8) % 3
+		// New rosters after 0, 1 or 2 misses.
+		c.reRosterAfter = int(i/8) % 3
 	}
 	return c
 }
@@ -258,7 +258,7 @@ func (c modelCfg) mode() string {
 		m += "+listing"
 	}
 	if c.store.async {
-		m += fmt.Sprintf("+resnap%d", c.resnapshotAfter)
+		m += fmt.Sprintf("+resnap%d", c.reRosterAfter)
 	}
 	return m
 }
@@ -291,7 +291,7 @@ type mname struct {
 	path2     string
 	fine      bool // coarse mode: an unsynced fine record under a directory intent on parentDir(path)
 	// removal (with fine): the fine record may be covered by a names
-	// snapshot of parentDir(path) instead, which lists path whatever
+	// roster of parentDir(path) instead, which lists path whatever
 	// happens; a rename's new name is under a directory intent on
 	// parentDir(path2).
 	removal bool
@@ -442,8 +442,8 @@ func (w *mworld) mount() error {
 		return err
 	}
 	manualCompletions(tr)
-	tr.tune.mutAllInSnapshot = w.cfg.mutAllInSnapshot
-	tr.tune.resnapshotAfter = w.cfg.resnapshotAfter
+	tr.tune.mutAllOnRoster = w.cfg.mutAllOnRoster
+	tr.tune.reRosterAfter = w.cfg.reRosterAfter
 	w.tr = tr
 	st := w.store.durableState()
 	w.run = st.Run
@@ -459,7 +459,7 @@ func (w *mworld) name(period uint64, op Op, path, path2 string, dirRename bool) 
 	if dirRename {
 		fl = FlagDir
 	}
-	removal := snapshotRemoval(Intent{Op: op, Flags: fl, Path: path, Path2: path2})
+	removal := rosterRemoval(Intent{Op: op, Flags: fl, Path: path, Path2: path2})
 	return mname{period: period, run: w.run, path: path, path2: path2, dirRename: dirRename, rename: op == OpRename,
 		fine: w.coarse() && path != "" && (coarseOp(op) || removal), removal: removal}
 }
@@ -517,9 +517,9 @@ func (w *mworld) noteChanges(before, after map[string]bnode) {
 }
 
 func (w *mworld) applyBacking(op bop) {
-	before := w.back.snapshot()
+	before := w.back.copyTree()
 	w.back.apply(op)
-	w.noteChanges(before, w.back.snapshot())
+	w.noteChanges(before, w.back.copyTree())
 }
 
 // injectedErr reports whether err is one of the errors the model injects
@@ -743,9 +743,9 @@ func (w *mworld) stepApply(m *mmod) {
 			op.ino = w.allocIno() // a new file: never another file's inode
 		}
 	}
-	before := w.back.snapshot()
+	before := w.back.copyTree()
 	changed := w.back.apply(op)
-	w.noteChanges(before, w.back.snapshot())
+	w.noteChanges(before, w.back.copyTree())
 	w.logf("apply #%d %s: changed=%v", m.id, m.desc, changed)
 }
 
@@ -1058,7 +1058,7 @@ func (w *mworld) namedAnswered(a *Answer) {
 	n.queryCrash = w.crashes
 	n.cons = mconsumer{state: "copying", ans: a, answerEvt: w.evt, toCopy: plainPaths(a)}
 	if a.Full {
-		n.dest = w.back.snapshot()
+		n.dest = w.back.copyTree()
 		n.cons.toCopy = nil
 	}
 }
@@ -1207,7 +1207,7 @@ func (w *mworld) checkDest(when string, answerEvt uint64) {
 
 // checkDestOf checks one consumer's DEST (who names it in failures).
 func (w *mworld) checkDestOf(dest map[string]bnode, who, when string, answerEvt uint64) {
-	cur := w.back.snapshot()
+	cur := w.back.copyTree()
 	var bad []string
 	seen := make(map[string]bool)
 	check := func(p string) {
@@ -1275,7 +1275,7 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	for i := range a.Entries {
 		listed[a.Entries[i].Path] = &a.Entries[i]
 	}
-	cur := w.back.snapshot()
+	cur := w.back.copyTree()
 	lost := w.store.isLost()
 	// Fine records (coarse mode) may be missing where the tracker must
 	// compensate: runs that ended uncleanly, or this run once the store
@@ -1334,14 +1334,14 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 		}
 		for _, p := range names {
 			allowed[p] = true
-			// A removal's name is in its snapshot or synced.
+			// A removal's name is in its roster or synced.
 			if !mayBeLost(n) || (n.removal && p == n.path) {
 				want[p] = true
 			}
 		}
 		if mayBeLost(n) {
 			// The directory intent lists the directory and its entries
-			// now; a snapshot lists the directory and the names it held
+			// now; a roster lists the directory and the names it held
 			// (the old name, wanted above).
 			dirs := []string{parentOf(n.path)}
 			if n.removal {
@@ -1362,7 +1362,7 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 				// A directory that is gone now need not be listed
 				// (checkpoint/newdirs.go: a new directory covered by
 				// an ancestor's intent is listed only if it exists;
-				// its removal has its own record or snapshot).
+				// its removal has its own record or roster).
 				_, exists := cur[dir]
 				want[dir] = dir != "" && exists
 				for _, c := range children(dir) {
@@ -1419,9 +1419,9 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 	// And only that (plus what had ended without its completion recorded
 	// yet), as long as no power cut lost completions.
 	maybe := make(map[string]bool)
-	maybeDir := make(map[string]bool) // anything directly beneath: a snapshot's names
-	// Anything beneath, at any depth: the snapshots ahead that a removal's
-	// snapshot took, idle but not completed yet, and the new directories
+	maybeDir := make(map[string]bool) // anything directly beneath: a roster's names
+	// Anything beneath, at any depth: the rosters ahead that a removal's
+	// roster took, idle but not completed yet, and the new directories
 	// that a directory intent covers (newdirs.go), walked as they are now.
 	var maybeTree []string
 	for _, n := range w.crashInflight {
@@ -1520,7 +1520,7 @@ func (w *mworld) crash(powerCut bool) {
 	w.crashInflight = append(w.crashInflight, w.pendingDone...)
 	w.pendingDone = nil
 	oldTr := w.tr
-	before := w.back.snapshot()
+	before := w.back.copyTree()
 	oldStore := w.store
 	w.store = oldStore.crash(powerCut)
 	var kept, dropped int
@@ -1532,7 +1532,7 @@ func (w *mworld) crash(powerCut bool) {
 		dropped++
 		return false
 	})
-	w.noteChanges(before, w.back.snapshot())
+	w.noteChanges(before, w.back.copyTree())
 	// The dead tracker's goroutines: end what it had in flight so that a
 	// blocked query returns (it fails on the dead store).
 	for _, m := range w.mods {
@@ -1973,15 +1973,15 @@ func TestModelCatchesBlessWithoutSyncfs(t *testing.T) {
 	checkMutationCaught(t, "noopSyncfs", nil, func(c *modelCfg) { c.noopSyncfs = true })
 }
 
-// TestModelCatchesRemovalOutsideSnapshot: in coarse mode, a removal of a
-// name that its directory's snapshot does not hold (created after the
-// snapshot, by a modification of the previous period still in flight or
-// of this one) must be synced; covering it with the snapshot anyway must
+// TestModelCatchesRemovalOffRoster: in coarse mode, a removal of a
+// name that its directory's roster does not hold (created after the
+// roster, by a modification of the previous period still in flight or
+// of this one) must be synced; covering it with the roster anyway must
 // break the invariant.
-func TestModelCatchesRemovalOutsideSnapshot(t *testing.T) {
-	checkMutationCaught(t, "allInSnapshot",
+func TestModelCatchesRemovalOffRoster(t *testing.T) {
+	checkMutationCaught(t, "allOnRoster",
 		func(c *modelCfg) { c.store.async = true },
-		func(c *modelCfg) { c.mutAllInSnapshot = true })
+		func(c *modelCfg) { c.mutAllOnRoster = true })
 }
 
 // TestModelReplayIsDeterministic runs some schedules twice and compares

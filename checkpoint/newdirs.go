@@ -15,31 +15,31 @@ import (
 // names a directory A held covers all of it:
 //
 //   - The first mkdir in A of a period (of this run) reads A's names and
-//     appends them, synced, as the entries snapshot of A's directory
+//     appends them, synced, as the census of A's directory
 //     intent: chunk records OpEntries, A, with the names NUL-separated in
 //     Path2. It is read before the mkdir's intent returns, so before the
 //     new directory exists. It is taken once per directory intent and
 //     never changed.
 //   - A modification in a directory D that has no directory intent of its
 //     own in the period is covered by the directory intent of an ancestor
-//     A of D whose entries snapshot does not hold the name N of the child
-//     of A that D is in (or is): A/N did not exist when the snapshot was
+//     A of D whose census does not hold the name N of the child
+//     of A that D is in (or is): A/N did not exist when the census was
 //     read, so everything beneath it was created since. The modification
 //     holds A's intent (so a crash reports it in flight), and D's key in
 //     the dedup set points at A's entry from then on.
 //   - After an unclean end, a query answers a directory intent of A with
-//     an entries snapshot S as usual (A and its entries) and, for every
+//     a census S as usual (A and its entries) and, for every
 //     entry A/N that is a directory with N not in S, every path beneath
-//     A/N. With several snapshots of A (one per period and run), each is
+//     A/N. With several censuses of A (one per period and run), each is
 //     applied on its own: a directory missing from any of them is walked.
 //
-// Why the membership test uses exactly the snapshot that was read: a name
+// Why the membership test uses exactly the census that was read: a name
 // N in S existed when S was read, and a directory created under that name
 // later (after N was removed) is not new by this rule; its own directory
-// intent covers it. A snapshot taken later (a union) could hold a name
+// intent covers it. A census taken later (a union) could hold a name
 // that the earlier one did not, and would hide a directory that was
-// already treated as new. So a snapshot is never extended, and the query
-// keeps snapshots of different runs apart.
+// already treated as new. So a census is never extended, and the query
+// keeps censuses of different runs apart.
 
 // durableNow reports whether e's Append has returned without an error.
 func durableNow(e *sharedIntent) bool {
@@ -60,7 +60,7 @@ func (t *Tracker) newDirCover(set *dedupSet, dir string) *sharedIntent {
 			if e.rec.Path != a {
 				return e // a is itself new beneath e's directory
 			}
-			if names := e.esnap.Load(); names != nil {
+			if names := e.census.Load(); names != nil {
 				if _, held := slices.BinarySearch(*names, baseName(child)); !held {
 					return e
 				}
@@ -90,11 +90,11 @@ func (t *Tracker) coverNewDirs(p uint64, durable []Intent) {
 	}
 }
 
-// snapshotForMkdirs takes the entries snapshot of the directory of every
+// censusForMkdirs takes the census of the directory of every
 // mkdir in fine whose directory intent (in es, parallel to durable) has
 // none yet. A failure costs only the new-directory coverage: the mkdir
 // itself is covered by the durable directory intent.
-func (t *Tracker) snapshotForMkdirs(es []*sharedIntent, durable, fine []Intent) {
+func (t *Tracker) censusForMkdirs(es []*sharedIntent, durable, fine []Intent) {
 	for _, in := range fine {
 		if in.Op != OpMkdir {
 			continue
@@ -104,21 +104,21 @@ func (t *Tracker) snapshotForMkdirs(es []*sharedIntent, durable, fine []Intent) 
 		if i < 0 || es[i] == nil || es[i].rec.Path != dir {
 			continue // covered as new beneath an ancestor: nothing to read
 		}
-		t.takeEntriesSnapshot(es[i])
+		t.takeCensus(es[i])
 	}
 }
 
-// takeEntriesSnapshot reads and appends e's entries snapshot, once.
-func (t *Tracker) takeEntriesSnapshot(e *sharedIntent) {
-	if e.esnap.Load() != nil {
+// takeCensus reads and appends e's census, once.
+func (t *Tracker) takeCensus(e *sharedIntent) {
+	if e.census.Load() != nil {
 		return
 	}
-	e.esnapMu.Lock()
-	defer e.esnapMu.Unlock()
-	if e.esnap.Load() != nil {
+	e.censusMu.Lock()
+	defer e.censusMu.Unlock()
+	if e.census.Load() != nil {
 		return
 	}
-	names, chunks, ok := t.readSnapshot(e.rec.Period, e.rec.Path, time.Now())
+	names, chunks, ok := t.listNames(e.rec.Period, e.rec.Path, time.Now())
 	if !ok {
 		return
 	}
@@ -131,16 +131,16 @@ func (t *Tracker) takeEntriesSnapshot(e *sharedIntent) {
 			Time: time.Now(), Path: e.rec.Path, Path2: "\x00"}}
 	}
 	if err := t.append(chunks); err != nil {
-		t.log.Warn("journal: recording an entries snapshot failed", "dir", e.rec.Path, "err", err)
+		t.log.Warn("journal: recording a census failed", "dir", e.rec.Path, "err", err)
 		return
 	}
-	e.esnap.Store(&names)
+	e.census.Store(&names)
 }
 
-// entriesChunk reports whether r is a chunk of an entries snapshot.
+// entriesChunk reports whether r is a chunk of a census.
 func entriesChunk(r *Record) bool { return r.Op == OpEntries && r.Path2 != "" }
 
-// entriesNames returns the names of an entries-snapshot chunk ("\x00"
+// entriesNames returns the names of a census chunk ("\x00"
 // alone stands for an empty directory).
 func entriesNames(r *Record) []string {
 	if r.Path2 == "\x00" {
@@ -149,24 +149,24 @@ func entriesNames(r *Record) []string {
 	return strings.Split(r.Path2, "\x00")
 }
 
-// snapKey identifies one snapshot: a directory, in a period, by a run.
-type snapKey struct {
+// censusKey identifies one census: a directory, in a period, by a run.
+type censusKey struct {
 	period, run uint64
 	path        string
 }
 
-// expandNewDirs answers the entries snapshots of dirIntents (see above):
-// every path beneath a directory of A that a snapshot of A does not hold.
+// expandNewDirs answers the censuses of dirIntents (see above):
+// every path beneath a directory of A that a census of A does not hold.
 // inflight gives the in-flight state of a directory intent's header.
-func (t *Tracker) expandNewDirs(dirIntents []*Record, inflight map[snapKey]bool, add func(p string, r *Record, inflight bool)) error {
-	snaps := make(map[snapKey][]string)
-	var order []snapKey
-	recs := make(map[snapKey]*Record)
+func (t *Tracker) expandNewDirs(dirIntents []*Record, inflight map[censusKey]bool, add func(p string, r *Record, inflight bool)) error {
+	snaps := make(map[censusKey][]string)
+	var order []censusKey
+	recs := make(map[censusKey]*Record)
 	for _, r := range dirIntents {
 		if !entriesChunk(r) {
 			continue
 		}
-		k := snapKey{r.Period, r.Run, r.Path}
+		k := censusKey{r.Period, r.Run, r.Path}
 		if _, ok := snaps[k]; !ok {
 			order = append(order, k)
 			recs[k] = r

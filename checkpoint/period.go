@@ -205,13 +205,13 @@ type sharedIntent struct {
 	rec   Record
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed
-	// snap is an OpNames entry's names (names.go); set before ready is
+	// roster is an OpNames entry's names (names.go); set before ready is
 	// closed.
-	snap *snapshot
-	// esnap is an OpEntries entry's entries snapshot (newdirs.go): set
+	roster *roster
+	// census is an OpEntries entry's census (newdirs.go): set
 	// once, durable before it is set, never changed.
-	esnap   atomic.Pointer[[]string]
-	esnapMu sync.Mutex // held while the entries snapshot is read and appended
+	census   atomic.Pointer[[]string]
+	censusMu sync.Mutex // held while the census is read and appended
 
 	mu        sync.Mutex // guards refs, completed and queued, and orders Complete/Reopen I/O
 	refs      int        // modifications (and open handles) currently using this intent

@@ -14,8 +14,8 @@ type queryRun struct {
 	st    State  // after the query started P
 	cur   cursor // the consumer's
 	paths map[string]*agg
-	// From the scan: renames to expand, directory intents and names
-	// snapshots (with whether each was in flight), and the names that
+	// From the scan: renames to expand, directory intents and
+	// rosters (with whether each was in flight), and the names that
 	// links and renames gave each inode.
 	renames       []*Record
 	carried       []*Record // this consumer's renamed directories carried into its window
@@ -148,12 +148,12 @@ func (t *Tracker) expandRenames(q *queryRun) error {
 	return nil
 }
 
-// answerDirIntents answers the directory intents and names snapshots
+// answerDirIntents answers the directory intents and rosters
 // where their fine records may be missing: runs that ended uncleanly,
 // and this run if queued fine records were lost (the scan itself may
 // have found that out, so this is asked after it). A directory intent
-// lists the directory's entries now; a names snapshot, the names it
-// holds; a new directory's entries snapshot, expandNewDirs.
+// lists the directory's entries now; a roster, the names it
+// holds; a new directory's census, expandNewDirs.
 func (t *Tracker) answerDirIntents(q *queryRun) error {
 	lost := t.async != nil && t.async.Lost()
 	var dirIntents []*Record
@@ -164,19 +164,19 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 			dirInflight = append(dirInflight, q.entryInflight[i])
 		}
 	}
-	// A snapshot's chunks share its header's in-flight state.
+	// A roster's or census's chunks share its header's in-flight state.
 	type dirKey struct {
 		period uint64
 		path   string
 	}
 	snapInflight := make(map[dirKey]bool)
-	entInflight := make(map[snapKey]bool) // directory intents, for their entries snapshots
+	entInflight := make(map[censusKey]bool) // directory intents, for their censuses
 	for i, r := range dirIntents {
 		if r.Op == OpNames && r.Path2 == "" {
 			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
 		}
 		if r.Op == OpEntries && r.Path2 == "" {
-			entInflight[snapKey{r.Period, r.Run, r.Path}] = dirInflight[i]
+			entInflight[censusKey{r.Period, r.Run, r.Path}] = dirInflight[i]
 		}
 	}
 	for i, r := range dirIntents {
@@ -194,7 +194,7 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 			if r.Path2 == "" {
 				continue // a header: its chunks hold the names
 			}
-			for _, n := range snapshotNames(r) {
+			for _, n := range chunkNames(r) {
 				q.add(dirPrefix(r.Path)+n, &rr, inflight)
 			}
 			continue

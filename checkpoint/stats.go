@@ -26,7 +26,7 @@ func (t *Tracker) append(recs []*Record) error {
 // RecordCounts counts the records the tracker has appended since New.
 type RecordCounts struct {
 	// Synced: records made durable before the modification they cover
-	// went on (intents, snapshots, re-recorded open files, derived
+	// went on (intents, rosters, censuses, re-recorded open files, derived
 	// paths of answers).
 	Synced uint64
 	// Queued: fine records queued unsynced, covered by a durable
@@ -54,7 +54,7 @@ func (t *Tracker) OpenForWrite() int {
 // journal.
 type Pending struct {
 	// Paths: distinct names of the records of unblessed periods
-	// (directory intents and snapshots, which name no changed path of
+	// (directory intents, rosters and censuses, which name no changed path of
 	// their own, are left out, and renamed directories are not
 	// expanded, so the answer may be longer).
 	Paths int

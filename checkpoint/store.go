@@ -29,7 +29,7 @@ const (
 	// directory Path may change in this period". Fine records of the
 	// same period name the entries, unsynced.
 	OpEntries Op = 18
-	// OpNames is a names snapshot (coarse mode): "directory Path held
+	// OpNames is a roster (coarse mode): "directory Path held
 	// these names when its first removal of this period began". The
 	// header record has an empty Path2; each following chunk record
 	// carries names in Path2, separated by NUL bytes. Fine records of the

@@ -45,10 +45,10 @@ type Intent struct {
 // Lock order: qmu, then handlesMu, then a dedupSet shard mu, then an
 // entry mu. stateMu is a leaf. No lock is held across Store.Append except
 // qmu (which serialises queries, checkpoints and blesses only), a
-// snapshot's mu (coarse.go: removals in one directory that wait for its
-// new names snapshot, which they would otherwise each pay a sync for) and
-// an entry's esnapMu (newdirs.go: mkdirs in one directory waiting for its
-// entries snapshot). Neither of the last two is held while taking another
+// roster's mu (coarse.go: removals in one directory that wait for its
+// new roster, which they would otherwise each pay a sync for) and
+// an entry's censusMu (newdirs.go: mkdirs in one directory waiting for its
+// census). Neither of the last two is held while taking another
 // lock.
 type Tracker struct {
 	store   Store
@@ -168,7 +168,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	t.keepBlessed = opt.KeepBlessed
 	t.maxLag, t.warnLag = opt.ConsumerMaxAge, opt.ConsumerWarnAge
 	t.onQuery, t.onBless = opt.OnQuery, opt.OnBless
-	t.tune.resnapshotAfter = resnapshotMisses
+	t.tune.reRosterAfter = reRosterMisses
 	t.ps.sets[st.Current&1].Store(newDedupSet(st.Current))
 	t.ps.cur.Store(st.Current)
 	if k := st.keepFrom(); k > 0 {
@@ -181,12 +181,12 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 // to reach more schedules, or to check that they catch a deliberate bug.
 // The product keeps New's values.
 type tuning struct {
-	// resnapshotAfter is resnapshotMisses; the model makes it smaller.
-	resnapshotAfter int
-	// mutAllInSnapshot is a deliberate bug for the model's test of
-	// itself (TestModelCatchesRemovalOutsideSnapshot): every removal in
-	// a snapshotted directory counts as covered.
-	mutAllInSnapshot bool
+	// reRosterAfter is reRosterMisses; the model makes it smaller.
+	reRosterAfter int
+	// mutAllOnRoster is a deliberate bug for the model's test of
+	// itself (TestModelCatchesRemovalOffRoster): every removal in
+	// a directory with a roster counts as covered.
+	mutAllOnRoster bool
 }
 
 // Token is a modification in progress. End it once the operation on
@@ -280,7 +280,7 @@ func (t *Tracker) idleLocked(e *sharedIntent) {
 func (t *Tracker) Current() uint64 { return t.ps.cur.Load() }
 
 // stateNow is a copy of the durable state as last saved (not to be
-// confused with a names snapshot, names.go, or a directory's entries
+// confused with a roster, names.go, or a directory's entries
 // list, newdirs.go).
 func (t *Tracker) stateNow() State {
 	t.stateMu.Lock()

@@ -81,7 +81,7 @@ func faultTest(t *testing.T, fstype, fault string) {
 				case 1:
 					// A file in a directory that existed before the
 					// period (and is not new beneath an ancestor's
-					// entries snapshot) needs a directory intent of
+					// census) needs a directory intent of
 					// its own: nothing durable covers it.
 					op = &faultOp{kind: "create", path: filepath.Join(pre("d", i/6), "f")}
 					op.started = time.Now()

@@ -43,7 +43,7 @@
 // one unsynced transaction. DropBefore uses badger's DropPrefix, which
 // refuses concurrent writes, so it excludes every other writer while it
 // runs (they wait; on a million records, about 0.15 s). Scan and
-// LoadState read a badger snapshot; Scan hands fn a fresh Record each
+// LoadState each read one badger read transaction (a consistent view); Scan hands fn a fresh Record each
 // time, which fn may keep, and fn may call the Journal's methods. Close
 // waits for the calls in progress, then fails every later call with
 // ErrClosed. Options.OnSync runs on the committer after each sync (for
@@ -114,7 +114,7 @@
 //	                             8 bytes BE)
 //	'i' + period(8 BE) + seq(8 BE)   intent record (versioned binary, see
 //	                             encodeRecord); Period and Seq live in
-//	                             the key only. A names snapshot
+//	                             the key only. A roster
 //	                             (checkpoint.OpNames) is a header record
 //	                             and chunk records whose path2 holds
 //	                             NUL-separated names, at most 32 KiB each

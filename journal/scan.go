@@ -11,7 +11,7 @@ import (
 
 // Scan calls fn for every record with Period >= from, in (period, seq)
 // order, with whether its completion is recorded. Each call gets a fresh
-// Record, which fn may keep. Scan reads one snapshot: writes made while
+// Record, which fn may keep. Scan reads in one badger read transaction: writes made while
 // it runs (by fn too) are not seen. An error of fn ends the scan and is
 // returned as it is; a record that does not decode ends it with an error
 // wrapping ErrDamaged. fn may call the Journal's methods, except Close,

@@ -38,7 +38,7 @@ const pendingReuse = 10
 
 var (
 	descIntents = prometheus.NewDesc("hsmfs_intents_recorded_total",
-		"Records the tracker appended to the journal: synced (durable intents, snapshots, re-recorded open files, derived paths of answers) or unsynced (fine records covered by a durable directory intent).",
+		"Records the tracker appended to the journal: synced (durable intents, rosters and censuses, re-recorded open files, derived paths of answers) or unsynced (fine records covered by a durable directory intent).",
 		[]string{"durability"}, nil)
 	descSyncs = prometheus.NewDesc("hsmfs_journal_syncs_total",
 		"Device syncs of the journal since the mount (group commit: one covers every intent pending at the time).",
