@@ -2,11 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +65,28 @@ func (e *Env) target(name string) *Target {
 // mounts the loopback and hsmfs targets.
 func (e *Env) Setup(ctx context.Context, mounts bool) error {
 	e.procs = map[int]string{}
+	if err := e.findTools(); err != nil {
+		return err
+	}
+	if err := e.makeWork(); err != nil {
+		return err
+	}
+	if err := e.makeFilesystems(ctx); err != nil {
+		return err
+	}
+	lb, hs, err := e.makeTargets()
+	if err != nil || !mounts {
+		return err
+	}
+	if err := e.mountLoopback(ctx, lb); err != nil {
+		return err
+	}
+	return e.mountHsmfs(ctx, hs)
+}
+
+// findTools finds the go command (for the build workload and the
+// versions in the report), hsmfs and the loopback binary.
+func (e *Env) findTools() error {
 	var err error
 	if e.goBin, err = exec.LookPath("go"); err != nil {
 		if _, serr := os.Stat("/usr/local/go/bin/go"); serr == nil {
@@ -93,7 +112,14 @@ func (e *Env) Setup(ctx context.Context, mounts bool) error {
 	if _, err := os.Stat(e.cfg.loopBin); err != nil {
 		return fmt.Errorf("loopback binary: %w (go build -o bin/loopback github.com/hanwen/go-fuse/v2/example/loopback)", err)
 	}
+	return nil
+}
 
+// makeWork makes the work directory (--work, or a fresh one under the
+// backing directory) and pushes its removal and the saving of the
+// daemons' logs on the cleanup stack.
+func (e *Env) makeWork() error {
+	var err error
 	if e.cfg.work != "" {
 		e.work, err = filepath.Abs(e.cfg.work)
 		if err == nil {
@@ -124,30 +150,41 @@ func (e *Env) Setup(ctx context.Context, mounts bool) error {
 		removeTree(work)
 	})
 	e.cl.push("save logs", func() { e.saveLogs() })
+	return nil
+}
 
+// makeFilesystems sets where the backing directories and the journal
+// live: loop-mounted filesystems with --loop, directories of the work
+// directory otherwise.
+func (e *Env) makeFilesystems(ctx context.Context) error {
+	var err error
 	if e.cfg.loop {
 		if e.backFS, err = e.loopFS(ctx, "backing", 24<<30); err != nil {
 			return err
 		}
-		if e.jourFS, err = e.loopFS(ctx, "journal", 8<<30); err != nil {
+		e.jourFS, err = e.loopFS(ctx, "journal", 8<<30)
+		return err
+	}
+	e.backFS = filepath.Join(e.work, "data")
+	e.jourFS = filepath.Join(e.work, "journals")
+	for _, d := range []string{e.backFS, e.jourFS} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-	} else {
-		e.backFS = filepath.Join(work, "data")
-		e.jourFS = filepath.Join(work, "journals")
-		for _, d := range []string{e.backFS, e.jourFS} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return err
-			}
-		}
 	}
+	return nil
+}
 
+// makeTargets makes the three targets' directories and returns the two
+// that need a mount.
+func (e *Env) makeTargets() (lb, hs *Target, err error) {
+	work := e.work
 	e.targets = map[string]*Target{}
 	raw := &Target{Name: "raw", Backing: filepath.Join(e.backFS, "raw"), env: e}
 	raw.Dir = raw.Backing
-	lb := &Target{Name: "loopback", Backing: filepath.Join(e.backFS, "loopback"), Mnt: filepath.Join(work, "mnt-loopback"), env: e}
+	lb = &Target{Name: "loopback", Backing: filepath.Join(e.backFS, "loopback"), Mnt: filepath.Join(work, "mnt-loopback"), env: e}
 	lb.Dir = lb.Mnt
-	hs := &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, "hsmfs"), Mnt: filepath.Join(work, "mnt-hsmfs"),
+	hs = &Target{Name: "hsmfs", Backing: filepath.Join(e.backFS, "hsmfs"), Mnt: filepath.Join(work, "mnt-hsmfs"),
 		Journal: filepath.Join(e.jourFS, "hsmfs-journal"), env: e}
 	hs.Dir = hs.Mnt
 	for _, t := range []*Target{raw, lb, hs} {
@@ -155,18 +192,12 @@ func (e *Env) Setup(ctx context.Context, mounts bool) error {
 		for _, d := range []string{t.Backing, t.Mnt} {
 			if d != "" {
 				if err := os.MkdirAll(d, 0o755); err != nil {
-					return err
+					return nil, nil, err
 				}
 			}
 		}
 	}
-	if !mounts {
-		return nil
-	}
-	if err := e.mountLoopback(ctx, lb); err != nil {
-		return err
-	}
-	return e.mountHsmfs(ctx, hs)
+	return lb, hs, nil
 }
 
 func (e *Env) describe() string {
@@ -440,71 +471,6 @@ func (t *Target) settle() error {
 	}
 	_, err := hsmBless(t.Mnt)
 	return err
-}
-
-// hsmQuery reads MNT/.hsm/changes once (one query) and counts the lines.
-func hsmQuery(mnt string) (lines int64, d time.Duration, err error) {
-	return hsmQueryPath(filepath.Join(mnt, ".hsm", "changes"))
-}
-
-// hsmQueryPath runs one query by reading a changes file.
-func hsmQueryPath(p string) (lines int64, d time.Duration, err error) {
-	start := time.Now()
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, 0, fmt.Errorf("query: %w", err)
-	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, rerr := f.Read(buf)
-		lines += int64(bytes.Count(buf[:n], []byte{'\n'}))
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			f.Close()
-			return lines, time.Since(start), fmt.Errorf("query: read: %w", rerr)
-		}
-	}
-	err = f.Close()
-	return lines, time.Since(start), err
-}
-
-// hsmBless blesses the latest query; the write returns once it is durable.
-func hsmBless(mnt string) (time.Duration, error) {
-	start := time.Now()
-	f, err := os.OpenFile(filepath.Join(mnt, ".hsm", "ctl"), os.O_WRONLY, 0)
-	if err != nil {
-		return 0, fmt.Errorf("bless: %w", err)
-	}
-	_, err = f.Write([]byte("bless\n"))
-	cerr := f.Close()
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("bless: %w", err)
-	}
-	return time.Since(start), nil
-}
-
-func hsmStatus(mnt string) (map[string]any, error) {
-	b, err := os.ReadFile(filepath.Join(mnt, ".hsm", "status"))
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("status: %w: %q", err, b)
-	}
-	return m, nil
-}
-
-func statusNum(m map[string]any, k string) float64 {
-	if v, ok := m[k].(float64); ok {
-		return v
-	}
-	return -1
 }
 
 // procMem reads VmHWM (peak RSS) and VmRSS of pid, in bytes.

@@ -202,23 +202,7 @@ func benchMain(args []string) int {
 	defer cancel()
 	env := &Env{cfg: cfg, sz: sz, cl: newCleanups()}
 
-	// Signals: cancel the run and let it unwind (every mount is on the
-	// cleanup stack); if it does not unwind in time, or on a second
-	// signal, clean up from here and exit.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "\nhsmfs-bench: %v: stopping and unmounting\n", s)
-		cancel()
-		select {
-		case <-sigs:
-		case <-time.After(20 * time.Second):
-		}
-		fmt.Fprintln(os.Stderr, "hsmfs-bench: forcing cleanup (lazy unmounts, killing what it started)")
-		env.forceCleanup()
-		os.Exit(130)
-	}()
+	go stopOnSignal(cancel, env)
 
 	start := time.Now()
 	res := newResults(cfg, sz)
@@ -229,26 +213,8 @@ func benchMain(args []string) int {
 	res.Duration = time.Since(start)
 
 	interrupted := ctx.Err() != nil
-	if len(res.Metrics) > 0 {
-		table := res.Table()
-		fmt.Print("\n" + table)
-		// latest.* is the last complete full run, latest-short.* the last
-		// short one; --only runs go to partial.* (partial-short.*).
-		name := "latest"
-		if cfg.only != nil {
-			name = "partial"
-		}
-		if cfg.short {
-			name += "-short"
-		}
-		if interrupted {
-			fmt.Println("\ninterrupted: results not saved")
-		} else if err := res.Write(cfg.out, name, table); err != nil {
-			fmt.Fprintln(os.Stderr, "hsmfs-bench: writing results:", err)
-			return 1
-		} else {
-			fmt.Printf("\nresults: %s/%s.{txt,json,csv}, samples: %s/%s-samples.csv\n", rel(cfg.out), name, rel(cfg.out), name)
-		}
+	if !saveResults(cfg, res, interrupted) {
+		return 1
 	}
 	fmt.Printf("total duration: %s\n", res.Duration.Round(time.Second))
 	if interrupted {
@@ -264,6 +230,53 @@ func benchMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// stopOnSignal cancels the run on SIGINT, SIGTERM or SIGHUP and lets it
+// unwind (every mount is on the cleanup stack); if it does not unwind in
+// time, or on a second signal, it cleans up from here and exits.
+func stopOnSignal(cancel context.CancelFunc, env *Env) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	s := <-sigs
+	fmt.Fprintf(os.Stderr, "\nhsmfs-bench: %v: stopping and unmounting\n", s)
+	cancel()
+	select {
+	case <-sigs:
+	case <-time.After(20 * time.Second):
+	}
+	fmt.Fprintln(os.Stderr, "hsmfs-bench: forcing cleanup (lazy unmounts, killing what it started)")
+	env.forceCleanup()
+	os.Exit(130)
+}
+
+// saveResults prints the table and, unless the run was interrupted,
+// writes it: latest.* is the last complete full run, latest-short.* the
+// last short one; --only runs go to partial.* (partial-short.*). It
+// reports false if writing failed.
+func saveResults(cfg *config, res *Results, interrupted bool) bool {
+	if len(res.Metrics) == 0 {
+		return true
+	}
+	table := res.Table()
+	fmt.Print("\n" + table)
+	name := "latest"
+	if cfg.only != nil {
+		name = "partial"
+	}
+	if cfg.short {
+		name += "-short"
+	}
+	if interrupted {
+		fmt.Println("\ninterrupted: results not saved")
+		return true
+	}
+	if err := res.Write(cfg.out, name, table); err != nil {
+		fmt.Fprintln(os.Stderr, "hsmfs-bench: writing results:", err)
+		return false
+	}
+	fmt.Printf("\nresults: %s/%s.{txt,json,csv}, samples: %s/%s-samples.csv\n", rel(cfg.out), name, rel(cfg.out), name)
+	return true
 }
 
 func rel(p string) string {
