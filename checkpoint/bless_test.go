@@ -189,13 +189,10 @@ func TestBlessOfPreCrashQueryAfterPowerCut(t *testing.T) {
 	}
 }
 
-// BUG (minor, contract "Bless"): "An ID that no query returned fails with
-// EINVAL": also the id of a query that failed after it started its
-// period (here its final SaveState), once a later query has returned.
-// State.NotQueries lists checkpoint and mount periods only; a query that
-// fails after advance should add its period too (or Bless should accept
-// only ids that a query returned, e.g. a list of returned ids above
-// LastBlessed).
+// A regression test (contract "Bless": an ID that no query returned fails
+// with EINVAL). That includes the id of a query that failed after it
+// started its period (here its final SaveState), once a later query has
+// returned: the failed query's period counts as one no query returned.
 func TestBlessRefusesIDOfFailedQuery(t *testing.T) {
 	f := newFixture(t, memStoreOpts{})
 	f.mod(OpWrite, "a")

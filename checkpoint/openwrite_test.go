@@ -180,18 +180,16 @@ func TestPathSettlerRunsBeforeOpenFilesAreRerecorded(t *testing.T) {
 // ---------------------------------------------------------------------
 // Crashes and recovery
 
-// BUG (D3, no crash needed): a file opened for writing is recorded under
-// its name at open (and at each re-record). If a rename of its directory
-// was begun in an earlier period but reaches BACKING after the open, the
-// writes through the handle go to the new name, and the only record that
-// names it is the rename's, in that earlier period, which the bless of
-// the next query discards. Writes through the handle after that answer
-// are then not listed by the following query (here: a/x, written after
-// query Q1 answered, is missing from query Q2 although the handle's
-// period Q1 is not blessed). The handle's record should follow the name
-// (record the current name at Touch when it changed, or re-record at
-// the query that starts a period when the name changed), or a rename
-// should keep its names pending while a handle beneath it is open.
+// A regression test (D3, no crash needed). A file open for writing is
+// recorded under its name at open and at each re-record. If a rename of
+// its directory was begun in an earlier period but reaches BACKING after
+// the open, the writes through the handle go to the new name, and the
+// only record that named it was the rename's, in that earlier period,
+// which the bless of the next query discards. The handle's record now
+// follows the name, so writes through the handle after that answer are
+// listed by the following query (here: a/x, written after query Q1
+// answered, is in query Q2's answer while the handle's period Q1 is not
+// blessed).
 func TestOpenFileRenamedByEarlierPeriodRename(t *testing.T) {
 	f := newFixture(t, memStoreOpts{})
 	dest := make(map[string]bnode)

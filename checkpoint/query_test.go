@@ -338,16 +338,14 @@ func TestShadowedPathRecreatedBeforeCopy(t *testing.T) {
 	}
 }
 
-// BUG (D4, no crash needed; came with recordDerived): in a run without
-// crashes a query lists only paths that a modification of an unblessed
-// period touched. Derived paths (the old
-// names beneath a renamed directory) that a query records to keep them
-// pending must not make the next query expand anything else: recorded
-// with the op of the rename they derive from and no second name, they
-// are taken for renames of "" by the next query, which walks (and
-// lists) the whole tree. recordDerived should record them with an op
-// that Query does not expand (or Query should skip FlagDerived records
-// when it collects renames).
+// A regression test (D4, no crash needed). In a run without crashes a
+// query lists only paths that a modification of an unblessed period
+// touched. The derived paths that a query records to keep them pending
+// (the old names beneath a renamed directory) must not make the next
+// query expand anything else: recorded with the rename's op and no
+// second name, they were once taken for renames of "" and the whole tree
+// was walked and listed. Derived records carry FlagDerived, and the next
+// query does not expand them.
 func TestDerivedPathsDoNotExpandTheTree(t *testing.T) {
 	f := newFixture(t, memStoreOpts{})
 	for _, op := range []bop{
@@ -364,15 +362,14 @@ func TestDerivedPathsDoNotExpandTheTree(t *testing.T) {
 	wantBetween(t, f.query(), []string{"d", "e", "e/x"}, allowed)
 }
 
-// BUG (minor, D4; came with recordDerived): a path left out of the plain
-// answer because its ancestor is a file is re-recorded in the period of
-// every query that finds it shadowed, so it is listed (in changes.json
-// and the status' pending count; not in the plain answer) by every query
-// forever, although nothing changes. It needs to stay pending only while
-// its non-directory ancestor may still change after an answer: if no
-// record of an unblessed period names that ancestor, the copy holds it
-// as the non-directory it is, with nothing beneath it, and the path
-// cannot be stale there.
+// A regression test (D4). A path left out of the plain answer because its
+// ancestor is a file was once re-recorded in the period of every query
+// that found it shadowed, so it was listed (in changes.json and the
+// status' pending count) by every query forever although nothing
+// changed. It stays pending only while its non-directory ancestor may
+// still change after an answer: once no record of an unblessed period
+// names that ancestor, the copy holds it as the non-directory it is, with
+// nothing beneath it, and the path cannot be stale there.
 func TestShadowedPathNotListedForever(t *testing.T) {
 	f := newFixture(t, memStoreOpts{})
 	f.mod(OpCreate, "a/x")
