@@ -485,3 +485,33 @@ func TestCoarseModeExpandedEntryLostByPowerCut(t *testing.T) {
 			paths(last))
 	}
 }
+
+// A roster's name stays in the answer when its directory is a file now
+// (shadowed: left out of the plain answer, listed in JSON), for as long
+// as the roster is unblessed. Found by the model (TestModelConsumers,
+// seed 125253): the query dropped it as if only an earlier answer's
+// shadow record kept it.
+func TestRosterNameUnderFileNowIsListed(t *testing.T) {
+	f := newFixture(t, memStoreOpts{async: true, flushOnSync: true})
+	f.back.apply(bop{kind: "mkdir", path: "d", ino: 1})
+	f.back.apply(bop{kind: "write", path: "d/x", ino: 2})
+	tok := f.begin(Intent{Op: OpRename, Ino: 2, Path: "d/x", Path2: "y"})
+	f.back.apply(bop{kind: "rename", path: "d/x", path2: "y"})
+	tok.End()
+	// A kill loses the queued fine record of the rename; then d is
+	// replaced by a file, behind the tracker's back (as a power cut
+	// that undid the mkdir would leave it).
+	f.crash(false)
+	f.back.apply(bop{kind: "rmdir", path: "d"})
+	f.back.apply(bop{kind: "write", path: "d", ino: 3})
+	for i := 0; i < 2; i++ { // not blessed: the same both times
+		a := f.query()
+		e := entryOf(a, "d/x")
+		if e == nil || !e.Shadowed() {
+			t.Fatalf("query %d: d/x is %+v, want listed and shadowed; answer %v", i, e, a.Entries)
+		}
+		if slices.Contains(plainPaths(a), "d/x") {
+			t.Fatalf("query %d: d/x in the plain answer", i)
+		}
+	}
+}

@@ -1028,12 +1028,23 @@ func (b listingBacking) ListTyped(dir string, fn func(string, bool)) error {
 	})
 }
 
-// LstatSorted is Lstat of each path, in order.
-func (b listingBacking) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
+// LstatSorted is Lstat of each path, in order; a path that need rejects
+// is Unstated when its parent is a directory.
+func (b listingBacking) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	if !sort.StringsAreSorted(paths) {
 		panic("LstatSorted: paths not sorted")
 	}
 	for i, p := range paths {
+		if p != "" && !need(i) {
+			typ := typDir // the root
+			if par := parentOf(p); par != "" {
+				typ, _, _ = b.Lstat(par)
+			}
+			if typ == typDir {
+				fn(i, Unstated, 0, 0)
+				continue
+			}
+		}
 		typ, ino, nlink := b.Lstat(p)
 		fn(i, typ, ino, nlink)
 	}

@@ -215,8 +215,9 @@ type modelCfg struct {
 	// with a store whose syncs flush earlier unsynced writes (as badger's
 	// log does) if i/2 is odd (coarse mode always flushes), and with a
 	// Backing that has the optional List and LstatSorted if i/4 is odd.
-	mixModes bool
-	listing  bool
+	mixModes  bool
+	listing   bool
+	pathsOnly bool // queries with QueryOptions.PathsOnly
 }
 
 func defaultModelCfg() modelCfg {
@@ -235,6 +236,9 @@ func (c modelCfg) forSchedule(i uint64) modelCfg {
 		c.store.async = i%2 == 1
 		c.store.flushOnSync = (i/2)%2 == 1
 		c.listing = (i/4)%2 == 1
+		// Paths-only queries stat only what a plain answer needs
+		// (with the listing Backing: its LstatSorted skips the rest).
+		c.pathsOnly = (i/8)%2 == 1
 	}
 	if c.store.async {
 		// The tracker relies on a sync making earlier unsynced writes
@@ -256,6 +260,9 @@ func (c modelCfg) mode() string {
 	}
 	if c.listing {
 		m += "+listing"
+	}
+	if c.pathsOnly {
+		m += "+pathsonly"
 	}
 	if c.store.async {
 		m += fmt.Sprintf("+resnap%d", c.reRosterAfter)
@@ -952,7 +959,7 @@ func (w *mworld) startAdvanceFor(query bool, consumer string) {
 	tr := w.tr
 	go func() {
 		if query {
-			ans, err := tr.QueryFor(consumer)
+			ans, err := tr.QueryWith(QueryOptions{Consumer: consumer, PathsOnly: w.cfg.pathsOnly})
 			a.done <- advResult{ans: ans, err: err}
 		} else {
 			id, err := tr.Checkpoint()

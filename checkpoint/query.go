@@ -40,6 +40,8 @@ type Answer struct {
 	// Reset: the lag policy dropped this consumer's backlog.
 	Reset   bool
 	Entries []Entry // sorted bytewise by Path, unique
+	// pathsOnly: a QueryOptions.PathsOnly answer (no Type, Ino, Nlink).
+	pathsOnly bool
 }
 
 type agg struct {
@@ -50,6 +52,7 @@ type agg struct {
 	inos     []uint64 // every inode the records name, oldest first
 	recorded bool     // a record names it
 	real     bool     // a record of a modification names it (not a derivation)
+	derived  bool     // this query derived it from BACKING now (queryRun.found)
 	// What the path holds when the query runs (its lstat).
 	nowIno   uint64
 	nowNlink uint32
@@ -59,16 +62,35 @@ type agg struct {
 // waits for the earlier periods to drain (files open for writing are
 // re-recorded in P instead), and answers every path that a record of an
 // unblessed period may have changed.
-func (t *Tracker) Query() (*Answer, error) { return t.QueryFor("") }
+func (t *Tracker) Query() (*Answer, error) { return t.QueryWith(QueryOptions{}) }
 
 // QueryFor is Query for the named consumer (DefaultConsumer or "" for
 // the default): its answer starts at its own last bless.
 func (t *Tracker) QueryFor(name string) (*Answer, error) {
+	return t.QueryWith(QueryOptions{Consumer: name})
+}
+
+// QueryOptions choose what a query answers.
+type QueryOptions struct {
+	Consumer string // "" or DefaultConsumer for the default
+	// PathsOnly: the answer will be rendered as FormatPlain, which shows
+	// paths and nothing else. The query then stats only the paths whose
+	// other names it must find (a modified file with links), and of the
+	// rest only their parent directories (whether an ancestor is not a
+	// directory any more, which leaves the path out): a million new
+	// files cost a thousand directory opens, not a million stats. Its
+	// entries' Type, Ino and Nlink are not filled in, and Render refuses
+	// FormatJSON.
+	PathsOnly bool
+}
+
+// QueryWith is Query with options.
+func (t *Tracker) QueryWith(o QueryOptions) (*Answer, error) {
 	if t.onQuery == nil {
-		return t.query(name)
+		return t.query(o)
 	}
 	start := time.Now()
-	ans, err := t.query(name)
+	ans, err := t.query(o)
 	n := 0
 	if ans != nil {
 		n = len(ans.Entries)
@@ -77,7 +99,8 @@ func (t *Tracker) QueryFor(name string) (*Answer, error) {
 	return ans, err
 }
 
-func (t *Tracker) query(name string) (*Answer, error) {
+func (t *Tracker) query(o QueryOptions) (*Answer, error) {
+	name := o.Consumer
 	if t.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -101,30 +124,70 @@ func (t *Tracker) query(name string) (*Answer, error) {
 	// other names of files with links, and the derived paths made
 	// durable.
 	q := t.newQueryRun(name, P)
+	q.pathsOnly = o.PathsOnly
+	sw := newStopwatch()
 	if err := t.scanRecords(q); err != nil {
 		return nil, fmt.Errorf("query: scan journal: %w", err)
 	}
+	sw.lap("scan")
 	if err := t.expandRenames(q); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.answerDirIntents(q); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
+	sw.lap("expand")
 	if err := t.addOldNames(q); err != nil {
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
-	ans, aggs := t.statPaths(q)
+	sw.lap("old names")
+	keys, aggs := q.sortPaths()
+	sw.lap("sort")
+	ans, aggs := t.statPaths(q, keys, aggs)
+	sw.lap("stat")
 	ans, aggs = dropSeenShadows(ans, aggs)
 	if aggs, err = t.addLinkNames(ans, aggs, q.linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
+	sw.lap("links")
 	if err := t.recordDerived(P, q.cur.name, ans, aggs, q.carry); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.saveState(func(s *State) { s.queried(q.cur, P, time.Now()) }); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
+	sw.lap("record")
+	t.lastAnswer.Store(int64(len(ans.Entries)))
+	if sw.total() >= slowQuery {
+		t.log.Info("slow query: where its time went", append([]any{"query", P, "paths", len(ans.Entries)}, sw.attrs()...)...)
+	}
 	return ans, nil
+}
+
+// slowQuery: a query that takes longer logs the time of each stage.
+const slowQuery = time.Second
+
+// stopwatch times the stages of a query.
+type stopwatch struct {
+	start, last time.Time
+	laps        []any // name, duration pairs, for slog
+}
+
+func newStopwatch() *stopwatch {
+	now := time.Now()
+	return &stopwatch{start: now, last: now}
+}
+
+func (s *stopwatch) lap(name string) {
+	now := time.Now()
+	s.laps = append(s.laps, name, now.Sub(s.last).Round(time.Millisecond))
+	s.last = now
+}
+
+func (s *stopwatch) total() time.Duration { return s.last.Sub(s.start) }
+
+func (s *stopwatch) attrs() []any {
+	return append(s.laps, "total", s.total().Round(time.Millisecond))
 }
 
 // recordDerived makes the answer's derived paths durable records of P.
@@ -198,10 +261,16 @@ func derivedBy(consumer string) string {
 
 // BatchLstater is an optional Backing method: Lstat of many sorted paths
 // at once, for a query over a million paths. fn may be called from
-// several goroutines at once, each time for a different i.
+// several goroutines at once, each time for a different i. A path for
+// which need(i) is false is not stat'ed itself, only its parent
+// directory: typ is then what Lstat would say if that makes the path
+// shadowed ("") or gone ("gone"), and Unstated otherwise.
 type BatchLstater interface {
-	LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32))
+	LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32))
 }
+
+// Unstated is the type of a path that a BatchLstater did not stat.
+const Unstated = "unstated"
 
 // Lister is an optional Backing method: the entries directly beneath dir.
 type Lister interface {

@@ -23,13 +23,49 @@ type queryRun struct {
 	entryInflight []bool
 	linkHints     map[uint64][]string
 	// From the old names: the renamed directories to carry into P.
-	carry []carried
+	carry     []carried
+	pathsOnly bool // QueryOptions.PathsOnly
+	// Slabs for the aggs and their first inode: a million paths are a
+	// thousand allocations, not two million (the collector's work
+	// during a query grows with the objects, not the bytes).
+	aggSlab []agg
+	inoSlab []uint64
 }
 
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	st := t.stateNow()
 	cur, _ := st.cursor(name)
-	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg), linkHints: make(map[uint64][]string)}
+	// Sized like the last answer: growing a map of a million paths
+	// rehashes it twenty times.
+	hint := min(int(t.lastAnswer.Load()), maxPathsHint)
+	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string)}
+}
+
+// maxPathsHint caps the map's initial size (a few hundred MiB).
+const maxPathsHint = 10_000_000
+
+const slabLen = 1024
+
+func (q *queryRun) newAgg(period uint64) *agg {
+	if len(q.aggSlab) == 0 {
+		q.aggSlab = make([]agg, slabLen)
+	}
+	a := &q.aggSlab[0]
+	q.aggSlab = q.aggSlab[1:]
+	a.period = period
+	return a
+}
+
+// firstIno returns a slice of length and capacity 1 holding ino: a
+// second inode appends to a copy.
+func (q *queryRun) firstIno(ino uint64) []uint64 {
+	if len(q.inoSlab) == 0 {
+		q.inoSlab = make([]uint64, slabLen)
+	}
+	s := q.inoSlab[:1:1]
+	q.inoSlab = q.inoSlab[1:]
+	s[0] = ino
+	return s
 }
 
 // add lists p for the record r.
@@ -39,7 +75,7 @@ func (q *queryRun) add(p string, r *Record, inflight bool) *agg {
 	}
 	a := q.paths[p]
 	if a == nil {
-		a = &agg{period: r.Period}
+		a = q.newAgg(r.Period)
 		q.paths[p] = a
 	}
 	a.ops |= 1 << r.Op
@@ -51,11 +87,20 @@ func (q *queryRun) add(p string, r *Record, inflight bool) *agg {
 		// The latest file modified under this name; all of them go
 		// to Inos, for a consumer looking for other names.
 		a.ino = r.Ino
-		if !slices.Contains(a.inos, r.Ino) {
+		if a.inos == nil {
+			a.inos = q.firstIno(r.Ino)
+		} else if !slices.Contains(a.inos, r.Ino) {
 			a.inos = append(a.inos, r.Ino)
 		}
 	}
 	return a
+}
+
+// found lists p as derived by this query from BACKING as it is now.
+func (q *queryRun) found(p string, r *Record, inflight bool) {
+	if a := q.add(p, r, inflight); a != nil {
+		a.derived = true
+	}
 }
 
 // recorded lists p as named by a record of this consumer's.
@@ -140,7 +185,7 @@ func (t *Tracker) expandRenames(q *queryRun) error {
 				continue
 			}
 			walked[top] = true
-			if err := t.backing.Walk(top, func(p string) { q.add(p, &beneath, false) }); err != nil {
+			if err := t.backing.Walk(top, func(p string) { q.found(p, &beneath, false) }); err != nil {
 				return fmt.Errorf("expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -189,33 +234,40 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 			// A chunk has no completion of its own.
 			inflight = snapInflight[dirKey{r.Period, r.Path}]
 		}
-		q.add(r.Path, &rr, inflight)
+		q.found(r.Path, &rr, inflight)
 		if r.Op == OpNames {
 			if r.Path2 == "" {
 				continue // a header: its chunks hold the names
 			}
 			for _, n := range chunkNames(r) {
-				q.add(dirPrefix(r.Path)+n, &rr, inflight)
+				q.found(dirPrefix(r.Path)+n, &rr, inflight)
 			}
 			continue
 		}
-		if err := t.listDir(r.Path, func(p string) { q.add(p, &rr, inflight) }); err != nil {
+		if err := t.listDir(r.Path, func(p string) { q.found(p, &rr, inflight) }); err != nil {
 			return fmt.Errorf("list %q: %w", r.Path, err)
 		}
 	}
-	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { q.add(p, r, inflight) }); err != nil {
+	if err := t.expandNewDirs(dirIntents, entInflight, func(p string, r *Record, inflight bool) { q.found(p, r, inflight) }); err != nil {
 		return fmt.Errorf("expand new directories: %w", err)
 	}
 	return nil
 }
 
-// statPaths sorts the paths and stats each (type, inode, link count) for
-// the answer. aggs[i] is the agg of ans.Entries[i] from here on.
-func (t *Tracker) statPaths(q *queryRun) (*Answer, []*agg) {
-	ans := &Answer{Query: q.P, Blessed: q.cur.lastBlessed, Recovered: q.cur.recoveredAt != 0,
-		Full: q.cur.full, Reset: q.cur.reset}
+// sortPaths hands the paths over sorted, with their aggs in the same
+// order; q.paths is dropped.
+func (q *queryRun) sortPaths() ([]string, []*agg) {
 	keys, aggs := sortedPaths(q.paths)
 	q.paths = nil
+	return keys, aggs
+}
+
+// statPaths stats each of the sorted paths keys (type, inode, link
+// count) for the answer. aggs[i] is the agg of ans.Entries[i] from here
+// on.
+func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, []*agg) {
+	ans := &Answer{Query: q.P, Blessed: q.cur.lastBlessed, Recovered: q.cur.recoveredAt != 0,
+		Full: q.cur.full, Reset: q.cur.reset, pathsOnly: q.pathsOnly}
 	// Sorted, siblings are neighbours: a batch statter opens each
 	// directory once.
 	stat := func(fn func(i int, typ string, ino uint64, nlink uint32)) {
@@ -225,7 +277,10 @@ func (t *Tracker) statPaths(q *queryRun) (*Answer, []*agg) {
 		}
 	}
 	if bs, ok := t.backing.(BatchLstater); ok {
-		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, fn) }
+		// A paths-only answer needs a path's own stat only to find
+		// the other names of a modified file (links.go).
+		need := func(i int) bool { return !q.pathsOnly || aggs[i].ops&inodeOps != 0 }
+		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, need, fn) }
 	}
 	ans.Entries = make([]Entry, len(keys))
 	// A million entries share a handful of op lists, made before the
@@ -246,8 +301,11 @@ func (t *Tracker) statPaths(q *queryRun) (*Answer, []*agg) {
 			ino, nlink = a.ino, 0
 		}
 		shadowed := typ == ""
-		if shadowed {
+		switch typ {
+		case "":
 			typ = "gone"
+		case Unstated:
+			typ = ""
 		}
 		ans.Entries[i] = Entry{Path: keys[i], Type: typ, Ops: opLists[a.ops],
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
@@ -257,11 +315,13 @@ func (t *Tracker) statPaths(q *queryRun) (*Answer, []*agg) {
 
 // dropSeenShadows leaves out a shadowed path kept only by its own shadow
 // record (from an earlier answer, now blessed): it has been seen through
-// one more round. aggs stays parallel to the entries.
+// one more round. A shadowed path that this query derived (a roster's
+// name, beneath a renamed directory) stays: what it is derived from is
+// unblessed. aggs stays parallel to the entries.
 func dropSeenShadows(ans *Answer, aggs []*agg) (*Answer, []*agg) {
 	kept := 0
 	for i := range ans.Entries {
-		if ans.Entries[i].shadowed && !aggs[i].real {
+		if ans.Entries[i].shadowed && !aggs[i].real && !aggs[i].derived {
 			continue
 		}
 		ans.Entries[kept], aggs[kept] = ans.Entries[i], aggs[i]

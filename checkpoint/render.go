@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"unicode/utf8"
@@ -42,12 +43,20 @@ type Renderer struct {
 	chunk  []byte // the last chunk rendered
 	buf    []byte // what of chunk is not read yet
 	off    int64  // the offset of buf[0] in the whole rendering
+	err    error  // every read fails with it
 }
+
+// ErrPathsOnly: a paths-only answer (QueryOptions.PathsOnly) has no
+// types, inodes or link counts to render as JSON.
+var ErrPathsOnly = errors.New("checkpoint: a paths-only answer cannot be rendered as JSON")
 
 // Render returns a Renderer of a in format; header adds fields to the
 // JSON header (the answer's own fields win).
 func (a *Answer) Render(format Format, header map[string]any) *Renderer {
 	r := &Renderer{a: a, format: format, header: header}
+	if a.pathsOnly && format == FormatJSON {
+		r.err = ErrPathsOnly
+	}
 	r.rewind()
 	return r
 }
@@ -70,6 +79,9 @@ func (r *Renderer) Read(p []byte) (int, error) {
 
 // ReadAt implements io.ReaderAt for a reader that reads mostly in order.
 func (r *Renderer) ReadAt(p []byte, off int64) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	if off < r.off {
 		r.rewind()
 	}

@@ -93,6 +93,9 @@ type Tracker struct {
 	// Records appended (stats.go): synced through Store.Append, and
 	// queued unsynced through AsyncStore.AppendAsync.
 	syncedRecs, queuedRecs atomic.Uint64
+	// lastAnswer: the paths of the last answer, the next query's first
+	// guess of its size (query_stages.go).
+	lastAnswer atomic.Int64
 }
 
 // Options tune a Tracker.

@@ -214,8 +214,10 @@ func notBeneath(err error) bool {
 
 // LstatSorted is Lstat of many paths, sorted so that siblings are
 // neighbours: each parent directory is opened once per chunk. The chunks
-// run in parallel (a million fstatat calls are most of a big query).
-func (b *Backing) LstatSorted(paths []string, fn func(i int, typ string, ino uint64, nlink uint32)) {
+// run in parallel (a million fstatat calls are most of a big query). A
+// path that need rejects is not stat'ed: its parent's open tells whether
+// it is shadowed or gone (checkpoint.BatchLstater).
+func (b *Backing) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	workers := min(runtime.NumCPU(), 4)
 	if len(paths) < 10000 {
 		workers = 1
@@ -227,13 +229,13 @@ func (b *Backing) LstatSorted(paths []string, fn func(i int, typ string, ino uin
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
-			b.lstatRange(paths, lo, hi, fn)
+			b.lstatRange(paths, lo, hi, need, fn)
 		}(lo, hi)
 	}
 	wg.Wait()
 }
 
-func (b *Backing) lstatRange(paths []string, lo, hi int, fn func(i int, typ string, ino uint64, nlink uint32)) {
+func (b *Backing) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	curDir, curFd, curErr := "\x00", -1, error(nil)
 	defer func() {
 		if curFd >= 0 {
@@ -257,6 +259,12 @@ func (b *Backing) lstatRange(paths []string, lo, hi int, fn func(i int, typ stri
 			if curErr != nil {
 				curFd = -1
 			}
+		}
+		if curErr == nil && !need(i) {
+			// The parent is a directory beneath the root: the path
+			// is not shadowed.
+			fn(i, checkpoint.Unstated, 0, 0)
+			continue
 		}
 		var st unix.Stat_t
 		err := curErr

@@ -220,7 +220,9 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		if !n.c.owner(ctx) {
 			return nil, 0, syscall.EACCES
 		}
-		ans, err := n.c.r.tr.QueryFor(n.consumer)
+		// The plain answer shows paths only: the query stats no more
+		// than those need.
+		ans, err := n.c.r.tr.QueryWith(checkpoint.QueryOptions{Consumer: n.consumer, PathsOnly: n.kind == kindChanges})
 		if err != nil {
 			n.c.setErr("query failed: %v", err)
 			return nil, 0, toErrno(err)
