@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,11 +27,14 @@ import (
 const umountUsage = `Usage: hsmfs umount MOUNTPOINT
 
 Unmounts MOUNTPOINT and waits until its daemon has closed the journal
-cleanly. A dead hsmfs mount (its daemon was killed: "Transport endpoint
+cleanly and taken the index of the tree for the next mount's check: as
+long as the daemon works, up to 30 minutes, and 1 minute in which it
+used no CPU at most. A dead hsmfs mount (its daemon was killed: "Transport endpoint
 is not connected") is cleared (detached), and said so on stderr. Only an
 hsmfs mount is ever unmounted.
 Exit codes: 0 unmounted or dead mount cleared, 1 failed (busy, not
-mounted, not an hsmfs mount), 2 bad command line.
+mounted, not an hsmfs mount, or the daemon did not exit), 2 bad command
+line.
 `
 
 const changesUsage = `Usage: hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
@@ -349,18 +353,62 @@ func runUmount(args []string) error {
 	if err != nil {
 		return fmt.Errorf("unmount %s: %w", abs, err)
 	}
-	// Return once the daemon has closed its journal, so that the next
-	// mount finds it free and clean.
+	// Return once the daemon has closed its journal and taken the
+	// outside-changes index, so that the next mount finds both.
 	if pid > 0 {
-		deadline := time.Now().Add(60 * time.Second)
-		for unix.Kill(pid, 0) == nil {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("unmounted, but daemon %d has not exited after 60s", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return waitExit(pid, exitIdle, exitMax)
 	}
 	return nil
+}
+
+// How long hsmfs umount waits for the daemon: while it works (the index
+// at unmount walks the tree: 2.4 s per million entries, minutes for tens
+// of millions), up to exitMax; exitIdle without any CPU time used is a
+// daemon that is stuck.
+const (
+	exitIdle = 60 * time.Second
+	exitMax  = 30 * time.Minute
+)
+
+// waitExit returns once process pid has exited, or an error once it has
+// used no CPU for idle, or after limit.
+func waitExit(pid int, idle, limit time.Duration) error {
+	start := time.Now()
+	lastCPU, lastWork := cpuTicks(pid), start
+	for unix.Kill(pid, 0) == nil {
+		now := time.Now()
+		if c := cpuTicks(pid); c != lastCPU {
+			lastCPU, lastWork = c, now
+		}
+		if now.Sub(lastWork) > idle || now.Sub(start) > limit {
+			return fmt.Errorf("unmounted, but daemon %d has not exited after %s (idle for %s)",
+				pid, now.Sub(start).Round(time.Second), now.Sub(lastWork).Round(time.Second))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// cpuTicks is the user and system time of process pid, in clock ticks
+// (/proc/PID/stat, fields 14 and 15), or -1 if it cannot be read.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The command name, field 2, is in parentheses and may hold
+	// anything: count the fields after its closing one.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	k, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return u + k
 }
 
 func runJournal(args []string) error {
