@@ -174,6 +174,9 @@ func (s *syncer) round(ctx context.Context) (rd Round, err error) {
 		// The contract's recipe, on the NUL-separated list.
 		opts := []string{"-a", "-I", "--from0", "--files-from=" + list.Name(), "--delete-missing-args", "--force"}
 		st, err = s.r.copy(ctx, opts, s.src, s.dest)
+		if err != nil && !s.o.DryRun && !isRemote(s.o.Dest) {
+			s.removeLeftovers(ans.id, list.Name())
+		}
 	}
 	rd.Bytes, rd.Elapsed = st.transferred, time.Since(start)
 	if err != nil {
@@ -193,6 +196,18 @@ func (s *syncer) round(ctx context.Context) (rd Round, err error) {
 	s.forceFull, s.checkDest = false, false
 	rd.Elapsed = time.Since(start)
 	return rd, nil
+}
+
+// removeLeftovers removes the temporaries that a failed rsync left in
+// DEST (leftovers.go), and says so.
+func (s *syncer) removeLeftovers(id uint64, list string) {
+	n, err := removeLeftovers(list, s.src, s.dest)
+	if err != nil {
+		fmt.Fprintf(s.o.Stderr, "hsmfs sync: query %d: looking for rsync's temporary files in DEST: %v\n", id, err)
+	}
+	if n > 0 {
+		fmt.Fprintf(s.o.Stderr, "hsmfs sync: query %d: removed %d temporary file(s) that the failed rsync left in DEST\n", id, n)
+	}
 }
 
 // fullReason says why this round must copy the whole tree, or "" if the
