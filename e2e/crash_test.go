@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -82,6 +83,10 @@ type crashRig struct {
 
 // explain logs, for a failed comparison, which answers listed the paths
 // that differ and what the journal holds for them.
+// rsyncTempName is the name of rsync's temporary file beside a file it
+// writes.
+var rsyncTempName = regexp.MustCompile(`^\.(.+)\.[A-Za-z0-9]{6}$`)
+
 func (r *crashRig) explain(diff []string) {
 	t := r.t
 	r.histMu.Lock()
@@ -98,6 +103,9 @@ func (r *crashRig) explain(diff []string) {
 			}
 		}
 		t.Logf("%q: listed in answers %v of %d", p, in, len(hist))
+		if strings.Contains(d, "only in copy") && rsyncTempName.MatchString(filepath.Base(p)) {
+			t.Logf("%q looks like a temporary file that rsync left in DEST (.NAME.XXXXXX); no answer lists such a name", p)
+		}
 	}
 	r.m.unmount(t)
 	res := hsm(t, "journal", "dump", r.journal)
