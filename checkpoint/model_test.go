@@ -369,6 +369,12 @@ type mconsumer struct {
 }
 
 type mworld struct {
+	// shadowedIn: the paths that answers of the default consumer listed
+	// as shadowed, with the latest such answer's id. Their shadow
+	// records (period = that id) keep them listed while the cursor has
+	// not passed it (docs/design.md, query step 7).
+	shadowedIn map[string]uint64
+
 	cfg   modelCfg
 	ch    chooser
 	trace []string
@@ -1376,6 +1382,19 @@ func (w *mworld) checkAnswer(P uint64, a *Answer) {
 					allowed[c], want[c] = true, true
 				}
 			}
+		}
+	}
+	for p, q := range w.shadowedIn {
+		if q >= a.Blessed {
+			allowed[p] = true
+		}
+	}
+	for i := range a.Entries {
+		if a.Entries[i].Shadowed() {
+			if w.shadowedIn == nil {
+				w.shadowedIn = make(map[string]uint64)
+			}
+			w.shadowedIn[a.Entries[i].Path] = a.Query
 		}
 	}
 	delete(want, "")
