@@ -157,7 +157,10 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	sw.lap("record")
-	t.lastAnswer.Store(int64(len(ans.Entries)))
+	if t.answerSizes == nil {
+		t.answerSizes = make(map[string]int)
+	}
+	t.answerSizes[name] = len(ans.Entries)
 	if sw.total() >= slowQuery {
 		t.log.Info("slow query: where its time went", append([]any{"query", P, "paths", len(ans.Entries)}, sw.attrs()...)...)
 	}
@@ -216,9 +219,10 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 	}
 	for i := range ans.Entries {
 		e, a := &ans.Entries[i], aggs[i]
-		if a.recorded && (!e.shadowed || !a.real) {
+		if a.recorded && (!e.shadowed || !(a.real || a.derived)) {
 			// Recorded already; a shadowed path is recorded once
-			// more (below) only while a record of a modification
+			// more (below) only while a record of a modification, or
+			// an unblessed record that this query derived it from,
 			// names it, so it goes after one more bless.
 			continue
 		}

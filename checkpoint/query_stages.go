@@ -35,9 +35,9 @@ type queryRun struct {
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	st := t.stateNow()
 	cur, _ := st.cursor(name)
-	// Sized like the last answer: growing a map of a million paths
-	// rehashes it twenty times.
-	hint := min(int(t.lastAnswer.Load()), maxPathsHint)
+	// Sized like this consumer's last answer: growing a map of a
+	// million paths rehashes it twenty times.
+	hint := min(t.answerSizes[name], maxPathsHint)
 	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string)}
 }
 

@@ -93,9 +93,9 @@ type Tracker struct {
 	// Records appended (stats.go): synced through Store.Append, and
 	// queued unsynced through AsyncStore.AppendAsync.
 	syncedRecs, queuedRecs atomic.Uint64
-	// lastAnswer: the paths of the last answer, the next query's first
-	// guess of its size (query_stages.go).
-	lastAnswer atomic.Int64
+	// answerSizes: the paths of each consumer's last answer, its next
+	// query's first guess of its size (query_stages.go). Guarded by qmu.
+	answerSizes map[string]int
 }
 
 // Options tune a Tracker.

@@ -374,11 +374,21 @@ const (
 // used no CPU for idle, or after limit.
 func waitExit(pid int, idle, limit time.Duration) error {
 	start := time.Now()
-	lastCPU, lastWork := cpuTicks(pid), start
-	for unix.Kill(pid, 0) == nil {
+	first, ok := procStat(pid)
+	if !ok {
+		return nil // gone already
+	}
+	lastCPU, lastWork := first.cpu, start
+	for {
+		st, ok := procStat(pid)
+		// A zombie has exited; another start time is another process
+		// that got the pid.
+		if !ok || st.state == "Z" || st.state == "X" || st.start != first.start {
+			return nil
+		}
 		now := time.Now()
-		if c := cpuTicks(pid); c != lastCPU {
-			lastCPU, lastWork = c, now
+		if st.cpu != lastCPU {
+			lastCPU, lastWork = st.cpu, now
 		}
 		if now.Sub(lastWork) > idle || now.Sub(start) > limit {
 			return fmt.Errorf("unmounted, but daemon %d has not exited after %s (idle for %s)",
@@ -386,29 +396,36 @@ func waitExit(pid int, idle, limit time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
 }
 
-// cpuTicks is the user and system time of process pid, in clock ticks
-// (/proc/PID/stat, fields 14 and 15), or -1 if it cannot be read.
-func cpuTicks(pid int) int64 {
+// pstat is what waitExit reads of a process: its state, its user and
+// system time in clock ticks, and its start time.
+type pstat struct {
+	state      string
+	cpu, start int64
+}
+
+// procStat reads /proc/PID/stat (fields 3, 14, 15 and 22); ok is false if
+// the process is gone or the file cannot be read.
+func procStat(pid int) (pstat, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return -1
+		return pstat{}, false
 	}
 	// The command name, field 2, is in parentheses and may hold
-	// anything: count the fields after its closing one.
+	// anything: count the fields after its closing one (field 3 first).
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return -1
+	if len(f) < 20 {
+		return pstat{}, false
 	}
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	k, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return -1
+	st, err3 := strconv.ParseInt(f[19], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return pstat{}, false
 	}
-	return u + k
+	return pstat{state: f[0], cpu: u + k, start: st}, true
 }
 
 func runJournal(args []string) error {

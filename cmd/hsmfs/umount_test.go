@@ -35,7 +35,17 @@ func TestWaitExit(t *testing.T) {
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Errorf("gave up on an idle process after %v", d)
 	}
-	if cpuTicks(idle) < 0 {
-		t.Errorf("cpuTicks of a live process: -1")
+	if st, ok := procStat(idle); !ok || st.state == "" || st.start == 0 {
+		t.Errorf("procStat of a live process: %+v, %v", st, ok)
+	}
+	// A zombie (exited, not reaped yet) has exited.
+	z := exec.Command("true")
+	if err := z.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer z.Wait()
+	time.Sleep(200 * time.Millisecond)
+	if err := waitExit(z.Process.Pid, time.Second, 5*time.Second); err != nil {
+		t.Errorf("a zombie: %v", err)
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 )
 
 // rsync writes a file to DEST as a temporary ".NAME.XXXXXX" beside NAME
@@ -18,12 +20,18 @@ import (
 // for good. After a failed round of a list, removeLeftovers removes, in
 // the directories of the listed paths, every temporary of a listed name
 // that the mount does not hold.
-var rsyncTemp = regexp.MustCompile(`^\.(.+)\.[A-Za-z0-9]{6}$`)
+var rsyncTemp = regexp.MustCompile(`(?s)^\.(.+)\.[A-Za-z0-9]{6}$`)
 
 // removeLeftovers reads the NUL-separated list and removes the rsync
 // temporaries of its names from dest (a local directory) that src does
-// not hold. It returns how many it removed.
+// not hold. It returns how many it removed. It removes nothing unless
+// src is still the mount (a bare mountpoint holds nothing, so every name
+// would look absent), and only in directories that are real directories
+// both in src and in dest, never through a symlink in dest.
 func removeLeftovers(list, src, dest string) (int, error) {
+	if _, err := os.Lstat(filepath.Join(src, ".hsm")); err != nil {
+		return 0, fmt.Errorf("the mount is gone: %w", err)
+	}
 	f, err := os.Open(list)
 	if err != nil {
 		return 0, err
@@ -45,9 +53,12 @@ func removeLeftovers(list, src, dest string) (int, error) {
 	}
 	removed := 0
 	for dir, listed := range names {
+		if !realDir(src, dir) || !realDir(dest, dir) {
+			continue
+		}
 		ents, err := os.ReadDir(filepath.Join(dest, dir))
 		if err != nil {
-			continue // gone, or not a directory: nothing of rsync's there
+			continue // gone meanwhile: nothing of rsync's there
 		}
 		for _, e := range ents {
 			m := rsyncTemp.FindStringSubmatch(e.Name())
@@ -64,6 +75,24 @@ func removeLeftovers(list, src, dest string) (int, error) {
 		}
 	}
 	return removed, nil
+}
+
+// realDir reports whether root/dir and each directory between them is a
+// directory, not a symlink.
+func realDir(root, dir string) bool {
+	p := root
+	for _, c := range strings.Split(filepath.Clean(dir), string(filepath.Separator)) {
+		if c == "." || c == "" {
+			continue
+		}
+		p = filepath.Join(p, c)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	fi, err := os.Lstat(root)
+	return err == nil && fi.IsDir()
 }
 
 func splitNUL(data []byte, atEOF bool) (int, []byte, error) {

@@ -21,8 +21,15 @@ func TestRemoveLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{"f6", "d/g", ".held.Ab12Cd"} {
+	for _, p := range []string{"f6", "d/g", ".held.Ab12Cd", "s/h", ".hsm/status"} {
 		write(src, p)
+	}
+	// s is a directory in the mount, and a symlink in DEST (to a
+	// directory outside it, where rsync left nothing).
+	outside := t.TempDir()
+	write(outside, ".h.Zz9Yy8")
+	if err := os.Symlink(outside, filepath.Join(dest, "s")); err != nil {
+		t.Fatal(err)
 	}
 	for _, p := range []string{".f6.8zrgOF", "d/.g.x1Y2z3", ".held.Ab12Cd", ".other.Ab12Cd", "d/.g.toolong1"} {
 		write(dest, p)
@@ -31,7 +38,7 @@ func TestRemoveLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := filepath.Join(t.TempDir(), "list")
-	if err := os.WriteFile(list, []byte("f6\x00d/g\x00held\x00gone/x\x00"), 0o644); err != nil {
+	if err := os.WriteFile(list, []byte("f6\x00d/g\x00held\x00gone/x\x00s/h\x00"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	n, err := removeLeftovers(list, src+"/", dest+"/")
@@ -47,5 +54,16 @@ func TestRemoveLeftovers(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(dest, p)); err != nil {
 			t.Errorf("%s was removed: %v", p, err)
 		}
+	}
+	if _, err := os.Lstat(filepath.Join(outside, ".h.Zz9Yy8")); err != nil {
+		t.Errorf("a file beyond a symlink in DEST was removed: %v", err)
+	}
+	// A bare mountpoint (the mount is gone): nothing is removed.
+	write(dest, ".f6.Qq1Ww2")
+	if n, err := removeLeftovers(list, t.TempDir(), dest); err == nil || n != 0 {
+		t.Errorf("without the mount: removeLeftovers = %d, %v; want 0 and an error", n, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest, ".f6.Qq1Ww2")); err != nil {
+		t.Errorf("without the mount, %s was removed", ".f6.Qq1Ww2")
 	}
 }
