@@ -381,9 +381,11 @@ func waitExit(pid int, idle, limit time.Duration) error {
 	lastCPU, lastWork := first.cpu, start
 	for {
 		st, ok := procStat(pid)
-		// A zombie has exited; another start time is another process
-		// that got the pid.
-		if !ok || st.state == "Z" || st.state == "X" || st.start != first.start {
+		// Another start time is another process that got the pid. A
+		// zombie leader has exited, but its other threads may still be
+		// exiting, and the process keeps its files (the journal's lock)
+		// until the last one is gone.
+		if !ok || st.start != first.start || (dead(st.state) && !threadsLive(pid)) {
 			return nil
 		}
 		now := time.Now()
@@ -396,6 +398,33 @@ func waitExit(pid int, idle, limit time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func dead(state string) bool { return state == "Z" || state == "X" }
+
+// threadsLive reports whether any thread of process pid is neither a
+// zombie nor dead.
+func threadsLive(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		if f := statFields(string(b)); len(f) > 0 && !dead(f[0]) {
+			return true
+		}
+	}
+	return false
+}
+
+// statFields splits a /proc stat line after the command name (field 2),
+// which is in parentheses and may hold anything: field 3 comes first.
+func statFields(s string) []string {
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
 
 // pstat is what waitExit reads of a process: its state, its user and
@@ -412,10 +441,7 @@ func procStat(pid int) (pstat, bool) {
 	if err != nil {
 		return pstat{}, false
 	}
-	// The command name, field 2, is in parentheses and may hold
-	// anything: count the fields after its closing one (field 3 first).
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	f := statFields(string(b))
 	if len(f) < 20 {
 		return pstat{}, false
 	}
