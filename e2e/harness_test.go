@@ -165,9 +165,22 @@ func hsm(t testing.TB, args ...string) result {
 // run runs a command to its end; cred, if set, runs it as another user.
 func run(t testing.TB, cred *syscall.Credential, name string, args ...string) result {
 	t.Helper()
+	return runCmd(t, "", nil, cred, name, args...)
+}
+
+// runIn runs a command to its end in dir, with env as its whole
+// environment if env is not nil.
+func runIn(t testing.TB, dir string, env []string, name string, args ...string) result {
+	t.Helper()
+	return runCmd(t, dir, env, nil, name, args...)
+}
+
+func runCmd(t testing.TB, dir string, env []string, cred *syscall.Credential, name string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir, cmd.Env = dir, env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second

@@ -16,6 +16,14 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v losetup >/dev/null || need+=(mount)
 command -v unshare >/dev/null || need+=(util-linux) # mount(8) tests in a private mount namespace
 command -v fio >/dev/null || need+=(fio)
+command -v git >/dev/null || need+=(git)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v gcc >/dev/null || need+=(gcc)
+[[ -e /usr/include/stdio.h ]] || need+=(libc6-dev)
+command -v make >/dev/null || need+=(make)
+command -v python3 >/dev/null || need+=(python3)
+command -v patch >/dev/null || need+=(patch)
+command -v diff >/dev/null || need+=(diffutils)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
