@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestRealClients runs real programs on the mount, as users do, and the
@@ -13,7 +16,7 @@ import (
 // removes hundreds of files), sqlite3 in rollback-journal and WAL modes
 // (the WAL's shared memory is a shared mapping), editors' atomic saves
 // (sed -i, a Python write-fsync-rename), a C build with make and gcc that
-// runs what it built, cp -a, mv and patch. Each step must succeed and
+// runs what it built, rsync writing into the mount, cp -a, mv and patch. Each step must succeed and
 // print the same on both; after each, the answer fed to real rsync must
 // make the consumer's copy equal the mount, and the mount must hold what
 // the plain directory holds (times aside: programs stamp them).
@@ -34,7 +37,7 @@ func TestRealClients(t *testing.T) {
 	}
 	query(t, m.Mnt)
 	bless(t, m.Mnt)
-	env := []string{"HOME=" + home, "SRC=" + src, "REPO=" + repo, "LC_ALL=C", "TZ=UTC",
+	env := []string{"HOME=" + home, "SRC=" + src, "SRCTREE=" + filepath.Join(top, "srctree"), "REPO=" + repo, "LC_ALL=C", "TZ=UTC",
 		"GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.org", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z",
 		"GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@example.org", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
 		"GIT_CONFIG_NOSYSTEM=1", "PATH=" + os.Getenv("PATH")}
@@ -49,12 +52,12 @@ func TestRealClients(t *testing.T) {
 			waitClosed(t, m.Mnt)
 			list, r := consume0(t, m.Mnt, dest)
 			rsyncOK(t, r, list)
-			if !sameTree(t, s.name+": copy vs mount", snapshot(t, m.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "mount", "copy") {
+			if !sameTree(t, s.name+": copy vs mount", snapshot(t, m.Mnt, snapOpts{withXattrs: true}), snapshot(t, dest, snapOpts{withXattrs: true}), "mount", "copy") {
 				t.Logf("the answer (%d paths):\n  %s", len(list), strings.Join(list, "\n  "))
 			}
 			bless(t, m.Mnt)
-			sameTree(t, s.name+": mount vs plain directory", timeless(snapshot(t, m.Mnt, snapOpts{})),
-				timeless(snapshot(t, ref, snapOpts{})), "mount", "plain directory")
+			sameTree(t, s.name+": mount vs plain directory", timeless(snapshot(t, m.Mnt, snapOpts{withXattrs: true})),
+				timeless(snapshot(t, ref, snapOpts{withXattrs: true})), "mount", "plain directory")
 		})
 	}
 }
@@ -120,6 +123,12 @@ printf 'prog: main.o add.o\n\t$(CC) -o $@ main.o add.o\n%%.o: %%.c\n\t$(CC) -O0 
 make -s && ./prog
 touch add.c && make -s && ./prog
 make -s clean && make -s && ./prog && rm main.o`},
+	{"rsync-in", `
+mkdir in && rsync -aHX "$SRCTREE/" in/
+echo changed >> in/top && rm in/d1/f2 && mkdir in/extra
+rsync -aHX --delete "$SRCTREE/" in/
+rsync -aHXc --delete --dry-run --itemize-changes "$SRCTREE/" in/
+find in -links +1 -type f | sort`},
 	{"cp-mv-patch", `
 cp -a t t2 && mv t2 t3 && mv t3/d1 t3/e1
 cp -a t3 t4 && diff -r --no-dereference t3 t4 && echo same
@@ -131,7 +140,8 @@ rm -rf t t4 p.diff && ls`},
 }
 
 // consume0 is consume for names that may hold a newline: the answer of
-// hsmfs changes -0, given to rsync with --from0.
+// hsmfs changes -0, given to rsync with --from0, and -X, so that the copy
+// keeps xattrs too (an xattr change is listed).
 func consume0(t *testing.T, mnt, dest string) ([]string, result) {
 	t.Helper()
 	r := hsm(t, "changes", "-0", mnt)
@@ -141,7 +151,7 @@ func consume0(t *testing.T, mnt, dest string) ([]string, result) {
 	f := filepath.Join(t.TempDir(), "answer")
 	must(t, os.WriteFile(f, []byte(r.stdout), 0o644))
 	list := strings.Split(strings.TrimSuffix(r.stdout, "\x00"), "\x00")
-	return list, run(t, nil, "rsync", "-a", "-I", "--from0", "--files-from="+f, "--delete-missing-args", "--force", mnt+"/", dest+"/")
+	return list, run(t, nil, "rsync", "-a", "-I", "-X", "--from0", "--files-from="+f, "--delete-missing-args", "--force", mnt+"/", dest+"/")
 }
 
 // makeRepo makes a repository of 12 commits over 30 directories, each
@@ -202,6 +212,8 @@ func makeSourceTar(t *testing.T, dir, tarball string) {
 	must(t, os.Symlink("d1/f1", filepath.Join(dir, "link")))
 	must(t, os.Symlink("nowhere", filepath.Join(dir, "d2/dangling")))
 	must(t, os.Link(filepath.Join(dir, "d1/f1"), filepath.Join(dir, "d2/hard")))
+	must(t, syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o640))
+	must(t, unix.Setxattr(filepath.Join(dir, "d1/f1"), "user.origin", []byte("tar"), 0))
 	if r := runIn(t, dir, nil, "tar", "-cf", tarball, "."); r.code != 0 {
 		t.Fatalf("tar: %v", r)
 	}
