@@ -11,15 +11,17 @@ import (
 )
 
 // TestRealClients runs real programs on the mount, as users do, and the
-// same programs on a plain directory beside it: tar unpacking links and
-// modes, git committing, branching, merging and packing (gc renames and
-// removes hundreds of files), sqlite3 in rollback-journal and WAL modes
-// (the WAL's shared memory is a shared mapping), editors' atomic saves
-// (sed -i, a Python write-fsync-rename), a C build with make and gcc that
-// runs what it built, rsync writing into the mount, cp -a, mv and patch. Each step must succeed and
-// print the same on both; after each, the answer fed to real rsync must
-// make the consumer's copy equal the mount, and the mount must hold what
-// the plain directory holds (times aside: programs stamp them).
+// same programs on a plain directory beside it: tar unpacking links,
+// modes and a fifo, git committing, branching, merging and packing (gc
+// renames and removes hundreds of files) and a clone with checkouts,
+// sqlite3 in rollback-journal and WAL modes (the WAL's shared memory is a
+// shared mapping), editors' atomic saves (sed -i, a Python
+// write-fsync-rename), a C build with make and gcc that runs what it
+// built, rsync -aHX writing into the mount, cp -a, mv and patch. Each
+// step must succeed and print the same on both; after each, the answer
+// fed to real rsync must make the consumer's copy equal the mount, and
+// the mount must hold what the plain directory holds (times aside:
+// programs stamp them).
 func TestRealClients(t *testing.T) {
 	m := mount(t)
 	top := t.TempDir()
