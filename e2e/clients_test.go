@@ -17,7 +17,8 @@ import (
 // sqlite3 in rollback-journal and WAL modes (the WAL's shared memory is a
 // shared mapping), editors' atomic saves (sed -i, a Python
 // write-fsync-rename), a C build with make and gcc that runs what it
-// built, rsync -aHX writing into the mount, cp -a, mv and patch. Each
+// built, rsync -aHX writing into the mount, fio writing and verifying
+// through write(2), a shared mapping and O_DIRECT, cp -a, mv and patch. Each
 // step must succeed and print the same on both; after each, the answer
 // fed to real rsync must make the consumer's copy equal the mount, and
 // the mount must hold what the plain directory holds (times aside:
@@ -131,6 +132,11 @@ echo changed >> in/top && rm in/d1/f2 && mkdir in/extra
 rsync -aHX --delete "$SRCTREE/" in/
 rsync -aHXc --delete --dry-run --itemize-changes "$SRCTREE/" in/
 find in -links +1 -type f | sort`},
+	{"fio-verify", `
+for e in psync mmap "psync --direct=1" "pvsync2 --fsync=4"; do
+	fio --name=v --filename=fio.$(echo $e | cut -c1-5) --size=4M --rw=randrw --bs=4k --verify=crc32c --verify_fatal=1 --ioengine=$e --minimal >/dev/null
+done
+rm -f ./*verify.state && ls fio.*`},
 	{"cp-mv-patch", `
 cp -a t t2 && mv t2 t3 && mv t3/d1 t3/e1
 cp -a t3 t4 && diff -r --no-dereference t3 t4 && echo same
@@ -182,13 +188,14 @@ func runStep(t *testing.T, dir string, env []string, script string) string {
 // timeless drops what the comparison of two directories where the same
 // programs ran must not look at: times, which programs stamp, and git's
 // index, which holds each file's inode number and times (git status
-// compares what it says), and packs, whose order of objects may depend
-// on pack-objects' threads (git fsck checks them).
+// compares what it says), packs, whose order of objects may depend on
+// pack-objects' threads (git fsck checks them), and fio's files, whose
+// blocks carry times (fio verifies them).
 func timeless(s map[string]node) map[string]node {
 	for p, n := range s {
 		n.Mtime = 0
 		s[p] = n
-		if strings.HasSuffix(p, ".git/index") || strings.Contains(p, ".git/objects/pack/") {
+		if strings.HasSuffix(p, ".git/index") || strings.Contains(p, ".git/objects/pack/") || strings.HasPrefix(p, "fio.") {
 			delete(s, p)
 		}
 	}
