@@ -16,8 +16,8 @@ import (
 // renames and removes hundreds of files) and a clone with checkouts,
 // sqlite3 in rollback-journal and WAL modes (the WAL's shared memory is a
 // shared mapping), editors' atomic saves (sed -i, a Python
-// write-fsync-rename), a C build with make and gcc that runs what it
-// built, rsync -aHX writing into the mount, fio writing and verifying
+// write-fsync-rename), C builds with make (-j8 too) and gcc that run
+// what they built, rsync -aHX writing into the mount, fio writing and verifying
 // through write(2), a shared mapping and O_DIRECT, cp -a, mv and patch. Each
 // step must succeed and print the same on both; after each, the answer
 // fed to real rsync must make the consumer's copy equal the mount, and
@@ -126,6 +126,18 @@ printf 'prog: main.o add.o\n\t$(CC) -o $@ main.o add.o\n%%.o: %%.c\n\t$(CC) -O0 
 make -s && ./prog
 touch add.c && make -s && ./prog
 make -s clean && make -s && ./prog && rm main.o`},
+	{"parallel-build", `
+mkdir pb && cd pb
+for i in $(seq 0 39); do echo "int f$i(void) { return $i; }" > "f$i.c"; done
+{
+	for i in $(seq 0 39); do echo "int f$i(void);"; done
+	echo '#include <stdio.h>'
+	echo 'int main(void) { int s = 0;'
+	for i in $(seq 0 39); do echo "s += f$i();"; done
+	echo 'printf("%d", s); putchar(10); return 0; }'
+} > main.c
+printf 'OBJS := $(patsubst %%.c,%%.o,$(wildcard *.c))\nprog: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n' > Makefile
+make -s -j8 && ./prog && rm -f ./*.o && make -s -j8 && ./prog`},
 	{"rsync-in", `
 mkdir in && rsync -aHX "$SRCTREE/" in/
 echo changed >> in/top && rm in/d1/f2 && mkdir in/extra
