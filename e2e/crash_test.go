@@ -298,13 +298,17 @@ func (r *crashRig) slowRound() error {
 	r.histMu.Unlock()
 	// -I: after a power cut a file can keep its size and mtime and lose
 	// its data; the quick check would keep the copy's old data.
-	args := []string{"-a", "-I", "--delete", "--exclude=/.hsm", r.mnt + "/", r.slowDest + "/"}
+	scratch, err := freshScratch(r.slowDest)
+	if err != nil {
+		return err
+	}
+	args := []string{"-a", "-I", "--temp-dir=" + scratch, "--delete", "--exclude=/.hsm", r.mnt + "/", r.slowDest + "/"}
 	if !hdr.Full {
 		lf := filepath.Join(filepath.Dir(r.slowDest), "slow-list")
 		if err := os.WriteFile(lf, []byte(strings.Join(paths, "\x00")), 0o644); err != nil {
 			return err
 		}
-		args = []string{"-a", "-I", "--from0", "--files-from=" + lf, "--delete-missing-args", "--force", r.mnt + "/", r.slowDest + "/"}
+		args = []string{"-a", "-I", "--temp-dir=" + scratch, "--from0", "--files-from=" + lf, "--delete-missing-args", "--force", r.mnt + "/", r.slowDest + "/"}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -347,6 +351,21 @@ func parseJSONAnswer(data []byte) (hdr struct {
 	return hdr, paths, nil
 }
 
+// freshScratch empties and returns the directory beside dest where the
+// consumers' rsync writes its temporary files (--temp-dir, as
+// docs/usage.md advises). rsync 3.4 and later abort a --files-from copy
+// (exit 2, "invalid path from sender") when the tree changes under them,
+// and the receiver, signalled between creating ".NAME.XXXXXX" and
+// registering it for removal, can leave it behind (strace showed it,
+// about once in 70 such aborts); in DEST no answer would ever list it.
+func freshScratch(dest string) (string, error) {
+	scratch := dest + ".tmp"
+	if err := os.RemoveAll(scratch); err != nil {
+		return "", err
+	}
+	return scratch, os.Mkdir(scratch, 0o700)
+}
+
 // round is one consumer round: the contract's recipe, bless only after
 // rsync succeeded (24, "some files vanished", is success here: a file
 // deleted while rsync ran was deleted in a later period, which the next
@@ -365,7 +384,11 @@ func (r *crashRig) round() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "rsync", "-a", "-I", "--files-from="+lf, "--delete-missing-args", "--force", r.mnt+"/", r.dest+"/")
+	scratch, err := freshScratch(r.dest)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "rsync", "-a", "-I", "--temp-dir="+scratch, "--files-from="+lf, "--delete-missing-args", "--force", r.mnt+"/", r.dest+"/")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {

@@ -13,9 +13,11 @@ import (
 )
 
 // rsync writes a file to DEST as a temporary ".NAME.XXXXXX" beside NAME
-// and renames it into place. It removes the temporary when it fails,
-// but not when it is killed, and the crash tests have seen one left
-// after a round that failed while the daemon died. The answer never
+// and renames it into place. It removes the temporary when it fails, but
+// rsync 3.4 and later abort a --files-from copy (exit 2, "invalid path
+// from sender") when the tree changes under it, and the receiver,
+// signalled between creating the temporary and registering it for
+// removal, can leave it (strace in the crash tests showed it). The answer never
 // lists such a name (it is not in the mount), so the mirror would keep it
 // for good. After a failed round of a list, removeLeftovers removes, in
 // the directories of the listed paths, every temporary of a listed name
