@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// clientLoop is a user's work that a SIGKILL of the daemon cuts short at
+// any point: git commits of changed files and sqlite transactions, on
+// and on. Git's lock files left by a cut are removed, as a user would.
+const clientLoop = `
+cd work
+[ -d .git ] || { git init -q -b main . && echo 0 > n && git add n && git commit -qm 0; }
+rm -f .git/index.lock .git/HEAD.lock .git/refs/heads/main.lock
+[ -f db ] || sqlite3 db 'create table t(k integer primary key, v text);'
+i=0
+while :; do
+	i=$((i + 1))
+	echo "$i" >> n && mkdir -p "d$((i % 7))" && echo "$i" > "d$((i % 7))/f$((i % 5))"
+	[ $((i % 9)) -eq 0 ] && rm -rf "d$((i % 7))"
+	git add -A && git commit -qm "$i"
+	sqlite3 db "begin; insert into t(v) values ('$i'), ('$i b'); delete from t where k = (select min(k) from t); commit;"
+done`
+
+// TestRealClientsKilled: git and sqlite3 work on the mount while the
+// daemon is SIGKILLed at random moments, and a consumer copies between
+// the kills; after a remount the programs go on. At the end, the copy
+// kept from the answers must equal the mount, git fsck must pass and
+// sqlite's integrity check must say ok.
+func TestRealClientsKilled(t *testing.T) {
+	b, mnt, j := newDirs(t)
+	m := mount(t, withBacking(b), withMnt(mnt), withJournal(j))
+	top := t.TempDir()
+	dest, home := filepath.Join(top, "dest"), filepath.Join(top, "home")
+	for _, d := range []string{dest, home, filepath.Join(mnt, "work")} {
+		must(t, os.MkdirAll(d, 0o755))
+	}
+	env := append([]string{"HOME=" + home, "LC_ALL=C", "GIT_CONFIG_NOSYSTEM=1", "PATH=" + os.Getenv("PATH")},
+		"GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.org", "GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@example.org")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	const kills = 4
+	for k := 0; k < kills; k++ {
+		stop := startLoop(t, mnt, env)
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+		m.unmounted = true // its cleanup must not try a clean unmount
+		must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
+		stop()
+		for i := 0; alive(m.Pid); i++ {
+			if i > 3000 {
+				t.Fatalf("daemon %d did not die", m.Pid)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		forceUnmount(t, mnt, 0)
+		m = mount(t, withBacking(b), withMnt(mnt), withJournal(j))
+		// A consumer round between the kills: what rsync copies now must
+		// not hide what the next answers list.
+		list, r := consume0(t, mnt, dest)
+		rsyncOK(t, r, list)
+		bless(t, mnt)
+	}
+	stop := startLoop(t, mnt, env)
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	check := runIn(t, filepath.Join(mnt, "work"), env, "sh", "-c",
+		"rm -f .git/index.lock && git fsck --strict 2>&1 && git status --porcelain && git rev-list --count HEAD && sqlite3 db 'select count(*) from t;' 'pragma integrity_check;'")
+	if check.code != 0 || !strings.HasSuffix(check.stdout, "ok\n") {
+		t.Errorf("after %d kills: %v", kills, check)
+	}
+	t.Logf("after %d kills: git fsck, then commits, rows and sqlite's check:\n%s", kills, check.stdout)
+	waitClosed(t, mnt)
+	list, r := consume0(t, mnt, dest)
+	rsyncOK(t, r, list)
+	if !sameTree(t, "copy vs mount", snapshot(t, mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "mount", "copy") {
+		t.Logf("the last answer (%d paths):\n  %s", len(list), strings.Join(list, "\n  "))
+	}
+	bless(t, mnt)
+}
+
+// startLoop runs clientLoop in the mount; stop ends it (it ends by itself
+// once the mount dies under it) and waits for it.
+func startLoop(t *testing.T, mnt string, env []string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "sh", "-c", clientLoop)
+	cmd.Dir, cmd.Env = mnt, env
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	return func() {
+		select {
+		case <-done:
+		case <-time.After(200 * time.Millisecond):
+			cancel()
+			<-done
+		}
+		cancel()
+	}
+}
