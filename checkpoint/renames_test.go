@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
 	"testing"
 )
@@ -133,17 +134,7 @@ func (w *oldNamesWorld) heldBound() int {
 
 // equalsBacking reports whether dest equals BACKING.
 func (w *oldNamesWorld) equalsBacking(dest map[string]bnode) bool {
-	w.f.back.mu.Lock()
-	defer w.f.back.mu.Unlock()
-	if len(dest) != len(w.f.back.cur) {
-		return false
-	}
-	for p, n := range w.f.back.cur {
-		if d, ok := dest[p]; !ok || d != n {
-			return false
-		}
-	}
-	return true
+	return maps.Equal(dest, w.f.back.copyTree())
 }
 
 func (w *oldNamesWorld) mkdir(p string) {
@@ -285,8 +276,8 @@ func TestOldNamesDeeperThanImmediate(t *testing.T) {
 			immediate++
 		}
 	}
-	issueBound := w.bound() - w.heldBound() + immediate
 	bound := w.bound()
+	issueBound := bound - w.heldBound() + immediate
 	a := w.f.query()
 	lines := plainPaths(a)
 	needed := 0
@@ -452,12 +443,9 @@ func (w *oldNamesWorld) randomOp(rng *rand.Rand) {
 			q := path()
 			in, op = Intent{Op: OpRename, Flags: FlagDir, Path: p, Path2: q}, bop{kind: "rename", path: p, path2: q}
 		}
-		w.f.back.mu.Lock()
 		var v uint64
-		ok := applyOp(cloneTree(w.f.back.cur), op, &v)
-		isDir := w.f.back.cur[op.path].typ == typDir
-		w.f.back.mu.Unlock()
-		if ok && (op.kind != "rename" || isDir) {
+		ok := applyOp(w.f.back.copyTree(), op, &v)
+		if n, _ := w.f.back.get(op.path); ok && (op.kind != "rename" || n.typ == typDir) {
 			w.do(in, op)
 			return
 		}

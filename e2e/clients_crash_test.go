@@ -55,12 +55,7 @@ func TestRealClientsKilled(t *testing.T) {
 		must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
 		m.unmounted = true // its cleanup must not try a clean unmount
 		stop()
-		for i := 0; alive(m.Pid); i++ {
-			if i > 3000 {
-				t.Fatalf("daemon %d did not die", m.Pid)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitDead(t, m.Pid)
 		forceUnmount(t, mnt, 0)
 		m = mount(t, withBacking(b), withMnt(mnt), withJournal(j))
 		// A consumer round between the kills: what rsync copies now must
@@ -141,24 +136,6 @@ func startLoopScript(t *testing.T, dir string, env []string, script string, out 
 	return stop
 }
 
-// lockedBuffer is an output that the test reads while a command writes.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // sqliteLoop commits sqlite3 transactions in WAL mode with synchronous
 // FULL (a commit returns once the WAL is fsynced) and prints the mark of
 // each commit that returned. RUN tells the loops apart. Each commit adds
@@ -193,7 +170,7 @@ func TestRealClientsPowerCut(t *testing.T) {
 	const cuts = 3
 	for c := 0; c < cuts; c++ {
 		env := []string{"LC_ALL=C", "PATH=" + os.Getenv("PATH"), "RUN=" + string(rune('a'+c))}
-		var out lockedBuffer
+		var out syncBuffer
 		stop := startLoopScript(t, mnt, env, sqliteLoop, &out)
 		for i := 0; !strings.Contains(out.String(), "\n"); i++ {
 			if i > 1000 {
@@ -207,12 +184,7 @@ func TestRealClientsPowerCut(t *testing.T) {
 		syscall.Kill(m.Pid, syscall.SIGKILL)
 		m.unmounted = true
 		stop()
-		for i := 0; alive(m.Pid); i++ {
-			if i > 3000 {
-				t.Fatalf("daemon %d did not die", m.Pid)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitDead(t, m.Pid)
 		forceUnmount(t, mnt, 0)
 		bfs.unmount()
 		jfs.unmount()

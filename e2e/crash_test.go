@@ -419,12 +419,7 @@ func (r *crashRig) kill() {
 // recovered.
 func (r *crashRig) remount(between func()) {
 	t := r.t
-	for i := 0; alive(r.m.Pid); i++ {
-		if i > 3000 {
-			t.Fatalf("daemon %d did not die", r.m.Pid)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitDead(t, r.m.Pid)
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	forceUnmount(t, r.mnt, 0)
@@ -437,6 +432,17 @@ func (r *crashRig) remount(between func()) {
 	r.m = r.mountFn()
 	if st := status(t, r.mnt); st["recovered"] != true {
 		t.Errorf("first mount after a crash: status says recovered %v, want true", st["recovered"])
+	}
+}
+
+// waitDead waits up to 3 s for a killed daemon to be gone.
+func waitDead(t testing.TB, pid int) {
+	t.Helper()
+	for i := 0; alive(pid); i++ {
+		if i > 3000 {
+			t.Fatalf("daemon %d did not die", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -28,10 +28,10 @@ const umountUsage = `Usage: hsmfs umount MOUNTPOINT
 
 Unmounts MOUNTPOINT and waits until its daemon has closed the journal
 cleanly and taken the index of the tree for the next mount's check: as
-long as the daemon works, up to 30 minutes, and 1 minute in which it
-used no CPU at most. A dead hsmfs mount (its daemon was killed: "Transport endpoint
-is not connected") is cleared (detached), and said so on stderr. Only an
-hsmfs mount is ever unmounted.
+long as the daemon works, up to 30 minutes; it gives up after a minute
+in which the daemon used no CPU. A dead hsmfs mount (its daemon was
+killed: "Transport endpoint is not connected") is cleared (detached),
+and said so on stderr. Only an hsmfs mount is ever unmounted.
 Exit codes: 0 unmounted or dead mount cleared, 1 failed (busy, not
 mounted, not an hsmfs mount, or the daemon did not exit), 2 bad command
 line.

@@ -17,11 +17,11 @@ import (
 // rsync 3.4 and later abort a --files-from copy (exit 2, "invalid path
 // from sender") when the tree changes under it, and the receiver,
 // signalled between creating the temporary and registering it for
-// removal, can leave it (strace in the crash tests showed it). The answer never
-// lists such a name (it is not in the mount), so the mirror would keep it
-// for good. After a failed round of a list, removeLeftovers removes, in
-// the directories of the listed paths, every temporary of a listed name
-// that the mount does not hold.
+// removal, can leave it (strace in the crash tests showed it). The
+// answer never lists such a name (it is not in the mount), so the mirror
+// would keep it for good. After a failed round of a list,
+// removeLeftovers removes, in the directories of the listed paths, every
+// temporary of a listed name that the mount does not hold.
 var rsyncTemp = regexp.MustCompile(`(?s)^\.(.+)\.[A-Za-z0-9]{6}$`)
 
 // removeLeftovers reads the NUL-separated list and removes the rsync
