@@ -56,8 +56,8 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 	if inPlace {
 		mn = b
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := crashSeed(t)
+	t.Logf("seed %d (replay: HSMFS_CRASH_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for i := 0; i < 40; i++ {
 		randomOpIn(b, rng)

@@ -41,8 +41,9 @@
 //     old ctimes of its entries);
 //   - a directory whose ctime is ≥ W and that the index does not know
 //     (made through the mount after the index was taken, and changed
-//     since) has every entry listed, and every directory beneath it that
-//     the index does not know either is treated the same way.
+//     since) has every entry listed; every directory beneath it that the
+//     index does not know either is treated the same way, and one that
+//     the index knows was moved in since and is listed whole.
 //
 // A directory whose ctime is before W has held the same names since the
 // index was taken, and an entry whose ctime is before W is unchanged, so

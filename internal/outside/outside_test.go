@@ -212,3 +212,23 @@ func TestIndexSize(t *testing.T) {
 func itoa(i int) string {
 	return string(rune('0'+i/1000%10)) + string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
 }
+
+// A directory that the index knows, moved around hsmfs beneath an empty
+// one made through the mount after the index was taken (so the log of
+// names knows the new one, but nothing in it): the moved directory's
+// entries keep their names and old ctimes, so it is listed whole.
+func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	must(t, os.Mkdir(w.p("n"), 0o755)) // as if made through the mount
+	var st, root unix.Stat_t
+	must(t, unix.Stat(w.p("n"), &st))
+	must(t, unix.Stat(w.dir, &root))
+	d.Add(root.Ino, "n", st.Ino, true)
+	must(t, d.Close())
+	must(t, os.Rename(w.p("d/e"), w.p("n/e"))) // around hsmfs
+	got := w.check()
+	wantListed(t, got, []string{"n/e", "n/e/c", "n/e/f", "n/e/f/g", "d/e", "d/e/c", "d/e/f", "d/e/f/g"}, untouched)
+}

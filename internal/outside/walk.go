@@ -156,11 +156,20 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 	olds, known := wk.old.Dirs[ino]
 	if !known {
 		// Made after the index was taken and changed since: every
-		// name, and each subdirectory on its own terms.
+		// name. A subdirectory that the index does not know either is
+		// treated the same way; one that it knows was moved in since,
+		// with its entries' names and old ctimes: listed whole.
+		var movedIn map[string]bool
 		for _, e := range ents {
 			out = append(out, join(path, e.Name))
+			if _, ok := wk.old.Dirs[e.Ino]; ok && e.Dir {
+				if movedIn == nil {
+					movedIn = make(map[string]bool)
+				}
+				movedIn[e.Name] = true
+			}
 		}
-		return out, nil
+		return out, movedIn
 	}
 	was := make(map[string][]Ent, len(olds))
 	for _, o := range olds {
