@@ -308,9 +308,16 @@ func (r *mirrorReader) copy(fm *fleetMount) bool {
 		r.t.Errorf("reader: %v", err)
 		return false
 	}
+	// A scratch --temp-dir, as the crash tests' consumers: an rsync that
+	// aborts while the tree changes can leave its temporary (freshScratch).
+	scratch, err := freshScratch(fm.dest)
+	if err != nil {
+		r.t.Errorf("reader: %v", err)
+		return false
+	}
 	fm.gate.RLock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	out, err := exec.CommandContext(ctx, "rsync", "-a", "-I", "--files-from="+lf, "--delete-missing-args", "--force", fm.mnt+"/", fm.dest+"/").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "rsync", "-a", "-I", "--temp-dir="+scratch, "--files-from="+lf, "--delete-missing-args", "--force", fm.mnt+"/", fm.dest+"/").CombinedOutput()
 	cancel()
 	fm.gate.RUnlock()
 	r.rsyncs++
