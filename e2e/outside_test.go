@@ -106,3 +106,50 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 		bless(t, mn)
 	}
 }
+
+// A directory renamed through the mount and copied (blessed or not),
+// then, after a SIGKILL, moved back to its old name around hsmfs: the
+// mirror holds it under the new name only, and the check must list what
+// is beneath the old one (its entries keep their old ctimes, and the old
+// name and inode are the index's again; the journal lists the old name
+// but not what the move back put beneath it).
+func TestOutsideDirectoryMovedBack(t *testing.T) {
+	for _, blessed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("blessed=%v", blessed), func(t *testing.T) { testOutsideDirectoryMovedBack(t, blessed) })
+	}
+}
+
+func testOutsideDirectoryMovedBack(t *testing.T, blessed bool) {
+	b, mn, j := newDirs(t)
+	for _, f := range []string{"d/e/c", "d/e/f/g", "x/y"} {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(b, f)), 0o755))
+		must(t, os.WriteFile(filepath.Join(b, f), []byte(f), 0o644))
+	}
+	time.Sleep(50 * time.Millisecond) // the index must not count them as new
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	m := mnt()
+	dest := filepath.Join(t.TempDir(), "dest")
+	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
+		t.Fatalf("rsync -a: %v", r)
+	}
+	reset(t, mn)
+	must(t, os.Rename(filepath.Join(mn, "d/e"), filepath.Join(mn, "x/e")))
+	list, r := consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	if blessed {
+		bless(t, mn)
+	}
+	m.unmounted = true
+	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
+	for alive(m.Pid) {
+		time.Sleep(time.Millisecond)
+	}
+	forceUnmount(t, mn, 0)
+	must(t, os.Rename(filepath.Join(b, "x/e"), filepath.Join(b, "d/e")))
+	mnt()
+	list, r = consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	if !sameTree(t, "after the move back around hsmfs", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
+		t.Logf("the answer:\n  %s", strings.Join(list, "\n  "))
+	}
+}

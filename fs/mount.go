@@ -38,6 +38,10 @@ type Config struct {
 	// mount, once it exists: the directory's inode, the name, its inode
 	// (internal/outside keeps them). It must not block.
 	NameAdded func(dir uint64, name string, ino uint64, isDir bool)
+	// DirLeft, if set, hears of every directory that a rename through
+	// the mount took from a name, once it moved: the old directory's
+	// inode, the name, the moved directory's inode. It must not block.
+	DirLeft func(dir uint64, name string, ino uint64)
 	// OnJournalError, if set, is called with the errno of every
 	// operation that fails because the tracker could not record its
 	// intent (for metrics). It runs on the FUSE request's goroutine.
@@ -74,6 +78,10 @@ func Mount(cfg Config) (*Server, error) {
 	r.nameAdded = cfg.NameAdded
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}
+	}
+	r.dirLeft = cfg.DirLeft
+	if r.dirLeft == nil {
+		r.dirLeft = func(uint64, string, uint64) {}
 	}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.fdPath(), Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}

@@ -36,15 +36,29 @@ type Root struct {
 	onJournalError func(errno syscall.Errno)
 	// nameAdded hears of every name made in BACKING (Config.NameAdded).
 	nameAdded func(dir uint64, name string, ino uint64, isDir bool)
+	// dirLeft hears of every directory renamed from a name (Config.DirLeft).
+	dirLeft func(dir uint64, name string, ino uint64)
 }
 
 // added tells nameAdded that the directory n holds name as ino now.
 func (n *Node) added(name string, ino uint64, isDir bool) {
-	dir := n.StableAttr().Ino
-	if n.IsRoot() {
-		dir = n.r.b.rootIno
+	n.r.nameAdded(n.backingIno(), name, ino, isDir)
+}
+
+// left tells dirLeft that a rename took ino, if a directory, from n's
+// name.
+func (n *Node) left(name string, ino uint64, isDir bool) {
+	if isDir && ino != 0 {
+		n.r.dirLeft(n.backingIno(), name, ino)
 	}
-	n.r.nameAdded(dir, name, ino, isDir)
+}
+
+// backingIno is n's inode number in BACKING.
+func (n *Node) backingIno() uint64 {
+	if n.IsRoot() {
+		return n.r.b.rootIno
+	}
+	return n.StableAttr().Ino
 }
 
 // Node is a passthrough node over BACKING. Reads go to the embedded

@@ -183,9 +183,11 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if isDir {
 		fl |= checkpoint.FlagDir
 	}
+	var dino uint64 // an exchange: what newName holds
+	var disDir bool
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		fl |= checkpoint.FlagExchange
-		if _, d := n.entryKind(dest, nfd, newName); d {
+		if dino, disDir = n.entryKind(dest, nfd, newName); disDir {
 			fl |= checkpoint.FlagDir
 		}
 	}
@@ -208,11 +210,12 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
 	}
-	if err == nil {
+	if err == nil { // before End: a bless that covers it syncs the log
 		np.added(newName, ino, isDir)
+		n.left(name, ino, isDir)
 		if flags&unix.RENAME_EXCHANGE != 0 {
-			dino, disDir := n.entryKind(dest, ofd, name)
 			n.added(name, dino, disDir)
+			np.left(newName, dino, disDir)
 		}
 	}
 	if err != nil && moved != nil {

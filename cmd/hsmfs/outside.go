@@ -148,6 +148,13 @@ func (oc *outsideCheck) nameAdded(dir uint64, name string, ino uint64, isDir boo
 	}
 }
 
+// dirLeft feeds the log of names (nil-safe for a skipped check).
+func (oc *outsideCheck) dirLeft(dir uint64, name string, ino uint64) {
+	if oc.deltas != nil {
+		oc.deltas.Left(dir, name, ino)
+	}
+}
+
 func (oc *outsideCheck) sync() error {
 	if oc.deltas == nil {
 		return nil

@@ -20,11 +20,19 @@ import (
 // check takes each directory's names as the union of the index and the
 // log (a name that is gone since is listed once more, harmlessly).
 //
+// The log also holds the names that a rename through the mount took a
+// directory from. Such a copy holds the directory under its new name
+// only; moved back around hsmfs, the directory has its indexed name and
+// inode again, and its entries their old ctimes, so without the record
+// the check would find nothing beneath it to list (a file moved back is
+// found by its own ctime).
+//
 // Appends are buffered (one mutex, no syscall on the hot path); Sync,
 // called by every bless before it discards anything (through the
-// backing's syncfs), makes them durable. A name made after the last bless
-// is not in a copy yet, or is in a copy made from an unblessed answer,
-// and the journal lists it again after a crash either way. The log is
+// backing's syncfs), makes them durable. A name added or left after the
+// last bless is not in a copy yet, or is in a copy made from an
+// unblessed answer, and the journal lists it again after a crash either
+// way (and what a walk of a new name found: derived records). The log is
 // emptied whenever a new index is written. Each record carries a CRC-32C;
 // reading stops at the first torn or damaged record, which can only be
 // one written after the last Sync.
@@ -52,8 +60,29 @@ func OpenDeltas(path string) (*Deltas, error) {
 	return &Deltas{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
 }
 
+// The kinds of record of the log.
+const (
+	kindFile byte = iota // a name added, of a file
+	kindDir              // a name added, of a directory
+	kindLeft             // a directory renamed away from a name
+)
+
 // Add logs that directory dir now holds name as inode ino.
 func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
+	kind := kindFile
+	if isDir {
+		kind = kindDir
+	}
+	d.add(kind, dir, name, ino)
+}
+
+// Left logs that a rename took the directory ino from directory dir's
+// name.
+func (d *Deltas) Left(dir uint64, name string, ino uint64) {
+	d.add(kindLeft, dir, name, ino)
+}
+
+func (d *Deltas) add(kind byte, dir uint64, name string, ino uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.err != nil {
@@ -63,11 +92,7 @@ func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
 	rec := append(d.rec[:0], make([]byte, 8)...)
 	rec = binary.AppendUvarint(rec, dir)
 	rec = binary.AppendUvarint(rec, ino)
-	if isDir {
-		rec = append(rec, 1)
-	} else {
-		rec = append(rec, 0)
-	}
+	rec = append(rec, kind)
 	rec = append(rec, name...)
 	body := rec[8:]
 	binary.LittleEndian.PutUint32(rec[:4], uint32(len(body)))
@@ -78,18 +103,27 @@ func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
 	}
 }
 
-// Sync makes every Add so far durable.
+// Sync makes every Add and Left so far durable. The fsync runs without
+// the lock, so that the operations that log names do not wait for it: it
+// covers everything that the flush wrote.
 func (d *Deltas) Sync() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.err == nil {
 		d.err = d.w.Flush()
 	}
-	if d.err == nil {
-		d.err = d.f.Sync()
+	err := d.err
+	d.mu.Unlock()
+	if err == nil {
+		if err = d.f.Sync(); err != nil {
+			d.mu.Lock()
+			if d.err == nil {
+				d.err = err
+			}
+			d.mu.Unlock()
+		}
 	}
-	if d.err != nil {
-		return fmt.Errorf("tree log: %w", d.err)
+	if err != nil {
+		return fmt.Errorf("tree log: %w", err)
 	}
 	return nil
 }
@@ -100,8 +134,8 @@ func (d *Deltas) Close() error {
 	return errors.Join(err, d.f.Close())
 }
 
-// ReadDeltas adds the names of the log at path to x (a missing log adds
-// nothing).
+// ReadDeltas adds the names of the log at path to x, and the names that
+// directories left to x.Left (a missing log adds nothing).
 func ReadDeltas(path string, x *Index) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -124,7 +158,14 @@ func ReadDeltas(path string, x *Index) error {
 		if err1 != nil || err2 != nil || err3 != nil {
 			break
 		}
-		x.Dirs[dir] = append(x.Dirs[dir], Ent{Name: string(name), Ino: ino, Dir: kind == 1})
+		if kind == kindLeft {
+			if x.Left == nil {
+				x.Left = make(map[Binding]bool)
+			}
+			x.Left[Binding{dir, string(name), ino}] = true
+			continue
+		}
+		x.Dirs[dir] = append(x.Dirs[dir], Ent{Name: string(name), Ino: ino, Dir: kind == kindDir})
 	}
 	return nil
 }

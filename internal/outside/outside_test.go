@@ -232,3 +232,25 @@ func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
 	got := w.check()
 	wantListed(t, got, []string{"n/e", "n/e/c", "n/e/f", "n/e/f/g", "d/e", "d/e/c", "d/e/f", "d/e/f/g"}, untouched)
 }
+
+// A directory renamed through the mount after the index was taken (and
+// copied from an answer that was blessed: the copy holds it under its new
+// name only), then moved back around hsmfs: its old name and inode are
+// the index's again, but the copy has nothing beneath that name.
+func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	var de, d0, x unix.Stat_t
+	must(t, unix.Stat(w.p("d/e"), &de))
+	must(t, unix.Stat(w.p("d"), &d0))
+	must(t, unix.Stat(w.p("x"), &x))
+	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
+	d.Add(x.Ino, "e", de.Ino, true)
+	d.Left(d0.Ino, "e", de.Ino)
+	must(t, d.Close())
+	must(t, os.Rename(w.p("x/e"), w.p("d/e"))) // around hsmfs
+	got := w.check()
+	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
+}

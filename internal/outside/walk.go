@@ -179,7 +179,7 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 	newDirs := make(map[string]bool)
 	for _, e := range ents {
 		now[e.Name] = e.Ino
-		if !hasIno(was[e.Name], e.Ino) {
+		if !hasIno(was[e.Name], e.Ino) || wk.old.Left[Binding{ino, e.Name, e.Ino}] {
 			out = append(out, join(path, e.Name))
 			if e.Dir {
 				newDirs[e.Name] = true
