@@ -254,3 +254,28 @@ func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 	got := w.check()
 	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
 }
+
+// A directory renamed through the mount and back: it counts as new at
+// its name (a copy may hold it elsewhere), and what the index held
+// beneath it is listed too, or a name removed from it around hsmfs would
+// stay in the copy.
+func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	var de, d0, x unix.Stat_t
+	must(t, unix.Stat(w.p("d/e"), &de))
+	must(t, unix.Stat(w.p("d"), &d0))
+	must(t, unix.Stat(w.p("x"), &x))
+	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
+	d.Add(x.Ino, "e", de.Ino, true)
+	d.Left(d0.Ino, "e", de.Ino)
+	must(t, os.Rename(w.p("x/e"), w.p("d/e")))
+	d.Add(d0.Ino, "e", de.Ino, true)
+	d.Left(x.Ino, "e", de.Ino)
+	must(t, d.Close())
+	must(t, os.Remove(w.p("d/e/c"))) // around hsmfs
+	got := w.check()
+	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
+}

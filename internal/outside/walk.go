@@ -186,10 +186,13 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 			}
 		}
 	}
+	// A name that held another inode, or the same directory that left
+	// it since (the copy may hold another one there), is listed with
+	// everything the index held beneath it.
 	for name, prev := range was {
 		cur, ok := now[name]
 		for _, o := range prev {
-			if ok && o.Ino == cur {
+			if ok && o.Ino == cur && !wk.old.Left[Binding{ino, name, cur}] {
 				continue
 			}
 			out = append(out, join(path, name))
