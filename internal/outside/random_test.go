@@ -84,9 +84,6 @@ func checkRandom(t *testing.T, seed uint64) {
 			t.Fatalf("round %d (clean end: %v): DEST differs from the tree after the check listed %q\nops:\n  %s",
 				round, clean, res.Changed, strings.Join(r.ops, "\n  "))
 		}
-		if seed == 5 {
-			t.Logf("ops %s", strings.Join(r.ops, "\n"))
-		}
 		idx = res.Index
 	}
 }
