@@ -153,3 +153,40 @@ func testOutsideDirectoryMovedBack(t *testing.T, blessed bool) {
 		t.Logf("the answer:\n  %s", strings.Join(list, "\n  "))
 	}
 }
+
+// The root's own mode, changed around hsmfs: the check lists "." (which
+// rsync takes for the root itself), after a clean unmount and after a
+// SIGKILL.
+func TestOutsideRootMode(t *testing.T) {
+	b, mn, j := newDirs(t)
+	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	m := mnt()
+	dest := filepath.Join(t.TempDir(), "dest")
+	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
+		t.Fatalf("rsync -a: %v", r)
+	}
+	reset(t, mn)
+	for i, mode := range []os.FileMode{0o750, 0o705} {
+		if i == 0 {
+			m.unmount(t)
+		} else {
+			m.unmounted = true
+			must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
+			for alive(m.Pid) {
+				time.Sleep(time.Millisecond)
+			}
+			forceUnmount(t, mn, 0)
+		}
+		must(t, os.Chmod(b, mode))
+		m = mnt()
+		list, r := consume(t, mn, dest)
+		rsyncOK(t, r, list)
+		bless(t, mn)
+		st, err := os.Stat(dest)
+		must(t, err)
+		if st.Mode().Perm() != mode {
+			t.Fatalf("DEST's root has mode %v after the copy, the mount's is %v; the answer: %q", st.Mode().Perm(), mode, list)
+		}
+	}
+}

@@ -30,9 +30,11 @@
 // A change made after the index was taken therefore leaves a ctime at or
 // after W on the entry or on its directory. The check walks BACKING and:
 //   - lists every entry that is not a directory whose ctime is ≥ W;
-//   - for every directory whose ctime is ≥ W, lists it and compares its
-//     names with the index (by the directory's inode, so a directory
-//     renamed through the mount is still found): a name gone, or now
+//   - for every directory whose ctime is ≥ W, lists it (the root as
+//     ".", which rsync takes for the root's own mode, owner, times and
+//     xattrs) and compares its names with the index (by the directory's
+//     inode, so a directory renamed through the mount is still found):
+//     a name gone, or now
 //     another inode, is listed with everything the index held beneath it
 //     (rsync deletes a listed missing path recursively, and a directory
 //     that is there again keeps stale entries unless they are listed); a

@@ -1,6 +1,7 @@
 package outside
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -22,7 +23,7 @@ import (
 // the check. rsync with the contract's options and the check's list must
 // make DEST equal to the tree. Sometimes the run ends cleanly instead:
 // the index is taken again and the log emptied before the changes around
-// hsmfs. Replay a seed with -run 'TestCheckRandom/seed=N$'.
+// hsmfs. Replay seed N with HSMFS_OUTSIDE_SEEDS=N,1.
 func TestCheckRandom(t *testing.T) {
 	if _, err := exec.LookPath("rsync"); err != nil {
 		t.Fatal("rsync is needed (make deps installs it)")
@@ -113,11 +114,20 @@ func (r *rworld) randPath() string {
 			dirs = append(dirs, p)
 		}
 	}
-	name := rnames[r.rng.IntN(len(rnames))]
+	p := filepath.Join(dirs[r.rng.IntN(len(dirs))], rnames[r.rng.IntN(len(rnames))])
 	if r.rng.IntN(8) == 0 {
-		name += "/" + rnames[r.rng.IntN(len(rnames))]
+		if _, dir := r.stat(p); dir || !r.exists(p) {
+			// Never through a symlink: the log would be told of a
+			// name in another directory than the one that changed.
+			p = filepath.Join(p, rnames[r.rng.IntN(len(rnames))])
+		}
 	}
-	return filepath.Join(dirs[r.rng.IntN(len(dirs))], name)
+	return p
+}
+
+func (r *rworld) exists(rel string) bool {
+	var st unix.Stat_t
+	return unix.Lstat(r.p(rel), &st) == nil
 }
 
 // existing picks a path that exists, or a random one.
@@ -151,10 +161,10 @@ func (r *rworld) op(outside bool) {
 		r.rename(m[1], m[0], false)
 		return
 	}
-	switch k := r.rng.IntN(14); {
+	switch k := r.rng.IntN(15); {
 	case k <= 2:
 		p := r.randPath()
-		if os.WriteFile(r.p(p), []byte(fmt.Sprint(r.rng.Uint32())), 0o644) == nil {
+		if r.write(p, fmt.Sprint(r.rng.Uint32())) == nil {
 			r.did("write %s", p)
 			r.added(p)
 		}
@@ -181,8 +191,17 @@ func (r *rworld) op(outside bool) {
 		}
 	case k == 12:
 		p := r.existing()
+		if r.rng.IntN(4) == 0 {
+			p = "." // the root's own mode
+		}
 		if os.Chmod(r.p(p), fs.FileMode(0o700|r.rng.IntN(0o100))) == nil {
 			r.did("chmod %s", p)
+		}
+	case k == 13:
+		p := r.randPath()
+		if os.Symlink(rnames[r.rng.IntN(len(rnames))], r.p(p)) == nil {
+			r.did("ln -s %s", p)
+			r.added(p)
 		}
 	case outside: // a tree moved in from beside, with old times
 		must(r.t, os.MkdirAll(filepath.Join(r.stage, "t", "u"), 0o755))
@@ -200,6 +219,17 @@ func (r *rworld) op(outside bool) {
 			r.did("touch -d 2001 %s", p)
 		}
 	}
+}
+
+// write writes a file; never through a symlink, which would make
+// another name than the one the log is told.
+func (r *rworld) write(rel, s string) error {
+	f, err := os.OpenFile(r.p(rel), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	return errors.Join(err, f.Close())
 }
 
 func (r *rworld) rename(src, dst string, exch bool) {
@@ -281,15 +311,19 @@ func (r *rworld) reload(x *Index) *Index {
 	return y
 }
 
-// unshadowed drops the paths beneath a file, as the query does with what
-// the check records: one of their ancestors is listed too.
+// unshadowed drops the paths beneath a file or a symlink, as the query
+// does with what the check records: one of their ancestors is listed too.
 func (r *rworld) unshadowed(paths []string) []string {
 	var out []string
+next:
 	for _, p := range paths {
-		var st unix.Stat_t
-		if unix.Lstat(r.p(p), &st) != unix.ENOTDIR {
-			out = append(out, p)
+		for d := filepath.Dir(p); d != "."; d = filepath.Dir(d) {
+			var st unix.Stat_t
+			if unix.Lstat(r.p(d), &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				continue next
+			}
 		}
+		out = append(out, p)
 	}
 	return out
 }
@@ -310,7 +344,7 @@ func (r *rworld) rsync(args ...string) {
 func snap(t *testing.T, dir string) map[string]string {
 	m := map[string]string{}
 	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
+		if err != nil {
 			return err
 		}
 		fi, err := d.Info()
@@ -325,7 +359,18 @@ func snap(t *testing.T, dir string) map[string]string {
 			}
 			s += " " + string(b)
 		}
-		m[p[len(dir)+1:]] = s
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			s += " -> " + l
+		}
+		if p == dir {
+			m["."] = s
+		} else {
+			m[p[len(dir)+1:]] = s
+		}
 		return nil
 	}))
 	return m

@@ -134,6 +134,9 @@ func (wk *walker) dir(fd int, path string, ino uint64, ctime int64, whole bool) 
 func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, whole bool) ([]string, map[string]bool) {
 	var out []string
 	if whole {
+		if path == "" {
+			out = append(out, ".") // everything: the root's own mode too
+		}
 		for _, e := range ents {
 			out = append(out, join(path, e.Name))
 		}
@@ -150,9 +153,7 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 	if ctime < wk.since {
 		return out, nil // the same names since the index was taken
 	}
-	if path != "" {
-		out = append(out, path)
-	}
+	out = append(out, listed(path))
 	olds, known := wk.old.Dirs[ino]
 	if !known {
 		// Made after the index was taken and changed since: every
@@ -262,6 +263,16 @@ func readDir(fd int) ([]found, error) {
 		out = append(out, found{Ent{Name: n, Ino: st.Ino, Dir: st.Mode&unix.S_IFMT == unix.S_IFDIR}, st.Ctim.Nano()})
 	}
 	return out, nil
+}
+
+// listed is how the answer names the directory at path: the root as
+// ".", which rsync takes for the root's own mode, owner, times and xattrs
+// (they set its ctime, like a name made or removed in it).
+func listed(path string) string {
+	if path == "" {
+		return "."
+	}
+	return path
 }
 
 func join(dir, name string) string {
