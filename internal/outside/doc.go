@@ -43,10 +43,12 @@
 //     old ctimes of its entries);
 //   - after a crash the copy may hold the tree as it was at any bless
 //     since the index was taken, so the names of a directory are the
-//     union of the index and the log of names (deltas.go), and a
-//     directory that a rename through the mount took from a name counts
-//     as new at that name even if it is back (listed whole, and with what
-//     the index held beneath it): the copy may hold it elsewhere;
+//     union of the index and the log of names (deltas.go), in which a
+//     directory may have several names, each listed with everything
+//     beneath it; and a directory that a rename through the mount took
+//     from a name counts as new at that name even if it is back (listed
+//     whole, and with what the index held beneath it): the copy may hold
+//     it elsewhere;
 //   - a directory whose ctime is ≥ W and that the index does not know
 //     (made through the mount after the index was taken, and changed
 //     since) has every entry listed; every directory beneath it that the

@@ -279,3 +279,23 @@ func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 	got := w.check()
 	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
 }
+
+// A directory with two names in the index and the log (moved through the
+// mount from one to the other, and the copy made in between), both gone
+// now: what it held is listed beneath each name.
+func TestCheckDirectoryWithTwoOldNames(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	var de, d0 unix.Stat_t
+	must(t, unix.Stat(w.p("d/e"), &de))
+	must(t, unix.Stat(w.p("d"), &d0))
+	must(t, os.Rename(w.p("d/e"), w.p("d/n"))) // as if through the mount
+	d.Add(d0.Ino, "n", de.Ino, true)
+	d.Left(d0.Ino, "e", de.Ino)
+	must(t, d.Close())
+	must(t, os.Rename(w.p("d"), w.p("D"))) // around hsmfs
+	got := w.check()
+	wantListed(t, got, []string{"d", "d/e/c", "d/e/f/g", "d/n/c", "d/n/f/g", "D/n/f/g"}, untouched)
+}

@@ -206,18 +206,23 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 }
 
 // oldSubtree lists everything the old index held beneath the directory
-// ino, once named p.
-func (wk *walker) oldSubtree(out []string, p string, ino uint64, seen map[uint64]bool) []string {
-	if seen[ino] {
-		return out // an inode number used again: no cycles
+// ino, once named p. With the log of names, a directory can have several
+// names (it moved through the mount), and the copy may hold it under any
+// of them: each is listed with everything beneath it. above holds the
+// directories on the way down, so that an inode number used again in
+// the index makes no cycle.
+func (wk *walker) oldSubtree(out []string, p string, ino uint64, above map[uint64]bool) []string {
+	if above[ino] {
+		return out
 	}
-	seen[ino] = true
+	above[ino] = true
 	for _, e := range wk.old.Dirs[ino] {
 		out = append(out, join(p, e.Name))
 		if e.Dir {
-			out = wk.oldSubtree(out, join(p, e.Name), e.Ino, seen)
+			out = wk.oldSubtree(out, join(p, e.Name), e.Ino, above)
 		}
 	}
+	delete(above, ino)
 	return out
 }
 
