@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,5 +189,24 @@ func TestOutsideRootMode(t *testing.T) {
 		if st.Mode().Perm() != mode {
 			t.Fatalf("DEST's root has mode %v after the copy, the mount's is %v; the answer: %q", st.Mode().Perm(), mode, list)
 		}
+	}
+}
+
+// An index without its log of names (a crash between the two while a
+// new index was written) is not trusted: the whole tree is listed.
+func TestOutsideIndexWithoutLog(t *testing.T) {
+	b, mn, j := newDirs(t)
+	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt().unmount(t)
+	must(t, os.Remove(j+".tree.log"))
+	mnt()
+	a := query(t, mn)
+	if a.OutsideCheck != "everything" {
+		t.Errorf("changes.json header outside_check %q, want everything", a.OutsideCheck)
+	}
+	list, _ := consume(t, mn, filepath.Join(t.TempDir(), "dest"))
+	if !slices.Contains(list, "f") {
+		t.Errorf("f not listed: %q", list)
 	}
 }

@@ -35,13 +35,17 @@ type Config struct {
 	Debug         bool
 	Log           *slog.Logger
 	// NameAdded, if set, hears of every name made in BACKING through the
-	// mount, once it exists: the directory's inode, the name, its inode
-	// (internal/outside keeps them). It must not block.
+	// mount (or made another inode, by a rename), once it exists: the
+	// directory's inode, the name, its inode (internal/outside keeps
+	// them). Like NameRemoved, it runs before the kernel hears that the
+	// request is done. It must not block.
 	NameAdded func(dir uint64, name string, ino uint64, isDir bool)
-	// DirLeft, if set, hears of every directory that a rename through
-	// the mount took from a name, once it moved: the old directory's
-	// inode, the name, the moved directory's inode. It must not block.
-	DirLeft func(dir uint64, name string, ino uint64)
+	// NameRemoved, if set, hears of every name removed from BACKING
+	// through the mount (an unlink, a rmdir, the old name of a rename),
+	// once it is gone: the directory's inode, the name. It runs before
+	// the kernel hears that the request is done, so the changes of one
+	// directory reach it in their order. It must not block.
+	NameRemoved func(dir uint64, name string)
 	// OnJournalError, if set, is called with the errno of every
 	// operation that fails because the tracker could not record its
 	// intent (for metrics). It runs on the FUSE request's goroutine.
@@ -79,9 +83,9 @@ func Mount(cfg Config) (*Server, error) {
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}
 	}
-	r.dirLeft = cfg.DirLeft
-	if r.dirLeft == nil {
-		r.dirLeft = func(uint64, string, uint64) {}
+	r.nameRemoved = cfg.NameRemoved
+	if r.nameRemoved == nil {
+		r.nameRemoved = func(uint64, string) {}
 	}
 	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.fdPath(), Dev: cfg.Backing.dev}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}

@@ -36,8 +36,9 @@ type Root struct {
 	onJournalError func(errno syscall.Errno)
 	// nameAdded hears of every name made in BACKING (Config.NameAdded).
 	nameAdded func(dir uint64, name string, ino uint64, isDir bool)
-	// dirLeft hears of every directory renamed from a name (Config.DirLeft).
-	dirLeft func(dir uint64, name string, ino uint64)
+	// nameRemoved hears of every name removed from BACKING
+	// (Config.NameRemoved).
+	nameRemoved func(dir uint64, name string)
 }
 
 // added tells nameAdded that the directory n holds name as ino now.
@@ -45,12 +46,9 @@ func (n *Node) added(name string, ino uint64, isDir bool) {
 	n.r.nameAdded(n.backingIno(), name, ino, isDir)
 }
 
-// left tells dirLeft that a rename took ino, if a directory, from n's
-// name.
-func (n *Node) left(name string, ino uint64, isDir bool) {
-	if isDir && ino != 0 {
-		n.r.dirLeft(n.backingIno(), name, ino)
-	}
+// removed tells nameRemoved that the directory n holds name no more.
+func (n *Node) removed(name string) {
+	n.r.nameRemoved(n.backingIno(), name)
 }
 
 // backingIno is n's inode number in BACKING.

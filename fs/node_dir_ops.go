@@ -131,7 +131,11 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	defer tok.End()
 	defer n.r.b.putDir(dirfd)
-	return toErrno(unix.Unlinkat(dirfd, name, 0))
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil {
+		n.removed(name)
+	}
+	return toErrno(err)
 }
 
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -144,6 +148,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
 	if err == nil {
 		n.r.b.dirs.invalidate() // a directory is gone (dircache.go)
+		n.removed(name)
 	}
 	return toErrno(err)
 }
@@ -210,19 +215,25 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
 	}
-	if err == nil { // before End: a bless that covers it syncs the log
-		np.added(newName, ino, isDir)
-		n.left(name, ino, isDir)
+	if err == nil {
 		if flags&unix.RENAME_EXCHANGE != 0 {
 			n.added(name, dino, disDir)
-			np.left(newName, dino, disDir)
+		} else if gone(ofd, name) { // two links of one file: rename(2) does nothing
+			n.removed(name)
 		}
+		np.added(newName, ino, isDir)
 	}
 	if err != nil && moved != nil {
 		n.r.moves.drop(mv)
 	}
 	tok.End()
 	return toErrno(err)
+}
+
+// gone tells whether dirfd holds name no more.
+func gone(dirfd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == unix.ENOENT
 }
 
 // entryKind gives the inode number of (dirfd, name) and whether it is a

@@ -417,7 +417,7 @@ func fsConfig(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, oc *outsideCh
 	return hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
-		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, DirLeft: oc.dirLeft, Header: oc.status,
+		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, NameRemoved: oc.nameRemoved, Header: oc.status,
 		Info: func() map[string]any {
 			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
 			maps.Copy(m, oc.status())

@@ -19,7 +19,7 @@ type outsideCheck struct {
 	Result  string // ran, skipped, first mount, no index, everything
 	Found   int
 	Seconds float64
-	deltas  *outside.Deltas // names made through the mount since the index
+	deltas  *outside.Deltas // names changed through the mount since the index
 	index   string
 	log     string
 }
@@ -66,9 +66,9 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 	return oc, nil
 }
 
-// loadIndex reads the index and the names made since; it says whether
-// the whole tree must be listed (the index is damaged or of another
-// filesystem).
+// loadIndex reads the index and replays the log of names on it; it says
+// whether the whole tree must be listed (the index is damaged or of
+// another filesystem).
 func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *slog.Logger) (*outside.Index, bool, error) {
 	old, err := outside.Load(oc.index)
 	switch {
@@ -84,7 +84,12 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		oc.Result = "everything"
 		return nil, true, nil
 	}
-	if err := outside.ReadDeltas(oc.log, old); err != nil {
+	switch err := outside.ReadDeltas(oc.log, old); {
+	case errors.Is(err, outside.ErrNoLog):
+		log.Warn("outside check: the tree index has no log of names (a crash while the index was written); listing the whole tree")
+		oc.Result = "everything"
+		return nil, true, nil
+	case err != nil:
 		return nil, false, err
 	}
 	if old.Dev != b.Dev() {
@@ -96,8 +101,12 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 	return old, false, nil
 }
 
-// keep makes idx the index and starts an empty log of names beside it.
+// keep makes idx the index and starts an empty log of names beside it
+// (the old log goes first: it must never be replayed on the new index).
 func (oc *outsideCheck) keep(idx *outside.Index) error {
+	if err := outside.RemoveDeltas(oc.log); err != nil {
+		return err
+	}
 	if err := idx.Save(oc.index); err != nil {
 		return err
 	}
@@ -148,10 +157,10 @@ func (oc *outsideCheck) nameAdded(dir uint64, name string, ino uint64, isDir boo
 	}
 }
 
-// dirLeft feeds the log of names (nil-safe for a skipped check).
-func (oc *outsideCheck) dirLeft(dir uint64, name string, ino uint64) {
+// nameRemoved feeds the log of names (nil-safe for a skipped check).
+func (oc *outsideCheck) nameRemoved(dir uint64, name string) {
 	if oc.deltas != nil {
-		oc.deltas.Left(dir, name, ino)
+		oc.deltas.Gone(dir, name)
 	}
 }
 

@@ -9,33 +9,43 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 )
 
-// Deltas is the log of names added through the mount since the index was
-// taken (JOURNAL.tree.log): (directory inode, name, inode). After a crash
-// the index is the one of that run's mount, and a name made through the
-// mount since, then copied and blessed, may be in a copy; if it is then
-// removed around hsmfs, the check must know the name to list it. The
-// check takes each directory's names as the union of the index and the
-// log (a name that is gone since is listed once more, harmlessly).
+// Deltas is the log of the names changed through the mount since the
+// index was taken (JOURNAL.tree.log), in the order they changed: a name
+// made, or made another inode, (directory inode, name, inode), and a
+// name removed (an unlink, a rmdir, the old name of a rename).
 //
-// The log also holds the names that a rename through the mount took a
-// directory from. Such a copy holds the directory under its new name
-// only; moved back around hsmfs, the directory has its indexed name and
-// inode again, and its entries their old ctimes, so without the record
-// the check would find nothing beneath it to list (a file moved back is
-// found by its own ctime).
+// After a crash the index is the one of that run's mount, and the check
+// replays the log on it (ReadDeltas): it then shows the tree as it was
+// at the end of the log, at or after the last bless. A copy holds the
+// tree as it was at its last blessed query, and every change since that
+// query has a record that the bless kept, which the journal lists again;
+// so the check, comparing the tree now with the replayed one, needs to
+// list only what changed after the end of the log: around hsmfs, or
+// through the mount after the last Sync. Without the replay the check
+// would compare with the index of the mount, and a directory renamed
+// through the mount and moved back around hsmfs after a bless would be
+// found at its indexed name and inode, with nothing beneath it listed,
+// although the copy holds it under the new name only.
+//
+// Order: the kernel holds a directory's lock across every request that
+// makes or removes one of its names (both directories' for a rename),
+// and hsmfs logs before it answers the request, so the changes of one
+// directory are logged in the order they happened. A prefix of the log
+// is the tree at one moment, give or take the one request that a torn
+// tail cuts in two (a rename's two records), which makes the check list
+// more, never less.
 //
 // Appends are buffered (one mutex, no syscall on the hot path); Sync,
 // called by every bless before it discards anything (through the
-// backing's syncfs), makes them durable. A name added or left after the
-// last bless is not in a copy yet, or is in a copy made from an
-// unblessed answer, and the journal lists it again after a crash either
-// way (and what a walk of a new name found: derived records). The log is
-// emptied whenever a new index is written. Each record carries a CRC-32C;
-// reading stops at the first torn or damaged record, which can only be
-// one written after the last Sync.
+// backing's syncfs), makes them durable. Each record carries a CRC-32C; reading stops at
+// the first torn or damaged record, which can only be one written after
+// the last Sync. The log is removed before a new index is written and
+// made again, empty, after it: a crash in between leaves an index without
+// a log, which the check does not trust (ErrNoLog).
 type Deltas struct {
 	mu  sync.Mutex // guards w, err and rec
 	f   *os.File
@@ -62,9 +72,9 @@ func OpenDeltas(path string) (*Deltas, error) {
 
 // The kinds of record of the log.
 const (
-	kindFile byte = iota // a name added, of a file
-	kindDir              // a name added, of a directory
-	kindLeft             // a directory renamed away from a name
+	kindFile byte = iota // a name made, or made another inode: a file
+	kindDir              // the same, a directory
+	kindGone             // a name removed
 )
 
 // Add logs that directory dir now holds name as inode ino.
@@ -76,10 +86,9 @@ func (d *Deltas) Add(dir uint64, name string, ino uint64, isDir bool) {
 	d.add(kind, dir, name, ino)
 }
 
-// Left logs that a rename took the directory ino from directory dir's
-// name.
-func (d *Deltas) Left(dir uint64, name string, ino uint64) {
-	d.add(kindLeft, dir, name, ino)
+// Gone logs that directory dir holds name no more.
+func (d *Deltas) Gone(dir uint64, name string) {
+	d.add(kindGone, dir, name, 0)
 }
 
 func (d *Deltas) add(kind byte, dir uint64, name string, ino uint64) {
@@ -103,7 +112,7 @@ func (d *Deltas) add(kind byte, dir uint64, name string, ino uint64) {
 	}
 }
 
-// Sync makes every Add and Left so far durable. The fsync runs without
+// Sync makes every Add and Gone so far durable. The fsync runs without
 // the lock, so that the operations that log names do not wait for it: it
 // covers everything that the flush wrote.
 func (d *Deltas) Sync() error {
@@ -134,16 +143,35 @@ func (d *Deltas) Close() error {
 	return errors.Join(err, d.f.Close())
 }
 
-// ReadDeltas adds the names of the log at path to x, and the names that
-// directories left to x.Left (a missing log adds nothing).
+// ErrNoLog: the index has no log of names beside it. Every index is
+// written with an empty log (RemoveDeltas first, OpenDeltas after), so a
+// crash came in between, and the index cannot be trusted to show what a
+// copy holds.
+var ErrNoLog = errors.New("the tree index has no log of names")
+
+// RemoveDeltas removes the log at path durably: done before a new index
+// is written, so that the old log is never replayed on the new index.
+func RemoveDeltas(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("tree log: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("tree log: %w", err)
+	}
+	return nil
+}
+
+// ReadDeltas replays the log at path on x, in its order (ErrNoLog if there
+// is none).
 func ReadDeltas(path string, x *Index) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return ErrNoLog
 	}
 	if err != nil {
 		return fmt.Errorf("tree log: %w", err)
 	}
+	r := replay{x: x, dirs: make(map[uint64]map[string]Ent)}
 	for len(data) >= 8 {
 		n := int(binary.LittleEndian.Uint32(data[:4]))
 		if n > len(data)-8 || crc32.Checksum(data[8:8+n], castagnoli) != binary.LittleEndian.Uint32(data[4:8]) {
@@ -158,14 +186,42 @@ func ReadDeltas(path string, x *Index) error {
 		if err1 != nil || err2 != nil || err3 != nil {
 			break
 		}
-		if kind == kindLeft {
-			if x.Left == nil {
-				x.Left = make(map[Binding]bool)
-			}
-			x.Left[Binding{dir, string(name), ino}] = true
-			continue
+		names := r.names(dir)
+		if kind == kindGone {
+			delete(names, string(name))
+		} else {
+			names[string(name)] = Ent{Name: string(name), Ino: ino, Dir: kind == kindDir}
 		}
-		x.Dirs[dir] = append(x.Dirs[dir], Ent{Name: string(name), Ino: ino, Dir: kind == kindDir})
 	}
+	r.done()
 	return nil
+}
+
+// replay holds, by name, the directories that the log changes.
+type replay struct {
+	x    *Index
+	dirs map[uint64]map[string]Ent
+}
+
+func (r *replay) names(dir uint64) map[string]Ent {
+	if m, ok := r.dirs[dir]; ok {
+		return m
+	}
+	m := make(map[string]Ent, len(r.x.Dirs[dir]))
+	for _, e := range r.x.Dirs[dir] {
+		m[e.Name] = e
+	}
+	r.dirs[dir] = m
+	return m
+}
+
+// done writes the changed directories back into the index.
+func (r *replay) done() {
+	for dir, m := range r.dirs {
+		es := make([]Ent, 0, len(m))
+		for _, e := range m {
+			es = append(es, e)
+		}
+		r.x.Dirs[dir] = es
+	}
 }

@@ -41,14 +41,10 @@
 //     name new, or now another inode, is listed with everything beneath
 //     it now (rsync does not recurse, and a directory moved in keeps the
 //     old ctimes of its entries);
-//   - after a crash the copy may hold the tree as it was at any bless
-//     since the index was taken, so the names of a directory are the
-//     union of the index and the log of names (deltas.go), in which a
-//     directory may have several names, each listed with everything
-//     beneath it; and a directory that a rename through the mount took
-//     from a name counts as new at that name even if it is back (listed
-//     whole, and with what the index held beneath it): the copy may hold
-//     it elsewhere;
+//   - after a crash, the index is the one of the crashed run's mount
+//     with the log of names replayed on it (deltas.go): the tree at some
+//     moment after the last bless, whose query every copy is at or after;
+//     what changed since that query the journal lists again;
 //   - a directory whose ctime is ≥ W and that the index does not know
 //     (made through the mount after the index was taken, and changed
 //     since) has every entry listed; every directory beneath it that the

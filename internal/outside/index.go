@@ -47,17 +47,6 @@ type Index struct {
 	W    int64
 	Dev  uint64
 	Dirs map[uint64][]Ent
-	// Left holds the directories that a rename through the mount took
-	// from a name since the index was taken (from the log of names; never
-	// saved in the index): a copy may hold that name without them.
-	Left map[Binding]bool
-}
-
-// Binding is a directory's name for an inode.
-type Binding struct {
-	Dir  uint64
-	Name string
-	Ino  uint64
 }
 
 // Entries counts the names in the index.

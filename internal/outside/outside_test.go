@@ -174,6 +174,25 @@ func TestIndexDamageIsFound(t *testing.T) {
 	}
 }
 
+// An index without its log (a crash between the removal of the old log
+// and the new empty one) is not trusted.
+func TestIndexWithoutLog(t *testing.T) {
+	x := &Index{Dirs: map[uint64][]Ent{}}
+	p := filepath.Join(t.TempDir(), "log")
+	if err := ReadDeltas(p, x); err != ErrNoLog {
+		t.Fatalf("no log: %v, want ErrNoLog", err)
+	}
+	d, err := OpenDeltas(p)
+	must(t, err)
+	must(t, d.Close())
+	must(t, ReadDeltas(p, x))
+	must(t, RemoveDeltas(p))
+	must(t, RemoveDeltas(p))
+	if err := ReadDeltas(p, x); err != ErrNoLog {
+		t.Fatalf("a removed log: %v, want ErrNoLog", err)
+	}
+}
+
 // The log stops at a torn record.
 func TestDeltasTornTail(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "log")
@@ -247,18 +266,17 @@ func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 	must(t, unix.Stat(w.p("d"), &d0))
 	must(t, unix.Stat(w.p("x"), &x))
 	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
+	d.Gone(d0.Ino, "e")
 	d.Add(x.Ino, "e", de.Ino, true)
-	d.Left(d0.Ino, "e", de.Ino)
 	must(t, d.Close())
 	must(t, os.Rename(w.p("x/e"), w.p("d/e"))) // around hsmfs
 	got := w.check()
 	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
 }
 
-// A directory renamed through the mount and back: it counts as new at
-// its name (a copy may hold it elsewhere), and what the index held
-// beneath it is listed too, or a name removed from it around hsmfs would
-// stay in the copy.
+// A directory renamed through the mount and back: the replayed log
+// leaves it where it was, and a name removed from it around hsmfs is
+// listed.
 func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
@@ -269,21 +287,21 @@ func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 	must(t, unix.Stat(w.p("d"), &d0))
 	must(t, unix.Stat(w.p("x"), &x))
 	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
+	d.Gone(d0.Ino, "e")
 	d.Add(x.Ino, "e", de.Ino, true)
-	d.Left(d0.Ino, "e", de.Ino)
 	must(t, os.Rename(w.p("x/e"), w.p("d/e")))
+	d.Gone(x.Ino, "e")
 	d.Add(d0.Ino, "e", de.Ino, true)
-	d.Left(x.Ino, "e", de.Ino)
 	must(t, d.Close())
 	must(t, os.Remove(w.p("d/e/c"))) // around hsmfs
 	got := w.check()
-	wantListed(t, got, []string{"d/e", "d/e/c", "d/e/f", "d/e/f/g", "x/e"}, untouched)
+	wantListed(t, got, []string{"d/e/c"}, untouched)
 }
 
-// A directory with two names in the index and the log (moved through the
-// mount from one to the other, and the copy made in between), both gone
-// now: what it held is listed beneath each name.
-func TestCheckDirectoryWithTwoOldNames(t *testing.T) {
+// A log torn between the two records of a rename (the crash came
+// between them) leaves the directory under both names: each is listed
+// with what it held.
+func TestCheckTornLogRename(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
 	d, err := OpenDeltas(w.logp)
@@ -292,10 +310,57 @@ func TestCheckDirectoryWithTwoOldNames(t *testing.T) {
 	must(t, unix.Stat(w.p("d/e"), &de))
 	must(t, unix.Stat(w.p("d"), &d0))
 	must(t, os.Rename(w.p("d/e"), w.p("d/n"))) // as if through the mount
-	d.Add(d0.Ino, "n", de.Ino, true)
-	d.Left(d0.Ino, "e", de.Ino)
+	d.Add(d0.Ino, "n", de.Ino, true)           // its Gone was lost
 	must(t, d.Close())
 	must(t, os.Rename(w.p("d"), w.p("D"))) // around hsmfs
 	got := w.check()
 	wantListed(t, got, []string{"d", "d/e/c", "d/e/f/g", "d/n/c", "d/n/f/g", "D/n/f/g"}, untouched)
+}
+
+// The log replayed: a name made and removed through the mount, and a
+// directory renamed, leave the index as the tree was at the end of the
+// log; nothing that was there then and is unchanged now is listed.
+func TestCheckReplaysTheLog(t *testing.T) {
+	w := newWorld(t, tree...)
+	w.logp = filepath.Join(t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp)
+	must(t, err)
+	var de, d0, x, root unix.Stat_t
+	must(t, unix.Stat(w.p("d/e"), &de))
+	must(t, unix.Stat(w.p("d"), &d0))
+	must(t, unix.Stat(w.p("x"), &x))
+	must(t, unix.Stat(w.dir, &root))
+	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
+	d.Gone(d0.Ino, "e")
+	d.Add(x.Ino, "e", de.Ino, true)
+	w.write("t", "t")
+	var tt unix.Stat_t
+	must(t, unix.Stat(w.p("t"), &tt))
+	d.Add(root.Ino, "t", tt.Ino, false)
+	must(t, os.Remove(w.p("t")))
+	d.Gone(root.Ino, "t")
+	must(t, d.Close())
+	path := filepath.Join(t.TempDir(), "idx")
+	must(t, w.idx.Save(path))
+	idx, err := Load(path)
+	must(t, err)
+	must(t, ReadDeltas(w.logp, idx))
+	var names []string
+	for _, e := range idx.Dirs[x.Ino] {
+		names = append(names, e.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"e", "y"}) {
+		t.Errorf("x holds %q after the replay, want e and y", names)
+	}
+	for _, e := range idx.Dirs[d0.Ino] {
+		if e.Name == "e" {
+			t.Errorf("d still holds e after the replay")
+		}
+	}
+	for _, e := range idx.Dirs[root.Ino] {
+		if e.Name == "t" {
+			t.Errorf("the root still holds t after the replay")
+		}
+	}
 }

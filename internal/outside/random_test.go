@@ -68,7 +68,9 @@ func checkRandom(t *testing.T, seed uint64) {
 		clean := r.rng.IntN(3) == 0
 		if clean {
 			idx = r.index(fd) // a clean unmount: a new index, the log emptied
-			must(t, os.Remove(logp))
+			l, err := OpenDeltas(logp)
+			must(t, err)
+			must(t, l.Close())
 		}
 		for i := 0; i < 12; i++ {
 			r.op(true)
@@ -182,6 +184,7 @@ func (r *rworld) op(outside bool) {
 		p := r.existing()
 		if os.RemoveAll(r.p(p)) == nil {
 			r.did("rm -rf %s", p)
+			r.gone(p) // what was beneath it cannot be reached any more
 		}
 	case k == 11:
 		src, dst := r.existing(), r.randPath()
@@ -237,9 +240,7 @@ func (r *rworld) rename(src, dst string, exch bool) {
 	if exch {
 		flags = unix.RENAME_EXCHANGE
 	}
-	srcIno, srcDir := r.stat(src)
-	dstIno, dstDir := r.stat(dst)
-	parent, dparent := r.dirIno(src), r.dirIno(dst)
+	parent := r.dirIno(src)
 	if unix.Renameat2(unix.AT_FDCWD, r.p(src), unix.AT_FDCWD, r.p(dst), flags) != nil {
 		return
 	}
@@ -247,16 +248,12 @@ func (r *rworld) rename(src, dst string, exch bool) {
 	if r.log != nil {
 		r.moves = append(r.moves, [2]string{src, dst})
 	}
-	r.added(dst)
-	if r.log != nil && srcDir {
-		r.log.Left(parent, filepath.Base(src), srcIno)
-	}
 	if exch {
 		r.added(src)
-		if r.log != nil && dstDir {
-			r.log.Left(dparent, filepath.Base(dst), dstIno)
-		}
+	} else if r.log != nil && !r.exists(src) { // two links of one file: rename(2) does nothing
+		r.log.Gone(parent, filepath.Base(src))
 	}
+	r.added(dst)
 }
 
 func (r *rworld) did(format string, args ...any) {
@@ -274,6 +271,14 @@ func (r *rworld) added(rel string) {
 	}
 	ino, dir := r.stat(rel)
 	r.log.Add(r.dirIno(rel), filepath.Base(rel), ino, dir)
+}
+
+// gone tells the log, as hsmfs does, that rel's directory holds it no
+// more (its directory is the same inode as before it went).
+func (r *rworld) gone(rel string) {
+	if r.log != nil {
+		r.log.Gone(r.dirIno(rel), filepath.Base(rel))
+	}
 }
 
 func (r *rworld) stat(rel string) (uint64, bool) {

@@ -180,20 +180,17 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 	newDirs := make(map[string]bool)
 	for _, e := range ents {
 		now[e.Name] = e.Ino
-		if !hasIno(was[e.Name], e.Ino) || wk.old.Left[Binding{ino, e.Name, e.Ino}] {
+		if !hasIno(was[e.Name], e.Ino) {
 			out = append(out, join(path, e.Name))
 			if e.Dir {
 				newDirs[e.Name] = true
 			}
 		}
 	}
-	// A name that held another inode, or the same directory that left
-	// it since (the copy may hold another one there), is listed with
-	// everything the index held beneath it.
 	for name, prev := range was {
 		cur, ok := now[name]
 		for _, o := range prev {
-			if ok && o.Ino == cur && !wk.old.Left[Binding{ino, name, cur}] {
+			if ok && o.Ino == cur {
 				continue
 			}
 			out = append(out, join(path, name))
@@ -206,11 +203,9 @@ func (wk *walker) compare(path string, ino uint64, ctime int64, ents []found, wh
 }
 
 // oldSubtree lists everything the old index held beneath the directory
-// ino, once named p. With the log of names, a directory can have several
-// names (it moved through the mount), and the copy may hold it under any
-// of them: each is listed with everything beneath it. above holds the
-// directories on the way down, so that an inode number used again in
-// the index makes no cycle.
+// ino, once named p. above holds the directories on the way down, so that
+// an inode number used again in the index makes no cycle; a directory
+// that a torn log leaves under two names is listed beneath each.
 func (wk *walker) oldSubtree(out []string, p string, ino uint64, above map[uint64]bool) []string {
 	if above[ino] {
 		return out

@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hsmfs/hsmfs/internal/storm"
+)
+
+// TestOutsideAfterStorm: a rename storm through the mount (writer
+// processes, a query, rsync and bless after each round, so that the log
+// of names holds directories under many names), a SIGKILL, the storm
+// going on straight in BACKING, and a mount: one rsync of the answer
+// must make DEST equal the mount. The answer must stay within
+// FACTOR x (tree entries + operations since the index of the crashed
+// run's mount), although the check lists every directory under every
+// name that the log gives it.
+// HSMFS_STORM_WRITERS, HSMFS_STORM_OPS, HSMFS_STORM_FACTOR and
+// HSMFS_E2E_SEED size and replay it.
+func TestOutsideAfterStorm(t *testing.T) {
+	seed := uint64(envInt(t, "HSMFS_E2E_SEED", 20261203))
+	writers := envInt(t, "HSMFS_STORM_WRITERS", 4)
+	ops := envInt(t, "HSMFS_STORM_OPS", 1000)
+	factor := envInt(t, "HSMFS_STORM_FACTOR", 4)
+	t.Logf("seed %d, %d writer processes x %d operations x 2 rounds, then %d operations around hsmfs", seed, writers, ops, ops)
+	b, mn, j := newDirs(t)
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	m := mnt()
+	dest := filepath.Join(t.TempDir(), "dest")
+	must(t, os.Mkdir(dest, 0o755))
+	for round := 1; round <= 2; round++ {
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				errs[w] = runStormWriter(mn, seed, uint64(round*100+w), ops)
+			}(w)
+		}
+		wg.Wait()
+		for w, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: writer %d: %v", round, w, err)
+			}
+		}
+		waitClosed(t, mn)
+		list, r := consume(t, mn, dest)
+		rsyncOK(t, r, list)
+		bless(t, mn)
+	}
+	m.unmounted = true
+	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
+	for alive(m.Pid) {
+		time.Sleep(time.Millisecond)
+	}
+	forceUnmount(t, mn, 0)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for i := 0; i < ops; i++ {
+		storm.Op(b, rng)
+	}
+	mnt()
+	entries := len(snapshot(t, mn, snapOpts{})) - 1
+	list, r := consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	t.Logf("after the crash: %d entries, answer %d lines", entries, len(list))
+	if !sameTree(t, "after the storm around hsmfs", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
+		t.FailNow()
+	}
+	// The check lists what the crashed run changed too (it cannot tell
+	// those changes apart): every operation since the index counts.
+	n := 2*writers*ops + ops
+	if limit := factor * (entries + n); len(list) > limit {
+		t.Errorf("the answer has %d lines, over %d x (%d entries + %d operations) = %d", len(list), factor, entries, n, limit)
+	}
+}
