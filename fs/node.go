@@ -46,6 +46,17 @@ func (n *Node) added(name string, ino uint64, isDir bool) {
 	n.r.nameAdded(n.backingIno(), name, ino, isDir)
 }
 
+// addedAs tells nameAdded of a name that was made, as newChild found it:
+// if it could not look at the name (errno), its inode is logged as 0,
+// which the check lists whatever is there.
+func (n *Node) addedAs(name string, out *fuse.EntryOut, errno syscall.Errno, isDir bool) {
+	ino := out.Attr.Ino
+	if errno != 0 {
+		ino = 0
+	}
+	n.added(name, ino, isDir)
+}
+
 // removed tells nameRemoved that the directory n holds name no more.
 func (n *Node) removed(name string) {
 	n.r.nameRemoved(n.backingIno(), name)

@@ -60,9 +60,7 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode)
 	ch, errno := n.newChild(ctx, dirfd, name, out)
-	if errno == 0 {
-		n.added(name, out.Attr.Ino, op == checkpoint.OpMkdir)
-	}
+	n.addedAs(name, out, errno, op == checkpoint.OpMkdir)
 	return ch, errno
 }
 
@@ -118,9 +116,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, toErrno(err)
 	}
 	ch, errno := n.newChild(ctx, dfd, name, out)
-	if errno == 0 {
-		n.added(name, out.Attr.Ino, false)
-	}
+	n.addedAs(name, out, errno, false)
 	return ch, errno
 }
 

@@ -126,6 +126,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	var btime syscall.Timespec
 	if err := statAt(fd, "", &st, &btime); err != nil {
 		unix.Close(fd)
+		n.added(name, 0, false) // made, inode unknown: see addedAs
 		return fail(toErrno(err))
 	}
 	out.Attr.FromStat(&st)

@@ -84,12 +84,7 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		oc.Result = "everything"
 		return nil, true, nil
 	}
-	switch err := outside.ReadDeltas(oc.log, old); {
-	case errors.Is(err, outside.ErrNoLog):
-		log.Warn("outside check: the tree index has no log of names (a crash while the index was written); listing the whole tree")
-		oc.Result = "everything"
-		return nil, true, nil
-	case err != nil:
+	if err := outside.ReadDeltas(oc.log, old); err != nil {
 		return nil, false, err
 	}
 	if old.Dev != b.Dev() {
@@ -101,16 +96,14 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 	return old, false, nil
 }
 
-// keep makes idx the index and starts an empty log of names beside it
-// (the old log goes first: it must never be replayed on the new index).
+// keep makes idx the index and starts an empty log of names beside it,
+// in that order: a crash in between leaves the old log, which names the
+// old index and is not replayed on the new one.
 func (oc *outsideCheck) keep(idx *outside.Index) error {
-	if err := outside.RemoveDeltas(oc.log); err != nil {
-		return err
-	}
 	if err := idx.Save(oc.index); err != nil {
 		return err
 	}
-	d, err := outside.OpenDeltas(oc.log)
+	d, err := outside.OpenDeltas(oc.log, idx)
 	if err != nil {
 		return err
 	}
@@ -120,8 +113,9 @@ func (oc *outsideCheck) keep(idx *outside.Index) error {
 
 // atCleanEnd takes a new index once the mount is gone and the journal is
 // closed cleanly: the next check then looks only at what changed after
-// this moment. If it fails, the index of the mount and the log stay,
-// which only makes the next check list more.
+// this moment. If it fails, the index of the mount and its log stay (as
+// after a crash), or the new index stays without its log (which holds
+// nothing: the mount is gone).
 func (oc *outsideCheck) atCleanEnd(b *hfs.Backing, log *slog.Logger) {
 	if oc == nil || oc.deltas == nil {
 		return

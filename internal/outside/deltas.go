@@ -9,7 +9,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 )
 
@@ -33,19 +32,20 @@ import (
 //
 // Order: the kernel holds a directory's lock across every request that
 // makes or removes one of its names (both directories' for a rename),
-// and hsmfs logs before it answers the request, so the changes of one
-// directory are logged in the order they happened. A prefix of the log
-// is the tree at one moment, give or take the one request that a torn
-// tail cuts in two (a rename's two records), which makes the check list
-// more, never less.
+// and hsmfs logs before it answers the request, so the changes of each
+// name are logged in the order they happened, which is all the replay
+// needs. A torn tail can cut a rename's two records apart, which leaves a
+// directory under both names: the check lists more, never less.
 //
-// Appends are buffered (one mutex, no syscall on the hot path); Sync,
+// Appends are buffered (one mutex; a write(2) each 64 KiB); Sync,
 // called by every bless before it discards anything (through the
 // backing's syncfs), makes them durable. Each record carries a CRC-32C; reading stops at
 // the first torn or damaged record, which can only be one written after
-// the last Sync. The log is removed before a new index is written and
-// made again, empty, after it: a crash in between leaves an index without
-// a log, which the check does not trust (ErrNoLog).
+// the last Sync. The log begins with the ID of its index. A new index is
+// written first and its empty log after it, both before the mount goes
+// live or after it is gone; a crash in between leaves the new index with
+// the old log, which names another index and is not replayed (nothing
+// changed through the mount between the two).
 type Deltas struct {
 	mu  sync.Mutex // guards w, err and rec
 	f   *os.File
@@ -57,24 +57,28 @@ type Deltas struct {
 // DeltasPath is where the log of a journal lives.
 func DeltasPath(journal string) string { return journal + ".tree.log" }
 
-// OpenDeltas starts an empty log at path (a new index was just written).
-func OpenDeltas(path string) (*Deltas, error) {
+// OpenDeltas starts an empty log at path for the index x, which was just
+// written.
+func OpenDeltas(path string, x *Index) (*Deltas, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("tree log: %w", err)
 	}
-	if err := f.Sync(); err != nil {
+	d := &Deltas{f: f, w: bufio.NewWriterSize(f, 64<<10)}
+	d.add(kindIndex, x.ID, "", 0)
+	if err := d.Sync(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tree log: %w", err)
+		return nil, err
 	}
-	return &Deltas{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+	return d, nil
 }
 
 // The kinds of record of the log.
 const (
-	kindFile byte = iota // a name made, or made another inode: a file
-	kindDir              // the same, a directory
-	kindGone             // a name removed
+	kindFile  byte = iota // a name made, or made another inode: a file
+	kindDir               // the same, a directory
+	kindGone              // a name removed
+	kindIndex             // the first record: the ID of the index (as dir)
 )
 
 // Add logs that directory dir now holds name as inode ino.
@@ -114,7 +118,10 @@ func (d *Deltas) add(kind byte, dir uint64, name string, ino uint64) {
 
 // Sync makes every Add and Gone so far durable. The fsync runs without
 // the lock, so that the operations that log names do not wait for it: it
-// covers everything that the flush wrote.
+// covers everything that the flush wrote. Syncs must not run at once (a
+// writeback error is reported to one fsync only): the one caller, bless,
+// holds the tracker's query lock. After an error every Sync fails, and
+// so every bless, until the next mount.
 func (d *Deltas) Sync() error {
 	d.mu.Lock()
 	if d.err == nil {
@@ -143,36 +150,18 @@ func (d *Deltas) Close() error {
 	return errors.Join(err, d.f.Close())
 }
 
-// ErrNoLog: the index has no log of names beside it. Every index is
-// written with an empty log (RemoveDeltas first, OpenDeltas after), so a
-// crash came in between, and the index cannot be trusted to show what a
-// copy holds.
-var ErrNoLog = errors.New("the tree index has no log of names")
-
-// RemoveDeltas removes the log at path durably: done before a new index
-// is written, so that the old log is never replayed on the new index.
-func RemoveDeltas(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("tree log: %w", err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("tree log: %w", err)
-	}
-	return nil
-}
-
-// ReadDeltas replays the log at path on x, in its order (ErrNoLog if there
-// is none).
+// ReadDeltas replays the log at path on x, in its order. A log that is
+// missing, or that belongs to another index, changes nothing.
 func ReadDeltas(path string, x *Index) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return ErrNoLog
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("tree log: %w", err)
 	}
 	r := replay{x: x, dirs: make(map[uint64]map[string]Ent)}
-	for len(data) >= 8 {
+	for first := true; len(data) >= 8; first = false {
 		n := int(binary.LittleEndian.Uint32(data[:4]))
 		if n > len(data)-8 || crc32.Checksum(data[8:8+n], castagnoli) != binary.LittleEndian.Uint32(data[4:8]) {
 			break // torn after the last Sync
@@ -185,6 +174,12 @@ func ReadDeltas(path string, x *Index) error {
 		name, _ := io.ReadAll(rec)
 		if err1 != nil || err2 != nil || err3 != nil {
 			break
+		}
+		if first != (kind == kindIndex) || kind == kindIndex && dir != x.ID {
+			return nil // the log of another index (or of an older hsmfs)
+		}
+		if kind == kindIndex {
+			continue
 		}
 		names := r.names(dir)
 		if kind == kindGone {

@@ -14,9 +14,11 @@ import (
 
 // The index file (JOURNAL.tree), little-endian:
 //
-//	"HSMFSTR1"  magic and version
+//	"HSMFSTR2"  magic and version
 //	W           int64, unix nanoseconds
 //	dev         uint64, the device of BACKING
+//	id          uint64, random: the log of names names the index it
+//	            belongs to (deltas.go)
 //	dirs        uint64, the number of directory blocks
 //	then per directory: its inode (uvarint), its entry count (uvarint),
 //	and per entry: inode (uvarint), 1 if a directory else 0 (byte),
@@ -26,7 +28,11 @@ import (
 // A name costs its length plus about 6 bytes; the e2e bench reports the
 // bytes per entry.
 
-const magic = "HSMFSTR1"
+// magic is the current version; magicV1 (no id) is still read.
+const (
+	magic   = "HSMFSTR2"
+	magicV1 = "HSMFSTR1"
+)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -46,6 +52,7 @@ type Ent struct {
 type Index struct {
 	W    int64
 	Dev  uint64
+	ID   uint64 // random, never 0 in a new index (Walk)
 	Dirs map[uint64][]Ent
 }
 
@@ -86,15 +93,22 @@ func Load(path string) (*Index, error) {
 }
 
 func decode(r *bytes.Reader) (*Index, error) {
-	var hdr [8 + 8 + 8 + 8]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	var hdr [8 + 8 + 8 + 8 + 8]byte
+	if _, err := io.ReadFull(r, hdr[:32]); err != nil {
 		return nil, err
-	}
-	if string(hdr[:8]) != magic {
-		return nil, errors.New("not a tree index")
 	}
 	x := &Index{W: int64(binary.LittleEndian.Uint64(hdr[8:])), Dev: binary.LittleEndian.Uint64(hdr[16:]),
 		Dirs: make(map[uint64][]Ent)}
+	switch string(hdr[:8]) {
+	case magic:
+		if _, err := io.ReadFull(r, hdr[32:]); err != nil {
+			return nil, err
+		}
+		x.ID = binary.LittleEndian.Uint64(hdr[32:])
+	case magicV1:
+	default:
+		return nil, errors.New("not a tree index")
+	}
 	dirs := binary.LittleEndian.Uint64(hdr[24:])
 	for i := uint64(0); i < dirs; i++ {
 		ino, err := binary.ReadUvarint(r)
@@ -175,11 +189,12 @@ func (x *Index) Save(path string) error {
 }
 
 func (x *Index) encode(w *bufio.Writer) {
-	var hdr [32]byte
+	var hdr [40]byte
 	copy(hdr[:8], magic)
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(x.W))
 	binary.LittleEndian.PutUint64(hdr[16:], x.Dev)
 	binary.LittleEndian.PutUint64(hdr[24:], uint64(len(x.Dirs)))
+	binary.LittleEndian.PutUint64(hdr[32:], x.ID)
 	w.Write(hdr[:])
 	var buf [binary.MaxVarintLen64]byte
 	uv := func(v uint64) { w.Write(buf[:binary.PutUvarint(buf[:], v)]) }

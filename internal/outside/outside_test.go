@@ -141,7 +141,7 @@ func TestCheckReplacedDirectory(t *testing.T) {
 func TestCheckUsesTheLogOfNames(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	w.write("n/m/z", "z") // as if made through the mount
 	var st, st2, st3, root unix.Stat_t
@@ -174,36 +174,41 @@ func TestIndexDamageIsFound(t *testing.T) {
 	}
 }
 
-// An index without its log (a crash between the removal of the old log
-// and the new empty one) is not trusted.
-func TestIndexWithoutLog(t *testing.T) {
-	x := &Index{Dirs: map[uint64][]Ent{}}
+// A log replays only on its own index: a crash between a new index and
+// its new log leaves the old log, which must change nothing.
+func TestLogOfAnotherIndex(t *testing.T) {
+	w := newWorld(t, tree...)
+	var root unix.Stat_t
+	must(t, unix.Stat(w.dir, &root))
 	p := filepath.Join(t.TempDir(), "log")
-	if err := ReadDeltas(p, x); err != ErrNoLog {
-		t.Fatalf("no log: %v, want ErrNoLog", err)
-	}
-	d, err := OpenDeltas(p)
+	d, err := OpenDeltas(p, w.idx)
 	must(t, err)
+	d.Gone(root.Ino, "a")
 	must(t, d.Close())
-	must(t, ReadDeltas(p, x))
-	must(t, RemoveDeltas(p))
-	must(t, RemoveDeltas(p))
-	if err := ReadDeltas(p, x); err != ErrNoLog {
-		t.Fatalf("a removed log: %v, want ErrNoLog", err)
+	res, err := Walk(w.fd, Now(), nil, false) // the next index
+	must(t, err)
+	must(t, ReadDeltas(p, res.Index))
+	if !slices.ContainsFunc(res.Index.Dirs[root.Ino], func(e Ent) bool { return e.Name == "a" }) {
+		t.Errorf("the log of another index was replayed")
 	}
+	must(t, ReadDeltas(p, w.idx))
+	if slices.ContainsFunc(w.idx.Dirs[root.Ino], func(e Ent) bool { return e.Name == "a" }) {
+		t.Errorf("the log of the index was not replayed")
+	}
+	must(t, ReadDeltas(filepath.Join(t.TempDir(), "none"), w.idx)) // no log: nothing to replay
 }
 
 // The log stops at a torn record.
 func TestDeltasTornTail(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(p)
+	x := &Index{ID: 7, Dirs: map[uint64][]Ent{}}
+	d, err := OpenDeltas(p, x)
 	must(t, err)
 	d.Add(1, "a", 2, false)
 	d.Add(1, "b", 3, true)
 	must(t, d.Close())
 	data, _ := os.ReadFile(p)
 	must(t, os.WriteFile(p, data[:len(data)-2], 0o600))
-	x := &Index{Dirs: map[uint64][]Ent{}}
 	must(t, ReadDeltas(p, x))
 	if got := x.Dirs[1]; len(got) != 1 || got[0].Name != "a" {
 		t.Fatalf("read %v, want only a", got)
@@ -239,7 +244,7 @@ func itoa(i int) string {
 func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	must(t, os.Mkdir(w.p("n"), 0o755)) // as if made through the mount
 	var st, root unix.Stat_t
@@ -259,7 +264,7 @@ func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
 func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	var de, d0, x unix.Stat_t
 	must(t, unix.Stat(w.p("d/e"), &de))
@@ -280,7 +285,7 @@ func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	var de, d0, x unix.Stat_t
 	must(t, unix.Stat(w.p("d/e"), &de))
@@ -304,7 +309,7 @@ func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 func TestCheckTornLogRename(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	var de, d0 unix.Stat_t
 	must(t, unix.Stat(w.p("d/e"), &de))
@@ -323,7 +328,7 @@ func TestCheckTornLogRename(t *testing.T) {
 func TestCheckReplaysTheLog(t *testing.T) {
 	w := newWorld(t, tree...)
 	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp)
+	d, err := OpenDeltas(w.logp, w.idx)
 	must(t, err)
 	var de, d0, x, root unix.Stat_t
 	must(t, unix.Stat(w.p("d/e"), &de))

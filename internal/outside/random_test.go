@@ -57,7 +57,7 @@ func checkRandom(t *testing.T, seed uint64) {
 	idx := r.index(fd)
 	for round := 0; round < 3; round++ {
 		logp := filepath.Join(base, fmt.Sprintf("log%d", round))
-		r.log, err = OpenDeltas(logp)
+		r.log, err = OpenDeltas(logp, idx)
 		must(t, err)
 		for i := 0; i < 12; i++ {
 			r.op(false)
@@ -68,7 +68,7 @@ func checkRandom(t *testing.T, seed uint64) {
 		clean := r.rng.IntN(3) == 0
 		if clean {
 			idx = r.index(fd) // a clean unmount: a new index, the log emptied
-			l, err := OpenDeltas(logp)
+			l, err := OpenDeltas(logp, idx)
 			must(t, err)
 			must(t, l.Close())
 		}

@@ -3,6 +3,7 @@ package outside
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -56,7 +57,7 @@ func Walk(rootFd int, w int64, old *Index, everything bool) (*Result, error) {
 	if wk.err != nil {
 		return nil, wk.err
 	}
-	res := &Result{Index: &Index{W: w, Dev: st.Dev, Dirs: wk.dirs}}
+	res := &Result{Index: &Index{W: w, Dev: st.Dev, ID: rand.Uint64() | 1, Dirs: wk.dirs}}
 	if old != nil || everything {
 		res.Changed = wk.changed
 		if res.Changed == nil {
