@@ -43,7 +43,7 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 	}
 	w := outside.Now()
 	if old != nil && w < old.W {
-		log.Warn("outside check: the clock is behind the last index; listing the whole tree", "index", time.Unix(0, old.W), "now", time.Unix(0, w))
+		log.Warn("outside check: the clock is behind the last index; listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)", "index", time.Unix(0, old.W), "now", time.Unix(0, w))
 		everything, oc.Result = true, "everything"
 	}
 	res, err := outside.Walk(b.RootFd(), w, old, everything)
@@ -80,7 +80,7 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		}
 		return nil, false, nil
 	case err != nil:
-		log.Error("outside check: listing the whole tree", "err", err)
+		log.Error("outside check: listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)", "err", err)
 		oc.Result = "everything"
 		return nil, true, nil
 	}
@@ -88,7 +88,7 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		return nil, false, err
 	}
 	if old.Dev != b.Dev() {
-		log.Warn("outside check: BACKING is on another filesystem than when the index was taken; listing the whole tree")
+		log.Warn("outside check: BACKING is on another filesystem than when the index was taken; listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)")
 		oc.Result = "everything"
 		return nil, true, nil
 	}
