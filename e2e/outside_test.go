@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hsmfs/hsmfs/internal/outside"
 )
 
 // outsideOps makes n random changes straight in BACKING (hsmfs is not
@@ -222,6 +224,37 @@ func TestOutsideIndexWithoutLog(t *testing.T) {
 		t.Errorf("f, removed around hsmfs, not listed: %q", list)
 	}
 	if !sameTree(t, "after the removal around hsmfs", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
+		t.Logf("the answer: %q", list)
+	}
+}
+
+// The clock behind the index (set back between two runs): the whole tree
+// is listed, and every path of the index, so that a file removed around
+// hsmfs is deleted from the copy too.
+func TestOutsideClockBehind(t *testing.T) {
+	b, mn, j := newDirs(t)
+	must(t, os.MkdirAll(filepath.Join(b, "d"), 0o755))
+	must(t, os.WriteFile(filepath.Join(b, "d", "f"), []byte("f"), 0o644))
+	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	m := mnt()
+	dest := filepath.Join(t.TempDir(), "dest")
+	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
+		t.Fatalf("rsync -a: %v", r)
+	}
+	reset(t, mn)
+	m.unmount(t)
+	idx, err := outside.Load(outside.IndexPath(j))
+	must(t, err)
+	idx.W = time.Now().Add(time.Hour).UnixNano() // as if the clock went back an hour
+	must(t, idx.Save(outside.IndexPath(j)))
+	must(t, os.Remove(filepath.Join(b, "d", "f")))
+	mnt()
+	if a := query(t, mn); a.OutsideCheck != "everything" {
+		t.Errorf("changes.json header outside_check %q, want everything", a.OutsideCheck)
+	}
+	list, r := consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	if !sameTree(t, "after the removal, the clock behind", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
 		t.Logf("the answer: %q", list)
 	}
 }

@@ -43,7 +43,7 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 	}
 	w := outside.Now()
 	if old != nil && w < old.W {
-		log.Warn("outside check: the clock is behind the last index; listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)", "index", time.Unix(0, old.W), "now", time.Unix(0, w))
+		log.Warn("outside check: the clock is behind the last index; listing the whole tree and every path of the index", "index", time.Unix(0, old.W), "now", time.Unix(0, w))
 		everything, oc.Result = true, "everything"
 	}
 	res, err := outside.Walk(b.RootFd(), w, old, everything)
@@ -67,8 +67,8 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 }
 
 // loadIndex reads the index and replays the log of names on it; it says
-// whether the whole tree must be listed (the index is damaged or of
-// another filesystem).
+// whether the whole tree must be listed (the index is damaged, or of
+// another filesystem: then it is returned too, for its names).
 func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *slog.Logger) (*outside.Index, bool, error) {
 	old, err := outside.Load(oc.index)
 	switch {
@@ -88,9 +88,9 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		return nil, false, err
 	}
 	if old.Dev != b.Dev() {
-		log.Warn("outside check: BACKING is on another filesystem than when the index was taken; listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)")
+		log.Warn("outside check: BACKING is on another filesystem than when the index was taken; listing the whole tree and every path of the index")
 		oc.Result = "everything"
-		return nil, true, nil
+		return old, true, nil
 	}
 	oc.Result = "ran"
 	return old, false, nil

@@ -59,5 +59,8 @@
 //
 // The limit: a clock set back across W (by hand, or a step of NTP) can
 // hide a change. The check compares W with the clock at mount and lists
-// the whole tree when the clock is behind W.
+// the whole tree when the clock is behind W, and every path of the index
+// (by name, from its root), so that what was removed is deleted from the
+// copy too; the same when BACKING is on another filesystem than when the
+// index was taken (its inode numbers mean nothing there, its names do).
 package outside

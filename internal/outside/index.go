@@ -19,6 +19,7 @@ import (
 //	dev         uint64, the device of BACKING
 //	id          uint64, random: the log of names names the index it
 //	            belongs to (deltas.go)
+//	root        uint64, the inode of BACKING's root
 //	dirs        uint64, the number of directory blocks
 //	then per directory: its inode (uvarint), its entry count (uvarint),
 //	and per entry: inode (uvarint), 1 if a directory else 0 (byte),
@@ -53,6 +54,7 @@ type Index struct {
 	W    int64
 	Dev  uint64
 	ID   uint64 // random, never 0 in a new index (Walk)
+	Root uint64 // the root directory's inode (0 in an index of format 1)
 	Dirs map[uint64][]Ent
 }
 
@@ -93,7 +95,7 @@ func Load(path string) (*Index, error) {
 }
 
 func decode(r *bytes.Reader) (*Index, error) {
-	var hdr [8 + 8 + 8 + 8 + 8]byte
+	var hdr [8 + 8 + 8 + 8 + 8 + 8]byte
 	if _, err := io.ReadFull(r, hdr[:32]); err != nil {
 		return nil, err
 	}
@@ -105,6 +107,7 @@ func decode(r *bytes.Reader) (*Index, error) {
 			return nil, err
 		}
 		x.ID = binary.LittleEndian.Uint64(hdr[32:])
+		x.Root = binary.LittleEndian.Uint64(hdr[40:])
 	case magicV1:
 	default:
 		return nil, errors.New("not a tree index")
@@ -189,12 +192,13 @@ func (x *Index) Save(path string) error {
 }
 
 func (x *Index) encode(w *bufio.Writer) {
-	var hdr [40]byte
+	var hdr [48]byte
 	copy(hdr[:8], magic)
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(x.W))
 	binary.LittleEndian.PutUint64(hdr[16:], x.Dev)
 	binary.LittleEndian.PutUint64(hdr[24:], uint64(len(x.Dirs)))
 	binary.LittleEndian.PutUint64(hdr[32:], x.ID)
+	binary.LittleEndian.PutUint64(hdr[40:], x.Root)
 	w.Write(hdr[:])
 	var buf [binary.MaxVarintLen64]byte
 	uv := func(v uint64) { w.Write(buf[:binary.PutUvarint(buf[:], v)]) }

@@ -369,3 +369,19 @@ func TestCheckReplaysTheLog(t *testing.T) {
 		}
 	}
 }
+
+// When the whole tree is listed (the clock went back, or BACKING moved to
+// another filesystem), every path of the old index is listed too, so that
+// what was removed is deleted from the copy.
+func TestCheckEverythingListsOldPaths(t *testing.T) {
+	w := newWorld(t, tree...)
+	must(t, os.Remove(w.p("d/b")))
+	must(t, os.RemoveAll(w.p("d/e")))
+	path := filepath.Join(t.TempDir(), "idx")
+	must(t, w.idx.Save(path))
+	x, err := Load(path)
+	must(t, err)
+	res, err := Walk(w.fd, Now(), x, true)
+	must(t, err)
+	wantListed(t, res.Changed, []string{".", "a", "d", "d/b", "d/e", "d/e/c", "d/e/f/g", "x/y", "keep/sub/k2"}, nil)
+}

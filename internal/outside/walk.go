@@ -37,7 +37,7 @@ func Now() int64 {
 // Walk walks the tree beneath the directory rootFd (which stays open) and
 // returns its index, with W = w. With old non-nil, it also lists every
 // path that changed since old.W (doc.go says why that is complete); with
-// everything, it lists the whole tree.
+// everything, it lists the whole tree, and every path of old if given.
 func Walk(rootFd int, w int64, old *Index, everything bool) (*Result, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(rootFd, &st); err != nil {
@@ -57,7 +57,14 @@ func Walk(rootFd int, w int64, old *Index, everything bool) (*Result, error) {
 	if wk.err != nil {
 		return nil, wk.err
 	}
-	res := &Result{Index: &Index{W: w, Dev: st.Dev, ID: rand.Uint64() | 1, Dirs: wk.dirs}}
+	res := &Result{Index: &Index{W: w, Dev: st.Dev, ID: rand.Uint64() | 1, Root: st.Ino, Dirs: wk.dirs}}
+	if everything && old != nil && old.Root != 0 {
+		// The old index's inode numbers cannot be compared (another
+		// filesystem) or its W trusted (the clock went back), but its
+		// names can: every old path is listed too, so that what was
+		// removed since is deleted from the copy.
+		wk.changed = wk.oldSubtree(wk.changed, "", old.Root, map[uint64]bool{})
+	}
 	if old != nil || everything {
 		res.Changed = wk.changed
 		if res.Changed == nil {
