@@ -130,8 +130,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return fail(toErrno(err))
 	}
 	out.Attr.FromStat(&st)
-	n.added(name, st.Ino, false)
-	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, n.idFromStat(&st, &btime))
+	id := n.idFromStat(&st, &btime)
+	n.added(name, id.Ino, false)
+	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, id)
 	child.Store(ch)
 	return ch, newFile(fd, flags, h, n.r, pathFn), 0, 0
 }

@@ -5,7 +5,9 @@
 // # What it keeps
 //
 // An index of the tree (index.go): for every directory, by inode number,
-// the names it holds and each name's inode number, and a moment W such
+// the names it holds and each name's inode number (numbered as go-fuse
+// numbers them, so that a filesystem mounted beneath BACKING has numbers
+// of its own, the same as in the log of names), and a moment W such
 // that the index shows the tree as it was at some time at or after W. It
 // lives in the file JOURNAL.tree beside the journal, is replaced whole
 // (written to a temporary file, synced, renamed, directory synced), and

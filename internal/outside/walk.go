@@ -47,7 +47,7 @@ func Walk(rootFd int, w int64, old *Index, everything bool) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walk: %w", err)
 	}
-	wk := &walker{old: old, dirs: make(map[uint64][]Ent), sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
+	wk := &walker{old: old, dev: st.Dev, dirs: make(map[uint64][]Ent), sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	if old != nil {
 		wk.since = old.W
 	}
@@ -78,6 +78,7 @@ func Walk(rootFd int, w int64, old *Index, everything bool) (*Result, error) {
 // directory found when none is free is walked by its finder.
 type walker struct {
 	old   *Index
+	dev   uint64 // BACKING's device (numbering, below)
 	since int64
 	sem   chan struct{}
 	wg    sync.WaitGroup
@@ -98,7 +99,7 @@ type found struct {
 // beneath it is listed.
 func (wk *walker) dir(fd int, path string, ino uint64, ctime int64, whole bool) {
 	defer wk.wg.Done()
-	ents, err := readDir(fd)
+	ents, err := readDir(fd, wk.dev)
 	if err != nil {
 		unix.Close(fd)
 		wk.fail(fmt.Errorf("walk %q: %w", path, err))
@@ -246,9 +247,18 @@ func (wk *walker) fail(err error) {
 	wk.mu.Unlock()
 }
 
+// number is the inode number of (dev, ino) as go-fuse's loopback gives it,
+// and so as hsmfs's log of names has it: the device of a filesystem
+// mounted beneath BACKING is mixed in (which also keeps its numbers apart
+// from BACKING's), BACKING's own is not.
+func number(dev, rootDev, ino uint64) uint64 {
+	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
+	return swap(dev) ^ swap(rootDev) ^ ino
+}
+
 // readDir lists the directory fd with each entry's inode, type and ctime
 // (an lstat each).
-func readDir(fd int) ([]found, error) {
+func readDir(fd int, rootDev uint64) ([]found, error) {
 	dup, err := unix.Dup(fd)
 	if err != nil {
 		return nil, err
@@ -268,7 +278,7 @@ func readDir(fd int) ([]found, error) {
 			}
 			return nil, err
 		}
-		out = append(out, found{Ent{Name: n, Ino: st.Ino, Dir: st.Mode&unix.S_IFMT == unix.S_IFDIR}, st.Ctim.Nano()})
+		out = append(out, found{Ent{Name: n, Ino: number(st.Dev, rootDev, st.Ino), Dir: st.Mode&unix.S_IFMT == unix.S_IFDIR}, st.Ctim.Nano()})
 	}
 	return out, nil
 }
