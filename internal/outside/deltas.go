@@ -39,13 +39,15 @@ import (
 //
 // Appends are buffered (one mutex; a write(2) each 64 KiB); Sync,
 // called by every bless before it discards anything (through the
-// backing's syncfs), makes them durable. Each record carries a CRC-32C; reading stops at
-// the first torn or damaged record, which can only be one written after
-// the last Sync. The log begins with the ID of its index. A new index is
-// written first and its empty log after it, both before the mount goes
-// live or after it is gone; a crash in between leaves the new index with
-// the old log, which names another index and is not replayed (nothing
-// changed through the mount between the two).
+// backing's syncfs), makes them durable. Each record carries a CRC-32C;
+// reading stops at the first torn or damaged record, which can only be
+// one written after the last Sync.
+//
+// The log begins with the ID of its index. A new index is written first
+// and its empty log after it, both before the mount goes live or after it
+// is gone; a crash in between leaves the new index with the old log,
+// which names another index and is not replayed (nothing changed through
+// the mount between the two).
 type Deltas struct {
 	mu  sync.Mutex // guards w, err and rec
 	f   *os.File
