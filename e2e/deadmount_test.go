@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // killDaemon SIGKILLs the daemon of m and waits until the mount answers
@@ -17,12 +16,7 @@ func killDaemon(t *testing.T, m *hsmMount) {
 	t.Helper()
 	m.unmounted = true // its cleanup must not try a clean unmount
 	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-	for i := 0; alive(m.Pid); i++ {
-		if i > 3000 {
-			t.Fatalf("daemon %d did not die", m.Pid)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitDead(t, m.Pid)
 	t.Cleanup(func() { forceUnmount(t, m.Mnt, 0) }) // if the test fails before clearing it
 	var st syscall.Statfs_t
 	// ECONNABORTED when the kill aborted a request in flight (the

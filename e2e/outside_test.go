@@ -67,11 +67,7 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 	}
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
-	dest := filepath.Join(t.TempDir(), "dest")
-	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
-		t.Fatalf("rsync -a: %v", r)
-	}
-	reset(t, mn)
+	dest := mirrorAll(t, mn)
 	for round := 0; round < 6; round++ {
 		for i := 0; i < 30; i++ {
 			randomOpIn(mn, rng)
@@ -85,12 +81,7 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 		how := "clean unmount"
 		if round%3 == 1 {
 			how = "SIGKILL"
-			m.unmounted = true
-			must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-			for alive(m.Pid) {
-				time.Sleep(time.Millisecond)
-			}
-			forceUnmount(t, mn, 0)
+			crash(t, m)
 		} else {
 			m.unmount(t)
 		}
@@ -124,37 +115,21 @@ func TestOutsideDirectoryMovedBack(t *testing.T) {
 
 func testOutsideDirectoryMovedBack(t *testing.T, blessed bool) {
 	b, mn, j := newDirs(t)
-	for _, f := range []string{"d/e/c", "d/e/f/g", "x/y"} {
-		must(t, os.MkdirAll(filepath.Dir(filepath.Join(b, f)), 0o755))
-		must(t, os.WriteFile(filepath.Join(b, f), []byte(f), 0o644))
-	}
+	writeFiles(t, b, "d/e/c", "d/e/f/g", "x/y")
 	time.Sleep(50 * time.Millisecond) // the index must not count them as new
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
-	dest := filepath.Join(t.TempDir(), "dest")
-	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
-		t.Fatalf("rsync -a: %v", r)
-	}
-	reset(t, mn)
+	dest := mirrorAll(t, mn)
 	must(t, os.Rename(filepath.Join(mn, "d/e"), filepath.Join(mn, "x/e")))
 	list, r := consume(t, mn, dest)
 	rsyncOK(t, r, list)
 	if blessed {
 		bless(t, mn)
 	}
-	m.unmounted = true
-	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-	for alive(m.Pid) {
-		time.Sleep(time.Millisecond)
-	}
-	forceUnmount(t, mn, 0)
+	crash(t, m)
 	must(t, os.Rename(filepath.Join(b, "x/e"), filepath.Join(b, "d/e")))
 	mnt()
-	list, r = consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	if !sameTree(t, "after the move back around hsmfs", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
-		t.Logf("the answer:\n  %s", strings.Join(list, "\n  "))
-	}
+	copyMatches(t, mn, dest, "after the move back around hsmfs")
 }
 
 // The root's own mode, changed around hsmfs: the check lists "." (which
@@ -165,21 +140,12 @@ func TestOutsideRootMode(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
-	dest := filepath.Join(t.TempDir(), "dest")
-	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
-		t.Fatalf("rsync -a: %v", r)
-	}
-	reset(t, mn)
+	dest := mirrorAll(t, mn)
 	for i, mode := range []os.FileMode{0o750, 0o705} {
 		if i == 0 {
 			m.unmount(t)
 		} else {
-			m.unmounted = true
-			must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-			for alive(m.Pid) {
-				time.Sleep(time.Millisecond)
-			}
-			forceUnmount(t, mn, 0)
+			crash(t, m)
 		}
 		must(t, os.Chmod(b, mode))
 		m = mnt()
@@ -202,11 +168,7 @@ func TestOutsideIndexWithoutLog(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
-	dest := filepath.Join(t.TempDir(), "dest")
-	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
-		t.Fatalf("rsync -a: %v", r)
-	}
-	reset(t, mn)
+	dest := mirrorAll(t, mn)
 	must(t, os.WriteFile(filepath.Join(mn, "g"), []byte("g"), 0o644))
 	list, r := consume(t, mn, dest)
 	rsyncOK(t, r, list)
@@ -218,13 +180,8 @@ func TestOutsideIndexWithoutLog(t *testing.T) {
 	if a := query(t, mn); a.OutsideCheck != "ran" {
 		t.Errorf("changes.json header outside_check %q, want ran", a.OutsideCheck)
 	}
-	list, r = consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	if !slices.Contains(list, "f") {
+	if list := copyMatches(t, mn, dest, "after the removal around hsmfs"); !slices.Contains(list, "f") {
 		t.Errorf("f, removed around hsmfs, not listed: %q", list)
-	}
-	if !sameTree(t, "after the removal around hsmfs", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
-		t.Logf("the answer: %q", list)
 	}
 }
 
@@ -237,11 +194,7 @@ func TestOutsideClockBehind(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(b, "d", "f"), []byte("f"), 0o644))
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
-	dest := filepath.Join(t.TempDir(), "dest")
-	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
-		t.Fatalf("rsync -a: %v", r)
-	}
-	reset(t, mn)
+	dest := mirrorAll(t, mn)
 	m.unmount(t)
 	idx, err := outside.Load(outside.IndexPath(j))
 	must(t, err)
@@ -252,11 +205,7 @@ func TestOutsideClockBehind(t *testing.T) {
 	if a := query(t, mn); a.OutsideCheck != "everything" {
 		t.Errorf("changes.json header outside_check %q, want everything", a.OutsideCheck)
 	}
-	list, r := consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	if !sameTree(t, "after the removal, the clock behind", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
-		t.Logf("the answer: %q", list)
-	}
+	copyMatches(t, mn, dest, "after the removal, the clock behind")
 }
 
 // A filesystem mounted inside BACKING (a tmpfs here): the log of names
@@ -272,33 +221,60 @@ func TestOutsideNestedFilesystem(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(sub, syscall.MNT_DETACH) })
-	for _, f := range []string{"sub/d/c", "sub/d/e/g"} {
-		must(t, os.MkdirAll(filepath.Dir(filepath.Join(b, f)), 0o755))
-		must(t, os.WriteFile(filepath.Join(b, f), []byte(f), 0o644))
-	}
+	writeFiles(t, b, "sub/d/c", "sub/d/e/g")
 	time.Sleep(50 * time.Millisecond) // the index must not count them as new
 	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
 	m := mnt()
+	dest := mirrorAll(t, mn)
+	must(t, os.Rename(filepath.Join(mn, "sub/d"), filepath.Join(mn, "sub/n")))
+	list, r := consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	bless(t, mn)
+	crash(t, m)
+	must(t, os.Rename(filepath.Join(sub, "n"), filepath.Join(sub, "d")))
+	mnt()
+	copyMatches(t, mn, dest, "after the move back in the nested filesystem")
+}
+
+// mirrorAll copies the whole mount into a new DEST with rsync and blesses
+// where the tracker stands (reset): DEST then matches the mount at that
+// bless, as a consumer's would.
+func mirrorAll(t *testing.T, mn string) string {
+	t.Helper()
 	dest := filepath.Join(t.TempDir(), "dest")
 	if r := run(t, nil, "rsync", "-a", "--exclude=/.hsm", mn+"/", dest+"/"); r.code != 0 {
 		t.Fatalf("rsync -a: %v", r)
 	}
 	reset(t, mn)
-	must(t, os.Rename(filepath.Join(mn, "sub/d"), filepath.Join(mn, "sub/n")))
+	return dest
+}
+
+// crash kills the daemon of m with SIGKILL and clears its dead mount, so
+// that BACKING can be changed around hsmfs and mounted again.
+func crash(t *testing.T, m *hsmMount) {
+	t.Helper()
+	killDaemon(t, m)
+	forceUnmount(t, m.Mnt, 0)
+}
+
+// copyMatches runs one round of the contract's rsync recipe into dest
+// (no bless) and fails unless dest then equals the mount; it returns the
+// answer.
+func copyMatches(t *testing.T, mn, dest, what string) []string {
+	t.Helper()
 	list, r := consume(t, mn, dest)
 	rsyncOK(t, r, list)
-	bless(t, mn)
-	m.unmounted = true
-	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-	for alive(m.Pid) {
-		time.Sleep(time.Millisecond)
-	}
-	forceUnmount(t, mn, 0)
-	must(t, os.Rename(filepath.Join(sub, "n"), filepath.Join(sub, "d")))
-	mnt()
-	list, r = consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	if !sameTree(t, "after the move back in the nested filesystem", snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
+	if !sameTree(t, what, snapshot(t, mn, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
 		t.Logf("the answer:\n  %s", strings.Join(list, "\n  "))
+	}
+	return list
+}
+
+// writeFiles makes each file beneath dir, with its path as its content.
+func writeFiles(t *testing.T, dir string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755))
+		must(t, os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644))
 	}
 }

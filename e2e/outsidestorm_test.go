@@ -4,22 +4,19 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hsmfs/hsmfs/internal/storm"
 )
 
 // TestOutsideAfterStorm: a rename storm through the mount (writer
 // processes, a query, rsync and bless after each round, so that the log
-// of names holds directories under many names), a SIGKILL, the storm
+// of names holds directories renamed many times), a SIGKILL, the storm
 // going on straight in BACKING, and a mount: one rsync of the answer
 // must make DEST equal the mount. The answer must stay within
 // FACTOR x (tree entries + operations since the index of the crashed
-// run's mount), although the check lists every directory under every
-// name that the log gives it.
+// run's mount): taking each directory's names as the union of the index
+// and the log listed 126,353 lines for 112 entries here.
 // HSMFS_STORM_WRITERS, HSMFS_STORM_OPS, HSMFS_STORM_FACTOR and
 // HSMFS_E2E_SEED size and replay it.
 func TestOutsideAfterStorm(t *testing.T) {
@@ -34,32 +31,13 @@ func TestOutsideAfterStorm(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "dest")
 	must(t, os.Mkdir(dest, 0o755))
 	for round := 1; round <= 2; round++ {
-		var wg sync.WaitGroup
-		errs := make([]error, writers)
-		for w := 0; w < writers; w++ {
-			wg.Add(1)
-			go func(w int) {
-				defer wg.Done()
-				errs[w] = runStormWriter(mn, seed, uint64(round*100+w), ops)
-			}(w)
-		}
-		wg.Wait()
-		for w, err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: writer %d: %v", round, w, err)
-			}
-		}
+		runStormWriters(t, mn, seed, round, writers, ops)
 		waitClosed(t, mn)
 		list, r := consume(t, mn, dest)
 		rsyncOK(t, r, list)
 		bless(t, mn)
 	}
-	m.unmounted = true
-	must(t, syscall.Kill(m.Pid, syscall.SIGKILL))
-	for alive(m.Pid) {
-		time.Sleep(time.Millisecond)
-	}
-	forceUnmount(t, mn, 0)
+	crash(t, m)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for i := 0; i < ops; i++ {
 		storm.Op(b, rng)

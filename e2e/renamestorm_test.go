@@ -35,16 +35,7 @@ func TestRenameStorm(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "dest")
 	must(t, os.Mkdir(dest, 0o755))
 	for round := 1; round <= rounds; round++ {
-		var wg sync.WaitGroup
-		errs := make([]error, writers)
-		for w := 0; w < writers; w++ {
-			wg.Add(1)
-			go func(w int) {
-				defer wg.Done()
-				errs[w] = runStormWriter(m.Mnt, seed, uint64(round*100+w), ops)
-			}(w)
-		}
-		wg.Wait()
+		runStormWriters(t, m.Mnt, seed, round, writers, ops)
 		waitClosed(t, m.Mnt)
 		entries := len(snapshot(t, m.Mnt, snapOpts{})) - 1
 		start := time.Now()
@@ -52,11 +43,6 @@ func TestRenameStorm(t *testing.T) {
 		must(t, err)
 		took := time.Since(start)
 		list := parsePlain(t, data)
-		for w, err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: writer %d: %v", round, w, err)
-			}
-		}
 		n := writers * ops
 		t.Logf("round %d: %d operations, %d entries, answer %d lines in %v", round, n, entries, len(list), took.Round(time.Millisecond))
 		if len(list) > factor*(entries+n) {
@@ -67,6 +53,27 @@ func TestRenameStorm(t *testing.T) {
 		bless(t, m.Mnt)
 		if !sameTree(t, fmt.Sprintf("round %d", round), snapshot(t, m.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST") {
 			t.FailNow()
+		}
+	}
+}
+
+// runStormWriters runs one round of the storm: writers processes at once
+// beneath root, ops operations each, and fails if one of them did.
+func runStormWriters(t *testing.T, root string, seed uint64, round, writers, ops int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			errs[w] = runStormWriter(root, seed, uint64(round*100+w), ops)
+		}(w)
+	}
+	wg.Wait()
+	for w, err := range errs {
+		if err != nil {
+			t.Fatalf("round %d: writer %d: %v", round, w, err)
 		}
 	}
 }

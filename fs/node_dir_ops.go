@@ -214,7 +214,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err == nil {
 		if flags&unix.RENAME_EXCHANGE != 0 {
 			n.added(name, dino, disDir)
-		} else if gone(ofd, name) { // two links of one file: rename(2) does nothing
+		} else if !sameFile(dest, ino) || gone(ofd, name) {
 			n.removed(name)
 		}
 		np.added(newName, ino, isDir)
@@ -224,6 +224,15 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	tok.End()
 	return toErrno(err)
+}
+
+// sameFile tells whether the rename's target was a link of the inode ino
+// being renamed: then rename(2) does nothing and the old name stays, so
+// only then is it worth a stat (gone) before the log hears it is removed.
+// The kernel looks the target up before a rename, so an existing target
+// has a node.
+func sameFile(dest *gofs.Inode, ino uint64) bool {
+	return dest != nil && ino != 0 && dest.StableAttr().Ino == ino
 }
 
 // gone tells whether dirfd holds name no more.

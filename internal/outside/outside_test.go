@@ -57,27 +57,55 @@ func (w *world) write(rel, s string) {
 	}
 }
 
-func (w *world) check() []string {
+// replayed is the index as the next mount reads it: through its file,
+// with the log of names replayed on it.
+func (w *world) replayed() *Index {
 	w.t.Helper()
 	path := filepath.Join(w.t.TempDir(), "idx")
-	if err := w.idx.Save(path); err != nil {
-		w.t.Fatal(err)
-	}
+	must(w.t, w.idx.Save(path))
 	x, err := Load(path)
-	if err != nil {
-		w.t.Fatal(err)
-	}
+	must(w.t, err)
 	if w.logp != "" {
-		if err := ReadDeltas(w.logp, x); err != nil {
-			w.t.Fatal(err)
-		}
+		must(w.t, ReadDeltas(w.logp, x))
 	}
-	res, err := Walk(w.fd, Now(), x, false)
+	return x
+}
+
+func (w *world) check() []string {
+	w.t.Helper()
+	res, err := Walk(w.fd, Now(), w.replayed(), false)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	slices.Sort(res.Changed)
 	return slices.Compact(res.Changed)
+}
+
+// openLog starts the log of names for the world's index, as a mount does.
+func (w *world) openLog() *Deltas {
+	w.t.Helper()
+	w.logp = filepath.Join(w.t.TempDir(), "log")
+	d, err := OpenDeltas(w.logp, w.idx)
+	must(w.t, err)
+	return d
+}
+
+// ino is the inode number of rel ("." for the root).
+func (w *world) ino(rel string) uint64 {
+	w.t.Helper()
+	var st unix.Stat_t
+	must(w.t, unix.Stat(w.p(rel), &st))
+	return st.Ino
+}
+
+// mv renames directory from to to, as if through the mount, and tells d
+// what hsmfs tells it.
+func (w *world) mv(d *Deltas, from, to string) {
+	w.t.Helper()
+	ino := w.ino(from)
+	must(w.t, os.Rename(w.p(from), w.p(to)))
+	d.Gone(w.ino(filepath.Dir(from)), filepath.Base(from))
+	d.Add(w.ino(filepath.Dir(to)), filepath.Base(to), ino, true)
 }
 
 func must(t *testing.T, err error) {
@@ -140,18 +168,11 @@ func TestCheckReplacedDirectory(t *testing.T) {
 // from the log of names; a name removed from it around hsmfs is listed.
 func TestCheckUsesTheLogOfNames(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
+	d := w.openLog()
 	w.write("n/m/z", "z") // as if made through the mount
-	var st, st2, st3, root unix.Stat_t
-	must(t, unix.Stat(w.p("n"), &st))
-	must(t, unix.Stat(w.p("n/m"), &st2))
-	must(t, unix.Stat(w.p("n/m/z"), &st3))
-	must(t, unix.Stat(w.dir, &root))
-	d.Add(root.Ino, "n", st.Ino, true)
-	d.Add(st.Ino, "m", st2.Ino, true)
-	d.Add(st2.Ino, "z", st3.Ino, false)
+	d.Add(w.ino("."), "n", w.ino("n"), true)
+	d.Add(w.ino("n"), "m", w.ino("n/m"), true)
+	d.Add(w.ino("n/m"), "z", w.ino("n/m/z"), false)
 	must(t, d.Close())
 	must(t, os.Remove(w.p("n/m/z"))) // around hsmfs
 	got := w.check()
@@ -178,21 +199,20 @@ func TestIndexDamageIsFound(t *testing.T) {
 // its new log leaves the old log, which must change nothing.
 func TestLogOfAnotherIndex(t *testing.T) {
 	w := newWorld(t, tree...)
-	var root unix.Stat_t
-	must(t, unix.Stat(w.dir, &root))
+	root := w.ino(".")
 	p := filepath.Join(t.TempDir(), "log")
 	d, err := OpenDeltas(p, w.idx)
 	must(t, err)
-	d.Gone(root.Ino, "a")
+	d.Gone(root, "a")
 	must(t, d.Close())
 	res, err := Walk(w.fd, Now(), nil, false) // the next index
 	must(t, err)
 	must(t, ReadDeltas(p, res.Index))
-	if !slices.ContainsFunc(res.Index.Dirs[root.Ino], func(e Ent) bool { return e.Name == "a" }) {
+	if !slices.ContainsFunc(res.Index.Dirs[root], func(e Ent) bool { return e.Name == "a" }) {
 		t.Errorf("the log of another index was replayed")
 	}
 	must(t, ReadDeltas(p, w.idx))
-	if slices.ContainsFunc(w.idx.Dirs[root.Ino], func(e Ent) bool { return e.Name == "a" }) {
+	if slices.ContainsFunc(w.idx.Dirs[root], func(e Ent) bool { return e.Name == "a" }) {
 		t.Errorf("the log of the index was not replayed")
 	}
 	must(t, ReadDeltas(filepath.Join(t.TempDir(), "none"), w.idx)) // no log: nothing to replay
@@ -243,14 +263,9 @@ func itoa(i int) string {
 // entries keep their names and old ctimes, so it is listed whole.
 func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
+	d := w.openLog()
 	must(t, os.Mkdir(w.p("n"), 0o755)) // as if made through the mount
-	var st, root unix.Stat_t
-	must(t, unix.Stat(w.p("n"), &st))
-	must(t, unix.Stat(w.dir, &root))
-	d.Add(root.Ino, "n", st.Ino, true)
+	d.Add(w.ino("."), "n", w.ino("n"), true)
 	must(t, d.Close())
 	must(t, os.Rename(w.p("d/e"), w.p("n/e"))) // around hsmfs
 	got := w.check()
@@ -263,16 +278,8 @@ func TestCheckKnownDirectoryMovedIntoNewOne(t *testing.T) {
 // the index's again, but the copy has nothing beneath that name.
 func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
-	var de, d0, x unix.Stat_t
-	must(t, unix.Stat(w.p("d/e"), &de))
-	must(t, unix.Stat(w.p("d"), &d0))
-	must(t, unix.Stat(w.p("x"), &x))
-	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
-	d.Gone(d0.Ino, "e")
-	d.Add(x.Ino, "e", de.Ino, true)
+	d := w.openLog()
+	w.mv(d, "d/e", "x/e")
 	must(t, d.Close())
 	must(t, os.Rename(w.p("x/e"), w.p("d/e"))) // around hsmfs
 	got := w.check()
@@ -284,19 +291,9 @@ func TestCheckDirectoryMovedBackAroundHsmfs(t *testing.T) {
 // listed.
 func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
-	var de, d0, x unix.Stat_t
-	must(t, unix.Stat(w.p("d/e"), &de))
-	must(t, unix.Stat(w.p("d"), &d0))
-	must(t, unix.Stat(w.p("x"), &x))
-	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
-	d.Gone(d0.Ino, "e")
-	d.Add(x.Ino, "e", de.Ino, true)
-	must(t, os.Rename(w.p("x/e"), w.p("d/e")))
-	d.Gone(x.Ino, "e")
-	d.Add(d0.Ino, "e", de.Ino, true)
+	d := w.openLog()
+	w.mv(d, "d/e", "x/e")
+	w.mv(d, "x/e", "d/e")
 	must(t, d.Close())
 	must(t, os.Remove(w.p("d/e/c"))) // around hsmfs
 	got := w.check()
@@ -308,14 +305,10 @@ func TestCheckDirectoryMovedAndBackThroughTheMount(t *testing.T) {
 // with what it held.
 func TestCheckTornLogRename(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
-	var de, d0 unix.Stat_t
-	must(t, unix.Stat(w.p("d/e"), &de))
-	must(t, unix.Stat(w.p("d"), &d0))
+	d := w.openLog()
+	de := w.ino("d/e")
 	must(t, os.Rename(w.p("d/e"), w.p("d/n"))) // as if through the mount
-	d.Add(d0.Ino, "n", de.Ino, true)           // its Gone was lost
+	d.Add(w.ino("d"), "n", de, true)           // its Gone was lost
 	must(t, d.Close())
 	must(t, os.Rename(w.p("d"), w.p("D"))) // around hsmfs
 	got := w.check()
@@ -327,43 +320,29 @@ func TestCheckTornLogRename(t *testing.T) {
 // log; nothing that was there then and is unchanged now is listed.
 func TestCheckReplaysTheLog(t *testing.T) {
 	w := newWorld(t, tree...)
-	w.logp = filepath.Join(t.TempDir(), "log")
-	d, err := OpenDeltas(w.logp, w.idx)
-	must(t, err)
-	var de, d0, x, root unix.Stat_t
-	must(t, unix.Stat(w.p("d/e"), &de))
-	must(t, unix.Stat(w.p("d"), &d0))
-	must(t, unix.Stat(w.p("x"), &x))
-	must(t, unix.Stat(w.dir, &root))
-	must(t, os.Rename(w.p("d/e"), w.p("x/e"))) // as if through the mount
-	d.Gone(d0.Ino, "e")
-	d.Add(x.Ino, "e", de.Ino, true)
-	w.write("t", "t")
-	var tt unix.Stat_t
-	must(t, unix.Stat(w.p("t"), &tt))
-	d.Add(root.Ino, "t", tt.Ino, false)
+	d := w.openLog()
+	d0, x, root := w.ino("d"), w.ino("x"), w.ino(".")
+	w.mv(d, "d/e", "x/e")
+	w.write("t", "t") // as if through the mount
+	d.Add(root, "t", w.ino("t"), false)
 	must(t, os.Remove(w.p("t")))
-	d.Gone(root.Ino, "t")
+	d.Gone(root, "t")
 	must(t, d.Close())
-	path := filepath.Join(t.TempDir(), "idx")
-	must(t, w.idx.Save(path))
-	idx, err := Load(path)
-	must(t, err)
-	must(t, ReadDeltas(w.logp, idx))
+	idx := w.replayed()
 	var names []string
-	for _, e := range idx.Dirs[x.Ino] {
+	for _, e := range idx.Dirs[x] {
 		names = append(names, e.Name)
 	}
 	slices.Sort(names)
 	if !slices.Equal(names, []string{"e", "y"}) {
 		t.Errorf("x holds %q after the replay, want e and y", names)
 	}
-	for _, e := range idx.Dirs[d0.Ino] {
+	for _, e := range idx.Dirs[d0] {
 		if e.Name == "e" {
 			t.Errorf("d still holds e after the replay")
 		}
 	}
-	for _, e := range idx.Dirs[root.Ino] {
+	for _, e := range idx.Dirs[root] {
 		if e.Name == "t" {
 			t.Errorf("the root still holds t after the replay")
 		}
@@ -377,11 +356,7 @@ func TestCheckEverythingListsOldPaths(t *testing.T) {
 	w := newWorld(t, tree...)
 	must(t, os.Remove(w.p("d/b")))
 	must(t, os.RemoveAll(w.p("d/e")))
-	path := filepath.Join(t.TempDir(), "idx")
-	must(t, w.idx.Save(path))
-	x, err := Load(path)
-	must(t, err)
-	res, err := Walk(w.fd, Now(), x, true)
+	res, err := Walk(w.fd, Now(), w.replayed(), true)
 	must(t, err)
 	wantListed(t, res.Changed, []string{".", "a", "d", "d/b", "d/e", "d/e/c", "d/e/f/g", "x/y", "keep/sub/k2"}, nil)
 }
