@@ -99,7 +99,7 @@ type cursor struct {
 
 func (st *State) cursor(name string) (cursor, error) {
 	if name == "" || name == DefaultConsumer {
-		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt}, nil
+		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt, full: st.Full}, nil
 	}
 	c := st.consumer(name)
 	if c == nil {
@@ -136,7 +136,7 @@ func (st *State) queried(cur cursor, P uint64, now time.Time) {
 func (st *State) checkBless(cur cursor, id uint64) error {
 	if cur.name == "" {
 		if slices.Contains(st.NotQueries, id) {
-			return fmt.Errorf("bless %d: period %d was not started by a query of this consumer (a checkpoint, a mount, or another consumer's query): %w", id, id, ErrUnknownQuery)
+			return fmt.Errorf("bless %d: period %d was not started by a query of this consumer (a checkpoint, a mount, or another consumer's query), or that query was answered before a full copy was required: %w", id, id, ErrUnknownQuery)
 		}
 	} else if !slices.Contains(st.consumer(cur.name).Queries, id) {
 		return fmt.Errorf("bless %d: consumer %q did not run query %d: %w", id, cur.name, id, ErrUnknownQuery)
@@ -156,6 +156,7 @@ func (st *State) checkBless(cur cursor, id uint64) error {
 func (st *State) blessed(cur cursor, id uint64, now time.Time) {
 	if cur.name == "" {
 		st.LastBlessed = id
+		st.Full = false
 		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p <= id })
 		if st.RecoveredAt != 0 && id >= st.RecoveredAt {
 			st.RecoveredAt = 0
@@ -196,6 +197,28 @@ func (t *Tracker) AddConsumer(name string) error {
 	return t.saveState(func(s *State) {
 		s.Consumers = append(s.Consumers, Consumer{Name: name, LastBlessed: t.ps.cur.Load(), Full: true, Added: now})
 		slices.SortFunc(s.Consumers, func(a, b Consumer) int { return strings.Compare(a.Name, b.Name) })
+	})
+}
+
+// RequireFullCopy makes every consumer, the default one included, copy
+// the whole tree once: its answers say full until it blesses one of
+// them. The mount calls it when its check for changes made around hsmfs
+// cannot list what was removed (a damaged or missing tree index), before
+// the mount goes live. A query answered before cannot be blessed any
+// more: blessing it would end the requirement without the copy.
+func (t *Tracker) RequireFullCopy() error {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	return t.saveState(func(s *State) {
+		s.Full = true
+		for p := s.LastBlessed + 1; p <= s.LastQuery; p++ {
+			if !slices.Contains(s.NotQueries, p) {
+				s.NotQueries = append(s.NotQueries, p)
+			}
+		}
+		for i := range s.Consumers {
+			s.Consumers[i].Full, s.Consumers[i].Queries = true, nil
+		}
 	})
 }
 
@@ -304,7 +327,7 @@ type ConsumerStatus struct {
 // pending (one scan of the journal from the lowest cursor: Pending).
 func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 	st := t.stateNow()
-	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed}}
+	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed, Full: st.Full}}
 	for _, c := range st.Consumers {
 		out = append(out, ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
 			QueryTime: c.QueryTime, BlessTime: c.BlessTime, Full: c.Full, Reset: c.Reset,

@@ -188,3 +188,47 @@ func TestConsumerList(t *testing.T) {
 		t.Errorf("c: %+v, want 2 pending and an age", cs[1])
 	}
 }
+
+// RequireFullCopy (a mount whose check could not list what was removed
+// around hsmfs) makes every consumer, the default one included, say full
+// until its next bless; it survives a crash, and a query answered before
+// it cannot be blessed, since that would end it without the copy.
+func TestRequireFullCopy(t *testing.T) {
+	f := newFixture(t, memStoreOpts{})
+	if err := f.tr.AddConsumer("c"); err != nil {
+		t.Fatal(err)
+	}
+	f.blessFor("c", f.queryFor("c").Query)
+	f.mod(OpWrite, "a")
+	before, beforeC := f.query().Query, f.queryFor("c").Query
+	if err := f.tr.RequireFullCopy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.tr.Bless(before); !errors.Is(err, ErrUnknownQuery) {
+		t.Errorf("default: bless of a query answered before the requirement: %v", err)
+	}
+	if _, err := f.tr.BlessFor("c", beforeC); !errors.Is(err, ErrUnknownQuery) {
+		t.Errorf("c: bless of a query answered before the requirement: %v", err)
+	}
+	f.crash(false)
+	for _, name := range []string{"", "c"} {
+		a := f.queryFor(name)
+		if !a.Full {
+			t.Errorf("consumer %q: answer after the requirement and a crash does not say full", name)
+		}
+		wantPaths(t, a, "a")
+		if !f.queryFor(name).Full {
+			t.Errorf("consumer %q: full not said until the bless", name)
+		}
+	}
+	st, err := f.tr.Consumers()
+	if err != nil || len(st) != 2 || !st[0].Full || !st[1].Full {
+		t.Errorf("consumer list: %+v, %v; want both full", st, err)
+	}
+	for _, name := range []string{"", "c"} {
+		f.blessFor(name, f.queryFor(name).Query)
+		if f.queryFor(name).Full {
+			t.Errorf("consumer %q: full still said after its bless", name)
+		}
+	}
+}

@@ -111,6 +111,10 @@ type State struct {
 	Run uint64
 	// Clean is true only between a clean unmount and the next mount.
 	Clean bool
+	// Full: the default consumer must copy the whole tree once (the check
+	// at mount could not list what was removed around hsmfs); said in its
+	// answers until its next bless. Named consumers have their own.
+	Full bool
 	// RecoveredAt is the period started by the last recovery after an
 	// unclean end, 0 if none is pending. It is reset when a bless at or
 	// above it completes.

@@ -22,6 +22,7 @@ type Header struct {
 	Blessed   uint64 `json:"blessed"`
 	Recovered bool   `json:"recovered"`
 	Count     int    `json:"count"`
+	Full      bool   `json:"full"`
 	// OutsideCheck: what the check at mount for changes made while
 	// hsmfs did not run did (ran, skipped, first mount, ...).
 	OutsideCheck string `json:"outside_check"`

@@ -185,6 +185,62 @@ func TestOutsideIndexWithoutLog(t *testing.T) {
 	}
 }
 
+// A damaged tree index, or none at a later mount: the check cannot list
+// what was removed around hsmfs, so every consumer, the default one and
+// a named one, is told to copy the whole tree (full) until it blesses,
+// and hsmfs sync does, which deletes the removed file from DEST.
+func TestOutsideIndexLostMeansFull(t *testing.T) {
+	for _, tc := range []struct {
+		name, result string
+		spoil        func(t *testing.T, idx string)
+	}{
+		{"damaged", "everything", func(t *testing.T, idx string) {
+			data, err := os.ReadFile(idx)
+			must(t, err)
+			data[len(data)/2] ^= 0xff
+			must(t, os.WriteFile(idx, data, 0o600))
+		}},
+		{"missing", "no index", func(t *testing.T, idx string) { must(t, os.Remove(idx)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, mn, j := newDirs(t)
+			writeFiles(t, b, "d/f", "g")
+			mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+			m := mnt()
+			if r := hsm(t, "consumer", "add", mn, "c"); r.code != 0 {
+				t.Fatalf("consumer add: %v", r)
+			}
+			dests := map[string]string{"default": filepath.Join(t.TempDir(), "dest"), "c": filepath.Join(t.TempDir(), "destc")}
+			syncAs := func(name string) string {
+				t.Helper()
+				r := hsm(t, "sync", "--consumer", name, mn, dests[name])
+				if r.code != 0 {
+					t.Fatalf("hsmfs sync --consumer %s: %v", name, r)
+				}
+				sameTree(t, "after hsmfs sync --consumer "+name, snapshot(t, mn, snapOpts{}), snapshot(t, dests[name], snapOpts{}), "MNT", "DEST")
+				return summary(t, r)
+			}
+			syncAs("default")
+			syncAs("c")
+			m.unmount(t)
+			tc.spoil(t, outside.IndexPath(j))
+			must(t, os.Remove(filepath.Join(b, "g")))
+			mnt()
+			if a := query(t, mn); a.OutsideCheck != tc.result || !a.Full {
+				t.Errorf("changes.json header: outside_check %q, full %v; want %q and full", a.OutsideCheck, a.Full, tc.result)
+			}
+			for _, name := range []string{"default", "c"} {
+				if line := syncAs(name); !strings.Contains(line, "full copy") {
+					t.Errorf("consumer %s: hsmfs sync made no full copy: %q", name, line)
+				}
+			}
+			if a := query(t, mn); a.Full {
+				t.Errorf("full still said after the full copy was blessed")
+			}
+		})
+	}
+}
+
 // The clock behind the index (set back between two runs): the whole tree
 // is listed, and every path of the index, so that a file removed around
 // hsmfs is deleted from the copy too.

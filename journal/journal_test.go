@@ -168,7 +168,7 @@ func TestState(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(st, checkpoint.State{}) {
 		t.Fatalf("new journal: LoadState = %+v, %v", st, err)
 	}
-	want := checkpoint.State{Current: 9, LastQuery: 1<<64 - 1, LastBlessed: 7, Run: 4, Clean: true, RecoveredAt: 8,
+	want := checkpoint.State{Current: 9, LastQuery: 1<<64 - 1, LastBlessed: 7, Run: 4, Clean: true, Full: true, RecoveredAt: 8,
 		LastUncleanRun: 3, NotQueries: []uint64{8, 9}}
 	before := j.Syncs()
 	if err := j.SaveState(want); err != nil {
@@ -331,6 +331,24 @@ func TestRecordDecodeRejectsGarbage(t *testing.T) {
 	}
 	if _, err := decodeState([]byte{1, 2, 3}); !errors.Is(err, ErrDamaged) {
 		t.Errorf("short state: %v", err)
+	}
+	st := encodeState(checkpoint.State{Current: 1})
+	st[33] = 4
+	if _, err := decodeState(st); !errors.Is(err, ErrDamaged) {
+		t.Errorf("state with an unknown flag: %v", err)
+	}
+}
+
+// A state written before the Full flag existed (its flags byte was Clean
+// alone) reads the same.
+func TestStateFlagsOfOlderJournals(t *testing.T) {
+	for _, clean := range []byte{0, 1} {
+		b := encodeState(checkpoint.State{Current: 2, Run: 1})
+		b[33] = clean
+		st, err := decodeState(b)
+		if err != nil || st.Clean != (clean == 1) || st.Full {
+			t.Errorf("Clean byte %d: %+v, %v", clean, st, err)
+		}
 	}
 }
 

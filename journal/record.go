@@ -137,8 +137,13 @@ func (d *decoder) str() string {
 
 // stateLen is the size of an encoded State:
 //
-//	version(1) Current(8) LastQuery(8) LastBlessed(8) Run(8) Clean(1) RecoveredAt(8)
+//	version(1) Current(8) LastQuery(8) LastBlessed(8) Run(8) flags(1) RecoveredAt(8)
 //	LastUncleanRun(8)
+//
+//	flags: 1 Clean, 2 Full (the default consumer's). Before Full existed
+//	the byte was Clean alone (0 or 1), so older journals read the same;
+//	an older hsmfs refuses a state with Full set as damaged rather than
+//	forget that a full copy is owed.
 //
 //	NotQueries: count(4) then count × period(8)
 //
@@ -147,6 +152,9 @@ func (d *decoder) str() string {
 const (
 	stateLenV1 = 1 + 8*4 + 1 + 8
 	stateLen   = stateLenV1 + 8
+
+	stateClean = 1
+	stateFull  = 2
 )
 
 func encodeState(st checkpoint.State) []byte {
@@ -156,11 +164,14 @@ func encodeState(st checkpoint.State) []byte {
 	b = binary.BigEndian.AppendUint64(b, st.LastQuery)
 	b = binary.BigEndian.AppendUint64(b, st.LastBlessed)
 	b = binary.BigEndian.AppendUint64(b, st.Run)
-	clean := byte(0)
+	var flags byte
 	if st.Clean {
-		clean = 1
+		flags |= stateClean
 	}
-	b = append(b, clean)
+	if st.Full {
+		flags |= stateFull
+	}
+	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, st.RecoveredAt)
 	b = binary.BigEndian.AppendUint64(b, st.LastUncleanRun)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(st.NotQueries)))
@@ -284,14 +295,14 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	if len(v) != stateLenV1 && len(v) < stateLen {
 		return st, fmt.Errorf("%w: state of %d bytes, want %d", ErrDamaged, len(v), stateLen)
 	}
-	if v[33] > 1 {
-		return st, fmt.Errorf("%w: state has Clean byte %d", ErrDamaged, v[33])
+	if v[33]&^(stateClean|stateFull) != 0 {
+		return st, fmt.Errorf("%w: state has flags byte %d", ErrDamaged, v[33])
 	}
 	st.Current = binary.BigEndian.Uint64(v[1:])
 	st.LastQuery = binary.BigEndian.Uint64(v[9:])
 	st.LastBlessed = binary.BigEndian.Uint64(v[17:])
 	st.Run = binary.BigEndian.Uint64(v[25:])
-	st.Clean = v[33] == 1
+	st.Clean, st.Full = v[33]&stateClean != 0, v[33]&stateFull != 0
 	st.RecoveredAt = binary.BigEndian.Uint64(v[34:])
 	if len(v) >= stateLen {
 		st.LastUncleanRun = binary.BigEndian.Uint64(v[42:])

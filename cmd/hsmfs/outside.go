@@ -74,15 +74,16 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 	switch {
 	case errors.Is(err, outside.ErrNoIndex):
 		oc.Result = "first mount"
-		if tr.Run() > 1 {
-			oc.Result = "no index"
-			log.Warn("outside check: no tree index (the last run skipped the check, or an older hsmfs made this journal): changes made to BACKING while hsmfs was not running are not seen this time")
+		if tr.Run() == 1 {
+			return nil, false, nil
 		}
-		return nil, false, nil
+		oc.Result = "no index"
+		log.Warn("outside check: no tree index (the last run skipped the check, or an older hsmfs made this journal, or the index was removed): changes made to BACKING while hsmfs was not running cannot be listed; every consumer's next answers say full, until it has copied the whole tree and blessed")
+		return nil, false, requireFull(tr)
 	case err != nil:
-		log.Error("outside check: listing the whole tree (what was removed meanwhile cannot be listed: copy the whole tree once with rsync --delete)", "err", err)
+		log.Error("outside check: listing the whole tree, but what was removed meanwhile cannot be listed; every consumer's next answers say full, until it has copied the whole tree and blessed", "err", err)
 		oc.Result = "everything"
-		return nil, true, nil
+		return nil, true, requireFull(tr)
 	}
 	if err := outside.ReadDeltas(oc.log, old); err != nil {
 		return nil, false, err
@@ -94,6 +95,16 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 	}
 	oc.Result = "ran"
 	return old, false, nil
+}
+
+// requireFull makes every consumer copy the whole tree once. It is
+// durable before the new index is kept: a crash in between leaves the old
+// state of the index, and the next mount asks again.
+func requireFull(tr *checkpoint.Tracker) error {
+	if err := tr.RequireFullCopy(); err != nil {
+		return fmt.Errorf("outside check: %w", err)
+	}
+	return nil
 }
 
 // keep makes idx the index and starts an empty log of names beside it,

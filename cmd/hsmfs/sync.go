@@ -23,7 +23,9 @@ after the query began, so the next answer lists it). DEST is a local
 directory or host:path (over ssh, or what -e names).
 
 The round copies the whole tree instead (rsync -a --delete) when --full
-is given, when no query of the mount was ever blessed, when DEST does not
+is given, when the answer says full (a new named consumer, one reset for
+lagging, or a mount that could not list what was removed around hsmfs),
+when no query of the mount was ever blessed, when DEST does not
 exist or is empty, or when an earlier full copy into DEST did not
 complete (DEST/.hsm marks it while one runs). Any other DEST is taken to
 be the copy that this command keeps: to start a mirror in a directory

@@ -11,7 +11,10 @@
 // that the index shows the tree as it was at some time at or after W. It
 // lives in the file JOURNAL.tree beside the journal, is replaced whole
 // (written to a temporary file, synced, renamed, directory synced), and
-// ends with a CRC-32C: a damaged index is never used.
+// ends with a CRC-32C: a damaged index is never used (the mount then
+// tells every consumer to copy the whole tree once: checkpoint's
+// RequireFullCopy, as it does when the index is missing after the first
+// mount).
 //
 // hsmfs writes one at every mount (the check's own walk gives it, with W
 // taken before the walk began) and one at every clean unmount (a walk

@@ -221,7 +221,7 @@ func (s *syncer) fullReason(ctx context.Context, ans answer) (string, error) {
 	case s.forceFull:
 		return "--full", nil
 	case ans.full:
-		return "the answer says full: a new consumer, or one reset for lagging", nil
+		return "the answer says full: a new consumer, one reset for lagging, or a mount that could not list what was removed around hsmfs", nil
 	case ans.blessed == 0:
 		return "no query was ever blessed", nil
 	case !s.checkDest:
