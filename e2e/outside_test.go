@@ -226,8 +226,12 @@ func TestOutsideIndexLostMeansFull(t *testing.T) {
 			tc.spoil(t, outside.IndexPath(j))
 			must(t, os.Remove(filepath.Join(b, "g")))
 			mnt()
-			if a := query(t, mn); a.OutsideCheck != tc.result || !a.Full {
+			a := query(t, mn)
+			if a.OutsideCheck != tc.result || !a.Full {
 				t.Errorf("changes.json header: outside_check %q, full %v; want %q and full", a.OutsideCheck, a.Full, tc.result)
+			}
+			if a.byPath["."] == nil { // an empty answer would not reach hsmfs export's readers
+				t.Errorf("the root is not listed: %+v", a.Entries)
 			}
 			for _, name := range []string{"default", "c"} {
 				if line := syncAs(name); !strings.Contains(line, "full copy") {

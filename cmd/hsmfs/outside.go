@@ -19,6 +19,7 @@ type outsideCheck struct {
 	Result  string // ran, skipped, first mount, no index, everything
 	Found   int
 	Seconds float64
+	full    bool            // every consumer was told to copy the whole tree
 	deltas  *outside.Deltas // names changed through the mount since the index
 	index   string
 	log     string
@@ -50,6 +51,9 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("outside check: %w", err)
 	}
+	if oc.full {
+		res.Changed = append(res.Changed, ".")
+	}
 	if res.Changed != nil {
 		slices.Sort(res.Changed)
 		paths := slices.Compact(res.Changed)
@@ -79,11 +83,11 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 		}
 		oc.Result = "no index"
 		log.Warn("outside check: no tree index (the last run skipped the check, or an older hsmfs made this journal, or the index was removed): changes made to BACKING while hsmfs was not running cannot be listed; every consumer's next answers say full, until it has copied the whole tree and blessed")
-		return nil, false, requireFull(tr)
+		return nil, false, oc.requireFull(tr)
 	case err != nil:
 		log.Error("outside check: listing the whole tree, but what was removed meanwhile cannot be listed; every consumer's next answers say full, until it has copied the whole tree and blessed", "err", err)
 		oc.Result = "everything"
-		return nil, true, requireFull(tr)
+		return nil, true, oc.requireFull(tr)
 	}
 	if err := outside.ReadDeltas(oc.log, old); err != nil {
 		return nil, false, err
@@ -97,13 +101,15 @@ func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *s
 	return old, false, nil
 }
 
-// requireFull makes every consumer copy the whole tree once. It is
-// durable before the new index is kept: a crash in between leaves the old
-// state of the index, and the next mount asks again.
-func requireFull(tr *checkpoint.Tracker) error {
+// requireFull makes every consumer copy the whole tree once, durably
+// before the mount goes live. The root is then listed too, so that no
+// consumer's next answer is empty: hsmfs export publishes nothing for an
+// empty answer, and its readers would never see the answer's full.
+func (oc *outsideCheck) requireFull(tr *checkpoint.Tracker) error {
 	if err := tr.RequireFullCopy(); err != nil {
 		return fmt.Errorf("outside check: %w", err)
 	}
+	oc.full = true
 	return nil
 }
 
