@@ -64,7 +64,9 @@ Options (each also as -o NAME or -o NAME=VALUE, for fstab):
   --no-outside-check, -o no_outside_check
                      do not look for changes made to BACKING while hsmfs
                      was not running (only if nothing ever writes to it
-                     around hsmfs); the answers' header says so
+                     around hsmfs); the answers' header says so, and
+                     the next mount with the check tells every consumer
+                     to copy the whole tree once
   --consumer-warn-age DURATION, -o consumer_warn_age=DURATION
                      mark a named consumer lagging (status, consumer list,
                      the log) once it has not blessed for that long
