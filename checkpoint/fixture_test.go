@@ -7,7 +7,7 @@ import (
 )
 
 // The fixture of the tracker's unit tests, on the fakes of
-// memstore_test.go, and its helpers.
+// memstore_test.go and membacking_test.go, and its helpers.
 
 type fixture struct {
 	t      *testing.T
