@@ -233,6 +233,9 @@ func TestOutsideIndexLostMeansFull(t *testing.T) {
 			if a.byPath["."] == nil { // an empty answer would not reach hsmfs export's readers
 				t.Errorf("the root is not listed: %+v", a.Entries)
 			}
+			if r := hsm(t, "changes", mn); r.code != 0 || !strings.Contains(r.stderr, "full: ") {
+				t.Errorf("hsmfs changes does not say full on stderr: %v", r)
+			}
 			for _, name := range []string{"default", "c"} {
 				if line := syncAs(name); !strings.Contains(line, "full copy") {
 					t.Errorf("consumer %s: hsmfs sync made no full copy: %q", name, line)

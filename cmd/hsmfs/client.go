@@ -41,7 +41,9 @@ const changesUsage = `Usage: hsmfs changes [--consumer NAME] [--json | -0] MOUNT
 
 Runs one query and prints its answer: the paths changed since the last
 bless, one per line (rsync --files-from format). The query id is printed
-on stderr. --json prints the JSON Lines answer (.hsm/changes.json); -0
+on stderr, and a line "full: ..." when the answer says full: the consumer
+is new or was reset, or the mount could not list what was removed around
+hsmfs, so copy the whole tree once, then bless. --json prints the JSON Lines answer (.hsm/changes.json); -0
 prints the paths NUL-separated, names with newlines included.
 --consumer NAME queries for the named consumer (.hsm/consumers/NAME/).
 Exit codes: 0 answered, 1 failed, 2 bad command line.
@@ -155,11 +157,18 @@ func runChanges(args []string) error {
 	}
 	var hdr struct {
 		Query uint64 `json:"query"`
+		Full  bool   `json:"full"`
 	}
 	if err := json.Unmarshal(line, &hdr); err != nil {
 		return fmt.Errorf("query: bad header: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "query %d\n", hdr.Query)
+	if hdr.Full {
+		// The paths alone cannot make the copy exact (a new or reset
+		// consumer, or changes made around hsmfs that could not be
+		// listed): say so where a script's user sees it.
+		fmt.Fprintf(os.Stderr, "full: this answer cannot update a copy; copy the whole tree once (rsync -a -I --delete --exclude=/.hsm %s/ DEST/, or hsmfs sync), then bless query %d\n", mnt, hdr.Query)
+	}
 	w := bufio.NewWriter(os.Stdout)
 	if asJSON {
 		w.Write(line)
