@@ -211,8 +211,12 @@ func (t *Tracker) RequireFullCopy() error {
 	defer t.qmu.Unlock()
 	return t.saveState(func(s *State) {
 		s.Full = true
+		not := make(map[uint64]bool, len(s.NotQueries))
+		for _, p := range s.NotQueries {
+			not[p] = true
+		}
 		for p := s.LastBlessed + 1; p <= s.LastQuery; p++ {
-			if !slices.Contains(s.NotQueries, p) {
+			if !not[p] {
 				s.NotQueries = append(s.NotQueries, p)
 			}
 		}

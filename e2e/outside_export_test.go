@@ -22,7 +22,8 @@ func TestExportFullAfterIndexLost(t *testing.T) {
 	ns := startNATS(t)
 	b, mn, j := newDirs(t)
 	writeFiles(t, b, "f")
-	m := mount(t, withBacking(b), withMnt(mn), withJournal(j))
+	mnt := mounter(t, b, mn, j)
+	m := mnt()
 	if r := hsm(t, "consumer", "add", mn, "fleet"); r.code != 0 {
 		t.Fatalf("consumer add: %v", r)
 	}
@@ -36,7 +37,7 @@ func TestExportFullAfterIndexLost(t *testing.T) {
 	m.unmount(t)
 	must(t, os.Remove(outside.IndexPath(j)))
 	must(t, os.Remove(filepath.Join(b, "f")))
-	mount(t, withBacking(b), withMnt(mn), withJournal(j))
+	mnt()
 	export()
 	nc, err := nats.Connect(ns.url())
 	must(t, err)

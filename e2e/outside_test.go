@@ -65,7 +65,7 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 	for i := 0; i < 40; i++ {
 		randomOpIn(b, rng)
 	}
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	for round := 0; round < 6; round++ {
@@ -74,9 +74,7 @@ func testOutsideChanges(t *testing.T, inPlace bool) {
 		}
 		waitClosed(t, mn)
 		if round%2 == 0 {
-			list, r := consume(t, mn, dest)
-			rsyncOK(t, r, list)
-			bless(t, mn)
+			copyAndBless(t, mn, dest)
 		}
 		how := "clean unmount"
 		if round%3 == 1 {
@@ -117,7 +115,7 @@ func testOutsideDirectoryMovedBack(t *testing.T, blessed bool) {
 	b, mn, j := newDirs(t)
 	writeFiles(t, b, "d/e/c", "d/e/f/g", "x/y")
 	time.Sleep(50 * time.Millisecond) // the index must not count them as new
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	must(t, os.Rename(filepath.Join(mn, "d/e"), filepath.Join(mn, "x/e")))
@@ -138,7 +136,7 @@ func testOutsideDirectoryMovedBack(t *testing.T, blessed bool) {
 func TestOutsideRootMode(t *testing.T) {
 	b, mn, j := newDirs(t)
 	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	for i, mode := range []os.FileMode{0o750, 0o705} {
@@ -149,9 +147,7 @@ func TestOutsideRootMode(t *testing.T) {
 		}
 		must(t, os.Chmod(b, mode))
 		m = mnt()
-		list, r := consume(t, mn, dest)
-		rsyncOK(t, r, list)
-		bless(t, mn)
+		list := copyAndBless(t, mn, dest)
 		st, err := os.Stat(dest)
 		must(t, err)
 		if st.Mode().Perm() != mode {
@@ -166,13 +162,11 @@ func TestOutsideRootMode(t *testing.T) {
 func TestOutsideIndexWithoutLog(t *testing.T) {
 	b, mn, j := newDirs(t)
 	must(t, os.WriteFile(filepath.Join(b, "f"), []byte("f"), 0o644))
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	must(t, os.WriteFile(filepath.Join(mn, "g"), []byte("g"), 0o644))
-	list, r := consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	bless(t, mn)
+	copyAndBless(t, mn, dest)
 	m.unmount(t)
 	must(t, os.Remove(j+".tree.log"))
 	must(t, os.Remove(filepath.Join(b, "f")))
@@ -205,7 +199,7 @@ func TestOutsideIndexLostMeansFull(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, mn, j := newDirs(t)
 			writeFiles(t, b, "d/f", "g")
-			mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+			mnt := mounter(t, b, mn, j)
 			m := mnt()
 			if r := hsm(t, "consumer", "add", mn, "c"); r.code != 0 {
 				t.Fatalf("consumer add: %v", r)
@@ -255,7 +249,7 @@ func TestOutsideClockBehind(t *testing.T) {
 	b, mn, j := newDirs(t)
 	must(t, os.MkdirAll(filepath.Join(b, "d"), 0o755))
 	must(t, os.WriteFile(filepath.Join(b, "d", "f"), []byte("f"), 0o644))
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	m.unmount(t)
@@ -286,17 +280,31 @@ func TestOutsideNestedFilesystem(t *testing.T) {
 	t.Cleanup(func() { syscall.Unmount(sub, syscall.MNT_DETACH) })
 	writeFiles(t, b, "sub/d/c", "sub/d/e/g")
 	time.Sleep(50 * time.Millisecond) // the index must not count them as new
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := mirrorAll(t, mn)
 	must(t, os.Rename(filepath.Join(mn, "sub/d"), filepath.Join(mn, "sub/n")))
-	list, r := consume(t, mn, dest)
-	rsyncOK(t, r, list)
-	bless(t, mn)
+	copyAndBless(t, mn, dest)
 	crash(t, m)
 	must(t, os.Rename(filepath.Join(sub, "n"), filepath.Join(sub, "d")))
 	mnt()
 	copyMatches(t, mn, dest, "after the move back in the nested filesystem")
+}
+
+// mounter mounts BACKING b on mn with the journal j, each time it is
+// called.
+func mounter(t *testing.T, b, mn, j string) func() *hsmMount {
+	return func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+}
+
+// copyAndBless runs one round of the contract's recipe into dest and
+// blesses its query; it returns the answer.
+func copyAndBless(t *testing.T, mn, dest string) []string {
+	t.Helper()
+	list, r := consume(t, mn, dest)
+	rsyncOK(t, r, list)
+	bless(t, mn)
+	return list
 }
 
 // mirrorAll copies the whole mount into a new DEST with rsync and blesses

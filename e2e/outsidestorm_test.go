@@ -26,16 +26,14 @@ func TestOutsideAfterStorm(t *testing.T) {
 	factor := envInt(t, "HSMFS_STORM_FACTOR", 4)
 	t.Logf("seed %d, %d writer processes x %d operations x 2 rounds, then %d operations around hsmfs", seed, writers, ops, ops)
 	b, mn, j := newDirs(t)
-	mnt := func() *hsmMount { return mount(t, withBacking(b), withMnt(mn), withJournal(j)) }
+	mnt := mounter(t, b, mn, j)
 	m := mnt()
 	dest := filepath.Join(t.TempDir(), "dest")
 	must(t, os.Mkdir(dest, 0o755))
 	for round := 1; round <= 2; round++ {
 		runStormWriters(t, mn, seed, round, writers, ops)
 		waitClosed(t, mn)
-		list, r := consume(t, mn, dest)
-		rsyncOK(t, r, list)
-		bless(t, mn)
+		copyAndBless(t, mn, dest)
 	}
 	crash(t, m)
 	rng := rand.New(rand.NewPCG(seed, 7))

@@ -43,8 +43,9 @@ Runs one query and prints its answer: the paths changed since the last
 bless, one per line (rsync --files-from format). The query id is printed
 on stderr, and a line "full: ..." when the answer says full: the consumer
 is new or was reset, or the mount could not list what was removed around
-hsmfs, so copy the whole tree once, then bless. --json prints the JSON Lines answer (.hsm/changes.json); -0
-prints the paths NUL-separated, names with newlines included.
+hsmfs, so copy the whole tree once, then bless. --json prints the JSON
+Lines answer (.hsm/changes.json); -0 prints the paths NUL-separated,
+names with newlines included.
 --consumer NAME queries for the named consumer (.hsm/consumers/NAME/).
 Exit codes: 0 answered, 1 failed, 2 bad command line.
 `

@@ -18,8 +18,8 @@ import (
 // name removed (an unlink, a rmdir, the old name of a rename).
 //
 // After a crash the index is the one of that run's mount, and the check
-// replays the log on it (ReadDeltas): it then shows the tree as it was
-// at the end of the log, at or after the last bless. A copy holds the
+// replays the log on it (ReadDeltas): it then shows each name as the
+// log last left it, at or after the last bless. A copy holds the
 // tree as it was at its last blessed query, and every change since that
 // query has a record that the bless kept, which the journal lists again;
 // so the check, comparing the tree now with the replayed one, needs to

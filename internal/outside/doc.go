@@ -47,9 +47,10 @@
 //     it now (rsync does not recurse, and a directory moved in keeps the
 //     old ctimes of its entries);
 //   - after a crash, the index is the one of the crashed run's mount
-//     with the log of names replayed on it (deltas.go): the tree at some
-//     moment after the last bless, whose query every copy is at or after;
-//     what changed since that query the journal lists again;
+//     with the log of names replayed on it (deltas.go): each name as its
+//     last durable record left it, at or after the last bless, whose
+//     query every copy is at or after; what changed since that query the
+//     journal lists again;
 //   - a directory whose ctime is ≥ W and that the index does not know
 //     (made through the mount after the index was taken, and changed
 //     since) has every entry listed; every directory beneath it that the
