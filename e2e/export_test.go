@@ -2,16 +2,15 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // hsmfs export (docs/fleet.md) against a JetStream server embedded in the
@@ -126,210 +123,6 @@ func (e *exporter) stop() error {
 func (e *exporter) logText() string {
 	b, _ := os.ReadFile(e.log)
 	return string(b)
-}
-
-// fleetMount is one mount of the fleet and its mirror.
-type fleetMount struct {
-	backing, mnt, journal, dest string
-	m                           *hsmMount
-	exp                         *exporter
-	// gate: writers and the reader's rsync hold it shared; a crash takes
-	// it while the mountpoint is bare, so that rsync never copies the
-	// empty directory underneath (it would delete the mirror's files).
-	gate sync.RWMutex
-	mods atomic.Int64
-	// The reader's paths not yet copied: path -> (type, query), from
-	// every whole answer that arrived; kept across failed rsyncs.
-	pending map[string]pendingPath
-}
-
-type pendingPath struct {
-	typ   string
-	query uint64
-}
-
-// mirrorReader reads the stream with a durable consumer and mirrors each
-// mount: it collects each answer's messages (by mount and query id; the
-// messages carry count and index) and, once it holds a whole answer,
-// runs the contract's rsync for it. Delivery is at least once, and a
-// path may come in several answers: a repeated message is ignored, and
-// copying a listed path again is always safe.
-type mirrorReader struct {
-	t      *testing.T
-	cons   jetstream.Consumer
-	mounts map[string]*fleetMount
-	open   map[answerKey]map[int]exportMsg // answers still incomplete
-	whole  map[answerKey]bool
-
-	msgs, repeats, answers, rsyncs, rsyncFails int
-	lastTry                                    time.Time
-}
-
-type answerKey struct {
-	mount string
-	query uint64
-}
-
-type exportMsg struct {
-	Host, Mount, Consumer, Path, PathB64, Type string
-	Query                                      uint64
-	Count, Index                               int
-}
-
-func newMirrorReader(t *testing.T, url string, mounts []*fleetMount) *mirrorReader {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	must(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	must(t, err)
-	cons, err := js.CreateOrUpdateConsumer(context.Background(), exportStream, jetstream.ConsumerConfig{
-		Durable: "mirror", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	must(t, err)
-	r := &mirrorReader{t: t, cons: cons, mounts: map[string]*fleetMount{}, open: map[answerKey]map[int]exportMsg{}, whole: map[answerKey]bool{}}
-	for _, fm := range mounts {
-		r.mounts[fm.mnt] = fm
-	}
-	return r
-}
-
-// step fetches what is there (waiting up to wait) and handles it; it
-// reports how many messages came.
-func (r *mirrorReader) step(wait time.Duration) (int, error) {
-	batch, err := r.cons.Fetch(200, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for m := range batch.Messages() {
-		n++
-		r.handle(m.Data())
-		// Acked once handled: the reader's state lives in this process.
-		m.Ack()
-	}
-	if len(r.pendingMounts()) > 0 && time.Since(r.lastTry) > 200*time.Millisecond {
-		r.copyAll()
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return n, err
-	}
-	return n, nil
-}
-
-func (r *mirrorReader) handle(data []byte) {
-	r.msgs++
-	var m exportMsg
-	if err := json.Unmarshal(data, &m); err != nil {
-		r.t.Errorf("reader: bad message %q: %v", data, err)
-		return
-	}
-	if m.PathB64 != "" {
-		raw, err := base64.StdEncoding.DecodeString(m.PathB64)
-		if err != nil {
-			r.t.Errorf("reader: bad path_b64 in %q", data)
-			return
-		}
-		m.Path = string(raw)
-	}
-	fm := r.mounts[m.Mount]
-	if fm == nil || m.Consumer != "default" || m.Host == "" || m.Query == 0 || m.Index < 0 || m.Index >= m.Count {
-		r.t.Errorf("reader: unexpected message %s", data)
-		return
-	}
-	k := answerKey{m.Mount, m.Query}
-	if r.whole[k] {
-		r.repeats++
-		return
-	}
-	a := r.open[k]
-	if a == nil {
-		a = map[int]exportMsg{}
-		r.open[k] = a
-	}
-	if _, dup := a[m.Index]; dup {
-		r.repeats++
-		return
-	}
-	a[m.Index] = m
-	if len(a) < m.Count {
-		return
-	}
-	// A whole answer: its paths join the mount's pending set (a newer
-	// answer's type wins) and are copied.
-	delete(r.open, k)
-	r.whole[k] = true
-	r.answers++
-	for _, e := range a {
-		if old, ok := fm.pending[e.Path]; !ok || old.query <= e.Query {
-			fm.pending[e.Path] = pendingPath{e.Type, e.Query}
-		}
-	}
-	r.copy(fm)
-}
-
-func (r *mirrorReader) pendingMounts() []*fleetMount {
-	var out []*fleetMount
-	for _, fm := range r.mounts {
-		if len(fm.pending) > 0 {
-			out = append(out, fm)
-		}
-	}
-	return out
-}
-
-func (r *mirrorReader) copyAll() {
-	for _, fm := range r.pendingMounts() {
-		r.copy(fm)
-	}
-}
-
-// copy runs the contract's rsync on the mount's pending paths. A path
-// beneath a listed ancestor that is not a directory is left out, as the
-// plain answer leaves it out: rsync replaces the ancestor whole, and
-// would fail on the path ("Not a directory"). On failure (the tree
-// changed under rsync, the mount is down) the paths stay pending.
-func (r *mirrorReader) copy(fm *fleetMount) bool {
-	r.lastTry = time.Now()
-	var list []string
-	for p := range fm.pending {
-		shadowed := false
-		for d := filepath.Dir(p); d != "." && !shadowed; d = filepath.Dir(d) {
-			if a, ok := fm.pending[d]; ok && a.typ != "dir" && a.typ != "gone" {
-				shadowed = true
-			}
-		}
-		if !shadowed {
-			list = append(list, p)
-		}
-	}
-	sort.Strings(list)
-	lf := filepath.Join(filepath.Dir(fm.dest), "list")
-	if err := os.WriteFile(lf, []byte(strings.Join(list, "\n")+"\n"), 0o644); err != nil {
-		r.t.Errorf("reader: %v", err)
-		return false
-	}
-	// A scratch --temp-dir, as the crash tests' consumers: an rsync that
-	// aborts while the tree changes can leave its temporary (freshScratch).
-	scratch, err := freshScratch(fm.dest)
-	if err != nil {
-		r.t.Errorf("reader: %v", err)
-		return false
-	}
-	fm.gate.RLock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	out, err := exec.CommandContext(ctx, "rsync", "-a", "-I", "--temp-dir="+scratch, "--files-from="+lf, "--delete-missing-args", "--force", fm.mnt+"/", fm.dest+"/").CombinedOutput()
-	cancel()
-	fm.gate.RUnlock()
-	r.rsyncs++
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {
-		if r.rsyncFails++; r.rsyncFails <= 10 {
-			r.t.Logf("reader: rsync of %d paths of %s failed, kept pending: %v: %.300s", len(list), fm.mnt, err, out)
-		}
-		return false
-	}
-	fm.pending = map[string]pendingPath{}
-	return true
 }
 
 // writer makes random modifications in fm until stop.
@@ -462,6 +255,10 @@ func TestExportFleet(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			for _, fm := range reader.pendingMounts() {
+				t.Logf("%s: pending %v", fm.mnt, fm.pending)
+				fm.logHistory(t, slices.Collect(maps.Keys(fm.pending)))
+			}
 			t.Fatalf("reader not drained after 60s: fetch %v, info %v, %d mounts with pending paths", err, ierr, len(reader.pendingMounts()))
 		}
 		reader.copyAll()
@@ -471,13 +268,22 @@ func TestExportFleet(t *testing.T) {
 			t.Errorf("exporter %d: SIGTERM: %v; log:\n%s", i, err, fm.exp.logText())
 		}
 	}
-	t.Logf("reader: %d messages (%d repeats), %d whole answers, %d left incomplete (rounds cut short), %d rsyncs (%d failed and were retried), %d fetch errors",
-		reader.msgs, reader.repeats, reader.answers, len(reader.open), reader.rsyncs, reader.rsyncFails, readErrs.Load())
+	t.Logf("reader: %d messages (%d repeats), %d whole answers, %d left incomplete (rounds cut short), %d rsyncs (%d failed and were retried), %d paths copied whole, %d fetch errors",
+		reader.msgs, reader.repeats, reader.answers, len(reader.open), reader.rsyncs, reader.rsyncFails, reader.wholeCopies, readErrs.Load())
 	for i, fm := range fleet {
 		want, got := snapshot(t, fm.mnt, snapOpts{}), snapshot(t, fm.dest, snapOpts{})
 		t.Logf("mount %d: %d modifications, %d paths", i, fm.mods.Load(), len(want))
 		if !sameTree(t, fmt.Sprintf("mount %d: mirror from the stream vs mount", i), want, got, "mount", "mirror") {
 			t.Logf("exporter %d log:\n%s", i, fm.exp.logText())
+			var differ []string
+			for _, m := range []map[string]node{want, got} {
+				for p := range m {
+					if w, ok := want[p]; !ok || w != got[p] {
+						differ = append(differ, p)
+					}
+				}
+			}
+			fm.logHistory(t, differ)
 		}
 		if fm.mods.Load() == 0 {
 			t.Errorf("mount %d: the writers made no modification", i)
