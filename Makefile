@@ -58,7 +58,10 @@ uninstall:
 installtest:
 	@bash scripts/install-test.sh
 
+# The demo needs fuse3 and rsync: scripts/deps.sh demo installs them (as
+# root on Debian) or says what to install.
 demo: build
+	@bash scripts/deps.sh demo
 	@bash scripts/demo.sh $(BIN)
 
 # The long crash tests: CRASHES=N (kill mode) and POWERCUTS=N (power mode).

@@ -9,6 +9,9 @@
 //     reference for the bench). Never fs.
 //   - fs: go-fuse (the only package that may), checkpoint, x/sys. Never
 //     journal: the tracker reaches the journal through checkpoint.Store.
+//   - internal/hsmctl: the control protocol of .hsm, which every client
+//     and fs speak; the standard library only, so that any program can
+//     use the client without the tracker's or FUSE's weight.
 //   - internal/...: one concern each. internal/metrics alone imports the
 //     Prometheus client, internal/holders alone procfs, internal/natsexport
 //     alone the NATS client.
@@ -84,9 +87,19 @@ func TestLayering(t *testing.T) {
 			}
 		}
 	}
+	// hsmctl is the standard library's only.
+	deps, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", mod+"internal/hsmctl").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, d := range strings.Fields(string(deps)) {
+		if d != mod+"internal/hsmctl" {
+			t.Errorf("internal/hsmctl depends on %s: it may use the standard library only", d)
+		}
+	}
 	// checkpoint must not reach FUSE, badger or Prometheus through
 	// anything.
-	deps, err := exec.Command("go", "list", "-deps", mod+"checkpoint").Output()
+	deps, err = exec.Command("go", "list", "-deps", mod+"checkpoint").Output()
 	if err != nil {
 		t.Fatalf("go list -deps: %v", err)
 	}

@@ -35,9 +35,12 @@ var (
 	// ErrUnknownConsumer: no consumer has that name (ENOENT).
 	ErrUnknownConsumer = errors.New("no such consumer")
 	// ErrConsumerExists: a consumer of that name exists (EEXIST).
-	ErrConsumerExists = errors.New("consumer exists")
+	ErrConsumerExists = errors.New("exists already")
 	// ErrBadConsumerName: not a valid name (EINVAL).
 	ErrBadConsumerName = errors.New("bad consumer name: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with a dot, not \"default\"")
+	// ErrFullCopy: a bless of an answer that said full did not say that
+	// the whole tree was copied (EINVAL).
+	ErrFullCopy = errors.New("a bless of a full answer must say full")
 )
 
 // DefaultConsumer is how the consumer of .hsm/changes is named in lists.
@@ -59,6 +62,8 @@ type Consumer struct {
 	Reset bool
 	// Unix seconds: when it was added, last queried, last blessed.
 	Added, QueryTime, BlessTime int64
+	// BlessedBy is who made its last bless ("" if the bless named no one).
+	BlessedBy string
 }
 
 func (c Consumer) clone() Consumer {
@@ -95,18 +100,20 @@ type cursor struct {
 	name                                string // "" for the default
 	lastQuery, lastBlessed, recoveredAt uint64
 	full, reset                         bool
+	blessedBy                           string
 }
 
 func (st *State) cursor(name string) (cursor, error) {
 	if name == "" || name == DefaultConsumer {
-		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt, full: st.Full}, nil
+		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt, full: st.Full,
+			blessedBy: st.BlessedBy}, nil
 	}
 	c := st.consumer(name)
 	if c == nil {
 		return cursor{}, fmt.Errorf("consumer %q: %w", name, ErrUnknownConsumer)
 	}
 	return cursor{name: name, lastQuery: c.LastQuery, lastBlessed: c.LastBlessed, recoveredAt: c.RecoveredAt,
-		full: c.Full, reset: c.Reset}, nil
+		full: c.Full, reset: c.Reset, blessedBy: c.BlessedBy}, nil
 }
 
 // keepFrom is the lowest period that some consumer still needs.
@@ -122,6 +129,7 @@ func (st *State) keepFrom() uint64 {
 func (st *State) queried(cur cursor, P uint64, now time.Time) {
 	if cur.name == "" {
 		st.LastQuery = P
+		st.QueryTime = now.Unix()
 		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p == P })
 		return
 	}
@@ -132,8 +140,9 @@ func (st *State) queried(cur cursor, P uint64, now time.Time) {
 	c.QueryTime = now.Unix()
 }
 
-// checkBless says whether consumer cur may bless id (above its last bless).
-func (st *State) checkBless(cur cursor, id uint64) error {
+// checkBless says whether consumer cur may bless id (above its last
+// bless); full says that the consumer copied the whole tree.
+func (st *State) checkBless(cur cursor, id uint64, full bool) error {
 	if cur.name == "" {
 		if slices.Contains(st.NotQueries, id) {
 			return fmt.Errorf("bless %d: period %d was not started by a query of this consumer (a checkpoint, a mount, or another consumer's query), or that query was answered before a full copy was required: %w", id, id, ErrUnknownQuery)
@@ -149,13 +158,22 @@ func (st *State) checkBless(cur cursor, id uint64) error {
 		return fmt.Errorf("bless %d: that query was answered before hsmfs recovered from a crash (period %d); run a new query: %w",
 			id, cur.recoveredAt, ErrUnknownQuery)
 	}
+	if cur.full && !full {
+		// A reader of the plain answer never sees the header's full: a
+		// bless that does not say it would end the requirement without
+		// the copy.
+		return fmt.Errorf("bless %d: the answer said full (a new consumer, a reset, or changes made around hsmfs that could not be listed), "+
+			"so its paths alone cannot update a copy; copy the whole tree (rsync -a -I --delete --exclude=/.hsm MOUNTPOINT/ DEST/, or hsmfs sync), "+
+			"then write \"bless %d full\" (hsmfs bless --full): %w", id, id, ErrFullCopy)
+	}
 	return nil
 }
 
-// blessed moves consumer cur's cursor to id.
-func (st *State) blessed(cur cursor, id uint64, now time.Time) {
+// blessed moves consumer cur's cursor to id, blessed by by.
+func (st *State) blessed(cur cursor, id uint64, by string, now time.Time) {
 	if cur.name == "" {
 		st.LastBlessed = id
+		st.BlessTime, st.BlessedBy = now.Unix(), by
 		st.Full = false
 		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p <= id })
 		if st.RecoveredAt != 0 && id >= st.RecoveredAt {
@@ -170,7 +188,7 @@ func (st *State) blessed(cur cursor, id uint64, now time.Time) {
 		c.RecoveredAt = 0
 	}
 	c.Full, c.Reset = false, false
-	c.BlessTime = now.Unix()
+	c.BlessTime, c.BlessedBy = now.Unix(), by
 }
 
 // recovered marks every named consumer after an unclean end, as the
@@ -315,8 +333,9 @@ type ConsumerStatus struct {
 	Name         string
 	LastQuery    uint64
 	LastBlessed  uint64
-	QueryTime    int64 // unix seconds, 0: never (the default's are not kept)
+	QueryTime    int64 // unix seconds, 0: never
 	BlessTime    int64
+	BlessedBy    string // who made the last bless ("" if it named no one)
 	PendingPaths int
 	// OldestAge is the age in seconds of its oldest unblessed record (0:
 	// none).
@@ -331,10 +350,11 @@ type ConsumerStatus struct {
 // pending (one scan of the journal from the lowest cursor: Pending).
 func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 	st := t.stateNow()
-	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed, Full: st.Full}}
+	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed, Full: st.Full,
+		QueryTime: st.QueryTime, BlessTime: st.BlessTime, BlessedBy: st.BlessedBy}}
 	for _, c := range st.Consumers {
 		out = append(out, ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
-			QueryTime: c.QueryTime, BlessTime: c.BlessTime, Full: c.Full, Reset: c.Reset,
+			QueryTime: c.QueryTime, BlessTime: c.BlessTime, BlessedBy: c.BlessedBy, Full: c.Full, Reset: c.Reset,
 			Lagging: t.warnLag > 0 && time.Since(time.Unix(max(c.BlessTime, c.Added), 0)) > t.warnLag})
 	}
 	ps, err := t.Pending()

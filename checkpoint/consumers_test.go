@@ -22,6 +22,14 @@ func (f *fixture) blessFor(name string, id uint64) {
 	}
 }
 
+// blessFull blesses as a consumer that copied the whole tree.
+func (f *fixture) blessFull(name string, id uint64) {
+	f.t.Helper()
+	if _, err := f.tr.BlessWith(Blessing{Consumer: name, ID: id, Full: true}); err != nil {
+		f.t.Fatalf("BlessWith(%q, %d, full): %v", name, id, err)
+	}
+}
+
 // records counts the records the store still holds.
 func (f *fixture) records() int {
 	n := 0
@@ -56,10 +64,31 @@ func TestConsumersHaveTheirOwnCursors(t *testing.T) {
 	if f.records() == 0 {
 		t.Fatalf("records discarded while a consumer still needs them")
 	}
-	f.blessFor("backup", b.Query)
-	wantPaths(t, f.queryFor("backup"))
-	if c := f.queryFor("backup"); c.Full {
-		t.Errorf("full still said after the consumer's bless")
+	// A bless of a full answer that does not say full is refused, and
+	// changes nothing.
+	if _, err := f.tr.BlessFor("backup", b.Query); !errors.Is(err, ErrFullCopy) {
+		t.Fatalf("bless of a full answer without full: %v, want ErrFullCopy", err)
+	}
+	if c := f.queryFor("backup"); !c.Full || c.Blessed != b.Blessed {
+		t.Fatalf("after the refused bless: full %v, blessed %d; want full, blessed %d", c.Full, c.Blessed, b.Blessed)
+	}
+	b = f.queryFor("backup")
+	if _, err := f.tr.BlessWith(Blessing{Consumer: "backup", ID: b.Query, Full: true, By: "sync 1 /m"}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.queryFor("backup")
+	wantPaths(t, c)
+	if c.Full || c.BlessedBy != "sync 1 /m" || c.Blessed != b.Query {
+		t.Errorf("after the bless: full %v, blessed %d by %q; want not full, %d by sync 1 /m", c.Full, c.Blessed, c.BlessedBy, b.Query)
+	}
+	// A later bless that names no one says so.
+	f.blessFor("backup", c.Query)
+	if d := f.queryFor("backup"); d.BlessedBy != "" {
+		t.Errorf("a bless that named no one: blessed_by %q", d.BlessedBy)
+	}
+	cs, err := f.tr.Consumers()
+	if err != nil || cs[0].QueryTime == 0 || cs[0].BlessTime == 0 {
+		t.Errorf("the default consumer's times are not kept: %+v, %v", cs, err)
 	}
 }
 
@@ -114,7 +143,7 @@ func TestConsumersSurviveCrashes(t *testing.T) {
 		t.Errorf("the first answer after a crash does not say recovered")
 	}
 	wantPaths(t, a, "a")
-	f.blessFor("c", a.Query)
+	f.blessFull("c", a.Query)
 	if a := f.queryFor("c"); a.Recovered {
 		t.Errorf("recovered still said after a bless")
 	}
@@ -198,7 +227,7 @@ func TestRequireFullCopy(t *testing.T) {
 	if err := f.tr.AddConsumer("c"); err != nil {
 		t.Fatal(err)
 	}
-	f.blessFor("c", f.queryFor("c").Query)
+	f.blessFull("c", f.queryFor("c").Query)
 	f.mod(OpWrite, "a")
 	before, beforeC := f.query().Query, f.queryFor("c").Query
 	if err := f.tr.RequireFullCopy(); err != nil {
@@ -226,7 +255,11 @@ func TestRequireFullCopy(t *testing.T) {
 		t.Errorf("consumer list: %+v, %v; want both full", st, err)
 	}
 	for _, name := range []string{"", "c"} {
-		f.blessFor(name, f.queryFor(name).Query)
+		q := f.queryFor(name).Query
+		if _, err := f.tr.BlessFor(name, q); !errors.Is(err, ErrFullCopy) {
+			t.Errorf("consumer %q: bless of a full answer without full: %v, want ErrFullCopy", name, err)
+		}
+		f.blessFull(name, q)
 		if f.queryFor(name).Full {
 			t.Errorf("consumer %q: full still said after its bless", name)
 		}

@@ -563,11 +563,18 @@ func (w *mworld) stepNamedCopy() {
 func (w *mworld) stepNamedBless() {
 	n := &w.named
 	id := n.cons.ans.Query
-	_, err := w.tr.BlessFor("b", id)
+	stale := w.crashes > n.queryCrash
+	if n.cons.ans.Full {
+		// A bless that does not say full is refused, and changes nothing.
+		_, err := w.tr.BlessFor("b", id)
+		if !errors.Is(err, ErrFullCopy) && !(stale && errors.Is(err, ErrUnknownQuery)) {
+			w.fail(failAPI, "BlessFor(b, %d) of a full answer without full: %v, want ErrFullCopy", id, err)
+		}
+	}
+	_, err := w.tr.BlessWith(Blessing{Consumer: "b", ID: id, Full: n.cons.ans.Full})
 	if err != nil {
 		w.logf("bless %d (consumer b): %v", id, err)
-		stale := w.crashes > n.queryCrash && errors.Is(err, ErrUnknownQuery)
-		if !injectedErr(err) && !stale {
+		if !injectedErr(err) && !(stale && errors.Is(err, ErrUnknownQuery)) {
 			w.fail(failAPI, "BlessFor(b, %d) failed with an error the model did not inject: %v", id, err)
 		}
 		n.cons = mconsumer{state: "idle"}

@@ -33,6 +33,7 @@ func (e *Entry) Shadowed() bool { return e.shadowed }
 type Answer struct {
 	Query     uint64 // the id: the period that the query started
 	Blessed   uint64 // the consumer's last completed bless when the query ran
+	BlessedBy string // who made that bless ("" if it named no one)
 	Recovered bool
 	// Full: the consumer must copy the whole tree once (a new consumer,
 	// or one reset by the lag policy), then bless this answer.

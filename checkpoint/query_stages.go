@@ -266,7 +266,7 @@ func (q *queryRun) sortPaths() ([]string, []*agg) {
 // count) for the answer. aggs[i] is the agg of ans.Entries[i] from here
 // on.
 func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, []*agg) {
-	ans := &Answer{Query: q.P, Blessed: q.cur.lastBlessed, Recovered: q.cur.recoveredAt != 0,
+	ans := &Answer{Query: q.P, Blessed: q.cur.lastBlessed, BlessedBy: q.cur.blessedBy, Recovered: q.cur.recoveredAt != 0,
 		Full: q.cur.full, Reset: q.cur.reset, pathsOnly: q.pathsOnly}
 	// Sorted, siblings are neighbours: a batch statter opens each
 	// directory once.

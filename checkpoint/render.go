@@ -135,6 +135,9 @@ func (r *Renderer) appendHeader(b []byte) []byte {
 	if a.Reset {
 		hdr["reset"] = true
 	}
+	if a.BlessedBy != "" {
+		hdr["blessed_by"] = a.BlessedBy
+	}
 	for k, v := range r.header {
 		if _, ok := hdr[k]; !ok {
 			hdr[k] = v

@@ -127,6 +127,11 @@ type State struct {
 	// something other than a query (the first mount, a recovery, a
 	// checkpoint): blessing them fails, as no query returned them.
 	NotQueries []uint64
+	// QueryTime and BlessTime are when the default consumer last
+	// queried and blessed (unix seconds, 0: never); BlessedBy is who made
+	// that bless ("bless ... by WHO"; "" if the bless named no one).
+	QueryTime, BlessTime int64
+	BlessedBy            string
 	// Consumers are the named consumers' cursors, sorted by name
 	// (consumers.go). The default consumer's is the fields above.
 	Consumers []Consumer

@@ -370,31 +370,51 @@ func (t *Tracker) RecordOutside(paths []string) error {
 // Bless discards the records of every period before id, after making
 // BACKING durable. id 0 means the latest query. When Bless returns nil
 // the bless is durable.
-func (t *Tracker) Bless(id uint64) (uint64, error) { return t.BlessFor("", id) }
+func (t *Tracker) Bless(id uint64) (uint64, error) { return t.BlessWith(Blessing{ID: id}) }
 
 // BlessFor is Bless for the named consumer (DefaultConsumer or "" for
 // the default). Records are discarded below the lowest cursor of all.
 func (t *Tracker) BlessFor(name string, id uint64) (uint64, error) {
+	return t.BlessWith(Blessing{Consumer: name, ID: id})
+}
+
+// Blessing is one bless: whose, which query, and what the consumer says
+// of its copy.
+type Blessing struct {
+	Consumer string // "" or DefaultConsumer for the default
+	ID       uint64 // 0: the latest query
+	// Full: the consumer copied the whole tree. A consumer whose answers
+	// say full can bless only so (ErrFullCopy).
+	Full bool
+	// By names who blessed; the consumer's next answers and its status
+	// say it, so that a program keeping a copy notices a bless that it
+	// did not make.
+	By string
+}
+
+// BlessWith blesses as b says; it returns the query blessed.
+func (t *Tracker) BlessWith(b Blessing) (uint64, error) {
 	if t.onBless == nil {
-		return t.bless(name, id)
+		return t.bless(b)
 	}
 	start := time.Now()
-	done, err := t.bless(name, id)
+	done, err := t.bless(b)
 	t.onBless(time.Since(start), err)
 	return done, err
 }
 
-func (t *Tracker) bless(name string, id uint64) (uint64, error) {
+func (t *Tracker) bless(b Blessing) (uint64, error) {
 	if t.closed.Load() {
 		return 0, ErrClosed
 	}
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
 	st := t.stateNow()
-	cur, err := st.cursor(name)
+	cur, err := st.cursor(b.Consumer)
 	if err != nil {
 		return 0, fmt.Errorf("bless: %w", err)
 	}
+	id := b.ID
 	if id == 0 {
 		id = cur.lastQuery
 		if id == 0 {
@@ -407,7 +427,7 @@ func (t *Tracker) bless(name string, id uint64) (uint64, error) {
 	if id <= cur.lastBlessed {
 		return id, nil // a retry: already done
 	}
-	if err := st.checkBless(cur, id); err != nil {
+	if err := st.checkBless(cur, id, b.Full); err != nil {
 		return 0, err
 	}
 	// What the consumer copied must survive a crash before the records
@@ -417,7 +437,7 @@ func (t *Tracker) bless(name string, id uint64) (uint64, error) {
 	}
 	var keep uint64
 	if err := t.saveState(func(s *State) {
-		s.blessed(cur, id, time.Now())
+		s.blessed(cur, id, b.By, time.Now())
 		keep = s.keepFrom()
 	}); err != nil {
 		return 0, fmt.Errorf("bless %d: %w", id, err)

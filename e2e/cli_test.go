@@ -109,9 +109,16 @@ func TestCLI(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("hsmfs status: %v", r)
 	}
-	for _, k := range statusKeys {
-		if !strings.Contains(r.stdout, k+":") {
+	// For people: words, aligned, ages; no Go syntax.
+	for _, k := range []string{"mountpoint:", "backing:", "journal:", "period:", "pending:", "in flight:",
+		"recovered:", "CONSUMER", "default"} {
+		if !strings.Contains(r.stdout, k) {
 			t.Errorf("hsmfs status lacks %q:\n%s", k, r.stdout)
+		}
+	}
+	for _, bad := range []string{"map[", "{", "}", "[]", "%!"} {
+		if strings.Contains(r.stdout, bad) {
+			t.Errorf("hsmfs status shows Go syntax %q:\n%s", bad, r.stdout)
 		}
 	}
 	r = hsm(t, "status", "--json", m.Mnt)

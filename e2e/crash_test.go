@@ -317,7 +317,11 @@ func (r *crashRig) slowRound() error {
 	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 24) {
 		return fmt.Errorf("rsync: %v: %s", err, out)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ctl"), []byte(fmt.Sprintf("bless %d\n", hdr.Query)), 0); err != nil {
+	cmd := fmt.Sprintf("bless %d\n", hdr.Query)
+	if hdr.Full {
+		cmd = fmt.Sprintf("bless %d full\n", hdr.Query) // the whole tree was copied
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ctl"), []byte(cmd), 0); err != nil {
 		return fmt.Errorf("bless: %w", err)
 	}
 	r.histMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,8 +84,18 @@ func TestJournalFull(t *testing.T) {
 	for _, mod := range mods {
 		wantErrno(t, mod.name+" with a full journal", mod.do(), full...)
 	}
-	addr, _ := status(t, mnt)["metrics"].(string)
+	st0 := status(t, mnt)
+	if st0["journal_low"] != true {
+		t.Errorf("status with the journal's disk below its reserve: journal_low %v, want true", st0["journal_low"])
+	}
+	if r := hsm(t, "status", mnt); r.code != 0 || !strings.Contains(r.stdout, "below its reserve") {
+		t.Errorf("hsmfs status does not say that modifications fail: %v", r)
+	}
+	addr, _ := st0["metrics"].(string)
 	fams := scrape(t, addr)
+	if v := metricValue(t, fams, "hsmfs_journal_below_reserve"); v != 1 {
+		t.Errorf("hsmfs_journal_below_reserve %v, want 1", v)
+	}
 	if n, enospc := sumValues(fams, "hsmfs_journal_errors_total"), metricValue(t, fams, "hsmfs_journal_errors_total", "errno", "ENOSPC"); n < float64(len(mods)) || enospc < 1 {
 		t.Errorf("metrics count %v operations refused by the journal (%v with ENOSPC); %d were", n, enospc, len(mods))
 	}
@@ -104,6 +115,9 @@ func TestJournalFull(t *testing.T) {
 	must(t, os.Remove(filler))
 	must(t, unix.Statfs(lfs.mp, &st))
 	t.Logf("filler removed: %d bytes free", int64(st.Bavail)*int64(st.Bsize))
+	if low := status(t, mnt)["journal_low"]; low != false {
+		t.Errorf("status with room again: journal_low %v, want false", low)
+	}
 	writeFile(t, p("new"), "new\n")
 	must(t, os.Mkdir(p("newdir"), 0o755))
 	must(t, os.Rename(p("a"), p("a2")))

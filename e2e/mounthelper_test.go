@@ -190,8 +190,8 @@ func TestHelperForm(t *testing.T) {
 	b, mn, j := newDirs(t)
 	logf := filepath.Join(t.TempDir(), "helper.log")
 	for _, opts := range []string{"jornal=" + j, "no-passthrough", "journal", "foreground=1"} {
-		if r := hsm(t, b, mn, "-o", "journal="+j+","+opts); r.code != 2 || !strings.Contains(r.stderr, "Usage") {
-			t.Errorf("hsmfs B M -o journal=J,%s: %v, want exit 2 with the usage", opts, r)
+		if r := hsm(t, b, mn, "-o", "journal="+j+","+opts); r.code != 2 || !usageError(r) {
+			t.Errorf("hsmfs B M -o journal=J,%s: %v, want exit 2 with a usage error", opts, r)
 		}
 	}
 	if r := hsm(t, b, mn, "-o", "journal="+j+",log="+logf+",bogus_fuse_option"); r.code != 1 {

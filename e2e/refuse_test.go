@@ -89,11 +89,12 @@ func TestMountRefusals(t *testing.T) {
 		// (--log: the refused daemon must not write into the log
 		// that says how the first one ends.)
 		logf := filepath.Join(t.TempDir(), "refused.log")
-		mustRefuse(t, other, []string{"in use"}, "--log", logf, "--journal", m.Journal, m.Backing, other)
-		// Another BACKING on the same journal: refused too.
+		// The same BACKING: one tracker per directory comes first.
+		mustRefuse(t, other, []string{"tracked already"}, "--log", logf, "--journal", m.Journal, m.Backing, other)
+		// Another BACKING on the same journal.
 		b2 := filepath.Join(t.TempDir(), "b2")
 		must(t, os.Mkdir(b2, 0o755))
-		mustRefuse(t, other, nil, "--log", logf, "--journal", m.Journal, b2, other)
+		mustRefuse(t, other, []string{"in use"}, "--log", logf, "--journal", m.Journal, b2, other)
 		// The first mount keeps working.
 		writeFile(t, filepath.Join(m.Mnt, "after"), "x")
 		waitClosed(t, m.Mnt)
@@ -149,15 +150,27 @@ func TestMountRefusals(t *testing.T) {
 	})
 }
 
-// TestUsage: --help on every command exits 0 with its usage; bad flags and
-// wrong argument counts exit 2 with the usage on stderr.
+// TestUsage: --help on every command and subcommand exits 0 with its
+// usage, within 80 columns; bad flags and wrong argument counts exit 2
+// with one line that says where the help is.
 func TestUsage(t *testing.T) {
-	commands := []string{"mount", "umount", "changes", "bless", "checkpoint", "status"}
+	commands := [][]string{{"mount"}, {"umount"}, {"changes"}, {"bless"}, {"checkpoint"}, {"status"},
+		{"sync"}, {"export"}, {"consumer"}, {"consumer", "add"}, {"consumer", "rm"}, {"consumer", "list"},
+		{"journal"}, {"journal", "check"}, {"journal", "dump"}, {"journal", "reset"}}
 	for _, c := range commands {
 		for _, h := range []string{"--help", "-h"} {
-			if r := hsm(t, c, h); r.code != 0 || !strings.Contains(r.stdout, "Usage: hsmfs "+c) {
-				t.Errorf("hsmfs %s %s: %v, want exit 0 and its usage on stdout", c, h, r)
+			r := hsm(t, append(c, h)...)
+			if r.code != 0 || !strings.Contains(r.stdout, "Usage: hsmfs "+c[0]) || r.stderr != "" {
+				t.Errorf("hsmfs %s %s: %v, want exit 0 and its usage on stdout", strings.Join(c, " "), h, r)
 			}
+			for _, line := range strings.Split(r.stdout, "\n") {
+				if len(line) > 80 {
+					t.Errorf("hsmfs %s %s: a line of %d columns: %q", strings.Join(c, " "), h, len(line), line)
+				}
+			}
+		}
+		if r := hsm(t, "help", c[0]); r.code != 0 || !strings.Contains(r.stdout, "Usage: hsmfs "+c[0]) {
+			t.Errorf("hsmfs help %s: %v, want exit 0 and its usage", c[0], r)
 		}
 	}
 	if r := hsm(t, "--help"); r.code != 0 || !strings.Contains(r.stdout, "Usage") {
@@ -196,11 +209,20 @@ func TestUsage(t *testing.T) {
 	}
 	for _, args := range bad {
 		r := hsm(t, args...)
-		if r.code != 2 || !strings.Contains(r.stderr, "Usage") {
-			t.Errorf("hsmfs %q: %v, want exit 2 and the usage on stderr", args, r)
+		if r.code != 2 || !usageError(r) {
+			t.Errorf("hsmfs %q: %v, want exit 2 and a usage error on stderr", args, r)
 		}
 	}
 	if left := mountsUnder(dir); len(left) > 0 {
 		t.Errorf("bad command lines mounted %q", left)
 	}
+}
+
+// usageError: a bad command line is told in one line that says where the
+// help is (or, with no arguments at all, the usage).
+func usageError(r result) bool {
+	if strings.Contains(r.stderr, "Usage:") {
+		return true
+	}
+	return strings.Count(r.stderr, "\n") == 1 && strings.Contains(r.stderr, " --help'")
 }

@@ -76,6 +76,31 @@ func OpenBacking(path string) (*Backing, error) {
 	return &Backing{path: abs, rootFd: fd, dev: rst.Dev, rootIno: rst.Ino, dirs: newDirCache()}, nil
 }
 
+// ErrTracked: another hsmfs holds BACKING's lock (Lock).
+var ErrTracked = errors.New("BACKING is tracked by another hsmfs")
+
+// Lock takes an exclusive flock on BACKING's root directory for the
+// life of the Backing: one tracker per directory. A second tracker would
+// record its changes in its own journal, and the first one's consumers
+// would never see them. flock locks the inode, whatever path, bind mount
+// or journal reached it, and the kernel drops it when the daemon dies,
+// so a crash leaves no stale lock. It fails with ErrTracked while
+// another process holds it, and with the file system's errno where
+// flock is not supported on directories (some network file systems).
+func (b *Backing) Lock() error {
+	err := unix.Flock(b.rootFd, unix.LOCK_EX|unix.LOCK_NB)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return ErrTracked
+	}
+	return fmt.Errorf("lock BACKING %s: %w", b.path, err)
+}
+
+// Ino is the inode of BACKING's root directory.
+func (b *Backing) Ino() uint64 { return b.rootIno }
+
 // Path is the absolute path of BACKING.
 func (b *Backing) Path() string { return b.path }
 

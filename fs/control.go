@@ -7,8 +7,6 @@ import (
 	"io"
 	"maps"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
 // The control directory .hsm: changes, changes.json, ctl and status. It
@@ -24,19 +23,6 @@ import (
 // and served with direct I/O, so that the size 0 that stat reports does
 // not cut reads short. Nothing in it can be created, removed, renamed,
 // linked or chmod'ed: EPERM.
-
-const ctlUsage = `hsmfs control file. Write one command:
-  checkpoint          start a new period
-  bless               bless the latest query
-  bless ID            bless query ID: discard the records of every period before ID
-  consumer add NAME   register a named consumer (.hsm/consumers/NAME/)
-  consumer rm NAME    forget a named consumer
-`
-
-const consumerCtlUsage = `hsmfs control file of one consumer. Write one command:
-  bless               bless this consumer's latest query
-  bless ID            bless this consumer's query ID
-`
 
 // ctlInoBase keeps the control nodes' inode numbers away from BACKING's.
 const ctlInoBase = 1 << 62
@@ -65,7 +51,7 @@ var ctlFiles = []struct {
 type ctlState struct {
 	r    *Root
 	dir  *gofs.Inode
-	info func() map[string]any // pid, backing, mountpoint, journal
+	info func(*hsmctl.Status) // pid, backing, mountpoint, journal, ...
 	// header adds fields to the header of changes.json (the outside
 	// check at mount).
 	header func() map[string]any
@@ -101,11 +87,15 @@ func (c *ctlState) lookupDir(ctx context.Context, out *fuse.EntryOut) (*gofs.Ino
 	return c.dir, 0
 }
 
+// attr gives every control node the mount's time: ls shows when the
+// mount began rather than 1970.
 func (c *ctlState) attr(a *fuse.Attr, mode uint32) {
 	a.Mode = mode
 	a.Uid, a.Gid = c.r.uid, c.r.gid
 	a.Nlink = 1
 	a.Size = 0
+	t := c.r.mounted
+	a.SetTimes(&t, &t, &t)
 }
 
 // owner reports whether the caller may read changes and write ctl.
@@ -256,9 +246,9 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 			return nil, 0, syscall.EACCES
 		}
 		n.c.mu.Lock()
-		text := ctlUsage
+		text := hsmctl.Usage
 		if n.consumer != "" {
-			text = consumerCtlUsage
+			text = hsmctl.ConsumerUsage
 		}
 		if n.c.lastErr != "" {
 			text += "last error: " + n.c.lastErr + "\n"
@@ -310,6 +300,11 @@ func (h *ctlHandle) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// Read serves the content. The reply is a vector that go-fuse writes with
+// writev: as plain data, a reply of nearly 1 MiB (the mount's max_read,
+// which a reader of a big answer asks for) would first be tried through
+// a pipe that cannot hold it, and each such read would log a failed
+// splice.
 func (h *ctlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -318,16 +313,13 @@ func (h *ctlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 		if err != nil && err != io.EOF {
 			return nil, toErrno(err)
 		}
-		return fuse.ReadResultData(dest[:n]), 0
+		return fuse.ReadResultVector([][]byte{dest[:n]}), 0
 	}
 	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil), 0
+		return fuse.ReadResultVector(nil), 0
 	}
-	end := off + int64(len(dest))
-	if end > int64(len(h.data)) {
-		end = int64(len(h.data))
-	}
-	return fuse.ReadResultData(h.data[off:end]), 0
+	end := min(off+int64(len(dest)), int64(len(h.data)))
+	return fuse.ReadResultVector([][]byte{h.data[off:end]}), 0
 }
 
 // Write runs one command. It returns once the command's effect is
@@ -343,23 +335,22 @@ func (h *ctlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, 
 	return uint32(len(data)), 0
 }
 
-var errBadCommand = fmt.Errorf("bad command: %w", syscall.EINVAL)
-
 // command runs one command written to the ctl of consumer ("" for
 // .hsm/ctl).
-func (c *ctlState) command(consumer, cmd string) error {
-	line := strings.TrimRight(cmd, "\n")
-	fields := strings.Fields(line)
+func (c *ctlState) command(consumer, text string) error {
+	cmd, err := hsmctl.ParseCommand(text)
 	switch {
-	case strings.Contains(line, "\n") || len(fields) == 0:
-		c.setErr("malformed command %q: write exactly one command", cmd)
-		return errBadCommand
-	case consumer != "" && fields[0] != "bless":
-		c.setErr("unknown command %q for consumer %s (commands: bless, bless ID)", line, consumer)
-		return errBadCommand
-	case fields[0] == "consumer" && len(fields) == 3 && (fields[1] == "add" || fields[1] == "rm"):
-		return c.consumerCommand(fields[1], fields[2])
-	case fields[0] == "checkpoint" && len(fields) == 1:
+	case err != nil:
+		c.setErr("%v", err)
+		return syscall.EINVAL
+	case consumer != "" && cmd.Verb != hsmctl.VerbBless:
+		c.setErr("unknown command %q for consumer %s (commands: bless [ID] [full] [by WHO])", cmd.String(), consumer)
+		return syscall.EINVAL
+	}
+	switch cmd.Verb {
+	case hsmctl.VerbConsumerAdd, hsmctl.VerbConsumerRemove:
+		return c.consumerCommand(cmd)
+	case hsmctl.VerbCheckpoint:
 		p, err := c.r.tr.Checkpoint()
 		if err != nil {
 			c.setErr("checkpoint failed: %v", err)
@@ -367,40 +358,30 @@ func (c *ctlState) command(consumer, cmd string) error {
 		}
 		c.r.log.Info("checkpoint", "period", p)
 		return nil
-	case fields[0] == "bless" && len(fields) <= 2:
-		var id uint64
-		if len(fields) == 2 {
-			v, err := strconv.ParseUint(fields[1], 10, 64)
-			if err != nil || v == 0 {
-				c.setErr("malformed command %q: bless takes a query id, a positive number", line)
-				return errBadCommand
-			}
-			id = v
-		}
-		done, err := c.r.tr.BlessFor(consumer, id)
-		if err != nil {
-			c.setErr("%v", err)
-			return err
-		}
-		c.r.log.Info("blessed", "query", done, "consumer", or(consumer, checkpoint.DefaultConsumer))
-		return nil
 	}
-	c.setErr("unknown command %q (commands: checkpoint, bless, bless ID, consumer add NAME, consumer rm NAME)", line)
-	return errBadCommand
-}
-
-func (c *ctlState) consumerCommand(verb, name string) error {
-	var err error
-	if verb == "add" {
-		err = c.r.tr.AddConsumer(name)
-	} else {
-		err = c.r.tr.RemoveConsumer(name)
-	}
+	done, err := c.r.tr.BlessWith(checkpoint.Blessing{Consumer: consumer, ID: cmd.ID, Full: cmd.Full, By: cmd.By})
 	if err != nil {
-		c.setErr("consumer %s: %v", verb, err)
+		c.setErr("%v", err)
 		return err
 	}
-	c.r.log.Info("consumer "+verb, "consumer", name)
+	c.r.log.Info("blessed", "query", done, "consumer", or(consumer, checkpoint.DefaultConsumer), "full", cmd.Full, "by", cmd.By)
+	return nil
+}
+
+func (c *ctlState) consumerCommand(cmd hsmctl.Command) error {
+	var err error
+	verb := "add"
+	if cmd.Verb == hsmctl.VerbConsumerAdd {
+		err = c.r.tr.AddConsumer(cmd.Name)
+	} else {
+		verb = "rm"
+		err = c.r.tr.RemoveConsumer(cmd.Name)
+	}
+	if err != nil {
+		c.setErr("%v", err)
+		return err
+	}
+	c.r.log.Info("consumer "+verb, "consumer", cmd.Name)
 	return nil
 }
 
@@ -416,30 +397,20 @@ func (c *ctlState) status() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := map[string]any{}
-	for k, v := range c.info() {
-		m[k] = v
-	}
-	// The names are the contract's (docs/usage.md): rendering is fs's.
-	maps.Copy(m, map[string]any{"current_period": st.Current, "last_query": st.LastQuery,
-		"last_blessed": st.LastBlessed, "pending_paths": st.PendingPaths, "inflight": st.InFlight,
-		"open_for_write": st.OpenForWrite, "recovered": st.Recovered, "journal_syncs": st.JournalSyncs, "run": st.Run})
+	out := hsmctl.Status{CurrentPeriod: st.Current, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
+		PendingPaths: st.PendingPaths, InFlight: st.InFlight, OpenForWrite: st.OpenForWrite,
+		Recovered: st.Recovered, JournalSyncs: st.JournalSyncs, Run: st.Run, Mounted: c.r.mounted.Unix()}
+	c.info(&out)
 	cs, err := c.r.tr.Consumers()
 	if err != nil {
 		return nil, err
 	}
-	m["consumers"] = consumersJSON(cs)
-	out, _ := json.Marshal(m)
-	return append(out, '\n'), nil
-}
-
-// consumersJSON renders consumer list for status.
-func consumersJSON(cs []checkpoint.ConsumerStatus) []map[string]any {
-	out := make([]map[string]any, len(cs))
+	out.Consumers = make([]hsmctl.ConsumerStatus, len(cs))
 	for i, c := range cs {
-		out[i] = map[string]any{"name": c.Name, "last_query": c.LastQuery, "last_blessed": c.LastBlessed,
-			"last_query_time": c.QueryTime, "last_bless_time": c.BlessTime, "pending_paths": c.PendingPaths,
-			"oldest_unblessed_seconds": c.OldestAge, "full": c.Full, "reset": c.Reset, "lagging": c.Lagging}
+		out.Consumers[i] = hsmctl.ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
+			LastQueryTime: c.QueryTime, LastBlessTime: c.BlessTime, BlessedBy: c.BlessedBy, PendingPaths: c.PendingPaths,
+			OldestUnblessed: c.OldestAge, Full: c.Full, Reset: c.Reset, Lagging: c.Lagging}
 	}
-	return out
+	b, _ := json.Marshal(out)
+	return append(b, '\n'), nil
 }

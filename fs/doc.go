@@ -33,8 +33,18 @@
 // never the reverse), control.go's freeing flag (atomic) and the kill
 // flags of requests in flight (killFlags.pending, a sync.Map: one store
 // and one delete per request that carries a flag, no lock held across
-// calls). Ordering between modifications and queries is the
+// calls), and Root.noACLs (atomic: set once BACKING's file system says
+// it has no ACLs). Ordering between modifications and queries is the
 // tracker's job.
+//
+// # Ownership of BACKING and modes
+//
+// Backing.Lock takes an exclusive flock on BACKING's root fd for the life
+// of the mount: one tracker per directory, whatever path reached it. The
+// daemon runs with umask DaemonUmask (077) so that its own files are
+// private; restoreMode gives what it creates in BACKING the mode the
+// caller asked for, which the kernel has already masked with the
+// caller's umask.
 //
 // # Durability argument
 //

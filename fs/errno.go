@@ -19,7 +19,8 @@ func toErrno(err error) syscall.Errno {
 	}
 	var e syscall.Errno
 	switch {
-	case errors.Is(err, checkpoint.ErrUnknownQuery), errors.Is(err, checkpoint.ErrBadConsumerName):
+	case errors.Is(err, checkpoint.ErrUnknownQuery), errors.Is(err, checkpoint.ErrBadConsumerName),
+		errors.Is(err, checkpoint.ErrFullCopy):
 		return syscall.EINVAL
 	case errors.Is(err, checkpoint.ErrUnknownConsumer):
 		return syscall.ENOENT

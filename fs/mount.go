@@ -13,6 +13,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
 // Config is what a mount needs.
@@ -25,8 +26,9 @@ type Config struct {
 	Options []string
 	// UID and GID own the control directory: the user who mounted.
 	UID, GID uint32
-	// Info adds fields to .hsm/status (pid, journal, ...).
-	Info func() map[string]any
+	// Info fills in the fields of .hsm/status that the tracker does not
+	// know (pid, backing, journal, ...).
+	Info func(*hsmctl.Status)
 	// Header adds fields to the header of changes.json.
 	Header func() map[string]any
 	// NoPassthrough keeps file I/O in hsmfs instead of handing it to
@@ -78,7 +80,7 @@ func Mount(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
-		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError}
+		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError, mounted: time.Now()}
 	r.nameAdded = cfg.NameAdded
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}
@@ -92,7 +94,7 @@ func Mount(cfg Config) (*Server, error) {
 	r.lroot.RootNode = r.node
 	info := cfg.Info
 	if info == nil {
-		info = func() map[string]any { return nil }
+		info = func(*hsmctl.Status) {}
 	}
 	header := cfg.Header
 	if header == nil {

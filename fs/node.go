@@ -2,9 +2,13 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -39,6 +43,10 @@ type Root struct {
 	// nameRemoved hears of every name removed from BACKING
 	// (Config.NameRemoved).
 	nameRemoved func(dir uint64, name string)
+	// mounted is when Mount began: the times of the control files.
+	mounted time.Time
+	// noACLs: BACKING's file system has no ACLs (restoreMode).
+	noACLs atomic.Bool
 }
 
 // added tells nameAdded that the directory n holds name as ino now.
@@ -189,6 +197,51 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	defer n.r.b.putDir(dirfd)
 	return n.newChild(ctx, dirfd, name, out)
+}
+
+// DaemonUmask is the umask the daemon runs with: what it creates for
+// itself (the journal's files, its index) is its user's alone. What it
+// creates in BACKING for a caller gets the caller's mode back
+// (restoreMode).
+const DaemonUmask = 0o077
+
+// restoreMode gives a new entry the permission bits that the caller
+// asked for, which the daemon's umask took away: the kernel has applied
+// the caller's own umask to mode already. A parent with a default ACL
+// decides the bits itself (no umask applies then), and is left alone.
+// With fd >= 0 the entry is that open file; else it is dirfd/name, and
+// keeps the setgid bit that a setgid parent gave it. The kernel holds
+// the parent directory's lock for the whole operation, so the name is
+// still the entry just made.
+func (r *Root) restoreMode(dirfd int, name string, fd int, mode uint32) error {
+	if mode&DaemonUmask == 0 || r.hasDefaultACL(dirfd) {
+		return nil
+	}
+	if fd >= 0 {
+		return unix.Fchmod(fd, mode&0o7777)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return nil
+	}
+	return unix.Fchmodat(dirfd, name, st.Mode&0o7000|mode&0o777, 0)
+}
+
+// hasDefaultACL reports whether directory dirfd (O_PATH) has a default
+// ACL; once the backing file system says it has no ACLs, it is not
+// asked again.
+func (r *Root) hasDefaultACL(dirfd int) bool {
+	if r.noACLs.Load() {
+		return false
+	}
+	_, err := unix.Getxattr(fmt.Sprintf("/proc/self/fd/%d", dirfd), "system.posix_acl_default", nil)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		r.noACLs.Store(true)
+	}
+	return err == nil
 }
 
 // giveToCaller makes a new entry the caller's, as the kernel would have

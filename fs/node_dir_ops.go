@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -57,6 +58,9 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 	defer n.r.b.putDir(dirfd)
 	if err := mk(dirfd); err != nil {
 		return nil, toErrno(err)
+	}
+	if err := n.r.restoreMode(dirfd, name, -1, mode); err != nil {
+		n.r.log.Warn(op.String()+": could not give the new entry the mode asked for", "name", name, "mode", fmt.Sprintf("%04o", mode&0o7777), "err", err)
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode)
 	ch, errno := n.newChild(ctx, dirfd, name, out)

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 
@@ -117,11 +119,22 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	// O_EXCL first, so that only a file made here gets its mode back
+	// (restoreMode); one that appeared meanwhile is opened as it is.
+	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	made := err == nil
+	if errors.Is(err, unix.EEXIST) && flags&unix.O_EXCL == 0 {
+		fd, err = unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return fail(toErrno(err))
 	}
-	n.r.giveToCaller(ctx, dirfd, name, mode|unix.S_IFREG)
+	if made {
+		if err := n.r.restoreMode(dirfd, name, fd, mode); err != nil {
+			n.r.log.Warn("create: could not give the new file the mode asked for", "path", rel, "mode", fmt.Sprintf("%04o", mode&0o7777), "err", err)
+		}
+		n.r.giveToCaller(ctx, dirfd, name, mode|unix.S_IFREG)
+	}
 	var st syscall.Stat_t
 	var btime syscall.Timespec
 	if err := statAt(fd, "", &st, &btime); err != nil {

@@ -3,7 +3,6 @@ package journal
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -41,8 +40,8 @@ type Report struct {
 // be counted.
 func Check(dir string) (Report, error) {
 	rep := Report{Dir: dir}
-	if _, err := os.Stat(dir); err != nil {
-		return rep, fmt.Errorf("journal: check: %w", err)
+	if err := exists(dir); err != nil {
+		return rep, err
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -131,31 +130,37 @@ func Check(dir string) (Report, error) {
 	return rep, nil
 }
 
-// Dump calls fn for every intent of a journal that is not mounted, in
-// (period, seq) order, and returns its state: `hsmfs journal dump`, for
-// looking at what a journal holds after a crash.
-func Dump(dir string, fn func(r *checkpoint.Record, completed bool)) (checkpoint.State, error) {
+// Dump calls meta with what the journal's metadata says (Dir, Format,
+// Backing, State, NextSeq of the Report), then fn for every intent of a
+// journal that is not mounted, in (period, seq) order: `hsmfs journal
+// dump`, for looking at what a journal holds after a crash. A journal in
+// use fails with ErrInUse before meta is called.
+func Dump(dir string, meta func(Report), fn func(r *checkpoint.Record, completed bool)) error {
+	if err := exists(dir); err != nil {
+		return err
+	}
 	lock, err := lockDir(dir)
 	if err != nil {
-		return checkpoint.State{}, err
+		return err
 	}
 	defer lock.Close()
 	db, err := openBadger(dir, discardLogger(), true)
+	readOnly := err == nil
 	if err != nil {
 		if db, err = openBadger(dir, discardLogger(), false); err != nil {
-			return checkpoint.State{}, err
+			return err
 		}
 	}
 	defer db.Close()
 	m, err := readMeta(db)
 	if err != nil {
-		return checkpoint.State{}, fmt.Errorf("journal %s: %w", dir, err)
+		return fmt.Errorf("journal %s: %w", dir, err)
 	}
-	err = db.View(func(txn *badger.Txn) error {
+	meta(Report{Dir: dir, Format: m.format, Backing: m.backing, State: m.state, NextSeq: m.nextSeq, ReadOnly: readOnly})
+	return db.View(func(txn *badger.Txn) error {
 		return scanTxn(txn, 0, func(r *checkpoint.Record, completed bool) error {
 			fn(r, completed)
 			return nil
 		})
 	})
-	return m.state, err
 }

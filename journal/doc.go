@@ -17,6 +17,14 @@
 // or whose format version is unknown fails with ErrDamaged and is left as
 // it was, for a human (or `hsmfs journal check`) to look at.
 //
+// # Privacy
+//
+// The journal is the record of what changed: whoever can write it can
+// hide a change. Open refuses a directory that group or others may
+// write, or that another user owns (ErrNotPrivate), and makes one that
+// others may read 0700 and its files 0600 (private.go). The daemon's
+// umask (077) keeps what badger creates afterwards 0600.
+//
 // # Locking
 //
 // Open takes an exclusive, non-blocking flock on hsmfs.lock before it

@@ -134,6 +134,10 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 	if j.lock, err = lockDir(dir); err != nil {
 		return nil, err
 	}
+	if err := makePrivate(dir, j.log); err != nil {
+		j.lock.Close()
+		return nil, err
+	}
 	if j.db, err = openBadger(dir, j.log, false); err != nil {
 		j.lock.Close()
 		return nil, err

@@ -1,12 +1,14 @@
 package journal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -381,11 +383,12 @@ func TestOpenAfterKillDuringMemtableRotation(t *testing.T) {
 }
 
 // The named consumers' cursors go through the state and come back; a
-// state cut anywhere in them is damaged.
+// state cut anywhere is damaged.
 func TestStateWithConsumers(t *testing.T) {
 	st := checkpoint.State{Current: 9, LastQuery: 7, LastBlessed: 5, Run: 3, NotQueries: []uint64{8},
+		QueryTime: 300, BlessTime: 250, BlessedBy: "sync host:/mirror",
 		Consumers: []checkpoint.Consumer{
-			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150},
+			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150, BlessedBy: "export"},
 			{Name: "index", LastBlessed: 9, Reset: true},
 		}}
 	b := encodeState(st)
@@ -396,9 +399,125 @@ func TestStateWithConsumers(t *testing.T) {
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("state came back as\n%+v\nwant\n%+v", got, st)
 	}
-	for i := stateLen + 4 + 8 + 1; i < len(b); i++ { // past NotQueries: into the consumers
+	for i := 1; i < len(b); i++ {
 		if _, err := decodeState(b[:i]); !errors.Is(err, ErrDamaged) {
 			t.Errorf("state cut at %d of %d bytes: %v", i, len(b), err)
+		}
+	}
+}
+
+// encodeStateV1 is how hsmfs wrote its state before version 2 (kept here
+// to prove that such journals still open).
+func encodeStateV1(st checkpoint.State) []byte {
+	b := []byte{stateV1}
+	for _, v := range []uint64{st.Current, st.LastQuery, st.LastBlessed, st.Run} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	var flags byte
+	if st.Clean {
+		flags |= stateClean
+	}
+	if st.Full {
+		flags |= stateFull
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, st.RecoveredAt)
+	b = binary.BigEndian.AppendUint64(b, st.LastUncleanRun)
+	b = appendPeriods(b, st.NotQueries)
+	if len(st.Consumers) == 0 {
+		return b
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(st.Consumers)))
+	for _, c := range st.Consumers {
+		b = appendStr16(b, c.Name)
+		for _, v := range []uint64{c.LastQuery, c.LastBlessed, c.RecoveredAt} {
+			b = binary.BigEndian.AppendUint64(b, v)
+		}
+		var fl byte
+		if c.Full {
+			fl |= consumerFull
+		}
+		if c.Reset {
+			fl |= consumerReset
+		}
+		b = append(b, fl)
+		for _, v := range []int64{c.Added, c.QueryTime, c.BlessTime} {
+			b = binary.BigEndian.AppendUint64(b, uint64(v))
+		}
+		b = appendPeriods(b, c.Queries)
+	}
+	return b
+}
+
+// A version 1 state (an older hsmfs's journal) reads as it was written,
+// in each of its lengths; who blessed and the default's times read as
+// unknown.
+func TestStateVersion1(t *testing.T) {
+	full := checkpoint.State{Current: 9, LastQuery: 7, LastBlessed: 5, Run: 3, Full: true, RecoveredAt: 4, LastUncleanRun: 2,
+		NotQueries: []uint64{8},
+		Consumers: []checkpoint.Consumer{
+			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150},
+		}}
+	noConsumers := full
+	noConsumers.Consumers = nil
+	noList := noConsumers
+	noList.NotQueries = nil
+	for _, st := range []checkpoint.State{full, noConsumers, noList} {
+		got, err := decodeState(encodeStateV1(st))
+		if err != nil || !reflect.DeepEqual(got, st) {
+			t.Errorf("version 1 state came back as\n%+v, %v\nwant\n%+v", got, err, st)
+		}
+	}
+	short := encodeStateV1(noList)[:stateLenV1]
+	if got, err := decodeState(short); err != nil || got.LastUncleanRun != 0 || got.Current != 9 {
+		t.Errorf("version 1 state without LastUncleanRun: %+v, %v", got, err)
+	}
+}
+
+// A journal directory that others may write is refused, untouched; one
+// that they may only read is made 0700, and its files 0600.
+func TestOpenMakesPrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "j")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	if j, err := Open(dir, "/backing", Options{}); !errors.Is(err, ErrNotPrivate) {
+		if err == nil {
+			j.Close()
+		}
+		t.Fatalf("open of a 0777 directory: %v, want ErrNotPrivate", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 1 { // the lock file at most
+		t.Errorf("the refused journal directory holds %d entries", len(ents))
+	}
+	// A journal as an older hsmfs left it under umask 0: files 0666.
+	os.Chmod(dir, 0o700)
+	j, err := Open(dir, "/backing", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		os.Chmod(filepath.Join(dir, e.Name()), 0o666)
+	}
+	os.Chmod(dir, 0o755)
+	syscall.Umask(0o077) // as the daemon runs
+	j, err = Open(dir, "/backing", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("journal directory mode %04o, want 0700", fi.Mode().Perm())
+	}
+	ents, _ = os.ReadDir(dir)
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s in the journal: mode %04o, want 0600", e.Name(), fi.Mode().Perm())
 		}
 	}
 }

@@ -135,31 +135,42 @@ func (d *decoder) str() string {
 	return s
 }
 
-// stateLen is the size of an encoded State:
+// The encoded State. Version 2, which this hsmfs writes:
 //
-//	version(1) Current(8) LastQuery(8) LastBlessed(8) Run(8) flags(1) RecoveredAt(8)
-//	LastUncleanRun(8)
+//	version(1)=2 Current(8) LastQuery(8) LastBlessed(8) Run(8) flags(1)
+//	RecoveredAt(8) LastUncleanRun(8)
+//	QueryTime(8) BlessTime(8) BlessedBy(str)      the default consumer's
+//	NotQueries: count(4), then count × period(8)
+//	Consumers:  count(4), then per consumer: Name(str) LastQuery(8)
+//	            LastBlessed(8) RecoveredAt(8) cflags(1) Added(8)
+//	            QueryTime(8) BlessTime(8) BlessedBy(str) Queries: count(4),
+//	            then count × period(8)
 //
-//	flags: 1 Clean, 2 Full (the default consumer's). Before Full existed
-//	the byte was Clean alone (0 or 1), so older journals read the same;
-//	an older hsmfs refuses a state with Full set as damaged rather than
-//	forget that a full copy is owed.
+//	str: length(2), then the bytes. flags: 1 Clean, 2 Full (the default
+//	consumer's); cflags: 1 Full, 2 Reset.
 //
-//	NotQueries: count(4) then count × period(8)
-//
-// A state without the trailing LastUncleanRun (stateLenV1) reads as 0,
-// one without NotQueries as an empty list.
+// Version 1, which older hsmfs wrote and this one reads, has no
+// QueryTime, BlessTime or BlessedBy (neither for the default consumer nor
+// for the named ones), may end after RecoveredAt (stateLenV1: no
+// LastUncleanRun), after LastUncleanRun (no NotQueries) or after
+// NotQueries (no consumers). An older hsmfs refuses a version 2 state as
+// damaged, so it never forgets who blessed or that a full copy is owed.
 const (
+	stateV1    = 1
+	stateV2    = 2
 	stateLenV1 = 1 + 8*4 + 1 + 8
-	stateLen   = stateLenV1 + 8
+	stateLen   = stateLenV1 + 8 // the fixed part up to LastUncleanRun
 
 	stateClean = 1
 	stateFull  = 2
+
+	consumerFull  = 1
+	consumerReset = 2
 )
 
 func encodeState(st checkpoint.State) []byte {
-	b := make([]byte, 0, stateLen)
-	b = append(b, stateVersion)
+	b := make([]byte, 0, stateLen+64)
+	b = append(b, stateV2)
 	b = binary.BigEndian.AppendUint64(b, st.Current)
 	b = binary.BigEndian.AppendUint64(b, st.LastQuery)
 	b = binary.BigEndian.AppendUint64(b, st.LastBlessed)
@@ -174,158 +185,166 @@ func encodeState(st checkpoint.State) []byte {
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, st.RecoveredAt)
 	b = binary.BigEndian.AppendUint64(b, st.LastUncleanRun)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(st.NotQueries)))
-	for _, p := range st.NotQueries {
-		b = binary.BigEndian.AppendUint64(b, p)
-	}
-	if len(st.Consumers) > 0 {
-		b = encodeConsumers(b, st.Consumers)
-	}
-	return b
-}
-
-// encodeConsumers appends the named consumers' cursors after the
-// NotQueries list (a state without any ends with that list): a count,
-// then per consumer its name (16-bit length), LastQuery, LastBlessed,
-// RecoveredAt, a flags byte (1 Full, 2 Reset), Added, QueryTime,
-// BlessTime, and its Queries (a 32-bit count, then the periods).
-func encodeConsumers(b []byte, cs []checkpoint.Consumer) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(cs)))
-	for _, c := range cs {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(c.Name)))
-		b = append(b, c.Name...)
+	b = binary.BigEndian.AppendUint64(b, uint64(st.QueryTime))
+	b = binary.BigEndian.AppendUint64(b, uint64(st.BlessTime))
+	b = appendStr16(b, st.BlessedBy)
+	b = appendPeriods(b, st.NotQueries)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(st.Consumers)))
+	for _, c := range st.Consumers {
+		b = appendStr16(b, c.Name)
 		for _, v := range []uint64{c.LastQuery, c.LastBlessed, c.RecoveredAt} {
 			b = binary.BigEndian.AppendUint64(b, v)
 		}
 		var fl byte
 		if c.Full {
-			fl |= 1
+			fl |= consumerFull
 		}
 		if c.Reset {
-			fl |= 2
+			fl |= consumerReset
 		}
 		b = append(b, fl)
 		for _, v := range []int64{c.Added, c.QueryTime, c.BlessTime} {
 			b = binary.BigEndian.AppendUint64(b, uint64(v))
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(len(c.Queries)))
-		for _, p := range c.Queries {
-			b = binary.BigEndian.AppendUint64(b, p)
-		}
+		b = appendStr16(b, c.BlessedBy)
+		b = appendPeriods(b, c.Queries)
 	}
 	return b
 }
 
-func decodeConsumers(v []byte) ([]checkpoint.Consumer, error) {
-	bad := fmt.Errorf("%w: state has a truncated consumer list", ErrDamaged)
-	take := func(n int) ([]byte, bool) {
-		if len(v) < n {
-			return nil, false
-		}
-		x := v[:n]
-		v = v[n:]
-		return x, true
+// appendStr16 appends s with a 16-bit length; longer strings are cut
+// (names and "by" are far shorter).
+func appendStr16(b []byte, s string) []byte {
+	if len(s) > 0xffff {
+		s = s[:0xffff]
 	}
-	u64 := func() (uint64, bool) {
-		x, ok := take(8)
-		if !ok {
-			return 0, false
-		}
-		return binary.BigEndian.Uint64(x), true
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func appendPeriods(b []byte, ps []uint64) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ps)))
+	for _, p := range ps {
+		b = binary.BigEndian.AppendUint64(b, p)
 	}
-	x, ok := take(4)
-	if !ok {
-		return nil, bad
+	return b
+}
+
+// stateReader takes a state apart; the first shortfall sticks in err.
+type stateReader struct {
+	v   []byte
+	err error
+}
+
+func (r *stateReader) take(n int) []byte {
+	if r.err != nil {
+		return nil
 	}
-	n := int(binary.BigEndian.Uint32(x))
-	var cs []checkpoint.Consumer
-	for i := 0; i < n; i++ {
-		var c checkpoint.Consumer
-		l, ok := take(2)
-		if !ok {
-			return nil, bad
-		}
-		name, ok := take(int(binary.BigEndian.Uint16(l)))
-		if !ok {
-			return nil, bad
-		}
-		c.Name = string(name)
-		var vals [6]uint64
-		for k := range 3 {
-			if vals[k], ok = u64(); !ok {
-				return nil, bad
-			}
-		}
-		fl, ok := take(1)
-		if !ok || fl[0] > 3 {
-			return nil, bad
-		}
-		for k := 3; k < 6; k++ {
-			if vals[k], ok = u64(); !ok {
-				return nil, bad
-			}
-		}
-		c.LastQuery, c.LastBlessed, c.RecoveredAt = vals[0], vals[1], vals[2]
-		c.Full, c.Reset = fl[0]&1 != 0, fl[0]&2 != 0
-		c.Added, c.QueryTime, c.BlessTime = int64(vals[3]), int64(vals[4]), int64(vals[5])
-		q, ok := take(4)
-		if !ok {
-			return nil, bad
-		}
-		for j := 0; j < int(binary.BigEndian.Uint32(q)); j++ {
-			p, ok := u64()
-			if !ok {
-				return nil, bad
-			}
-			c.Queries = append(c.Queries, p)
-		}
-		cs = append(cs, c)
+	if n < 0 || len(r.v) < n {
+		r.err = fmt.Errorf("%w: state is truncated", ErrDamaged)
+		return nil
 	}
-	if len(v) != 0 {
-		return nil, fmt.Errorf("%w: state has %d bytes after its consumers", ErrDamaged, len(v))
+	x := r.v[:n]
+	r.v = r.v[n:]
+	return x
+}
+
+func (r *stateReader) u64() uint64 {
+	if x := r.take(8); x != nil {
+		return binary.BigEndian.Uint64(x)
 	}
-	return cs, nil
+	return 0
+}
+
+func (r *stateReader) u32() uint32 {
+	if x := r.take(4); x != nil {
+		return binary.BigEndian.Uint32(x)
+	}
+	return 0
+}
+
+func (r *stateReader) byte1() byte {
+	if x := r.take(1); x != nil {
+		return x[0]
+	}
+	return 0
+}
+
+func (r *stateReader) str16() string {
+	x := r.take(2)
+	if x == nil {
+		return ""
+	}
+	return string(r.take(int(binary.BigEndian.Uint16(x))))
+}
+
+func (r *stateReader) periods() []uint64 {
+	n := int(r.u32())
+	if r.err == nil && len(r.v) < 8*n {
+		r.err = fmt.Errorf("%w: state list of %d periods in %d bytes", ErrDamaged, n, len(r.v))
+		return nil
+	}
+	var ps []uint64
+	for i := 0; i < n && r.err == nil; i++ {
+		ps = append(ps, r.u64())
+	}
+	return ps
 }
 
 func decodeState(v []byte) (checkpoint.State, error) {
 	var st checkpoint.State
-	if len(v) < 1 || v[0] != stateVersion {
+	if len(v) < 1 || (v[0] != stateV1 && v[0] != stateV2) {
 		return st, fmt.Errorf("%w: state has unknown version (%d bytes)", ErrDamaged, len(v))
 	}
-	if len(v) != stateLenV1 && len(v) < stateLen {
+	version := v[0]
+	if len(v) < stateLenV1 || (version == stateV2 && len(v) < stateLen) || (len(v) != stateLenV1 && len(v) < stateLen) {
 		return st, fmt.Errorf("%w: state of %d bytes, want %d", ErrDamaged, len(v), stateLen)
 	}
-	if v[33]&^(stateClean|stateFull) != 0 {
-		return st, fmt.Errorf("%w: state has flags byte %d", ErrDamaged, v[33])
+	r := &stateReader{v: v[1:]}
+	st.Current, st.LastQuery, st.LastBlessed, st.Run = r.u64(), r.u64(), r.u64(), r.u64()
+	flags := r.byte1()
+	if flags&^(stateClean|stateFull) != 0 {
+		return st, fmt.Errorf("%w: state has flags byte %d", ErrDamaged, flags)
 	}
-	st.Current = binary.BigEndian.Uint64(v[1:])
-	st.LastQuery = binary.BigEndian.Uint64(v[9:])
-	st.LastBlessed = binary.BigEndian.Uint64(v[17:])
-	st.Run = binary.BigEndian.Uint64(v[25:])
-	st.Clean, st.Full = v[33]&stateClean != 0, v[33]&stateFull != 0
-	st.RecoveredAt = binary.BigEndian.Uint64(v[34:])
-	if len(v) >= stateLen {
-		st.LastUncleanRun = binary.BigEndian.Uint64(v[42:])
+	st.Clean, st.Full = flags&stateClean != 0, flags&stateFull != 0
+	st.RecoveredAt = r.u64()
+	if len(r.v) == 0 {
+		return st, nil // version 1 before LastUncleanRun
 	}
-	if rest := v[min(len(v), stateLen):]; len(rest) > 0 {
-		if len(rest) < 4 {
-			return st, fmt.Errorf("%w: state has a truncated list", ErrDamaged)
-		}
-		n := int(binary.BigEndian.Uint32(rest))
-		rest = rest[4:]
-		if len(rest) < 8*n {
-			return st, fmt.Errorf("%w: state list of %d periods in %d bytes", ErrDamaged, n, len(rest))
-		}
-		for i := 0; i < n; i++ {
-			st.NotQueries = append(st.NotQueries, binary.BigEndian.Uint64(rest[8*i:]))
-		}
-		if rest = rest[8*n:]; len(rest) > 0 {
-			cs, err := decodeConsumers(rest)
-			if err != nil {
-				return st, err
-			}
-			st.Consumers = cs
-		}
+	st.LastUncleanRun = r.u64()
+	if version == stateV2 {
+		st.QueryTime, st.BlessTime = int64(r.u64()), int64(r.u64())
+		st.BlessedBy = r.str16()
+	} else if len(r.v) == 0 {
+		return st, nil // version 1 before NotQueries
 	}
-	return st, nil
+	st.NotQueries = r.periods()
+	if version == stateV1 && r.err == nil && len(r.v) == 0 {
+		return st, nil // version 1 without consumers
+	}
+	n := int(r.u32())
+	for i := 0; i < n && r.err == nil; i++ {
+		st.Consumers = append(st.Consumers, decodeConsumer(r, version))
+	}
+	if r.err == nil && len(r.v) != 0 {
+		return st, fmt.Errorf("%w: state has %d bytes after its consumers", ErrDamaged, len(r.v))
+	}
+	return st, r.err
+}
+
+func decodeConsumer(r *stateReader, version byte) checkpoint.Consumer {
+	var c checkpoint.Consumer
+	c.Name = r.str16()
+	c.LastQuery, c.LastBlessed, c.RecoveredAt = r.u64(), r.u64(), r.u64()
+	fl := r.byte1()
+	if r.err == nil && fl&^(consumerFull|consumerReset) != 0 {
+		r.err = fmt.Errorf("%w: consumer %q has flags byte %d", ErrDamaged, c.Name, fl)
+	}
+	c.Full, c.Reset = fl&consumerFull != 0, fl&consumerReset != 0
+	c.Added, c.QueryTime, c.BlessTime = int64(r.u64()), int64(r.u64()), int64(r.u64())
+	if version == stateV2 {
+		c.BlessedBy = r.str16()
+	}
+	c.Queries = r.periods()
+	return c
 }

@@ -6,15 +6,21 @@ import (
 	"time"
 )
 
+// Companions are the files that the daemon keeps beside its journal
+// DIR, as DIR+suffix: its log and the tree index of the check for
+// changes made while hsmfs did not run, with that index's log of names.
+var Companions = []string{".log", ".tree", ".tree.log"}
+
 // SetAside is the deliberate way to start over with a journal that is
 // damaged (or that belongs to a BACKING that moved): it moves the whole
-// directory to DIR.reset-TIMESTAMP, deleting nothing, and returns the new
+// directory to DIR.reset-TIMESTAMP, and each companion that exists to
+// DIR.reset-TIMESTAMP+suffix, deleting nothing, and returns the new
 // name. The next mount creates a fresh journal, which knows nothing of
-// earlier changes: the consumer has to copy everything once. It refuses
-// while the journal is mounted.
+// earlier changes (and takes a fresh index and log): the consumer has to
+// copy everything once. It refuses while the journal is mounted.
 func SetAside(dir string) (string, error) {
-	if _, err := os.Stat(dir); err != nil {
-		return "", fmt.Errorf("journal: reset: %w", err)
+	if err := exists(dir); err != nil {
+		return "", err
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -25,5 +31,24 @@ func SetAside(dir string) (string, error) {
 	if err := os.Rename(dir, to); err != nil {
 		return "", fmt.Errorf("journal: reset: %w", err)
 	}
+	for _, suffix := range Companions {
+		if err := os.Rename(dir+suffix, to+suffix); err != nil && !os.IsNotExist(err) {
+			return to, fmt.Errorf("journal: reset: moved the journal to %s, but not %s: %w", to, dir+suffix, err)
+		}
+	}
 	return to, nil
+}
+
+// exists fails unless dir is a directory, saying so in a user's words.
+func exists(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case os.IsNotExist(err):
+		return fmt.Errorf("no journal at %s", dir)
+	case err != nil:
+		return fmt.Errorf("journal %s: %w", dir, err)
+	case !st.IsDir():
+		return fmt.Errorf("journal %s is not a directory", dir)
+	}
+	return nil
 }

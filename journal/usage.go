@@ -64,3 +64,17 @@ func (j *Journal) Usage() (Usage, error) {
 	u.Free = int64(sfs.Bavail) * int64(sfs.Bsize)
 	return u, nil
 }
+
+// Space reads the free space of the journal's file system (statfs only,
+// no lock): free bytes, the reserve, and whether free space is below the
+// reserve, when every modification fails with ENOSPC (checkSpace). A
+// statfs that fails reads as low: the writes would fail too.
+func (j *Journal) Space() (free, reserve uint64, low bool) {
+	reserve = uint64(max(j.reserve, 0))
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(j.dir, &sfs); err != nil {
+		return 0, reserve, true
+	}
+	free = sfs.Bavail * uint64(sfs.Bsize)
+	return free, reserve, j.reserve >= 0 && free < reserve
+}

@@ -20,6 +20,7 @@ func runForeground(a mountArgs) error {
 		}
 	}
 	var once sync.Once
+	a.foreground = true
 	a.stopping = func() { once.Do(func() { notify(daemon.SdNotifyStopping) }) }
 	// Warnings reach stderr through the log already.
 	return serve(a, log, func(err error) {

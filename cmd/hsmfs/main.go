@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strings"
 )
@@ -28,18 +29,17 @@ Usage:
   hsmfs BACKING MOUNTPOINT -o OPTIONS   (mount(8), fstab type fuse.hsmfs)
   hsmfs umount MOUNTPOINT
   hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
-  hsmfs bless [--consumer NAME] [ID] MOUNTPOINT
+  hsmfs bless [--consumer NAME] [--full] [ID] MOUNTPOINT
   hsmfs consumer add|rm MOUNTPOINT NAME | list [--json] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT
   hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
   hsmfs export [options] --nats URL --stream NAME MOUNTPOINT
-  hsmfs journal check JOURNAL
-  hsmfs journal dump JOURNAL
-  hsmfs journal reset JOURNAL
-  hsmfs --help | --version
+  hsmfs journal check|dump|reset JOURNAL
+  hsmfs help COMMAND | --help | --version
 
-Run "hsmfs COMMAND --help" for a command's options.
+Run "hsmfs COMMAND --help" (or "hsmfs help COMMAND") for a command's
+options; docs/usage.md is the full guide.
 
 Exit codes: 0 success, 1 failure (reason on stderr), 2 bad command line.
 `
@@ -87,9 +87,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
+	case "help":
+		return help(args[1:], stdout, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "hsmfs", versionString())
 		return exitOK
@@ -101,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "hsmfs: unknown command %q\n\n%s", args[0], mainUsage)
+		fmt.Fprintf(stderr, "hsmfs: unknown command %q; see 'hsmfs --help'\n", args[0])
 		return exitUsage
 	}
 	err := cmd.run(args[1:])
@@ -113,12 +115,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, cmd.usage)
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "hsmfs %s: %s\n\n%s", args[0], ue.msg, cmd.usage)
+		fmt.Fprintf(stderr, "hsmfs %s: %s; see 'hsmfs %s --help'\n", args[0], ue.msg, args[0])
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "hsmfs %s: %v\n", args[0], err)
 		return exitError
 	}
+}
+
+// help is "hsmfs help [COMMAND]".
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, mainUsage)
+		return exitOK
+	}
+	cmd, ok := commands[args[0]]
+	if !ok || len(args) > 1 {
+		fmt.Fprintf(stderr, "hsmfs help: no command %q; see 'hsmfs --help'\n", strings.Join(args, " "))
+		return exitUsage
+	}
+	fmt.Fprint(stdout, cmd.usage)
+	return exitOK
 }
 
 func versionString() string {
@@ -141,7 +158,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, usageError{err.Error()}
+			return nil, usageError{dashes(err.Error())}
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -153,6 +170,15 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// flagName is a flag as the flag package's errors name it: "-every".
+var flagName = regexp.MustCompile(`(^|[ :])-([A-Za-z][A-Za-z0-9-]+)`)
+
+// dashes spells a flag of more than one letter in an error of the flag
+// package as the help does: --every, not -every.
+func dashes(msg string) string {
+	return flagName.ReplaceAllString(msg, "$1--$2")
 }
 
 // multiFlag collects a flag that may be repeated (-o a -o b).

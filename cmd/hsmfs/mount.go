@@ -8,22 +8,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/hsmfs/hsmfs/checkpoint"
-	hfs "github.com/hsmfs/hsmfs/fs"
-	"github.com/hsmfs/hsmfs/internal/holders"
-	"github.com/hsmfs/hsmfs/journal"
+	"golang.org/x/sys/unix"
 )
 
 const mountUsage = `Usage: hsmfs mount [options] BACKING MOUNTPOINT
@@ -93,10 +85,17 @@ endpoint is not connected") is cleared first, and said so on stderr.
 
 It refuses, with a reason on stderr and exit code 1: MOUNTPOINT already
 mounted (a live hsmfs, or another filesystem: never touched); BACKING
-missing or not a directory; an entry named .hsm at the root of BACKING;
-JOURNAL inside BACKING or MOUNTPOINT; a JOURNAL that belongs to another
-BACKING, is in use by another mount, or is damaged (it is never reset
-silently); a --metrics ADDR that it cannot listen on. An option that FUSE does not know fails the mount (exit 1).
+missing or not a directory; a BACKING that another hsmfs mount tracks,
+or that overlaps one it tracks (one tracker per directory: add a
+consumer to that mount instead); an entry named .hsm at the root of
+BACKING; JOURNAL inside BACKING or MOUNTPOINT; a JOURNAL that belongs to
+another BACKING, is in use by another mount, is damaged (it is never
+reset silently), or that other users may write (chmod 700 it; hsmfs
+keeps its journal 0700, its files 0600); a --metrics ADDR that it cannot
+listen on. An option that FUSE does not know fails the mount (exit 1,
+with fusermount's words). A MOUNTPOINT that is not empty is mounted
+over, with a warning: what it holds is hidden until the unmount.
+
 Exit codes: 0 mounted, 1 refused or failed, 2 bad command line (also a
 misspelt hsmfs option, such as -o jornal=DIR or -o no-passthrough).
 `
@@ -128,6 +127,13 @@ type mountArgs struct {
 	// (foreground.go); unset in the background daemon.
 	stopping func()
 	Metrics  string `json:"metrics"`
+	// foreground: hsmfs mount -f serves in its own process, logging to
+	// stderr.
+	foreground bool
+	// Spawner is the hsmfs mount process that started the daemon: it
+	// holds the caller's descriptors until the daemon is ready, and is
+	// not one of the processes that the in-place check names.
+	Spawner int `json:"spawner"`
 }
 
 // inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
@@ -161,11 +167,21 @@ func runMount(args []string) error {
 	if err := applyOptions(&a, &fg, opts); err != nil { // options.go
 		return err
 	}
+	// Descriptors that the caller left open (a shell's 5>&1, exec 7<f)
+	// must not live on in the daemon: a pipe would never see its end,
+	// and a file beneath an in-place mount would be held around it.
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if err := prepareMountpoint(pos[0], pos[1]); err != nil { // mountpoint.go
 		return err
 	}
 	if err := a.resolve(pos[0], pos[1]); err != nil {
 		return err
+	}
+	if err := checkTrackers(a.Backing); err != nil { // tracked.go
+		return err
+	}
+	if !a.inPlace() {
+		warnNotEmpty(a.Mountpoint)
 	}
 	if fg {
 		return runForeground(a)
@@ -231,6 +247,19 @@ func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
 }
 
+// warnNotEmpty says, as sshfs and rclone do, that what MOUNTPOINT holds
+// is hidden while the mount stands.
+func warnNotEmpty(mnt string) {
+	f, err := os.Open(mnt)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		fmt.Fprintf(os.Stderr, "hsmfs mount: warning: MOUNTPOINT %s is not empty: what it holds is hidden while hsmfs is mounted there\n", mnt)
+	}
+}
+
 // defaultJournal is one journal per BACKING under the state directory.
 func defaultJournal(backing string) string {
 	base := os.Getenv("XDG_STATE_HOME")
@@ -266,6 +295,7 @@ func spawnDaemon(a mountArgs) error {
 	if err != nil {
 		return err
 	}
+	a.Spawner = os.Getpid()
 	enc, _ := json.Marshal(a)
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), daemonEnv+"="+string(enc))
@@ -296,252 +326,7 @@ func spawnDaemon(a mountArgs) error {
 	// The daemon failed: it has exited or is about to.
 	cmd.Wait()
 	if strings.HasPrefix(line, "error: ") {
-		return errors.New(strings.TrimPrefix(line, "error: "))
+		return fmt.Errorf("%s (the daemon's log: %s)", strings.TrimPrefix(line, "error: "), a.Log)
 	}
-	return fmt.Errorf("daemon exited before the mount was live; see %s", a.Log)
-}
-
-// runDaemon is the re-executed background process.
-func runDaemon() int {
-	ready := os.NewFile(readyFd, "ready")
-	report := func(err error) {
-		if err == nil {
-			fmt.Fprintln(ready, "ok")
-		} else {
-			fmt.Fprintln(ready, "error: "+strings.ReplaceAll(err.Error(), "\n", " "))
-		}
-		ready.Close()
-	}
-	var a mountArgs
-	if err := json.Unmarshal([]byte(os.Getenv(daemonEnv)), &a); err != nil {
-		report(fmt.Errorf("bad daemon arguments: %w", err))
-		return exitError
-	}
-	os.Unsetenv(daemonEnv)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	warn := func(msg string) { fmt.Fprintln(ready, "warn: "+strings.ReplaceAll(msg, "\n", " ")) }
-	if err := serve(a, log, report, warn); err != nil {
-		log.Error("hsmfs stopped", "err", err)
-		return exitError
-	}
-	return exitOK
-}
-
-// serve mounts and runs until unmounted or signalled. ready is called
-// once: with nil when the mount is live, or with the reason it is not;
-// warn, before it, tells the user what they should know (it is logged
-// too).
-func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) (err error) {
-	reported := false
-	defer func() {
-		if !reported {
-			ready(err)
-		}
-	}()
-	// Modes come from the kernel with the caller's umask applied already.
-	syscall.Umask(0)
-
-	// Listening comes first: an address that cannot be had refuses the
-	// mount before anything is opened.
-	met, err := newMetricsWiring(a.Metrics)
-	if err != nil {
-		return err
-	}
-	defer met.close(log)
-	b, err := hfs.OpenBacking(a.Backing)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	j, tr, err := openTracker(a, b, met, log)
-	if err != nil {
-		return err
-	}
-	defer j.Close()
-	oc, err := checkOutside(a, b, tr, log)
-	if err != nil {
-		tr.Close()
-		return err
-	}
-	b.SetAfterSync(oc.sync)
-	met.outsideFound(oc.Found)
-	srv, err := hfs.Mount(met.fsConfig(fsConfig(a, b, tr, oc, met, log)))
-	if err != nil {
-		tr.Close()
-		return err
-	}
-	if a.inPlace() {
-		if err := checkHolders(a, b.Dev(), log, warn); err != nil {
-			return errors.Join(err, unmountNow(srv, tr))
-		}
-	}
-	// Before ready: a scrape that follows the mount finds the server up.
-	met.serve(tr, j, log)
-	defer profile(log)()
-	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
-	reported = true
-	ready(nil)
-
-	stop := unmountOnSignal(a, srv, log)
-	srv.Wait()
-	stop()
-	a.notifyStopping() // unmounted from outside (umount): no signal came
-	if err := tr.Close(); err != nil {
-		return err
-	}
-	oc.atCleanEnd(b, log)
-	log.Info("unmounted cleanly")
-	return nil
-}
-
-// openTracker opens the journal and the tracker on it (recovering after
-// an unclean end).
-func openTracker(a mountArgs, b *hfs.Backing, met *metricsWiring, log *slog.Logger) (*journal.Journal, *checkpoint.Tracker, error) {
-	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("journal directory: %w", err)
-	}
-	j, err := journal.Open(a.Journal, a.Backing, met.journalOptions(journal.Options{Logger: log}))
-	if err != nil {
-		return nil, nil, err
-	}
-	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
-		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
-		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge}))
-	if err != nil {
-		j.Close()
-		return nil, nil, err
-	}
-	return j, tr, nil
-}
-
-// fsConfig is what the mount needs, status and headers included.
-func fsConfig(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
-	return hfs.Config{
-		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
-		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, NameRemoved: oc.nameRemoved, Header: oc.status,
-		Info: func() map[string]any {
-			m := map[string]any{"pid": os.Getpid(), "backing": a.Backing, "mountpoint": a.Mountpoint, "journal": a.Journal}
-			maps.Copy(m, oc.status())
-			if addr := met.addr(); addr != "" {
-				m["metrics"] = addr
-			}
-			return m
-		},
-	}
-}
-
-// profile starts what HSMFS_CPUPROFILE and HSMFS_MEMPROFILE ask for (for
-// performance work) and returns what stops it.
-func profile(log *slog.Logger) (stop func()) {
-	var stops []func()
-	if p := os.Getenv("HSMFS_CPUPROFILE"); p != "" {
-		// The daemon is profiled until it unmounts.
-		if f, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(f)
-			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
-		}
-	}
-	if p := os.Getenv("HSMFS_MEMPROFILE"); p != "" {
-		// SIGUSR1 writes a heap profile (after a collection) to p,
-		// replacing the previous one.
-		usr := make(chan os.Signal, 1)
-		signal.Notify(usr, syscall.SIGUSR1)
-		stops = append(stops, func() { signal.Stop(usr) })
-		go func() {
-			for range usr {
-				if err := writeHeapProfile(p); err != nil {
-					log.Warn("heap profile", "err", err)
-				}
-			}
-		}()
-	}
-	return func() {
-		for _, s := range stops {
-			s()
-		}
-	}
-}
-
-// unmountOnSignal unmounts on SIGINT and SIGTERM, retrying while the
-// mount is busy; the returned func stops listening.
-func unmountOnSignal(a mountArgs, srv *hfs.Server, log *slog.Logger) (stop func()) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		for s := range sigs {
-			log.Info("signal: unmounting", "signal", s.String())
-			a.notifyStopping()
-			for i := 0; ; i++ {
-				err := srv.Unmount()
-				if err == nil {
-					break
-				}
-				if i%10 == 0 {
-					log.Warn("unmount failed, retrying", "err", err)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		}
-	}()
-	return func() { signal.Stop(sigs) }
-}
-
-func writeHeapProfile(path string) error {
-	f, err := os.Create(path + ".tmp")
-	if err != nil {
-		return err
-	}
-	runtime.GC()
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
-}
-
-// checkHolders looks, once an in-place mount is live, for processes that
-// still hold something in the directory underneath: they can write
-// around the tracker. It warns, or with --strict refuses.
-func checkHolders(a mountArgs, dev uint64, log *slog.Logger, warn func(string)) error {
-	hs, err := holders.Find(a.Backing, dev)
-	if err != nil {
-		log.Warn("in place: could not look for processes holding files beneath BACKING", "err", err)
-		return nil
-	}
-	if len(hs) == 0 {
-		return nil
-	}
-	var names []string
-	for _, h := range hs {
-		names = append(names, h.String())
-	}
-	msg := fmt.Sprintf("%d open files, directories or mappings beneath %s are from before the mount and can change it around the tracker: %s",
-		len(hs), a.Backing, strings.Join(names, "; "))
-	if a.Strict {
-		return fmt.Errorf("--strict: %s", msg)
-	}
-	log.Warn("in place: " + msg)
-	warn(msg)
-	return nil
-}
-
-// unmountNow takes down a mount that must not stay (nothing has used it
-// yet but the processes that the refusal names may).
-func unmountNow(srv interface {
-	Unmount() error
-	Wait()
-}, tr *checkpoint.Tracker) error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = srv.Unmount(); err == nil {
-			srv.Wait()
-			return tr.Close()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("unmount after the refusal: %w", err)
+	return fmt.Errorf("daemon exited before the mount was live; see its log %s", a.Log)
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	hsmsync "github.com/hsmfs/hsmfs/internal/sync"
 	"golang.org/x/sys/unix"
 )
@@ -22,14 +23,23 @@ answer with rsync (rsync -a -I --from0 --files-from=LIST
 after the query began, so the next answer lists it). DEST is a local
 directory or host:path (over ssh, or what -e names).
 
-The round copies the whole tree instead (rsync -a --delete) when --full
-is given, when the answer says full (a new named consumer, one reset for
-lagging, or a mount that could not list what was removed around hsmfs),
-when no query of the mount was ever blessed, when DEST does not
-exist or is empty, or when an earlier full copy into DEST did not
-complete (DEST/.hsm marks it while one runs). Any other DEST is taken to
-be the copy that this command keeps: to start a mirror in a directory
-that holds files already, use --full once.
+DEST keeps a record, DEST/.hsm, of the mirror it is, and each bless
+names it ("bless ID by sync RECORD DEST"), so that the next round knows
+whether the consumer's last bless was made for this DEST. The round
+copies the whole tree instead (rsync -a -I --delete --exclude=/.hsm)
+when --full is given, when the answer says full (a new named consumer,
+one reset for lagging, or a mount that could not list what was removed
+around hsmfs), when no query of the mount was ever blessed, when DEST
+does not exist or is empty, when an earlier full copy into DEST did not
+complete, or when the consumer's last bless was not made by hsmfs sync
+into this DEST (hsmfs bless, a plain bless in ctl, another program).
+
+It refuses (exit 1, nothing blessed) a DEST that holds files but no
+record (a directory that hsmfs sync did not make, or an older one did:
+the full copy would delete what the mount does not hold), and a DEST
+whose consumer's last bless was made by hsmfs sync into another DEST
+(one consumer keeps one mirror: give each DEST its own with --consumer).
+--full overrides both.
 
 Options:
   --every DURATION   a round every DURATION (30s, 5m, ...) until SIGINT or
@@ -45,7 +55,9 @@ Options:
   RSYNC_ARGS         more rsync options for every copy, after its own
 
 Prints one line per round on stdout: the query id, the paths, the bytes
-transferred, the seconds. On a terminal rsync shows its progress.
+transferred, the seconds (with --every, after the time). On a terminal
+rsync shows its progress; elsewhere a copy that runs over a second
+prints a progress line every 10 seconds.
 
 Exit codes: 0 synced and blessed (with --every: stopped by SIGINT or
 SIGTERM, and the last round synced or was the one stopped), 1 failed and
@@ -80,7 +92,7 @@ func runSync(args []string) error {
 	if len(pos) != 2 || pos[0] == "" || pos[1] == "" {
 		return usagef("takes MOUNTPOINT and DEST")
 	}
-	if err := hsmsync.CheckConsumer(o.Consumer); err != nil {
+	if err := hsmctl.CheckConsumer(o.Consumer); err != nil {
 		return usagef("%v", err)
 	}
 	o.Mountpoint, o.Dest = pos[0], pos[1]

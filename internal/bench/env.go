@@ -368,8 +368,8 @@ func (e *Env) mountHsmfs(ctx context.Context, t *Target) error {
 		unmountPath(t.Mnt, 5*time.Second)
 		return err
 	}
-	if pid, ok := st["pid"].(float64); ok {
-		t.pid = int(pid)
+	if st.Pid > 0 {
+		t.pid = st.Pid
 		e.addProc(t.pid, "hsmfs")
 	}
 	pid := t.pid

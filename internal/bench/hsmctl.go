@@ -2,27 +2,32 @@ package bench
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
-// The control files of an hsmfs mount, as the workloads use them.
+// The control files of an hsmfs mount, as the workloads use them
+// (through hsmctl, as every client of the project does).
 
-// hsmQuery reads MNT/.hsm/changes once (one query) and counts the lines.
+// hsmQuery runs one query of the mount's plain answer and counts the
+// lines.
 func hsmQuery(mnt string) (lines int64, d time.Duration, err error) {
-	return hsmQueryPath(filepath.Join(mnt, ".hsm", "changes"))
+	return hsmQueryFor(mnt, "")
 }
 
-// hsmQueryPath runs one query by reading a changes file.
-func hsmQueryPath(p string) (lines int64, d time.Duration, err error) {
+// hsmQueryFor runs one query of a consumer's plain answer.
+func hsmQueryFor(mnt, consumer string) (lines int64, d time.Duration, err error) {
 	start := time.Now()
-	f, err := os.Open(p)
+	c, err := hsmctl.Open(mnt, consumer)
 	if err != nil {
-		return 0, 0, fmt.Errorf("query: %w", err)
+		return 0, 0, err
+	}
+	f, err := c.QueryPlain()
+	if err != nil {
+		return 0, 0, err
 	}
 	buf := make([]byte, 1<<20)
 	for {
@@ -40,39 +45,24 @@ func hsmQueryPath(p string) (lines int64, d time.Duration, err error) {
 	return lines, time.Since(start), err
 }
 
-// hsmBless blesses the latest query; the write returns once it is durable.
+// hsmBless blesses the latest query; it returns once it is durable.
 func hsmBless(mnt string) (time.Duration, error) {
 	start := time.Now()
-	f, err := os.OpenFile(filepath.Join(mnt, ".hsm", "ctl"), os.O_WRONLY, 0)
+	c, err := hsmctl.Open(mnt, "")
 	if err != nil {
-		return 0, fmt.Errorf("bless: %w", err)
+		return 0, err
 	}
-	_, err = f.Write([]byte("bless\n"))
-	cerr := f.Close()
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("bless: %w", err)
+	if err := c.Bless(0, false, "hsmfs-bench"); err != nil {
+		return 0, err
 	}
 	return time.Since(start), nil
 }
 
-func hsmStatus(mnt string) (map[string]any, error) {
-	b, err := os.ReadFile(filepath.Join(mnt, ".hsm", "status"))
+func hsmStatus(mnt string) (*hsmctl.Status, error) {
+	c, err := hsmctl.Open(mnt, "")
 	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
+		return nil, err
 	}
-	m := map[string]any{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("status: %w: %q", err, b)
-	}
-	return m, nil
-}
-
-func statusNum(m map[string]any, k string) float64 {
-	if v, ok := m[k].(float64); ok {
-		return v
-	}
-	return -1
+	st, _, err := c.Status()
+	return st, err
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"io"
 	"net/http"
 	"os"
@@ -23,8 +24,8 @@ var metricsArgs = []string{"--metrics", "127.0.0.1:0"}
 // scrapeMetrics starts scraping the mount whose status is st, and
 // returns the function that stops it and reports what the scrapes cost.
 // Without --metrics (no "metrics" in the status) it does nothing.
-func scrapeMetrics(t *Target, st map[string]any) (stop func()) {
-	addr, _ := st["metrics"].(string)
+func scrapeMetrics(t *Target, st *hsmctl.Status) (stop func()) {
+	addr := st.Metrics
 	if addr == "" {
 		return func() {}
 	}

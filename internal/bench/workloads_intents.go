@@ -57,7 +57,7 @@ func sampleIntents(ctx context.Context, e *Env, t *Target, rep int) (map[string]
 	var syncs0 float64
 	if t.Name == "hsmfs" {
 		if st, err := hsmStatus(t.Mnt); err == nil {
-			syncs0 = statusNum(st, "journal_syncs")
+			syncs0 = float64(st.JournalSyncs)
 		}
 	}
 	unix.Sync()
@@ -67,7 +67,7 @@ func sampleIntents(ctx context.Context, e *Env, t *Target, rep int) (map[string]
 	}
 	if t.Name == "hsmfs" && n > 0 {
 		if st, err := hsmStatus(t.Mnt); err == nil && syncs0 >= 0 {
-			syncs := statusNum(st, "journal_syncs") - syncs0
+			syncs := float64(st.JournalSyncs) - syncs0
 			fmt.Printf("  %-13s hsmfs: %d files, %.0f journal syncs (%.1f files per sync)\n", "", n, syncs, float64(n)/syncs)
 			e.intentsPerSync = append(e.intentsPerSync, float64(n)/syncs)
 		}
@@ -192,7 +192,7 @@ func runPending(ctx context.Context, e *Env, res *Results, w *workload) error {
 		}
 	}
 	if st, err := hsmStatus(t.Mnt); err == nil {
-		fmt.Printf("  pending: status says pending_paths=%.0f journal_syncs=%.0f\n", statusNum(st, "pending_paths"), statusNum(st, "journal_syncs"))
+		fmt.Printf("  pending: status says pending_paths=%.0f journal_syncs=%.0f\n", float64(st.PendingPaths), float64(st.JournalSyncs))
 	}
 	hwmC, rssC, _ := procMem(t.pid)
 	if prof := t.heapProfile("created"); prof != "" {
@@ -334,7 +334,7 @@ func pendingQueries(t *Target, res *Results, m func(string) *Metric, reps int, n
 			if (k+i)%2 == 0 {
 				lines, dd, err = hsmQuery(t.Mnt)
 			} else {
-				clines, dc, err = hsmQueryPath(filepath.Join(t.Mnt, ".hsm", "consumers", "c3", "changes"))
+				clines, dc, err = hsmQueryFor(t.Mnt, "c3")
 			}
 			if err != nil {
 				res.errors++

@@ -26,6 +26,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // Holder is one thing that a process holds beneath the directory.
@@ -103,4 +104,27 @@ func beneath(p, dir string) bool {
 func onDev(link string, dev uint64) bool {
 	var st syscall.Stat_t
 	return syscall.Stat(link, &st) == nil && uint64(st.Dev) == dev
+}
+
+// FlockHolder is the process that holds a flock on the inode ino of the
+// file system dev, as /proc/locks shows it (the lock's pid; 0 if none is
+// listed). /proc/locks is readable by every user.
+func FlockHolder(dev, ino uint64) int {
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+	for _, line := range strings.Split(string(data), "\n") {
+		// "1: FLOCK  ADVISORY  WRITE 2331 fd:01:1835027 0 EOF"; a
+		// waiter's line has "->" after the number.
+		f := strings.Fields(line)
+		if len(f) < 6 || f[1] != "FLOCK" || f[5] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[4]); err == nil {
+			return pid
+		}
+	}
+	return 0
 }

@@ -67,6 +67,9 @@ var (
 	descReserve = prometheus.NewDesc("hsmfs_journal_reserve_bytes",
 		"Free space below which the journal refuses writes with ENOSPC (0: check disabled).",
 		nil, nil)
+	descLow = prometheus.NewDesc("hsmfs_journal_below_reserve",
+		"1 while the journal's free space is below its reserve: every modification through the mount fails with ENOSPC.",
+		nil, nil)
 )
 
 // collector reads the tracker and the journal at scrape time.
@@ -88,7 +91,7 @@ func (m *Metrics) Watch(tr Tracker, j Journal) {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIntents, descSyncs, descInFlight, descOpen, descPending,
-		descOldest, descScan, descDisk, descFree, descReserve} {
+		descOldest, descScan, descDisk, descFree, descReserve, descLow} {
 		ch <- d
 	}
 }
@@ -128,6 +131,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(u.Free))
 		ch <- prometheus.MustNewConstMetric(descReserve, prometheus.GaugeValue, float64(u.Reserve))
+		low := 0.0
+		if u.Reserve > 0 && u.Free < u.Reserve {
+			low = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descLow, prometheus.GaugeValue, low)
 	}
 }
 

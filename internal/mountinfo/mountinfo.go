@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	mi "github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -141,4 +142,29 @@ func ClearDead(path string) error {
 		return fmt.Errorf("clearing the dead mount %s: fusermount3: %s: %w", path, strings.TrimSpace(string(out)), err)
 	}
 	return nil
+}
+
+// Hsmfs lists the hsmfs mounts of this mount namespace whose daemon
+// answers (a dead one, whose daemon is gone, holds nothing), each with
+// its Source: its BACKING. A mount that does not answer within wait is
+// listed as live (its daemon may be busy).
+func Hsmfs(wait time.Duration) ([]Mount, error) {
+	infos, err := mi.GetMounts(mi.FSTypeFilter(FSType))
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount table: %w", err)
+	}
+	var out []Mount
+	for _, i := range infos {
+		dead := make(chan bool, 1)
+		go func() { dead <- isDead(i.Mountpoint) }()
+		select {
+		case d := <-dead:
+			if d {
+				continue
+			}
+		case <-time.After(wait):
+		}
+		out = append(out, Mount{Mountpoint: i.Mountpoint, FSType: i.FSType, Source: i.Source, State: Live})
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package natsexport
 import (
 	"errors"
 	"fmt"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,12 +102,12 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // CheckConsumerName accepts the names that can be a directory under
-// .hsm/consumers/.
+// .hsm/consumers/, and "default".
 func CheckConsumerName(name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+	if name == "" {
 		return fmt.Errorf("bad consumer name %q", name)
 	}
-	return nil
+	return hsmctl.CheckConsumer(name)
 }
 
 // CheckSubjectPrefix accepts a NATS subject without wildcards or empty

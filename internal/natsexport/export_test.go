@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -74,7 +76,10 @@ func (ts *testServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", t
 func fakeMount(t *testing.T, consumer string, id uint64, paths ...string) (mount string, dir string) {
 	t.Helper()
 	mount = t.TempDir()
-	dir = newSource(mount, consumer).dir
+	dir = filepath.Join(mount, ".hsm")
+	if consumer != "" && consumer != DefaultConsumer {
+		dir = filepath.Join(dir, "consumers", consumer)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +94,7 @@ func fakeMount(t *testing.T, consumer string, id uint64, paths ...string) (mount
 func setAnswer(t *testing.T, dir string, id uint64, count int, paths ...string) {
 	t.Helper()
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"blessed":1,"count":%d,"query":%d,"recovered":false}`+"\n", count, id)
+	fmt.Fprintf(&b, `{"blessed":0,"count":%d,"query":%d,"recovered":false}`+"\n", count, id)
 	for i, p := range paths {
 		fmt.Fprintf(&b, `{"path":%q,"type":"file","ops":["write"],"period":%d,"inflight":false,"ino":%d,"nlink":1}`+"\n", p, id-1, 100+i)
 	}
@@ -165,7 +170,7 @@ func TestRoundPublishesThenBlesses(t *testing.T) {
 	if res.Query != 7 || res.Count != len(paths) || res.Duplicates != 0 || !res.Blessed {
 		t.Errorf("round: %+v", res)
 	}
-	if got := ctlText(t, dir); got != "bless 7\n" {
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 7 by export ") {
 		t.Errorf("ctl got %q, want bless 7", got)
 	}
 	msgs := streamMsgs(t, ts, "HSMFS")
@@ -217,7 +222,7 @@ func TestRoundPublishesThenBlesses(t *testing.T) {
 	if res, err := x.Round(context.Background()); err != nil || !res.Blessed || res.Count != 0 {
 		t.Errorf("empty answer: %+v, %v", res, err)
 	}
-	if got := ctlText(t, dir); got != "bless 9\n" {
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 9 by export ") {
 		t.Errorf("ctl got %q, want bless 9", got)
 	}
 }
@@ -228,6 +233,7 @@ func TestNamedConsumerFiles(t *testing.T) {
 	if dir != filepath.Join(mount, ".hsm", "consumers", "backup") {
 		t.Fatalf("consumer dir %s", dir)
 	}
+	os.WriteFile(filepath.Join(mount, ".hsm", "ctl"), nil, 0o644) // the mount's own
 	cfg := testConfig(ts, mount)
 	cfg.Consumer = "backup"
 	x, err := New(context.Background(), cfg, os.Stderr)
@@ -238,7 +244,7 @@ func TestNamedConsumerFiles(t *testing.T) {
 	if _, err := x.Round(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := ctlText(t, dir); got != "bless 3\n" {
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 3 by export ") {
 		t.Errorf("consumer ctl got %q", got)
 	}
 	if !strings.HasSuffix(x.Subject(), ".backup") {
@@ -390,5 +396,60 @@ func TestSubjects(t *testing.T) {
 		if CheckSubjectPrefix(bad) == nil {
 			t.Errorf("prefix %q accepted", bad)
 		}
+	}
+}
+
+// A bless of the exporter's consumer that the exporter did not make
+// discarded what its readers never got: the next answer goes out as
+// full (and is blessed so); an answer with no path cannot carry that and
+// is not blessed. Its own blesses (by x.by) draw nothing.
+func TestForeignBlessPublishesFull(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "", 7)
+	x, err := New(context.Background(), testConfig(ts, mount), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	header := func(id uint64, count int, by string) {
+		t.Helper()
+		text := fmt.Sprintf(`{"blessed":5,"blessed_by":%q,"count":%d,"query":%d,"recovered":false}`+"\n", by, count, id)
+		for i := 0; i < count; i++ {
+			text += fmt.Sprintf(`{"path":"p%d","type":"file","ops":["write"],"period":%d}`+"\n", i, id-1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "changes.json"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "ctl"), nil, 0o644)
+	}
+	header(7, 0, "hsmfs bless by alice")
+	if res, err := x.Round(context.Background()); !errors.Is(err, ErrForeignBless) || res.Blessed {
+		t.Errorf("empty answer after a foreign bless: %+v, %v; want ErrForeignBless, not blessed", res, err)
+	}
+	if got := ctlText(t, dir); got != "" {
+		t.Errorf("empty answer after a foreign bless was blessed: %q", got)
+	}
+	header(8, 2, "hsmfs bless by alice")
+	if res, err := x.Round(context.Background()); err != nil || !res.Blessed {
+		t.Fatalf("answer after a foreign bless: %+v, %v", res, err)
+	}
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 8 full by export ") {
+		t.Errorf("ctl got %q, want bless 8 full by export ...", got)
+	}
+	for _, m := range streamMsgs(t, ts, "HSMFS") {
+		if !strings.Contains(string(m.Data), `"full":true`) {
+			t.Errorf("message after a foreign bless does not say full: %s", m.Data)
+		}
+	}
+	header(9, 1, x.by)
+	if _, err := x.Round(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 9 by export ") {
+		t.Errorf("after its own bless: ctl got %q, want bless 9 by export ...", got)
+	}
+	msgs := streamMsgs(t, ts, "HSMFS")
+	if last := string(msgs[len(msgs)-1].Data); !strings.Contains(last, `"full":false`) {
+		t.Errorf("message after the exporter's own bless says full: %s", last)
 	}
 }

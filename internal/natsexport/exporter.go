@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -17,12 +18,14 @@ import (
 // JetStream stream and blesses each answer once the stream holds all of it.
 type Exporter struct {
 	cfg     Config
-	src     source
 	subject string
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	perm    atomic.Pointer[string] // the last permissions violation the server reported
-	stream  *jetstream.StreamInfo
+	// by is what the exporter's blesses say ("bless ... by BY"): a bless
+	// that says anything else was not the exporter's.
+	by     string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	perm   atomic.Pointer[string] // the last permissions violation the server reported
+	stream *jetstream.StreamInfo
 }
 
 // Result says what one round did.
@@ -46,8 +49,9 @@ func New(ctx context.Context, cfg Config, warn io.Writer) (*Exporter, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := &Exporter{cfg: c, src: newSource(c.Mount, c.Consumer), subject: Subject(c.SubjectPrefix, c.Host, c.Mount, c.Consumer)}
-	if err := x.src.check(c.Mount, c.Consumer); err != nil {
+	x := &Exporter{cfg: c, subject: Subject(c.SubjectPrefix, c.Host, c.Mount, c.Consumer)}
+	x.by = "export " + c.Stream + " " + x.subject
+	if _, err := hsmctl.Open(c.Mount, c.Consumer); err != nil {
 		return nil, err
 	}
 	if x.nc, err = connect(c, &x.perm); err != nil {
@@ -93,31 +97,37 @@ func (x *Exporter) Close() { x.nc.Close() }
 // the same paths again (and more).
 func (x *Exporter) Round(ctx context.Context) (Result, error) {
 	var res Result
-	if err := x.src.check(x.cfg.Mount, x.cfg.Consumer); err != nil {
+	src, err := hsmctl.Open(x.cfg.Mount, x.cfg.Consumer)
+	if err != nil {
 		return res, err
 	}
 	// A refusal of an earlier round may have been lifted since (the
 	// account fixed): only what the server says during this one counts.
 	x.perm.Store(nil)
 	start := time.Now()
-	a, err := x.src.query()
+	a, err := src.Query()
 	if err != nil {
 		return res, err
 	}
-	defer a.close()
-	res.Query, res.Count = a.hdr.Query, a.hdr.Count
+	defer a.Close()
+	h := a.Header
+	res.Query, res.Count = h.Query, h.Count
 	res.QueryTime = time.Since(start)
+	full, err := x.full(h)
+	if err != nil {
+		return res, err
+	}
 
 	start = time.Now()
-	prefix := x.messagePrefix(a.hdr)
-	idBase := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00", x.cfg.Host, x.cfg.Mount, x.cfg.Consumer, a.hdr.Query)
+	prefix := x.messagePrefix(h, full)
+	idBase := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00", x.cfg.Host, x.cfg.Mount, x.cfg.Consumer, h.Query)
 	next := func() (*nats.Msg, error) {
-		entry, err := a.next()
+		entry, err := a.Next()
 		if entry == nil || err != nil {
 			return nil, err
 		}
 		m := nats.NewMsg(x.subject)
-		m.Data = a.message(prefix, entry)
+		m.Data = message(prefix, a.N()-1, entry)
 		m.Header.Set(jetstream.MsgIDHeader, msgID(idBase, entry))
 		// The stream must be ours: a message that another stream took
 		// would be acknowledged, but not where the readers look.
@@ -127,14 +137,14 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 	res.Duplicates, err = x.publishAll(ctx, next)
 	res.Publish = time.Since(start)
 	if err != nil {
-		return res, fmt.Errorf("query %d: nothing blessed: %w", a.hdr.Query, err)
+		return res, fmt.Errorf("query %d: nothing blessed: %w", h.Query, err)
 	}
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("query %d: nothing blessed: %w", a.hdr.Query, err)
+		return res, fmt.Errorf("query %d: nothing blessed: %w", h.Query, err)
 	}
 
 	start = time.Now()
-	if err := x.src.bless(a.hdr.Query); err != nil {
+	if err := src.Bless(h.Query, full, x.by); err != nil {
 		return res, err
 	}
 	res.BlessTime = time.Since(start)
@@ -142,13 +152,35 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
+// ErrForeignBless: the consumer's last bless was not the exporter's, and
+// the answer holds no path to carry the full flag to the readers.
+var ErrForeignBless = errors.New("the consumer's last bless was not this exporter's")
+
+// full says whether the readers must copy the whole tree for this
+// answer: it says so itself (a new or reset consumer, a lost index), or
+// the consumer's last bless was made by someone else (hsmfs bless, a
+// sync, another exporter), whose answer the readers never got. The
+// exporter's own blesses say x.by. An answer without paths cannot carry
+// the flag (no message goes out): it is not blessed, and the next answer
+// that holds a path goes out as full.
+func (x *Exporter) full(h hsmctl.Header) (bool, error) {
+	if h.Full || h.Blessed == 0 || h.BlessedBy == x.by {
+		return h.Full, nil
+	}
+	if h.Count == 0 {
+		return false, fmt.Errorf("query %d: nothing blessed: %w (query %d, by %q): its readers may lack what that bless discarded; "+
+			"the next answer that lists a path goes out as full", h.Query, ErrForeignBless, h.Blessed, h.BlessedBy)
+	}
+	return true, nil
+}
+
 // messagePrefix is the start of every message of one answer: the fields
 // the exporter adds, then (see answer.message) "index" and the entry's.
 // count and index let a reader tell when it holds a whole answer.
-func (x *Exporter) messagePrefix(h header) []byte {
+func (x *Exporter) messagePrefix(h hsmctl.Header, full bool) []byte {
 	str := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
-		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Count, h.Recovered, h.Full, h.Reset)
+		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Count, h.Recovered, full, h.Reset)
 }
 
 // Run runs a round every interval until ctx ends. A failed round is

@@ -27,6 +27,9 @@ type rsyncer struct {
 	dryRun    bool
 	stdout    io.Writer
 	stderr    io.Writer
+	// ticker, when set (stdout is not a terminal), gets rsync's progress
+	// and prints a line of it now and then (progress.go).
+	ticker *progressTicker
 }
 
 // stopGrace is how long rsync has to clean up after SIGTERM (remove its
@@ -58,7 +61,7 @@ type copyStats struct {
 func (r *rsyncer) copy(ctx context.Context, opts []string, src, dest string) (copyStats, error) {
 	args := append([]string{}, opts...)
 	args = append(args, "--info=stats2")
-	if r.progress && !r.dryRun {
+	if (r.progress || r.ticker != nil) && !r.dryRun {
 		args = append(args, "--info=progress2")
 	}
 	if r.dryRun {
@@ -72,6 +75,10 @@ func (r *rsyncer) copy(ctx context.Context, opts []string, src, dest string) (co
 	cmd := exec.CommandContext(ctx, r.prog, args...)
 	var st copyStats
 	out, errs := outFilter(r.stdout, &st), errFilter(r.stderr, &st)
+	if r.ticker != nil && !r.dryRun {
+		r.ticker.begin()
+		out.progress = r.ticker.line
+	}
 	cmd.Stdout, cmd.Stderr = out, errs
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = stopGrace
@@ -145,6 +152,9 @@ type lines struct {
 	ends    string
 	fn      func(line []byte)
 	partial []byte
+	// progress, if set, takes rsync's progress lines instead of the
+	// writer (outFilter).
+	progress func(line string)
 }
 
 func (l *lines) Write(p []byte) (int, error) {
@@ -177,7 +187,8 @@ func (l *lines) flush() {
 // as well as at \n, so that a progress line goes through as soon as
 // rsync redraws it.
 func outFilter(w io.Writer, st *copyStats) *lines {
-	return &lines{ends: "\r\n", fn: func(seg []byte) {
+	l := &lines{ends: "\r\n"}
+	l.fn = func(seg []byte) {
 		line := string(bytes.TrimRight(seg, "\r\n"))
 		if line == "" {
 			return // blank lines around the stats block
@@ -188,8 +199,13 @@ func outFilter(w io.Writer, st *copyStats) *lines {
 				return
 			}
 		}
+		if l.progress != nil && isProgress(line) {
+			l.progress(line)
+			return
+		}
 		w.Write(seg)
-	}}
+	}
+	return l
 }
 
 // statsPrefixes begin the lines of rsync's --info=stats2 block.

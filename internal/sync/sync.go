@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
 // Options are the command line of hsmfs sync.
@@ -47,12 +49,18 @@ type Round struct {
 // syncer runs rounds; what it learnt of DEST carries from one to the next.
 type syncer struct {
 	o         Options
-	ctl       Control
+	ctl       *hsmctl.Client
 	r         *rsyncer
 	src, dest string
 	forceFull bool // --full, until a full copy has succeeded
 	checkDest bool // look at DEST in the next round: the first, and after a failure
+	// by is what this DEST's blesses say: "sync DEST" (by).
+	by string
 }
+
+// ErrOtherDest: the consumer's last bless was made by hsmfs sync into
+// another DEST.
+var ErrOtherDest = errors.New("the consumer keeps another DEST")
 
 // Run syncs once, or with Every round after round until ctx ends (the
 // command line ends it on SIGINT and SIGTERM). One round: nil if it
@@ -75,16 +83,16 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func newSyncer(o Options) (*syncer, error) {
-	ctl, err := NewControl(o.Mountpoint, o.Consumer)
+	ctl, err := hsmctl.Open(o.Mountpoint, o.Consumer)
 	if err != nil {
 		return nil, err
 	}
 	if !isRemote(o.Dest) {
-		backing, err := ctl.backing()
+		st, _, err := ctl.Status()
 		if err != nil {
 			return nil, err
 		}
-		if err := checkOverlap(o.Dest, o.Mountpoint, backing); err != nil {
+		if err := checkOverlap(o.Dest, o.Mountpoint, st.Backing); err != nil {
 			return nil, err
 		}
 	}
@@ -94,8 +102,11 @@ func newSyncer(o Options) (*syncer, error) {
 	}
 	r := &rsyncer{prog: prog, rsh: o.Rsh, rsyncPath: o.RsyncPath, extra: o.Extra,
 		progress: o.Progress, dryRun: o.DryRun, stdout: o.Stdout, stderr: o.Stderr}
+	if !o.Progress && !o.DryRun {
+		r.ticker = &progressTicker{w: o.Stdout, first: progressFirst, every: progressEvery}
+	}
 	return &syncer{o: o, ctl: ctl, r: r, src: withSlash(o.Mountpoint), dest: withSlash(o.Dest),
-		forceFull: o.Full, checkDest: true}, nil
+		forceFull: o.Full, checkDest: true, by: blessedBy(o.Dest)}, nil
 }
 
 // loop runs a round every Every until ctx ends. A failed round is
@@ -114,7 +125,7 @@ func (s *syncer) loop(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			fmt.Fprintf(s.o.Stderr, "hsmfs sync: %v; next round in %v\n", err, s.o.Every)
+			fmt.Fprintf(s.o.Stderr, "%s hsmfs sync: %v; next round in %v\n", stamp(), err, s.o.Every)
 		} else {
 			s.report(rd)
 		}
@@ -143,7 +154,7 @@ func (s *syncer) round(ctx context.Context) (rd Round, err error) {
 		return rd, fmt.Errorf("answer list: %w", err)
 	}
 	defer os.Remove(list.Name())
-	ans, err := s.ctl.query(list)
+	ans, err := query(s.ctl, list)
 	if cerr := list.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("answer list: %w", cerr)
 	}
@@ -190,7 +201,7 @@ func (s *syncer) round(ctx context.Context) (rd Round, err error) {
 		return rd, nil
 	}
 	// The copy is complete: bless even if the signal came meanwhile.
-	if err := s.ctl.bless(ans.id); err != nil {
+	if err := s.ctl.Bless(ans.id, rd.Full != "", s.by); err != nil {
 		return fail(err)
 	}
 	s.forceFull, s.checkDest = false, false
@@ -213,33 +224,70 @@ func (s *syncer) removeLeftovers(id uint64, list string) {
 // fullReason says why this round must copy the whole tree, or "" if the
 // answer is enough. The answer lists what changed since the last bless,
 // so it completes only a DEST that was a copy at that bless: not one
-// that is missing, empty, or half-filled by a full copy that failed, and
-// not any DEST of a consumer that never blessed (a new journal's first
-// answer lists only what changed since the mount).
+// that is missing, empty, or half-filled by a full copy that failed; not
+// one whose consumer's last bless was made by someone else (hsmfs bless,
+// a plain bless in ctl, another program), whose copy DEST never got;
+// and not any DEST of a consumer that never blessed (a new journal's
+// first answer lists only what changed since the mount). A last bless
+// made by hsmfs sync into another DEST is refused instead, unless
+// --full: one consumer keeps one mirror, and two DESTs would take turns
+// at copying the whole tree.
 func (s *syncer) fullReason(ctx context.Context, ans answer) (string, error) {
+	other, otherSync := strings.CutPrefix(ans.blessedBy, syncPrefix)
+	otherSync = otherSync && ans.blessedBy != s.by && ans.blessed != 0 && !ans.full
 	switch {
 	case s.forceFull:
 		return "--full", nil
+	case otherSync:
+		return "", fmt.Errorf("%w: the consumer's last bless (query %d) was made by hsmfs sync into %s; "+
+			"one consumer keeps one mirror: give each DEST its own consumer (hsmfs consumer add MOUNTPOINT NAME, "+
+			"then hsmfs sync --consumer NAME), or run with --full to make this DEST the consumer's mirror",
+			ErrOtherDest, ans.blessed, other)
 	case ans.full:
 		return "the answer says full: a new consumer, one reset for lagging, or a mount that could not list what was removed around hsmfs", nil
 	case ans.blessed == 0:
 		return "no query was ever blessed", nil
-	case !s.checkDest:
-		return "", nil // the last round left DEST a mirror
 	}
-	state, err := s.r.probe(ctx, s.dest)
-	if err != nil {
-		return "", err
+	if s.checkDest {
+		state, err := s.r.probe(ctx, s.dest)
+		if err != nil {
+			return "", err
+		}
+		switch state {
+		case destMissing:
+			return "DEST does not exist", nil
+		case destEmpty:
+			return "DEST is empty", nil
+		case destIncomplete:
+			return "an earlier full copy into DEST did not complete", nil
+		}
 	}
-	switch state {
-	case destMissing:
-		return "DEST does not exist", nil
-	case destEmpty:
-		return "DEST is empty", nil
-	case destIncomplete:
-		return "an earlier full copy into DEST did not complete", nil
+	if ans.blessedBy != s.by {
+		who := "a bless that named no one (an older hsmfs sync, or bless written to ctl)"
+		if ans.blessedBy != "" {
+			who = ans.blessedBy
+		}
+		return fmt.Sprintf("the last bless (query %d) was not made by hsmfs sync into this DEST, but by %s", ans.blessed, who), nil
 	}
 	return "", nil
+}
+
+// syncPrefix begins what hsmfs sync's blesses say.
+const syncPrefix = "sync "
+
+// blessedBy is what the blesses of a sync into dest say: "sync DEST",
+// DEST made absolute with its symlinks resolved where it is local, so
+// that one directory is one DEST however it is spelt; a remote DEST is
+// taken as given (host:path).
+func blessedBy(dest string) string {
+	d := dest
+	if !isRemote(dest) {
+		d = resolve(dest)
+	}
+	if max := hsmctl.MaxBy - len(syncPrefix); len(d) > max {
+		d = "..." + d[len(d)-max+3:]
+	}
+	return syncPrefix + d
 }
 
 // fullCopy copies the whole tree into DEST with rsync -a -I --delete.
@@ -263,9 +311,13 @@ func (s *syncer) fullCopy(ctx context.Context) (copyStats, error) {
 	return st, s.r.removeMarker(ctx, s.dest)
 }
 
-// report prints the summary line of a round.
+// report prints the summary line of a round; with --every it begins
+// with the time.
 func (s *syncer) report(rd Round) {
 	w := bufio.NewWriter(s.o.Stdout)
+	if s.o.Every > 0 {
+		fmt.Fprintf(w, "%s ", stamp())
+	}
 	fmt.Fprintf(w, "query %d", rd.Query)
 	if rd.Full != "" {
 		fmt.Fprintf(w, ", full copy (%s)", rd.Full)
@@ -274,9 +326,20 @@ func (s *syncer) report(rd Round) {
 	if s.o.DryRun {
 		verb, end = "would be transferred", "dry run, nothing blessed"
 	}
-	fmt.Fprintf(w, ": %d paths, %d bytes %s, %.2fs, %s\n", rd.Paths, rd.Bytes, verb, rd.Elapsed.Seconds(), end)
+	fmt.Fprintf(w, ": %s, %s %s, %.2fs, %s\n", plural(rd.Paths, "path"), plural(rd.Bytes, "byte"), verb, rd.Elapsed.Seconds(), end)
 	w.Flush()
 }
+
+// plural is "1 path", "2 paths".
+func plural(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// stamp is the time at the head of a line of --every.
+func stamp() string { return time.Now().Format(time.RFC3339) }
 
 // isRemote reports whether rsync takes dest as remote: a colon before
 // any slash (host:path, host::module), or an rsync:// URL.

@@ -1,13 +1,24 @@
 package sync
 
 import (
+	"io"
+
 	"bytes"
-	"errors"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// listOf writes the list of an answer's text.
+func listOf(text string, list io.Writer) (answer, error) {
+	a, err := hsmctl.ReadAnswer(strings.NewReader(text))
+	if err != nil {
+		return answer{}, err
+	}
+	return writeList(a, list)
+}
 
 // TestWriteList: the list given to rsync holds every path of the answer,
 // NUL-terminated, names with a newline and non-UTF-8 names included, but
@@ -25,7 +36,7 @@ func TestWriteList(t *testing.T) {
 {"path":"l/z","type":"gone","ops":["unlink"],"period":4}
 `
 	var list bytes.Buffer
-	ans, err := writeList(strings.NewReader(answer), &list)
+	ans, err := listOf(answer, &list)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,13 +57,13 @@ func TestWriteListRejects(t *testing.T) {
 		"bad line":     `{"blessed":3,"count":1,"query":5}` + "\n" + `{"path":` + "\n",
 		"bad base64":   `{"blessed":3,"count":1,"query":5}` + "\n" + `{"path":"?","path_b64":"!!"}` + "\n",
 	} {
-		if ans, err := writeList(strings.NewReader(answer), &bytes.Buffer{}); err == nil {
+		if ans, err := listOf(answer, &bytes.Buffer{}); err == nil {
 			t.Errorf("%s: accepted, %+v", name, ans)
 		}
 	}
 	// The root itself is "." for rsync.
 	var list bytes.Buffer
-	if _, err := writeList(strings.NewReader(`{"count":1,"query":1}`+"\n"+`{"path":"","type":"dir"}`+"\n"), &list); err != nil || list.String() != ".\x00" {
+	if _, err := listOf(`{"count":1,"query":1}`+"\n"+`{"path":"","type":"dir"}`+"\n", &list); err != nil || list.String() != ".\x00" {
 		t.Errorf("the root: %q, %v", list.String(), err)
 	}
 }
@@ -152,20 +163,6 @@ func TestCheckOverlap(t *testing.T) {
 		if err := checkOverlap(dest, mnt, backing); err != nil {
 			t.Errorf("DEST %s: %v", dest, err)
 		}
-	}
-}
-
-func TestCheckConsumer(t *testing.T) {
-	for _, ok := range []string{"", "default"} {
-		if err := CheckConsumer(ok); err != nil {
-			t.Errorf("consumer %q: %v", ok, err)
-		}
-	}
-	if err := CheckConsumer("backup"); err != nil {
-		t.Errorf("consumer backup: %v", err)
-	}
-	if err := CheckConsumer("a/b"); !errors.Is(err, ErrBadConsumer) {
-		t.Errorf("consumer a/b: %v", err)
 	}
 }
 

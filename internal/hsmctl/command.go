@@ -1,0 +1,181 @@
+package hsmctl
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// The commands that ctl takes, one per write:
+//
+//	checkpoint                    start a new period
+//	bless [ID] [full] [by WHO]    bless query ID (default: the latest)
+//	consumer add NAME             register a named consumer
+//	consumer rm NAME              forget a named consumer
+//
+// "full" says that the consumer copied the whole tree: the first bless
+// of an answer that says full must carry it, so that a consumer that
+// cannot see the header (a reader of the plain answer) cannot end the
+// requirement without the copy. "by WHO" names who blessed (hsmfs sync
+// into which DEST, an exporter, ...): the answers' header and status
+// show it, so that a program keeping a copy notices a bless that it did
+// not make. WHO is the rest of the line. A consumer's own ctl takes only
+// bless.
+
+// Verb is what a command does.
+type Verb int
+
+const (
+	VerbCheckpoint Verb = iota + 1
+	VerbBless
+	VerbConsumerAdd
+	VerbConsumerRemove
+)
+
+// Command is one command written to ctl.
+type Command struct {
+	Verb Verb
+	// Bless: the query to bless (0: the latest), whether the consumer
+	// copied the whole tree, and who blessed.
+	ID   uint64
+	Full bool
+	By   string
+	// Name is the consumer of consumer add and rm.
+	Name string
+}
+
+// MaxBy is the longest WHO of "bless ... by WHO", in bytes.
+const MaxBy = 512
+
+// ErrBadCommand is wrapped by every error of ParseCommand.
+var ErrBadCommand = errors.New("bad command")
+
+// Usage is what the mount's ctl says of the commands.
+const Usage = `hsmfs control file. Write one command:
+  checkpoint          start a new period
+  bless               bless the latest query
+  bless ID            bless query ID: discard the records of every period before ID
+  bless ID full       the same, after copying the whole tree (required once
+                      an answer said full: a new consumer, a reset, a lost index)
+  ... by WHO          (after any bless) record who blessed: status shows it
+  consumer add NAME   register a named consumer (.hsm/consumers/NAME/)
+  consumer rm NAME    forget a named consumer
+`
+
+// ConsumerUsage is what a named consumer's ctl says.
+const ConsumerUsage = `hsmfs control file of one consumer. Write one command:
+  bless               bless this consumer's latest query
+  bless ID            bless this consumer's query ID
+  bless ID full       the same, after copying the whole tree (required once
+                      an answer said full)
+  ... by WHO          (after any bless) record who blessed
+`
+
+// ParseCommand parses what was written to ctl: exactly one command, with
+// or without its newline. Its errors say what is wrong, for the reader
+// of ctl.
+func ParseCommand(text string) (Command, error) {
+	line := strings.TrimSuffix(text, "\n")
+	if strings.ContainsAny(line, "\n\x00") || strings.TrimSpace(line) == "" {
+		return Command{}, fmt.Errorf("%w: malformed command %q: write exactly one command", ErrBadCommand, text)
+	}
+	head, by, hasBy := cutWord(line, "by")
+	f := strings.Fields(head)
+	bad := func(why string) (Command, error) {
+		return Command{}, fmt.Errorf("%w: %q: %s", ErrBadCommand, line, why)
+	}
+	switch {
+	case f[0] == "checkpoint" && len(f) == 1 && !hasBy:
+		return Command{Verb: VerbCheckpoint}, nil
+	case f[0] == "consumer" && len(f) == 3 && !hasBy && (f[1] == "add" || f[1] == "rm"):
+		v := VerbConsumerAdd
+		if f[1] == "rm" {
+			v = VerbConsumerRemove
+		}
+		return Command{Verb: v, Name: f[2]}, nil
+	case f[0] != "bless":
+		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME)")
+	}
+	c := Command{Verb: VerbBless}
+	rest := f[1:]
+	if len(rest) > 0 && rest[0] != "full" {
+		id, err := strconv.ParseUint(rest[0], 10, 64)
+		if err != nil || id == 0 {
+			return bad("bless takes a query id, a positive number")
+		}
+		c.ID, rest = id, rest[1:]
+	}
+	if len(rest) > 0 && rest[0] == "full" {
+		c.Full, rest = true, rest[1:]
+	}
+	if len(rest) > 0 {
+		return bad("bless takes [ID] [full] [by WHO]")
+	}
+	if hasBy {
+		c.By = strings.TrimSpace(by)
+		if err := checkBy(c.By); err != nil {
+			return bad(err.Error())
+		}
+	}
+	return c, nil
+}
+
+// cutWord cuts line before the first field that is word: what comes
+// before, and the rest of the line after it.
+func cutWord(line, word string) (head, rest string, found bool) {
+	blank := func(b byte) bool { return b == ' ' || b == '\t' }
+	for i := 0; i < len(line); {
+		for i < len(line) && blank(line[i]) {
+			i++
+		}
+		j := i
+		for j < len(line) && !blank(line[j]) {
+			j++
+		}
+		if j > i && line[i:j] == word {
+			return line[:i], line[j:], true
+		}
+		i = j
+	}
+	return line, "", false
+}
+
+func checkBy(by string) error {
+	switch {
+	case by == "":
+		return errors.New("by takes who blessed")
+	case len(by) > MaxBy:
+		return fmt.Errorf("who blessed is longer than %d bytes", MaxBy)
+	}
+	for _, r := range by {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return errors.New("who blessed holds a control character")
+		}
+	}
+	return nil
+}
+
+// String is the command as it is written to ctl, without the newline.
+func (c Command) String() string {
+	switch c.Verb {
+	case VerbCheckpoint:
+		return "checkpoint"
+	case VerbConsumerAdd:
+		return "consumer add " + c.Name
+	case VerbConsumerRemove:
+		return "consumer rm " + c.Name
+	}
+	s := "bless"
+	if c.ID != 0 {
+		s += " " + strconv.FormatUint(c.ID, 10)
+	}
+	if c.Full {
+		s += " full"
+	}
+	if c.By != "" {
+		s += " by " + c.By
+	}
+	return s
+}

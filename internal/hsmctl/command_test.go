@@ -1,0 +1,116 @@
+package hsmctl
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Every command parses back from its String, and what ctl is given is
+// read as the grammar says.
+func TestParseCommand(t *testing.T) {
+	for text, want := range map[string]Command{
+		"checkpoint":                          {Verb: VerbCheckpoint},
+		"checkpoint\n":                        {Verb: VerbCheckpoint},
+		"bless":                               {Verb: VerbBless},
+		"bless 7\n":                           {Verb: VerbBless, ID: 7},
+		"bless 7 full":                        {Verb: VerbBless, ID: 7, Full: true},
+		"bless full":                          {Verb: VerbBless, Full: true},
+		"bless 7 by sync 1a2b /mirror":        {Verb: VerbBless, ID: 7, By: "sync 1a2b /mirror"},
+		"bless 7 full by sync 1a2b /my by x":  {Verb: VerbBless, ID: 7, Full: true, By: "sync 1a2b /my by x"},
+		"  bless   9  ":                       {Verb: VerbBless, ID: 9},
+		"consumer add backup":                 {Verb: VerbConsumerAdd, Name: "backup"},
+		"consumer rm backup\n":                {Verb: VerbConsumerRemove, Name: "backup"},
+		"bless 3 by hsmfs bless by root":      {Verb: VerbBless, ID: 3, By: "hsmfs bless by root"},
+		"bless 12 full by export S hsmfs.h.m": {Verb: VerbBless, ID: 12, Full: true, By: "export S hsmfs.h.m"},
+	} {
+		got, err := ParseCommand(text)
+		if err != nil || got != want {
+			t.Errorf("ParseCommand(%q) = %+v, %v; want %+v", text, got, err, want)
+			continue
+		}
+		again, err := ParseCommand(got.String())
+		if err != nil || again != got {
+			t.Errorf("ParseCommand(%q) = %+v, %v; want %+v", got.String(), again, err, got)
+		}
+	}
+}
+
+func TestParseCommandRefuses(t *testing.T) {
+	for _, text := range []string{
+		"", "\n", "bless\nbless", "frob", "bless 0", "bless -1", "bless x", "bless 7 7",
+		"bless 7 fully", "bless full 7", "bless 7 by", "bless 7 by  ", "checkpoint 3", "checkpoint by x",
+		"consumer add", "consumer add a b", "consumer list x", "bless 7 by a\x00b",
+		"bless 7 by " + strings.Repeat("x", MaxBy+1), "bless 7 by a\tb\x7f",
+	} {
+		if c, err := ParseCommand(text); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("ParseCommand(%q) = %+v, %v; want ErrBadCommand", text, c, err)
+		}
+	}
+}
+
+func TestCheckConsumer(t *testing.T) {
+	for _, ok := range []string{"", "default", "backup", "a.b_c-d"} {
+		if err := CheckConsumer(ok); err != nil {
+			t.Errorf("consumer %q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{".", "..", "a/b", "a\x00"} {
+		if err := CheckConsumer(bad); !errors.Is(err, ErrBadConsumer) {
+			t.Errorf("consumer %q: %v, want ErrBadConsumer", bad, err)
+		}
+	}
+}
+
+// An answer is read header first, then entry by entry; one that is
+// short of its count, or longer, is an error, so that it is never
+// blessed.
+func TestReadAnswer(t *testing.T) {
+	good := `{"query":5,"blessed":3,"blessed_by":"sync a /m","count":2,"full":true}` + "\n" +
+		`{"path":"a","type":"file"}` + "\n" + `{"path":"?","path_b64":"/w==","type":"gone"}` + "\n"
+	a, err := ReadAnswer(strings.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := a.Header; h.Query != 5 || h.Blessed != 3 || h.BlessedBy != "sync a /m" || !h.Full || h.Count != 2 {
+		t.Errorf("header %+v", h)
+	}
+	var paths []string
+	for {
+		line, err := a.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == nil {
+			break
+		}
+		e, err := DecodeEntry(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, e.Path)
+	}
+	if strings.Join(paths, ",") != "a,\xff" {
+		t.Errorf("paths %q", paths)
+	}
+	for name, text := range map[string]string{
+		"empty":     "",
+		"no query":  `{"count":0}` + "\n",
+		"short":     `{"query":1,"count":2}` + "\n" + `{"path":"a"}` + "\n",
+		"long":      `{"query":1,"count":0}` + "\n" + `{"path":"a"}` + "\n",
+		"not json":  `{"query":1,"count":1}` + "\n" + `path a` + "\n",
+		"unended":   `{"query":1,"count":1}` + "\n" + `{"path":"a"}`,
+		"bad first": "query 1\n",
+	} {
+		a, err := ReadAnswer(strings.NewReader(text))
+		for err == nil {
+			var line []byte
+			if line, err = a.Next(); line == nil && err == nil {
+				break
+			}
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
