@@ -11,9 +11,9 @@ import (
 // checked of those known.
 func TestDescribeProgress(t *testing.T) {
 	for line, want := range map[string]string{
-		"    123,459 100%  117.74MB/s    0:00:00 (xfr#2, to-chk=5/30)": "123459 bytes, 2 files transferred, 25 of 30 paths checked (117.74MB/s)",
+		"    123,459 100%  117.74MB/s    0:00:00 (xfr#2, to-chk=5/30)":          "123459 bytes, 2 files transferred, 25 of 30 paths checked (117.74MB/s)",
 		"  1,073,741,824  43%   51.20MB/s    0:00:21 (xfr#1, ir-chk=1000/1650)": "1073741824 bytes, 1 file transferred, 650 of 1650 paths checked (51.20MB/s)",
-		"          1   0%    0.00kB/s    0:00:00":                              "1 byte (0.00kB/s)",
+		"          1   0%    0.00kB/s    0:00:00":                               "1 byte (0.00kB/s)",
 	} {
 		if !isProgress(line) {
 			t.Errorf("%q is not taken for progress", line)
