@@ -80,8 +80,10 @@ posixtest: deps
 # 20,000 operations x 2 rounds, answers within 4 x (entries +
 # operations), and an exact copy by rsync every round (make test runs
 # 4 x 2,000 x 3).
+# The deep storm (directories moved beneath any directory, trees 30 and
+# more levels deep) runs 4 x 2,500 operations x 2 rounds.
 stormtest: deps
-	HSMFS_STORM_OPS=20000 HSMFS_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 30m -run 'TestRenameStorm' -v ./e2e/
+	HSMFS_STORM_OPS=20000 HSMFS_STORM_DEEP_OPS=2500 HSMFS_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 60m -run 'TestRenameStorm' -v ./e2e/
 
 bench: deps build
 	@bash scripts/bench.sh

@@ -31,7 +31,7 @@ func TestOutsideAfterStorm(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "dest")
 	must(t, os.Mkdir(dest, 0o755))
 	for round := 1; round <= 2; round++ {
-		runStormWriters(t, mn, seed, round, writers, ops)
+		runStormWriters(t, mn, "shallow", seed, round, writers, ops)
 		waitClosed(t, mn)
 		copyAndBless(t, mn, dest)
 	}

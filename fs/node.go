@@ -210,9 +210,7 @@ const DaemonUmask = 0o077
 // the caller's own umask to mode already. A parent with a default ACL
 // decides the bits itself (no umask applies then), and is left alone.
 // With fd >= 0 the entry is that open file; else it is dirfd/name, and
-// keeps the setgid bit that a setgid parent gave it. The kernel holds
-// the parent directory's lock for the whole operation, so the name is
-// still the entry just made.
+// keeps the setgid bit that a setgid parent gave it (chmodNew).
 func (r *Root) restoreMode(dirfd int, name string, fd int, mode uint32) error {
 	if mode&DaemonUmask == 0 || r.hasDefaultACL(dirfd) {
 		return nil
@@ -220,14 +218,37 @@ func (r *Root) restoreMode(dirfd int, name string, fd int, mode uint32) error {
 	if fd >= 0 {
 		return unix.Fchmod(fd, mode&0o7777)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	return chmodNew(dirfd, name, mode&unix.S_IFMT, r.euid, func(st *unix.Stat_t) uint32 {
+		return st.Mode&0o7000 | mode&0o777
+	})
+}
+
+// chmodNew sets the mode of the entry dirfd/name that was just made,
+// through a descriptor opened without following a symlink, and only if
+// it is still that entry as far as can be told: of type typ and owned
+// by owner. Through the mount the kernel holds the parent's lock, so
+// nothing can swap the entry; around it (outside writers, descriptors
+// that an in-place mount did not cover) a symlink or someone else's
+// entry swapped in is left alone rather than chmod'ed by the daemon.
+func chmodNew(dirfd int, name string, typ, owner uint32, mode func(st *unix.Stat_t) uint32) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return err
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return nil
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
 	}
-	return unix.Fchmodat(dirfd, name, st.Mode&0o7000|mode&0o777, 0)
+	if typ == 0 {
+		typ = unix.S_IFREG // mknod without a type makes a regular file
+	}
+	if st.Mode&unix.S_IFMT != typ || st.Uid != owner {
+		return fmt.Errorf("%s changed before its mode was set: %w", name, unix.ESTALE)
+	}
+	// An O_PATH descriptor takes no fchmod; its /proc link names the
+	// inode itself.
+	return unix.Fchmodat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), mode(&st), 0)
 }
 
 // hasDefaultACL reports whether directory dirfd (O_PATH) has a default
@@ -279,6 +300,6 @@ func (r *Root) giveToCaller(ctx context.Context, dirfd int, name string, mode ui
 		return
 	}
 	if t := mode & unix.S_IFMT; mode&(unix.S_ISUID|unix.S_ISGID) != 0 && t != unix.S_IFDIR && t != unix.S_IFLNK {
-		unix.Fchmodat(dirfd, name, mode&07777, 0)
+		chmodNew(dirfd, name, t, uint32(uid), func(*unix.Stat_t) uint32 { return mode & 0o7777 })
 	}
 }

@@ -119,13 +119,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	// O_EXCL first, so that only a file made here gets its mode back
-	// (restoreMode); one that appeared meanwhile is opened as it is.
-	fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
-	made := err == nil
-	if errors.Is(err, unix.EEXIST) && flags&unix.O_EXCL == 0 {
-		fd, err = unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	}
+	fd, made, err := createAt(dirfd, name, int(flags), mode)
 	if err != nil {
 		return fail(toErrno(err))
 	}
@@ -148,6 +142,24 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, id)
 	child.Store(ch)
 	return ch, newFile(fd, flags, h, n.r, pathFn), 0, 0
+}
+
+// createAt makes the file name in dirfd with O_EXCL, so that only a file
+// made here gets its mode back (restoreMode) and is given to the caller;
+// one that appeared meanwhile (made around the mount) is opened as it is,
+// unless the caller asked for O_EXCL. made says which. A file that is
+// gone again between the two is made after all.
+func createAt(dirfd int, name string, flags int, mode uint32) (fd int, made bool, err error) {
+	for try := 0; ; try++ {
+		fd, err = unix.Openat(dirfd, name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+		if err == nil || !errors.Is(err, unix.EEXIST) || flags&unix.O_EXCL != 0 {
+			return fd, err == nil, err
+		}
+		fd, err = unix.Openat(dirfd, name, flags&^unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, unix.ENOENT) || try == 3 {
+			return fd, false, err
+		}
+	}
 }
 
 // Tmpfile is refused: an O_TMPFILE file has no name to record until it is

@@ -131,6 +131,11 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}
+	// Who may write the directory is checked before anything in it is
+	// opened: a lock file planted by another user must not be written.
+	if err := checkPrivate(dir); err != nil {
+		return nil, err
+	}
 	if j.lock, err = lockDir(dir); err != nil {
 		return nil, err
 	}
@@ -158,11 +163,19 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 // lockDir takes the exclusive flock that makes a journal single-mount.
 // The pid written into the file only serves the error message of the
 // next one who tries.
+//
+// The file is opened without following a symlink, and must be a regular
+// file of the daemon's user: the pid is written into it, and a link
+// planted there must not lead that write elsewhere.
 func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, lockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("journal: open lock file: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || !ownedByUs(fi) {
+		f.Close()
+		return nil, fmt.Errorf("journal %s: %w: %s is not a regular file of uid %d", dir, ErrNotPrivate, path, os.Geteuid())
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()

@@ -521,3 +521,26 @@ func TestOpenMakesPrivate(t *testing.T) {
 		}
 	}
 }
+
+// A lock file planted as a symlink is never followed: its target is not
+// written.
+func TestLockFileSymlinkRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "j")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, lockName)); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := Open(dir, "/backing", Options{}); err == nil {
+		j.Close()
+		t.Fatal("a journal whose lock file is a symlink opened")
+	}
+	if data, _ := os.ReadFile(target); string(data) != "keep me\n" {
+		t.Errorf("the symlink's target was written: %q", data)
+	}
+}

@@ -13,15 +13,12 @@ import (
 // rewrite the record of what changed.
 var ErrNotPrivate = errors.New("the journal directory is not private")
 
-// makePrivate keeps the journal to the daemon's user. The daemon runs
-// with umask 077, so what badger creates is 0600 and 0700; a directory
-// made beforehand, or a journal of an older hsmfs, may be more open:
-//   - a directory that group or others may write, or that another user
-//     owns, is refused: anyone who can write there could rewrite the
-//     record, and chmod would not undo what they may have done;
-//   - a directory that others may read or enter is made 0700, and every
-//     file in it 0600 (saying so in the log).
-func makePrivate(dir string, log *slog.Logger) error {
+// checkPrivate refuses a journal directory that another user could
+// write, and so rewrite the record of what changed: one that group or
+// others may write, or that another user owns. chmod would not undo what
+// they may have done. It runs before anything in the directory is
+// opened.
+func checkPrivate(dir string) error {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", dir, err)
@@ -35,6 +32,20 @@ func makePrivate(dir string, log *slog.Logger) error {
 		return fmt.Errorf("journal %s: %w: its mode %04o lets other users write it, and so rewrite the record of what changed; "+
 			"chmod 700 %s (hsmfs makes its own journal directories 0700)", dir, ErrNotPrivate, st.Mode().Perm(), dir)
 	}
+	return nil
+}
+
+// makePrivate keeps the journal to the daemon's user. The daemon runs
+// with umask 077, so what badger creates is 0600 and 0700; a directory
+// made beforehand (mkdir -m755), or a journal of an older hsmfs, may be
+// more open to reading: the directory is made 0700, and every file in it
+// 0600 (saying so in the log). checkPrivate has refused what others may
+// write.
+func makePrivate(dir string, log *slog.Logger) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("journal %s: %w", dir, err)
+	}
 	if st.Mode().Perm() != 0o700 {
 		if err := os.Chmod(dir, 0o700); err != nil {
 			return fmt.Errorf("journal %s: make it private: %w", dir, err)
@@ -42,6 +53,12 @@ func makePrivate(dir string, log *slog.Logger) error {
 		log.Warn("journal directory made private", "was", fmt.Sprintf("%04o", st.Mode().Perm()), "now", "0700")
 	}
 	return privateFiles(dir, log)
+}
+
+// ownedByUs reports whether fi belongs to the process's effective user.
+func ownedByUs(fi os.FileInfo) bool {
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || int(sys.Uid) == os.Geteuid()
 }
 
 // privateFiles makes every file of dir 0600.

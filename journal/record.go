@@ -12,7 +12,6 @@ import (
 // ErrDamaged rather than guessing.
 const (
 	recordVersion = 1
-	stateVersion  = 1
 	// formatVersion is the version of the journal as a whole (key schema
 	// and metadata), stored under metaKey(metaFormat).
 	formatVersion = 1

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -38,6 +39,9 @@ failed, 2 bad command line.
 `
 
 func runJournal(args []string) error {
+	// What badger may write while a tool opens the journal is as private
+	// as what the daemon writes.
+	syscall.Umask(0o077)
 	var asJSON bool
 	fs := flag.NewFlagSet("journal", flag.ContinueOnError)
 	fs.BoolVar(&asJSON, "json", false, "")

@@ -29,7 +29,7 @@ Usage:
   hsmfs BACKING MOUNTPOINT -o OPTIONS   (mount(8), fstab type fuse.hsmfs)
   hsmfs umount MOUNTPOINT
   hsmfs changes [--consumer NAME] [--json | -0] MOUNTPOINT
-  hsmfs bless [--consumer NAME] [--full] [ID] MOUNTPOINT
+  hsmfs bless [--consumer NAME] [--full] [--by WHO] [ID] MOUNTPOINT
   hsmfs consumer add|rm MOUNTPOINT NAME | list [--json] MOUNTPOINT
   hsmfs checkpoint MOUNTPOINT
   hsmfs status [--json] MOUNTPOINT

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -170,7 +171,7 @@ func runMount(args []string) error {
 	// Descriptors that the caller left open (a shell's 5>&1, exec 7<f)
 	// must not live on in the daemon: a pipe would never see its end,
 	// and a file beneath an in-place mount would be held around it.
-	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	closeOnExec()
 	if err := prepareMountpoint(pos[0], pos[1]); err != nil { // mountpoint.go
 		return err
 	}
@@ -245,6 +246,24 @@ func realDir(p, what string) (string, error) {
 
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+string(filepath.Separator))
+}
+
+// closeOnExec marks every descriptor above 2 close-on-exec:
+// close_range(2) where the kernel has it (Linux 5.11), else each one that
+// /proc/self/fd lists.
+func closeOnExec() {
+	if unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
 }
 
 // warnNotEmpty says, as sshfs and rclone do, that what MOUNTPOINT holds

@@ -23,23 +23,23 @@ answer with rsync (rsync -a -I --from0 --files-from=LIST
 after the query began, so the next answer lists it). DEST is a local
 directory or host:path (over ssh, or what -e names).
 
-DEST keeps a record, DEST/.hsm, of the mirror it is, and each bless
-names it ("bless ID by sync RECORD DEST"), so that the next round knows
-whether the consumer's last bless was made for this DEST. The round
-copies the whole tree instead (rsync -a -I --delete --exclude=/.hsm)
-when --full is given, when the answer says full (a new named consumer,
-one reset for lagging, or a mount that could not list what was removed
-around hsmfs), when no query of the mount was ever blessed, when DEST
-does not exist or is empty, when an earlier full copy into DEST did not
-complete, or when the consumer's last bless was not made by hsmfs sync
-into this DEST (hsmfs bless, a plain bless in ctl, another program).
+Each bless says "by sync DEST", and the next answer's header names who
+made the consumer's last bless: that is how a round knows which answer
+it last copied into this DEST. The round copies the whole tree instead
+(rsync -a -I --delete --exclude=/.hsm) when --full is given, when the
+answer says full (a new named consumer, one reset for lagging, or a
+mount that could not list what was removed around hsmfs), when no query
+of the mount was ever blessed, when DEST does not exist or is empty,
+when an earlier full copy into DEST did not complete (DEST/.hsm marks
+it while one runs), or when the consumer's last bless was not made by
+hsmfs sync into this DEST (hsmfs bless, a bless written to ctl, another
+program, an older hsmfs sync). The full copy deletes from DEST what the
+mount does not hold.
 
-It refuses (exit 1, nothing blessed) a DEST that holds files but no
-record (a directory that hsmfs sync did not make, or an older one did:
-the full copy would delete what the mount does not hold), and a DEST
-whose consumer's last bless was made by hsmfs sync into another DEST
-(one consumer keeps one mirror: give each DEST its own with --consumer).
---full overrides both.
+One consumer keeps one mirror: when its last bless was made by hsmfs
+sync into another DEST, the round is refused (exit 1, nothing blessed).
+Give each DEST its own consumer (--consumer), or run with --full once to
+make this DEST the consumer's mirror.
 
 Options:
   --every DURATION   a round every DURATION (30s, 5m, ...) until SIGINT or

@@ -19,8 +19,11 @@ import (
 //     lie beneath the BACKING of a live hsmfs mount, nor lie within an
 //     hsmfs mount (whose view it would track a second time);
 //   - in the daemon, by inode: an exclusive flock on BACKING's root
-//     (fs.Backing.Lock), which no other path, bind mount or journal
-//     escapes, and which the kernel drops when a daemon dies.
+//     (fs.Backing.Lock), which no other path, bind mount or journal of
+//     that directory escapes, and which the kernel drops when a daemon
+//     dies. It covers the directory itself: a bind mount of a directory
+//     beneath a tracked BACKING (or above one) is refused only by the
+//     check by path, when its path shows the overlap.
 
 // sameTreeHint is what to do instead of a second tracker.
 const sameTreeHint = "one tracker per directory: to let more programs read its changes, give each a consumer of that mount (hsmfs consumer add MOUNTPOINT NAME)"

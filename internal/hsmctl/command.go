@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // The commands that ctl takes, one per write:
@@ -81,15 +82,14 @@ func ParseCommand(text string) (Command, error) {
 	if strings.ContainsAny(line, "\n\x00") || strings.TrimSpace(line) == "" {
 		return Command{}, fmt.Errorf("%w: malformed command %q: write exactly one command", ErrBadCommand, text)
 	}
-	head, by, hasBy := cutWord(line, "by")
-	f := strings.Fields(head)
+	f := strings.Fields(line)
 	bad := func(why string) (Command, error) {
 		return Command{}, fmt.Errorf("%w: %q: %s", ErrBadCommand, line, why)
 	}
 	switch {
-	case f[0] == "checkpoint" && len(f) == 1 && !hasBy:
+	case f[0] == "checkpoint" && len(f) == 1:
 		return Command{Verb: VerbCheckpoint}, nil
-	case f[0] == "consumer" && len(f) == 3 && !hasBy && (f[1] == "add" || f[1] == "rm"):
+	case f[0] == "consumer" && len(f) == 3 && (f[1] == "add" || f[1] == "rm"):
 		v := VerbConsumerAdd
 		if f[1] == "rm" {
 			v = VerbConsumerRemove
@@ -98,8 +98,9 @@ func ParseCommand(text string) (Command, error) {
 	case f[0] != "bless":
 		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME)")
 	}
+	head, by, hasBy := cutWord(line, "by")
 	c := Command{Verb: VerbBless}
-	rest := f[1:]
+	rest := strings.Fields(head)[1:]
 	if len(rest) > 0 && rest[0] != "full" {
 		id, err := strconv.ParseUint(rest[0], 10, 64)
 		if err != nil || id == 0 {
@@ -140,6 +141,32 @@ func cutWord(line, word string) (head, rest string, found bool) {
 		i = j
 	}
 	return line, "", false
+}
+
+// ShortBy makes s fit "by WHO": control characters become '?', invalid
+// UTF-8 is replaced (the answers' JSON header would replace it, and the
+// program that blessed would not recognise its own name), and a string
+// longer than MaxBy keeps its head and its tail around "...". The same s
+// always gives the same result.
+func ShortBy(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) <= MaxBy {
+		return s
+	}
+	head, tail := MaxBy/4, MaxBy-MaxBy/4-3
+	for head > 0 && !utf8.RuneStart(s[head]) {
+		head--
+	}
+	cut := len(s) - tail
+	for cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut++
+	}
+	return s[:head] + "..." + s[cut:]
 }
 
 func checkBy(by string) error {

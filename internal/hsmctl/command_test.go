@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Every command parses back from its String, and what ctl is given is
@@ -22,6 +23,8 @@ func TestParseCommand(t *testing.T) {
 		"consumer add backup":                 {Verb: VerbConsumerAdd, Name: "backup"},
 		"consumer rm backup\n":                {Verb: VerbConsumerRemove, Name: "backup"},
 		"bless 3 by hsmfs bless by root":      {Verb: VerbBless, ID: 3, By: "hsmfs bless by root"},
+		"consumer add by":                     {Verb: VerbConsumerAdd, Name: "by"},
+		"consumer rm by":                      {Verb: VerbConsumerRemove, Name: "by"},
 		"bless 12 full by export S hsmfs.h.m": {Verb: VerbBless, ID: 12, Full: true, By: "export S hsmfs.h.m"},
 	} {
 		got, err := ParseCommand(text)
@@ -112,5 +115,21 @@ func TestReadAnswer(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// ShortBy gives what "by WHO" takes: valid UTF-8, no control character,
+// at most MaxBy bytes, the same for the same input.
+func TestShortBy(t *testing.T) {
+	long := "sync /" + strings.Repeat("é", 400) + "/end"
+	for _, in := range []string{"sync /mirror", "sync /bad\xffname", "sync /new\nline", long} {
+		out := ShortBy(in)
+		c, err := ParseCommand("bless 3 by " + out)
+		if err != nil || c.By != out || !utf8.ValidString(out) || len(out) > MaxBy || ShortBy(in) != out {
+			t.Errorf("ShortBy(%q) = %q (%d bytes): %+v, %v", in, out, len(out), c, err)
+		}
+	}
+	if got := ShortBy(long); !strings.HasPrefix(got, "sync /") || !strings.HasSuffix(got, "/end") {
+		t.Errorf("ShortBy of a long name lost its head or tail: %q", got)
 	}
 }

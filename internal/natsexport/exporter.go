@@ -50,7 +50,7 @@ func New(ctx context.Context, cfg Config, warn io.Writer) (*Exporter, error) {
 		return nil, err
 	}
 	x := &Exporter{cfg: c, subject: Subject(c.SubjectPrefix, c.Host, c.Mount, c.Consumer)}
-	x.by = "export " + c.Stream + " " + x.subject
+	x.by = hsmctl.ShortBy("export " + c.Stream + " " + x.subject)
 	if _, err := hsmctl.Open(c.Mount, c.Consumer); err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func (x *Exporter) full(h hsmctl.Header) (bool, error) {
 }
 
 // messagePrefix is the start of every message of one answer: the fields
-// the exporter adds, then (see answer.message) "index" and the entry's.
+// the exporter adds, then (see message) "index" and the entry's.
 // count and index let a reader tell when it holds a whole answer.
 func (x *Exporter) messagePrefix(h hsmctl.Header, full bool) []byte {
 	str := func(s string) string { b, _ := json.Marshal(s); return string(b) }

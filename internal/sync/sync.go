@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -234,7 +235,7 @@ func (s *syncer) removeLeftovers(id uint64, list string) {
 // at copying the whole tree.
 func (s *syncer) fullReason(ctx context.Context, ans answer) (string, error) {
 	other, otherSync := strings.CutPrefix(ans.blessedBy, syncPrefix)
-	otherSync = otherSync && ans.blessedBy != s.by && ans.blessed != 0 && !ans.full
+	otherSync = otherSync && ans.blessedBy != s.by && ans.blessed != 0
 	switch {
 	case s.forceFull:
 		return "--full", nil
@@ -278,16 +279,16 @@ const syncPrefix = "sync "
 // blessedBy is what the blesses of a sync into dest say: "sync DEST",
 // DEST made absolute with its symlinks resolved where it is local, so
 // that one directory is one DEST however it is spelt; a remote DEST is
-// taken as given (host:path).
+// host:path with the path cleaned (host:dir and host:dir/ are one). It
+// is made to fit "by WHO" (hsmctl.ShortBy), always the same way.
 func blessedBy(dest string) string {
 	d := dest
 	if !isRemote(dest) {
 		d = resolve(dest)
+	} else if host, p, _ := strings.Cut(dest, ":"); p != "" && !strings.HasPrefix(p, ":") {
+		d = host + ":" + path.Clean(p)
 	}
-	if max := hsmctl.MaxBy - len(syncPrefix); len(d) > max {
-		d = "..." + d[len(d)-max+3:]
-	}
-	return syncPrefix + d
+	return hsmctl.ShortBy(syncPrefix + d)
 }
 
 // fullCopy copies the whole tree into DEST with rsync -a -I --delete.

@@ -173,3 +173,27 @@ func TestLeadingNumber(t *testing.T) {
 		}
 	}
 }
+
+// One DEST is one name in "by sync DEST", however it is spelt.
+func TestBlessedBy(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, same := range [][2]string{
+		{real, real + "/"}, {real, link}, {real, link + "/"}, {real, filepath.Join(base, "x", "..", "real")},
+		{"host:dir", "host:dir/"}, {"host:/srv/m", "host:/srv//m/"},
+	} {
+		if a, b := blessedBy(same[0]), blessedBy(same[1]); a != b {
+			t.Errorf("%q and %q bless as %q and %q", same[0], same[1], a, b)
+		}
+	}
+	if a, b := blessedBy("host:a"), blessedBy("other:a"); a == b {
+		t.Errorf("two hosts bless alike: %q", a)
+	}
+}
