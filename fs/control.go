@@ -49,9 +49,10 @@ var ctlFiles = []struct {
 
 // ctlState is shared by the control nodes.
 type ctlState struct {
-	r    *Root
-	dir  *gofs.Inode
-	info func(*hsmctl.Status) // pid, backing, mountpoint, journal, ...
+	r         *Root
+	dir       *gofs.Inode
+	consumers *gofs.Inode          // .hsm/consumers
+	info      func(*hsmctl.Status) // pid, backing, mountpoint, journal, ...
 	// header adds fields to the header of changes.json (the outside
 	// check at mount).
 	header func() map[string]any
@@ -77,9 +78,9 @@ func (c *ctlState) build(ctx context.Context, root *gofs.Inode) {
 		ch := c.dir.NewPersistentInode(ctx, n, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ctlInoBase + 1 + uint64(i)})
 		c.dir.AddChild(f.name, ch, false)
 	}
-	cd := c.dir.NewPersistentInode(ctx, &consumersDir{ctlDir: ctlDir{c: c}},
+	c.consumers = c.dir.NewPersistentInode(ctx, &consumersDir{ctlDir: ctlDir{c: c}},
 		gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: ctlInoBase + 1 + uint64(len(ctlFiles))})
-	c.dir.AddChild("consumers", cd, false)
+	c.dir.AddChild("consumers", c.consumers, false)
 }
 
 func (c *ctlState) lookupDir(ctx context.Context, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -381,6 +382,7 @@ func (c *ctlState) consumerCommand(cmd hsmctl.Command) error {
 		c.setErr("%v", err)
 		return err
 	}
+	invalidateEntry(c.consumers, cmd.Name) // the kernel may hold NAME, or its absence (cache.go)
 	c.r.log.Info("consumer "+verb, "consumer", cmd.Name)
 	return nil
 }

@@ -64,6 +64,9 @@ func (n *Node) Ioctl(ctx context.Context, f gofs.FileHandle, cmd uint32, arg uin
 	if e != 0 {
 		return 0, e
 	}
+	if modifies {
+		invalidateAttrs(&n.Inode) // its ctime changed (cache.go)
+	}
 	copy(output, buf[:])
 	return 0, 0
 }

@@ -34,8 +34,12 @@ type Config struct {
 	// NoPassthrough keeps file I/O in hsmfs instead of handing it to
 	// the kernel (slower; for comparison and debugging).
 	NoPassthrough bool
-	Debug         bool
-	Log           *slog.Logger
+	// CacheTimeout is how long the kernel keeps entries, attributes and
+	// missing names (0: one second). What hsmfs changes behind the
+	// kernel's back it invalidates (cache.go).
+	CacheTimeout time.Duration
+	Debug        bool
+	Log          *slog.Logger
 	// NameAdded, if set, hears of every name made in BACKING through the
 	// mount (or made another inode, by a rename), once it exists: the
 	// directory's inode, the name, its inode (internal/outside keeps
@@ -108,11 +112,16 @@ func Mount(cfg Config) (*Server, error) {
 	})
 
 	// hsmfs is the only writer to BACKING (changes made beside it are a
-	// documented limit), so the kernel may cache entries and attributes.
-	timeout := time.Second
+	// documented limit), so the kernel may cache entries, attributes and
+	// missing names; cache.go invalidates what changes behind its back.
+	timeout := cfg.CacheTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
 	opts := &gofs.Options{
-		EntryTimeout: &timeout,
-		AttrTimeout:  &timeout,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
 		MountOptions: fuse.MountOptions{
 			FsName:      cfg.Backing.path,
 			Name:        "hsmfs",

@@ -140,13 +140,14 @@ func (n *Node) withXattrPath(check bool, do func(p string, fd int) error) syscal
 }
 
 // OpendirHandle opens the directory beneath the root fd. Its ioctls go to
-// Node.Ioctl (ioctl.go), never straight to the backing fd.
+// Node.Ioctl (ioctl.go), never straight to the backing fd. The kernel
+// may keep the listing until the directory changes (cache.go).
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ds, errno := n.Readdir(ctx)
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return ds, 0, 0
+	return ds, dirCacheFlags, 0
 }
 
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

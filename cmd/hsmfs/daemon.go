@@ -159,7 +159,7 @@ func openTracker(a mountArgs, b *hfs.Backing, met *metricsWiring, log *slog.Logg
 func fsConfig(a mountArgs, b *hfs.Backing, j *journal.Journal, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
 	return hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log, CacheTimeout: a.CacheTimeout,
 		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, NameRemoved: oc.nameRemoved, Header: oc.status,
 		Info: func(st *hsmctl.Status) {
 			st.Pid, st.Backing, st.Mountpoint, st.Journal = os.Getpid(), a.Backing, a.Mountpoint, a.Journal

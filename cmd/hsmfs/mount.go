@@ -75,6 +75,13 @@ Options (each also as -o NAME or -o NAME=VALUE, for fstab):
                      a mapping beneath it from before (it could write
                      around the tracker); without it they are named in a
                      warning
+  --cache-timeout DURATION, -o cache_timeout=DURATION
+                     how long the kernel keeps names, attributes and
+                     missing names (default 24h: hsmfs is the only writer
+                     of BACKING and tells the kernel what changes behind
+                     it). Give 1s if something writes BACKING around a
+                     mount that is not in place (those changes are not
+                     tracked; they then show within a second)
   --metrics ADDR, -o metrics=ADDR
                      serve Prometheus metrics at http://ADDR/metrics, e.g.
                      127.0.0.1:9101 (port 0: any free port, shown in
@@ -124,6 +131,9 @@ type mountArgs struct {
 	// Lag policy of named consumers (checkpoint.Options).
 	ConsumerMaxAge  time.Duration `json:"consumer_max_age"`
 	ConsumerWarnAge time.Duration `json:"consumer_warn_age"`
+	// CacheTimeout is how long the kernel may keep entries, attributes
+	// and missing names (fs.Config.CacheTimeout).
+	CacheTimeout time.Duration `json:"cache_timeout"`
 	// stopping tells systemd that the foreground daemon goes down
 	// (foreground.go); unset in the background daemon.
 	stopping func()
@@ -136,6 +146,13 @@ type mountArgs struct {
 	// not one of the processes that the in-place check names.
 	Spawner int `json:"spawner"`
 }
+
+// defaultCacheTimeout is how long the kernel keeps what it looked up: a
+// day, as libfuse's passthrough_hp. hsmfs is BACKING's only writer (in
+// place nothing else can reach it; otherwise writes around the mount are
+// a documented limit), and it invalidates what changes behind the
+// kernel's back (docs/design.md, "Kernel caching").
+const defaultCacheTimeout = 24 * time.Hour
 
 // inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
 func (a *mountArgs) inPlace() bool { return a.Backing == a.Mountpoint }
@@ -158,6 +175,7 @@ func runMount(args []string) error {
 	fs.DurationVar(&a.ConsumerMaxAge, "consumer-max-age", 0, "")
 	fs.DurationVar(&a.ConsumerWarnAge, "consumer-warn-age", 24*time.Hour, "")
 	fs.StringVar(&a.Metrics, "metrics", "", "")
+	fs.DurationVar(&a.CacheTimeout, "cache-timeout", defaultCacheTimeout, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -37,6 +37,7 @@ var hsmfsOptions = []hsmfsOption{
 	{"consumer_max_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerMaxAge, v) }},
 	{"metrics", true, func(a *mountArgs, _ *bool, v string) error { a.Metrics = v; return nil }},
 	{"consumer_warn_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerWarnAge, v) }},
+	{"cache_timeout", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.CacheTimeout, v) }},
 }
 
 // fstabOnly are words of fstab and mount(8) that tell mount(8) or

@@ -52,7 +52,9 @@ func hsmBless(mnt string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := c.Bless(0, false, "hsmfs-bench"); err != nil {
+	// A plain bless: the bench also measures older binaries, which know
+	// no "by".
+	if err := c.Bless(0, false, ""); err != nil {
 		return 0, err
 	}
 	return time.Since(start), nil

@@ -26,6 +26,8 @@ type sizes struct {
 	stormOps       int // per writer
 	linkFiles      int
 	outsideFiles   int
+	cacheFiles     int // the cache workload's checkout
+	makeTargets    int
 	queryReps      int
 	budget         map[string]time.Duration // per workload, see runWorkload
 }
@@ -37,6 +39,7 @@ func sizesFor(short bool) sizes {
 			intentDur: time.Second, intentWriters: 16, intentMax: 16000,
 			pendingPaths: 100_000, pendingWorkers: 32, pendingBudget: 20 * time.Second, queryReps: 1,
 			stormWorkers: 4, stormOps: 2000, linkFiles: 50_000, outsideFiles: 100_000,
+			cacheFiles: 10_000, makeTargets: 1000,
 			budget: map[string]time.Duration{
 				"seqwrite": 6 * time.Second, "seqread": 6 * time.Second, "meta-serial": 8 * time.Second,
 				"meta-parallel": 8 * time.Second, "build": 15 * time.Second, "intents": 12 * time.Second,
@@ -48,6 +51,7 @@ func sizesFor(short bool) sizes {
 		intentDur: 2 * time.Second, intentWriters: 16, intentMax: 64000,
 		pendingPaths: 1_000_000, pendingWorkers: 32, pendingBudget: 150 * time.Second, queryReps: 3,
 		stormWorkers: 4, stormOps: 20_000, linkFiles: 500_000, outsideFiles: 1_000_000,
+		cacheFiles: 100_000, makeTargets: 10_000,
 		budget: map[string]time.Duration{
 			"seqwrite": 50 * time.Second, "seqread": 40 * time.Second, "meta-serial": 40 * time.Second,
 			"meta-parallel": 40 * time.Second, "build": 180 * time.Second, "intents": 60 * time.Second,
@@ -154,6 +158,7 @@ func comparedWorkloads(sz sizes) []*workload {
 			},
 			setup: setupBuild, sample: sampleBuild,
 		},
+		cacheWorkload(sz),
 	}
 }
 

@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The kernel keeps names, attributes, missing names and listings for a
+// day (--cache-timeout): every change must show through the mount at
+// once, never after the timeout. Each case is one entry of fs/cache.go's
+// list, or one that the kernel sees for itself and that the long cache
+// must not hide. Every check runs right after the change, far inside
+// the timeout.
+
+// lstatBoth stats p through the mount and in BACKING.
+func lstatBoth(t *testing.T, m *hsmMount, rel string) (mnt, backing unix.Stat_t, errMnt, errBacking error) {
+	t.Helper()
+	errMnt = unix.Lstat(filepath.Join(m.Mnt, rel), &mnt)
+	errBacking = unix.Lstat(filepath.Join(m.Backing, rel), &backing)
+	return
+}
+
+// sameAttrs fails unless the mount shows what BACKING holds for rel:
+// mode, owner, size, link count and the times.
+func sameAttrs(t *testing.T, what string, m *hsmMount, rel string) {
+	t.Helper()
+	a, b, ea, eb := lstatBoth(t, m, rel)
+	if ea != nil || eb != nil {
+		t.Errorf("%s: lstat %s: mount %v, backing %v", what, rel, ea, eb)
+		return
+	}
+	if a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Size != b.Size || a.Nlink != b.Nlink ||
+		a.Mtim != b.Mtim || a.Ctim != b.Ctim {
+		t.Errorf("%s: %s through the mount: mode %o uid %d gid %d size %d nlink %d mtime %v ctime %v; BACKING: mode %o uid %d gid %d size %d nlink %d mtime %v ctime %v",
+			what, rel, a.Mode, a.Uid, a.Gid, a.Size, a.Nlink, a.Mtim, a.Ctim, b.Mode, b.Uid, b.Gid, b.Size, b.Nlink, b.Mtim, b.Ctim)
+	}
+}
+
+// TestCacheShowsChangesAtOnce: with the default (long) timeouts, a
+// change made through one name, one process or one command shows at
+// once through every other.
+func TestCacheShowsChangesAtOnce(t *testing.T) {
+	m := permMount(t)
+	p := func(n string) string { return filepath.Join(m.Mnt, n) }
+	must(t, os.Mkdir(p("d"), 0o755))
+	writeFile(t, p("d/a"), "a")
+	must(t, os.Link(p("d/a"), p("b")))
+
+	// Warm the cache: every name, and some that do not exist yet.
+	for _, n := range []string{"d", "d/a", "b"} {
+		sameAttrs(t, "warm", m, n)
+	}
+	for _, n := range []string{"d/new", "d/x", ".hsm/consumers/late"} {
+		if _, err := os.Lstat(p(n)); err == nil {
+			t.Fatalf("%s exists before it was made", n)
+		}
+	}
+	listing := func(dir string) []string {
+		t.Helper()
+		return listDir(t, p(dir))
+	}
+	samePaths(t, "d", listing("d"), []string{"a"})
+
+	// Hard links: a change through one name shows through the other.
+	must(t, os.Chmod(p("d/a"), 0o640))
+	sameAttrs(t, "chmod of d/a, seen through b", m, "b")
+	appendTo(t, p("b"), "more")
+	waitClosed(t, m.Mnt)
+	sameAttrs(t, "write through b, seen through d/a", m, "d/a")
+	must(t, os.Link(p("b"), p("d/c")))
+	sameAttrs(t, "a third link, seen through d/a", m, "d/a")
+
+	// Missing names made, listings changed, names removed and moved.
+	writeFile(t, p("d/new"), "new")
+	sameAttrs(t, "a name that was missing, made", m, "d/new")
+	samePaths(t, "d after the create", listing("d"), []string{"a", "c", "new"})
+	must(t, os.Rename(p("d/new"), p("d/x")))
+	if _, err := os.Lstat(p("d/new")); err == nil {
+		t.Errorf("d/new still shows after its rename")
+	}
+	sameAttrs(t, "the rename's new name", m, "d/x")
+	must(t, os.Remove(p("d/x")))
+	if _, err := os.Lstat(p("d/x")); err == nil {
+		t.Errorf("d/x still shows after its unlink")
+	}
+	samePaths(t, "d after the unlink", listing("d"), []string{"a", "c"})
+
+	// chattr through an ioctl changes the ctime, which no reply carries.
+	if out, err := exec.Command("chattr", "+d", p("d/a")).CombinedOutput(); err != nil {
+		t.Logf("chattr +d: %v: %s (not checked)", err, out)
+	} else {
+		sameAttrs(t, "chattr +d", m, "d/a")
+		exec.Command("chattr", "-d", p("d/a")).Run()
+	}
+
+	// A write by another user clears setuid and setgid (hsmfs clears
+	// them, the kernel does not see it): stat shows it at once.
+	writeFile(t, p("suid"), "x")
+	must(t, os.Chmod(p("suid"), 0o6777))
+	sameAttrs(t, "chmod 6777", m, "suid")
+	if r := run(t, nobody, "sh", "-c", "echo more >> "+p("suid")); r.code != 0 {
+		t.Fatalf("nobody: append: %v", r)
+	}
+	waitClosed(t, m.Mnt)
+	sameAttrs(t, "a write by another user (setuid cleared)", m, "suid")
+	if a, _, _, _ := lstatBoth(t, m, "suid"); a.Mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		t.Errorf("setuid or setgid still shows after the write: mode %o", a.Mode)
+	}
+
+	// Named consumers come and go with commands written to ctl.
+	if r := hsm(t, "consumer", "add", m.Mnt, "late"); r.code != 0 {
+		t.Fatalf("consumer add: %v", r)
+	}
+	if _, err := os.Stat(p(".hsm/consumers/late/ctl")); err != nil {
+		t.Errorf("a consumer whose name was looked up before it was added: %v", err)
+	}
+	if r := hsm(t, "consumer", "rm", m.Mnt, "late"); r.code != 0 {
+		t.Fatalf("consumer rm: %v", r)
+	}
+	if _, err := os.Stat(p(".hsm/consumers/late")); err == nil {
+		t.Errorf("a removed consumer still shows")
+	}
+}
+
+// TestCacheTimeoutOption: -o cache_timeout=D (and --cache-timeout) sets
+// how long the kernel keeps what it looked up; with a short one, a
+// change made around the mount shows once it is past, with the default
+// it does not (changes around a mount that is not in place are not
+// tracked, and the kernel's copy stands).
+func TestCacheTimeoutOption(t *testing.T) {
+	short := mount(t, withArgs("-o", "cache_timeout=200ms"))
+	long := mount(t)
+	for _, m := range []*hsmMount{short, long} {
+		writeFile(t, filepath.Join(m.Mnt, "f"), "f")
+		waitClosed(t, m.Mnt)
+		sameAttrs(t, "made through the mount", m, "f")
+		must(t, os.Chmod(filepath.Join(m.Backing, "f"), 0o600)) // around the mount
+	}
+	time.Sleep(time.Second)
+	sameAttrs(t, "-o cache_timeout=200ms, a second after a chmod around the mount", short, "f")
+	if a, b, _, _ := lstatBoth(t, long, "f"); a.Mode == b.Mode {
+		t.Logf("the default cache showed a change made around the mount after a second (mode %o): the kernel dropped it early", a.Mode)
+	}
+	for _, bad := range []string{"cache_timeout=soon", "cache_timeout=-1s"} {
+		b, mn, j := newDirs(t)
+		if r := hsm(t, "mount", "--journal", j, "-o", bad, b, mn); r.code != 2 {
+			t.Errorf("mount -o %s: %v, want exit 2", bad, r)
+		}
+	}
+	if r := hsm(t, "mount", "--help"); !strings.Contains(r.stdout, "--cache-timeout") {
+		t.Errorf("mount --help does not name --cache-timeout")
+	}
+}
