@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -83,7 +84,19 @@ type QueryOptions struct {
 	// entries' Type, Ino and Nlink are not filled in, and Render refuses
 	// FormatJSON.
 	PathsOnly bool
+	// Abandoned, if set, is asked between the query's stages and now and
+	// then within them; once it says true, the query stops and fails
+	// with ErrAbandoned (its reader is gone: nobody would read the
+	// answer). Nothing is lost: the period it started stays one that no
+	// query returned, which cannot be blessed, and whatever it recorded
+	// is listed again by the next query. It is asked from one goroutine
+	// at a time.
+	Abandoned func() bool
 }
+
+// ErrAbandoned: QueryOptions.Abandoned said that the query's reader is
+// gone, and the query stopped.
+var ErrAbandoned = errors.New("query abandoned: its reader is gone")
 
 // QueryWith is Query with options.
 func (t *Tracker) QueryWith(o QueryOptions) (*Answer, error) {
@@ -126,11 +139,27 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 	// durable.
 	q := t.newQueryRun(name, P)
 	q.pathsOnly = o.PathsOnly
+	if o.Abandoned != nil {
+		q.abandoned = o.Abandoned
+	}
 	sw := newStopwatch()
+	abandon := func(stage string) error {
+		t.log.Info("query abandoned: its reader is gone", "query", P, "stage", stage, "after", sw.sinceStart().Round(time.Millisecond))
+		return ErrAbandoned
+	}
 	if err := t.scanRecords(q); err != nil {
+		if errors.Is(err, ErrAbandoned) {
+			return nil, abandon("scan")
+		}
 		return nil, fmt.Errorf("query: scan journal: %w", err)
 	}
 	sw.lap("scan")
+	if t.slowQuery > 0 {
+		q.pause(t.slowQuery)
+	}
+	if q.abandoned() {
+		return nil, abandon("scan")
+	}
 	if err := t.expandRenames(q); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
@@ -138,20 +167,38 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	sw.lap("expand")
+	if q.abandoned() {
+		return nil, abandon("expand")
+	}
 	if err := t.addOldNames(q); err != nil {
+		if errors.Is(err, ErrAbandoned) {
+			return nil, abandon("old names")
+		}
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
 	sw.lap("old names")
+	if q.abandoned() {
+		return nil, abandon("old names")
+	}
 	keys, aggs := q.sortPaths()
 	sw.lap("sort")
 	ans, aggs := t.statPaths(q, keys, aggs)
 	sw.lap("stat")
+	if q.abandoned() {
+		return nil, abandon("stat")
+	}
 	ans, aggs = dropSeenShadows(ans, aggs)
 	if aggs, err = t.addLinkNames(ans, aggs, q.linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	sw.lap("links")
-	if err := t.recordDerived(P, q.cur.name, ans, aggs, q.carry); err != nil {
+	if q.abandoned() {
+		return nil, abandon("links")
+	}
+	if err := t.recordDerived(P, q.cur.name, ans, aggs, q.carry, q.abandoned); err != nil {
+		if errors.Is(err, ErrAbandoned) {
+			return nil, abandon("record")
+		}
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	if err := t.saveState(func(s *State) { s.queried(q.cur, P, time.Now()) }); err != nil {
@@ -190,6 +237,8 @@ func (s *stopwatch) lap(name string) {
 
 func (s *stopwatch) total() time.Duration { return s.last.Sub(s.start) }
 
+func (s *stopwatch) sinceStart() time.Duration { return time.Since(s.start) }
+
 func (s *stopwatch) attrs() []any {
 	return append(s.laps, "total", s.total().Round(time.Millisecond))
 }
@@ -211,7 +260,12 @@ func (s *stopwatch) attrs() []any {
 //
 // The renamed directories that the old names carry forward (renames.go)
 // go to P, for the next query of this consumer.
-func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*agg, carry []carried) error {
+//
+// They are appended in chunks, and stop is asked between them: records of
+// a query that is then abandoned are extra paths for the next one, which
+// derives and carries everything again (its window still holds the
+// records they came from).
+func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*agg, carry []carried, stop func() bool) error {
 	var recs []*Record
 	now := time.Now()
 	for _, c := range carry {
@@ -245,11 +299,15 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 		recs = append(recs, &Record{Period: period, Run: t.run, Op: op, Flags: FlagFine | FlagDerived,
 			Ino: a.ino, Time: now, Path: e.Path, Path2: derivedBy(consumer)})
 	}
-	if len(recs) == 0 {
-		return nil
-	}
-	if err := t.append(recs); err != nil {
-		return fmt.Errorf("record %d derived paths: %w", len(recs), err)
+	const chunk = 1 << 16
+	for len(recs) > 0 {
+		n := min(len(recs), chunk)
+		if err := t.append(recs[:n]); err != nil {
+			return fmt.Errorf("record %d derived paths: %w", len(recs), err)
+		}
+		if recs = recs[n:]; len(recs) > 0 && stop() {
+			return ErrAbandoned
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // The stages of a query (Tracker.query), in the order they run.
@@ -30,6 +31,8 @@ type queryRun struct {
 	// during a query grows with the objects, not the bytes).
 	aggSlab []agg
 	inoSlab []uint64
+	// abandoned is QueryOptions.Abandoned (never nil).
+	abandoned func() bool
 }
 
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
@@ -38,13 +41,21 @@ func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	// Sized like this consumer's last answer: growing a map of a
 	// million paths rehashes it twenty times.
 	hint := min(t.answerSizes[name], maxPathsHint)
-	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string)}
+	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string),
+		abandoned: func() bool { return false }}
 }
 
 // maxPathsHint caps the map's initial size (a few hundred MiB).
 const maxPathsHint = 10_000_000
 
 const slabLen = 1024
+
+// pause waits d (Options.SlowQuery), or until the query is abandoned.
+func (q *queryRun) pause(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end) && !q.abandoned(); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func (q *queryRun) newAgg(period uint64) *agg {
 	if len(q.aggSlab) == 0 {
@@ -114,7 +125,7 @@ func (q *queryRun) recorded(p string, r *Record, inflight bool) {
 // scanRecords lists every path that a record from the consumer's last
 // bless names, and collects what the later stages need.
 func (t *Tracker) scanRecords(q *queryRun) error {
-	return scanAside(t.store, q.cur.lastBlessed, func(r *Record, completed bool) {
+	return scanAside(t.store, q.cur.lastBlessed, q.abandoned, func(r *Record, completed bool) {
 		inflight := r.Run < t.run && !completed && r.Op != OpOutside
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
 			q.entryRecs = append(q.entryRecs, r)

@@ -1,6 +1,8 @@
 package checkpoint
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -408,6 +410,36 @@ func TestRenameThenFileAtOldNameDoesNotListTheTree(t *testing.T) {
 		f.bless(a.Query)
 		if entryOf(a, "big/1") != nil {
 			t.Fatalf("round %d: query %d lists %q: big/ was never modified", i, a.Query, paths(a))
+		}
+	}
+}
+
+// An abandoned query (its reader gone) stops, in whatever stage, and
+// loses nothing: its period cannot be blessed, and the next query lists
+// everything, old names included.
+func TestQueryAbandoned(t *testing.T) {
+	ruleOnly(t) // the old-name rule, which asks too
+	for _, after := range []int{0, 1, 2, 3, 5} {
+		w := newOldNamesWorld(t)
+		w.mkdir("d")
+		w.mkdir("d/e")
+		w.write("d/e/f")
+		w.round()
+		for i := 0; i < 5000; i++ { // more than a scan batch
+			w.write(fmt.Sprintf("f%d", i))
+		}
+		w.rename("d", "d2")
+		w.mkdir("d") // the old name made again: its old entries are listed
+		asked := 0
+		_, err := w.f.tr.QueryWith(QueryOptions{Abandoned: func() bool { asked++; return asked > after }})
+		if !errors.Is(err, ErrAbandoned) {
+			t.Fatalf("abandoned after %d questions: %v, want ErrAbandoned", after, err)
+		}
+		if _, err := w.f.tr.Bless(w.f.tr.stateNow().Current); !errors.Is(err, ErrUnknownQuery) {
+			t.Errorf("bless of the abandoned query's period: %v, want ErrUnknownQuery", err)
+		}
+		if n := w.round(); n < 5000 {
+			t.Errorf("after the query abandoned at question %d: %d paths", asked, n)
 		}
 	}
 }

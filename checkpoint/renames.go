@@ -74,6 +74,18 @@ type oldNameRule struct {
 	// superset: every name that a listed path has beneath a new name
 	// (made at the first need).
 	superset []string
+	// stop is QueryOptions.Abandoned; once it says true, stopped is set
+	// and the rule does no more work.
+	stop    func() bool
+	stopped bool
+}
+
+// halt reports whether the rule must stop (the query was abandoned).
+func (o *oldNameRule) halt() bool {
+	if !o.stopped && o.stop != nil && o.stop() {
+		o.stopped = true
+	}
+	return o.stopped
 }
 
 func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *oldNameRule {
@@ -198,7 +210,7 @@ func (o *oldNameRule) children(dir string, fn func(name string)) {
 // those that are directories now. superset: an ancestor's aliases were
 // too many, so x's are too.
 func (o *oldNameRule) visit(x string, superset bool, r *Record, add func(p string, r *Record)) {
-	if o.seen[x] {
+	if o.seen[x] || o.halt() {
 		return
 	}
 	o.seen[x] = true
@@ -262,6 +274,9 @@ func (o *oldNameRule) apply(roots []oldRoot, add func(p string, r *Record)) []ca
 	sort.Strings(froms)
 	var carry []carried
 	for _, from := range froms {
+		if o.halt() {
+			return nil
+		}
 		aliases, ok := o.aliasesOf(from)
 		if !ok {
 			aliases = make(map[string]bool)
@@ -401,7 +416,9 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 			}
 		}
 	}
-	q.carry = newOldNameRule(renames, keys, isDir).apply(roots, func(p string, r *Record) {
+	rule := newOldNameRule(renames, keys, isDir)
+	rule.stop = q.abandoned
+	q.carry = rule.apply(roots, func(p string, r *Record) {
 		if _, ok := q.paths[p]; ok {
 			return
 		}
@@ -414,6 +431,9 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 		}
 		q.add(p, s, false)
 	})
+	if rule.stopped {
+		return ErrAbandoned
+	}
 	return nil
 }
 

@@ -10,8 +10,9 @@ import (
 // second goroutine, in order, in batches: on a million records badger's
 // iteration and the query's aggregation run on two cores at once. fn is
 // never called concurrently with itself; every call has returned when
-// scanAside returns.
-func scanAside(s Store, from uint64, fn func(r *Record, completed bool)) error {
+// scanAside returns. stop is asked at every batch; once it says true, the
+// scan ends with ErrAbandoned.
+func scanAside(s Store, from uint64, stop func() bool, fn func(r *Record, completed bool)) error {
 	type scanned struct {
 		r         *Record
 		completed bool
@@ -33,6 +34,9 @@ func scanAside(s Store, from uint64, fn func(r *Record, completed bool)) error {
 		if len(batch) == batchLen {
 			batches <- batch
 			batch = make([]scanned, 0, batchLen)
+			if stop() {
+				return ErrAbandoned
+			}
 		}
 		return nil
 	})

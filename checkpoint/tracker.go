@@ -81,6 +81,7 @@ type Tracker struct {
 	async       AsyncStore
 	comp        *completer
 	keepBlessed bool
+	slowQuery   time.Duration // Options.SlowQuery
 
 	tune tuning // set by New; the model's tests change it before the first Begin
 
@@ -109,6 +110,10 @@ type Options struct {
 	// (queries still ignore them), so that `hsmfs journal dump` shows the
 	// whole history. For debugging crash tests.
 	KeepBlessed bool
+	// SlowQuery makes every query take at least this long after its
+	// scan (the time a query over millions of paths takes), for tests of
+	// an abandoned query; it ends early once the query is abandoned.
+	SlowQuery time.Duration
 	// ConsumerMaxAge resets a named consumer that has not blessed for
 	// longer (0: never): its backlog is dropped and its next answer says
 	// reset and full (consumers.go).
@@ -169,6 +174,7 @@ func NewWithOptions(store Store, backing Backing, log *slog.Logger, opt Options)
 	}
 	t.comp = newCompleter(t, opt.CompleteDelay)
 	t.keepBlessed = opt.KeepBlessed
+	t.slowQuery = opt.SlowQuery
 	t.maxLag, t.warnLag = opt.ConsumerMaxAge, opt.ConsumerWarnAge
 	t.onQuery, t.onBless = opt.OnQuery, opt.OnBless
 	t.tune.reRosterAfter = reRosterMisses

@@ -3,13 +3,18 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -213,9 +218,12 @@ func (n *ctlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		}
 		// The plain answer shows paths only: the query stats no more
 		// than those need.
-		ans, err := n.c.r.tr.QueryWith(checkpoint.QueryOptions{Consumer: n.consumer, PathsOnly: n.kind == kindChanges})
+		ans, err := n.c.r.tr.QueryWith(checkpoint.QueryOptions{Consumer: n.consumer, PathsOnly: n.kind == kindChanges,
+			Abandoned: readerGone(ctx)})
 		if err != nil {
-			n.c.setErr("query failed: %v", err)
+			if !errors.Is(err, checkpoint.ErrAbandoned) { // no one is left to tell
+				n.c.setErr("query failed: %v", err)
+			}
 			return nil, 0, toErrno(err)
 		}
 		format, hdr := checkpoint.FormatPlain, map[string]any(nil)
@@ -415,4 +423,64 @@ func (c *ctlState) status() ([]byte, error) {
 	}
 	b, _ := json.Marshal(out)
 	return append(b, '\n'), nil
+}
+
+// readerGone says, for a query run by an open of changes, whether its
+// reader is gone. The kernel interrupts the request when the reader gets
+// a signal, and then keeps a killed reader waiting, unkillable, until the
+// request ends: a query must end soon after. But Go programs get signals
+// all the time (the runtime's preemption), and their open is retried on
+// EINTR: a query that stopped at every interrupt might never end for
+// them. So once the request is interrupted, the reader counts as gone
+// only if it is exiting, or has SIGKILL pending (the kernel turns every
+// fatal signal into one), looked at in /proc at most ten times a second.
+// It is called from one goroutine at a time.
+func readerGone(ctx context.Context) func() bool {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || ctx.Done() == nil {
+		return nil
+	}
+	var last time.Time
+	gone := false
+	return func() bool {
+		if gone {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+		default:
+			return false
+		}
+		if time.Since(last) < 100*time.Millisecond {
+			return false
+		}
+		last = time.Now()
+		gone = dying(int(caller.Pid))
+		return gone
+	}
+}
+
+// dying reports whether process pid is gone, exiting, or has SIGKILL
+// pending.
+func dying(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	const sigkill = 1 << (9 - 1)
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
+				return true
+			}
+		case "SigPnd", "ShdPnd":
+			if mask, err := strconv.ParseUint(v, 16, 64); err == nil && mask&sigkill != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -28,6 +28,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EEXIST
 	case errors.Is(err, checkpoint.ErrClosed):
 		return syscall.EIO
+	case errors.Is(err, checkpoint.ErrAbandoned):
+		return syscall.EINTR
 	case errors.As(err, &e):
 		return e
 	}

@@ -147,12 +147,29 @@ func openTracker(a mountArgs, b *hfs.Backing, met *metricsWiring, log *slog.Logg
 	}
 	tr, err := checkpoint.NewWithOptions(j, b, log, met.trackerOptions(checkpoint.Options{FineOnly: a.FineOnly,
 		KeepBlessed:    os.Getenv("HSMFS_DEBUG_KEEP_BLESSED") != "",
+		SlowQuery:      debugDuration("HSMFS_DEBUG_SLOW_QUERY", log),
 		ConsumerMaxAge: a.ConsumerMaxAge, ConsumerWarnAge: a.ConsumerWarnAge}))
 	if err != nil {
 		j.Close()
 		return nil, nil, err
 	}
 	return j, tr, nil
+}
+
+// debugDuration reads a duration from a debugging variable (0 if unset
+// or bad, which is logged).
+func debugDuration(name string, log *slog.Logger) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		log.Warn("ignored: not a duration", "variable", name, "value", v)
+		return 0
+	}
+	log.Warn("debugging setting in force", "variable", name, "value", d)
+	return d
 }
 
 // fsConfig is what the mount needs, status and headers included.
