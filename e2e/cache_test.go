@@ -114,6 +114,44 @@ func TestCacheShowsChangesAtOnce(t *testing.T) {
 		t.Errorf("setuid or setgid still shows after the write: mode %o", a.Mode)
 	}
 
+	// An ACL changes the mode, which the kernel checks access by
+	// (default_permissions): seen at once, by stat and by nobody.
+	writeFile(t, p("acl"), "secret")
+	must(t, os.Chmod(p("acl"), 0o644))
+	sameAttrs(t, "chmod 644", m, "acl")
+	if r := run(t, nil, "setfacl", "-m", "o::---", p("acl")); r.code != 0 {
+		t.Fatalf("setfacl: %v", r)
+	}
+	// The kernel's own checks and a statx for the mode alone first: a
+	// full stat asks for the ctime too, which setxattr marks stale.
+	if r := run(t, nobody, "cat", p("acl")); r.code == 0 {
+		t.Errorf("nobody read a file whose ACL took others' read away: %v", r)
+	}
+	var sx unix.Statx_t
+	must(t, unix.Statx(unix.AT_FDCWD, p("acl"), unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MODE, &sx))
+	if sx.Mode&0o777 != 0o640 {
+		t.Errorf("statx for the mode after setfacl o::---: %o, want 640", sx.Mode&0o777)
+	}
+	sameAttrs(t, "setfacl o::---", m, "acl")
+
+	// Writes through a shared mapping reach BACKING without a request
+	// (passthrough): the close shows their times.
+	writeFile(t, p("mapped"), strings.Repeat("x", 4096))
+	waitClosed(t, m.Mnt)
+	sameAttrs(t, "before the mapping", m, "mapped")
+	time.Sleep(1100 * time.Millisecond) // a new second for the mtime
+	mf, err := os.OpenFile(p("mapped"), os.O_RDWR, 0)
+	must(t, err)
+	mem, err := unix.Mmap(int(mf.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must(t, err)
+	sameAttrs(t, "mapped", m, "mapped") // the kernel now holds its attributes
+	copy(mem, "written through the mapping")
+	must(t, unix.Msync(mem, unix.MS_SYNC))
+	must(t, unix.Munmap(mem))
+	must(t, mf.Close())
+	waitClosed(t, m.Mnt)
+	sameAttrs(t, "written through a shared mapping", m, "mapped")
+
 	// Named consumers come and go with commands written to ctl.
 	if r := hsm(t, "consumer", "add", m.Mnt, "late"); r.code != 0 {
 		t.Fatalf("consumer add: %v", r)
@@ -156,5 +194,30 @@ func TestCacheTimeoutOption(t *testing.T) {
 	}
 	if r := hsm(t, "mount", "--help"); !strings.Contains(r.stdout, "--cache-timeout") {
 		t.Errorf("mount --help does not name --cache-timeout")
+	}
+}
+
+// TestCacheInPlaceHeld: an in-place mount over a directory that a
+// process holds something beneath from before keeps names for one
+// second only: what that process changes around the mount shows soon,
+// not after a day (it is still not tracked; --strict refuses instead).
+func TestCacheInPlaceHeld(t *testing.T) {
+	b, _, j := newDirs(t)
+	held, err := os.Open(b)
+	must(t, err)
+	defer held.Close()
+	m := mount(t, withBacking(b), withMnt(b), withJournal(j))
+	if !strings.Contains(readLog(m), "one second only") {
+		t.Errorf("the daemon's log does not say the cache was kept short")
+	}
+	if _, err := os.Lstat(filepath.Join(b, "late")); err == nil {
+		t.Fatalf("late exists before it was made")
+	}
+	fd, err := unix.Openat(int(held.Fd()), "late", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644) // around the mount
+	must(t, err)
+	unix.Close(fd)
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Lstat(filepath.Join(b, "late")); err != nil {
+		t.Errorf("a name made around the in-place mount by a holder does not show after 1.5 s: %v", err)
 	}
 }

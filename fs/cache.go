@@ -1,38 +1,60 @@
 package fs
 
 import (
+	"time"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
-// Kernel caching. The kernel keeps names, attributes and missing names
-// for Config.CacheTimeout (a day by default), and directory listings
-// until the directory changes: hsmfs is BACKING's only writer (in place
-// nothing else can reach it; around a mount that is not in place,
-// changes are a documented limit), so it can say when something changes
-// behind the kernel's back. What changes through a FUSE request the
-// kernel sees for itself: a reply carries the new attributes (setattr,
-// create, link, the lookup after a rename), it drops or moves the
-// dentries of unlink, rmdir and rename, it invalidates the parent's
-// attributes and listing on every change of a directory, and a write
-// (passthrough included), a truncate, a fallocate or a copy_file_range
-// invalidates the file's size and times, which every stat(2) asks for,
-// so it fetches them all again (a write that cleared setuid or setgid
-// included). Hard links share one kernel inode (go-fuse keys nodes by
-// inode number and birth time), so a change through one name shows
-// through the others. What hsmfs changes that no reply tells the kernel:
+// Kernel caching. The kernel keeps names, attributes, missing names and
+// directory listings for Config.CacheTimeout (a day by default): hsmfs
+// is BACKING's only writer (in place nothing else can reach it, unless a
+// process held something beneath it from before the mount, and then the
+// mount keeps the one-second timeouts; around a mount that is not in
+// place, changes are a documented limit), so it can say when something
+// changes behind the kernel's back.
 //
-//   - what an ioctl changes (chattr): the inode's flags and its ctime,
-//     which no ioctl reply carries; its attributes are invalidated after
-//     it;
-//   - the named consumers (.hsm/consumers/NAME), made and removed by
-//     commands written to ctl: each name is invalidated after consumer
-//     add and rm, so that a lookup that found no NAME before, or one that
-//     found it, asks again;
-//   - the changes that the check at mount finds were made while hsmfs
-//     did not run: it runs before the mount goes live, when the kernel
-//     holds nothing yet.
+// What changes through a FUSE request the kernel mostly sees for itself:
+// a reply carries the new attributes (create, mkdir, link, the lookup
+// after a rename), it drops or moves the dentries of unlink, rmdir and
+// rename, it invalidates the parent's attributes and listing on every
+// change of a directory (the listing: it bumps the directory's version,
+// which a read from offset 0 checks), and a write, truncate, fallocate or
+// copy_file_range invalidates the file's size and times. A setattr
+// reply carries no timeout (go-fuse sets none), so the next stat asks
+// again. Hard links share one kernel inode (go-fuse keys nodes by inode
+// number and birth time), so a change through one name shows through
+// the others.
 //
+// What no reply tells the kernel, hsmfs invalidates:
+//
+//   - the attributes after setxattr and removexattr: an ACL changes the
+//     mode, and without FUSE_POSIX_ACL the kernel marks only the ctime
+//     stale, while its permission checks (default_permissions) and a
+//     statx for the mode alone read the cached mode;
+//   - the attributes after an ioctl (chattr): its flags and ctime;
+//   - the attributes at every close (flush) and release of a writable
+//     file: writes through a shared mapping of a passthrough file reach
+//     BACKING without a request. While a file is open for writing, its
+//     attributes are kept for writerAttrTimeout only, since such writes
+//     can change its times at any moment;
+//   - the names of .hsm/consumers on consumer add and rm (entry, or
+//     missing entry);
+//   - nothing for the check at mount for changes made while hsmfs did
+//     not run: it runs before the mount goes live.
+//
+// A lookup that fails because the directory could not be reached (not
+// because the name is missing) is not kept as a missing name.
+//
+// Left to the backing file system: st_blocks, which delayed allocation
+// and writeback change with no request (it shows when the attributes
+// are next fetched).
+
+// writerAttrTimeout is how long the kernel keeps the attributes of a
+// file while it is open for writing.
+const writerAttrTimeout = time.Second
+
 // Each notification goes out before the request that made the change
 // returns, so the change shows once that returns. Neither waits on a lock
 // that the request holds: invalidating attributes alone (no pages) takes

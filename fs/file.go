@@ -28,6 +28,9 @@ type File struct {
 	h     *checkpoint.Handle
 	path  checkpoint.PathFunc
 	r     *Root
+	// node is the file's node when it is open for writing (else nil):
+	// it counts the file among its writers until Release.
+	node *Node
 
 	pfd atomic.Int32 // extra O_RDWR fd handed to the kernel, or -1
 }
@@ -36,14 +39,19 @@ var (
 	_ = (gofs.FileWriter)((*File)(nil))
 	_ = (gofs.FileAllocater)((*File)(nil))
 	_ = (gofs.FileReleaser)((*File)(nil))
+	_ = (gofs.FileFlusher)((*File)(nil))
 	_ = (gofs.FilePassthroughFder)((*File)(nil))
 	_ = (gofs.FileWritever)((*File)(nil))
 )
 
-func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc) *File {
+func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc, node *Node) *File {
 	f := &File{LoopbackFile: gofs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd,
 		write: isWrite(flags), rdwr: flags&syscall.O_ACCMODE == syscall.O_RDWR, h: h, r: r, path: path}
 	f.pfd.Store(-1)
+	if f.write && node != nil {
+		f.node = node
+		node.writers.Add(1)
+	}
 	return f
 }
 
@@ -151,6 +159,18 @@ func (f *File) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 	return f.LoopbackFile.Allocate(ctx, off, size, mode)
 }
 
+// Flush (every close) and Release of a writable file invalidate its
+// attributes: writes through a shared mapping of a passthrough file
+// reach BACKING without a request, so nothing else tells the kernel
+// that the times changed (cache.go).
+func (f *File) Flush(ctx context.Context) syscall.Errno {
+	errno := f.LoopbackFile.Flush(ctx)
+	if f.node != nil {
+		invalidateAttrs(&f.node.Inode)
+	}
+	return errno
+}
+
 func (f *File) Release(ctx context.Context) syscall.Errno {
 	if fd := f.pfd.Swap(-1); fd >= 0 {
 		unix.Close(int(fd))
@@ -158,6 +178,10 @@ func (f *File) Release(ctx context.Context) syscall.Errno {
 	errno := f.LoopbackFile.Release(ctx)
 	if f.h != nil {
 		f.h.Release()
+	}
+	if f.node != nil {
+		f.node.writers.Add(-1)
+		invalidateAttrs(&f.node.Inode)
 	}
 	return errno
 }

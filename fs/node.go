@@ -84,6 +84,9 @@ func (n *Node) backingIno() uint64 {
 type Node struct {
 	*gofs.LoopbackNode
 	r *Root
+	// writers counts the node's open writable files: while there are
+	// any, the kernel keeps its attributes only briefly (cache.go).
+	writers atomic.Int32
 }
 
 var (
@@ -182,7 +185,11 @@ func (n *Node) newChild(ctx context.Context, dirfd int, name string, out *fuse.E
 	}
 	out.Attr.FromStat(&st)
 	child := &gofs.LoopbackNode{RootData: n.r.lroot}
-	return n.NewInode(ctx, child, n.idFromStat(&st, &btime)), 0
+	ch := n.NewInode(ctx, child, n.idFromStat(&st, &btime))
+	if cn, ok := ch.Operations().(*Node); ok && cn.writers.Load() > 0 {
+		out.SetAttrTimeout(writerAttrTimeout) // cache.go
+	}
+	return ch, 0
 }
 
 // Lookup resolves name beneath n through fds, and serves the control
@@ -193,6 +200,9 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	dirfd, _, errno := n.dirFd()
 	if errno != 0 {
+		// Not a missing name but a directory that could not be reached
+		// (moved meanwhile): nothing for the kernel to keep (cache.go).
+		out.SetEntryTimeout(1)
 		return nil, errno
 	}
 	defer n.r.b.putDir(dirfd)

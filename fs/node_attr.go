@@ -190,22 +190,33 @@ func (n *Node) xattrOp(op checkpoint.Op, do func(p string, fd int) error) syscal
 	return n.withXattrPath(true, do)
 }
 
+// Setxattr and Removexattr invalidate the node's attributes: an ACL
+// changes the mode, which the kernel's permission checks read from its
+// cache, and the kernel marks only the ctime stale (cache.go).
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.xattrOp(checkpoint.OpSetxattr, func(p string, fd int) error {
+	errno := n.xattrOp(checkpoint.OpSetxattr, func(p string, fd int) error {
 		if fd >= 0 {
 			return unix.Fsetxattr(fd, attr, data, int(flags))
 		}
 		return unix.Lsetxattr(p, attr, data, int(flags))
 	})
+	if errno == 0 {
+		invalidateAttrs(&n.Inode)
+	}
+	return errno
 }
 
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.xattrOp(checkpoint.OpRemovexattr, func(p string, fd int) error {
+	errno := n.xattrOp(checkpoint.OpRemovexattr, func(p string, fd int) error {
 		if fd >= 0 {
 			return unix.Fremovexattr(fd, attr)
 		}
 		return unix.Lremovexattr(p, attr)
 	})
+	if errno == 0 {
+		invalidateAttrs(&n.Inode)
+	}
+	return errno
 }
 
 // CopyFileRange records the intent on the destination and copies between

@@ -62,7 +62,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, toErrno(err)
 		}
 	}
-	return newFile(fd, flags, h, n.r, n.relPath), 0, 0
+	return newFile(fd, flags, h, n.r, n.relPath, n), 0, 0
 }
 
 // Create makes and opens a new file. The create intent and the
@@ -141,7 +141,11 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	n.added(name, id.Ino, false)
 	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, id)
 	child.Store(ch)
-	return ch, newFile(fd, flags, h, n.r, pathFn), 0, 0
+	chNode, _ := ch.Operations().(*Node)
+	if isWrite(flags) || chNode != nil && chNode.writers.Load() > 0 {
+		out.SetAttrTimeout(writerAttrTimeout)
+	}
+	return ch, newFile(fd, flags, h, n.r, pathFn, chNode), 0, 0
 }
 
 // createAt makes the file name in dirfd with O_EXCL, so that only a file

@@ -46,6 +46,9 @@ func (n *Node) at(check bool) (dirfd int, name string, done func(), errno syscal
 }
 
 func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.writers.Load() > 0 {
+		out.SetTimeout(writerAttrTimeout) // cache.go
+	}
 	if fga, ok := f.(gofs.FileGetattrer); ok {
 		return fga.Getattr(ctx, out)
 	}
@@ -58,6 +61,9 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 }
 
 func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	if n.writers.Load() > 0 {
+		out.SetTimeout(writerAttrTimeout) // cache.go
+	}
 	if fsx, ok := f.(gofs.FileStatxer); ok {
 		return fsx.Statx(ctx, flags, mask, out)
 	}

@@ -3,7 +3,8 @@
 # fuse3 (fusermount3, and mount.fuse3 for the mount(8) tests), rsync
 # (the consumer the e2e tests drive), xfsprogs and e2fsprogs
 # (loop-mounted journal/backing filesystems for the fault and power-cut
-# tests), util-linux (unshare), fio (benchmarks). Safe to run repeatedly.
+# tests), util-linux (unshare), fio (benchmarks), acl (setfacl: the cache
+# tests change modes through ACLs). Safe to run repeatedly.
 # "deps.sh demo" installs only what make demo needs: fuse3 and rsync.
 set -euo pipefail
 
@@ -29,6 +30,7 @@ else
 	command -v python3 >/dev/null || need+=(python3)
 	command -v patch >/dev/null || need+=(patch)
 	command -v diff >/dev/null || need+=(diffutils)
+	command -v setfacl >/dev/null || need+=(acl)
 fi
 
 if ((${#need[@]})); then

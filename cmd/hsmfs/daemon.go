@@ -96,6 +96,13 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 	}
 	b.SetAfterSync(oc.sync)
 	met.outsideFound(oc.Found)
+	if a.inPlace() && !a.Strict && a.CacheTimeout > time.Second && heldBeneath(a, b.Dev()) {
+		// What those holders change around the mount would hide behind
+		// the kernel's long cache; with one second it shows, as it
+		// would through a loopback (it is still not tracked).
+		log.Warn("in place: processes hold something beneath BACKING from before the mount: the kernel keeps names and attributes for one second only", "cache_timeout", a.CacheTimeout)
+		a.CacheTimeout = time.Second
+	}
 	logStart := logSize(a)
 	srv, err := hfs.Mount(met.fsConfig(fsConfig(a, b, j, tr, oc, met, log)))
 	if err != nil {
@@ -252,6 +259,13 @@ func unmountOnSignal(a mountArgs, srv *hfs.Server, log *slog.Logger) (stop func(
 		}
 	}()
 	return func() { signal.Stop(sigs) }
+}
+
+// heldBeneath reports whether a process holds something beneath BACKING
+// (looked at before the mount; checkHolders looks again after it).
+func heldBeneath(a mountArgs, dev uint64) bool {
+	hs, err := holders.Find(a.Backing, dev, a.Spawner)
+	return err == nil && len(hs) > 0
 }
 
 // checkHolders looks, once an in-place mount is live, for processes that
