@@ -221,3 +221,23 @@ func TestCacheInPlaceHeld(t *testing.T) {
 		t.Errorf("a name made around the in-place mount by a holder does not show after 1.5 s: %v", err)
 	}
 }
+
+// TestCacheAfterRemount: what changed while hsmfs was not mounted (the
+// check at mount finds it) shows at once through the new mount: the
+// kernel's cache went with the old mount, and the check runs before the
+// new one goes live.
+func TestCacheAfterRemount(t *testing.T) {
+	m := mount(t)
+	writeFile(t, filepath.Join(m.Mnt, "f"), "f")
+	waitClosed(t, m.Mnt)
+	sameAttrs(t, "before the unmount", m, "f")
+	m.unmount(t)
+	must(t, os.Chmod(filepath.Join(m.Backing, "f"), 0o600))
+	writeFile(t, filepath.Join(m.Backing, "g"), "g")
+	m2 := mount(t, withBacking(m.Backing), withMnt(m.Mnt), withJournal(m.Journal))
+	sameAttrs(t, "changed while unmounted", m2, "f")
+	sameAttrs(t, "made while unmounted", m2, "g")
+	if a := query(t, m2.Mnt); !hasAll(a.Paths(), []string{"f", "g"}) {
+		t.Errorf("the check at mount did not list f and g: %q", a.Paths())
+	}
+}
