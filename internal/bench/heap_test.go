@@ -34,8 +34,11 @@ func TestHeapSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if own < 8<<20 || fuse != 0 || badger != 0 {
-		t.Errorf("heapSplit: own %d, go-fuse %d, badger %d; want own >= 8 MiB and nothing else", own, fuse, badger)
+	// The packages' own init allocations were made before the rate was
+	// set, and one of them is sampled now and then (badger 160 bytes in
+	// a CI run): only a little is allowed besides the 8 MiB.
+	if own < 8<<20 || fuse > 64<<10 || badger > 64<<10 {
+		t.Errorf("heapSplit: own %d, go-fuse %d, badger %d; want own >= 8 MiB and almost nothing else", own, fuse, badger)
 	}
 	runtime.KeepAlive(keep)
 }
