@@ -13,8 +13,9 @@ import (
 // blesses on its own cursor, and a record is discarded only once every
 // consumer has blessed past it.
 //
-// The default consumer (.hsm/changes, name "") keeps the cursor it has
-// always had in State (LastQuery, LastBlessed, NotQueries, RecoveredAt).
+// The default consumer (.hsm/changes, name "") keeps its cursor in State
+// itself (LastQuery, LastBlessed, NotQueries, RecoveredAt, Full, and when
+// and by whom it last queried and blessed).
 // A named consumer has its own in State.Consumers. Periods are shared: a
 // query of any consumer starts the next period, and every consumer's
 // answer starts at its own LastBlessed. The journal keeps every record

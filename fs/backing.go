@@ -115,7 +115,11 @@ func (b *Backing) Dev() uint64 { return b.dev }
 // fdPath reaches BACKING through its root fd for path-based calls (go-fuse's
 // loopback): with an in-place mount, BACKING's own path leads into the
 // mount.
-func (b *Backing) fdPath() string { return fmt.Sprintf("/proc/self/fd/%d", b.rootFd) }
+func (b *Backing) fdPath() string { return procFd(b.rootFd) }
+
+// procFd is the /proc path of fd: it names the inode itself, also for an
+// O_PATH fd, which path-based calls (chmod, getxattr) then act on.
+func procFd(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
 // Close releases the root fd.
 func (b *Backing) Close() error {

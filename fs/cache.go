@@ -56,10 +56,11 @@ import (
 const writerAttrTimeout = time.Second
 
 // Each notification goes out before the request that made the change
-// returns, so the change shows once that returns. Neither waits on a lock
+// returns, so the change shows once that returns. None waits on a lock
 // that the request holds: invalidating attributes alone (no pages) takes
-// no inode lock, and an entry is invalidated in a directory (the
-// consumers') that the request (a write to ctl) does not lock.
+// no inode lock (setxattr, ioctl, flush and release hold the inode's,
+// or none), and an entry is invalidated in a directory (the consumers')
+// that the request (a write to ctl) does not lock.
 
 // invalidateAttrs drops the kernel's attributes of in (not its pages).
 func invalidateAttrs(in *gofs.Inode) {
@@ -75,6 +76,7 @@ func invalidateEntry(dir *gofs.Inode, name string) {
 }
 
 // dirCacheFlags let the kernel keep a directory's listing until it
-// changes: it drops it itself on every change through the mount, and
-// checks the directory's mtime with each open.
+// changes: every change through the mount bumps the directory's version,
+// which the kernel checks, with its mtime, when a read starts from the
+// beginning.
 const dirCacheFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE

@@ -416,10 +416,10 @@ func (c *ctlState) status() ([]byte, error) {
 		return nil, err
 	}
 	out.Consumers = make([]hsmctl.ConsumerStatus, len(cs))
-	for i, c := range cs {
-		out.Consumers[i] = hsmctl.ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
-			LastQueryTime: c.QueryTime, LastBlessTime: c.BlessTime, BlessedBy: c.BlessedBy, PendingPaths: c.PendingPaths,
-			OldestUnblessed: c.OldestAge, Full: c.Full, Reset: c.Reset, Lagging: c.Lagging}
+	for i, cn := range cs {
+		out.Consumers[i] = hsmctl.ConsumerStatus{Name: cn.Name, LastQuery: cn.LastQuery, LastBlessed: cn.LastBlessed,
+			LastQueryTime: cn.QueryTime, LastBlessTime: cn.BlessTime, BlessedBy: cn.BlessedBy, PendingPaths: cn.PendingPaths,
+			OldestUnblessed: cn.OldestAge, Full: cn.Full, Reset: cn.Reset, Lagging: cn.Lagging}
 	}
 	b, _ := json.Marshal(out)
 	return append(b, '\n'), nil

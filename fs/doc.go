@@ -33,8 +33,9 @@
 // never the reverse), control.go's freeing flag (atomic) and the kill
 // flags of requests in flight (killFlags.pending, a sync.Map: one store
 // and one delete per request that carries a flag, no lock held across
-// calls), and Root.noACLs (atomic: set once BACKING's file system says
-// it has no ACLs). Ordering between modifications and queries is the
+// calls), Root.noACLs (atomic: set once BACKING's file system says it
+// has no ACLs) and Node.writers (atomic: the node's open writable files,
+// counted at open and release, read by getattr, statx and lookup). Ordering between modifications and queries is the
 // tracker's job.
 //
 // # Ownership of BACKING and modes

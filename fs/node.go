@@ -258,7 +258,7 @@ func chmodNew(dirfd int, name string, typ, owner uint32, mode func(st *unix.Stat
 	}
 	// An O_PATH descriptor takes no fchmod; its /proc link names the
 	// inode itself.
-	return unix.Fchmodat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), mode(&st), 0)
+	return unix.Fchmodat(unix.AT_FDCWD, procFd(fd), mode(&st), 0)
 }
 
 // hasDefaultACL reports whether directory dirfd (O_PATH) has a default
@@ -268,7 +268,7 @@ func (r *Root) hasDefaultACL(dirfd int) bool {
 	if r.noACLs.Load() {
 		return false
 	}
-	_, err := unix.Getxattr(fmt.Sprintf("/proc/self/fd/%d", dirfd), "system.posix_acl_default", nil)
+	_, err := unix.Getxattr(procFd(dirfd), "system.posix_acl_default", nil)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		r.noACLs.Store(true)
 	}

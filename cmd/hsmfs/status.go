@@ -36,11 +36,7 @@ func runStatus(args []string) error {
 	if len(extra) != 0 {
 		return usagef("takes one MOUNTPOINT")
 	}
-	c, err := hsmctl.Open(mnt, "")
-	if err != nil {
-		return err
-	}
-	st, data, err := c.Status()
+	st, data, err := mountStatus(mnt)
 	if err != nil {
 		return err
 	}
@@ -202,13 +198,18 @@ func plural(n int64, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// listConsumers is hsmfs consumer list.
-func listConsumers(mnt string, asJSON bool) error {
+// mountStatus reads .hsm/status of mnt: parsed, and its text.
+func mountStatus(mnt string) (*hsmctl.Status, []byte, error) {
 	c, err := hsmctl.Open(mnt, "")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	st, _, err := c.Status()
+	return c.Status()
+}
+
+// listConsumers is hsmfs consumer list.
+func listConsumers(mnt string, asJSON bool) error {
+	st, _, err := mountStatus(mnt)
 	if err != nil {
 		return err
 	}

@@ -310,21 +310,3 @@ func (c *Client) Status() (*Status, []byte, error) {
 	}
 	return &st, data, nil
 }
-
-// ConsumerStatus is this consumer's entry of status.
-func (c *Client) ConsumerStatus() (*ConsumerStatus, error) {
-	st, _, err := c.Status()
-	if err != nil {
-		return nil, err
-	}
-	name := c.Consumer
-	if name == "" {
-		name = DefaultConsumer
-	}
-	for i := range st.Consumers {
-		if st.Consumers[i].Name == name {
-			return &st.Consumers[i], nil
-		}
-	}
-	return nil, fmt.Errorf("status lists no consumer %q", name)
-}
