@@ -83,7 +83,7 @@ posixtest: deps
 # The deep storm (directories moved beneath any directory, trees 30 and
 # more levels deep) runs 4 x 2,500 operations x 2 rounds.
 stormtest: deps
-	HSMFS_STORM_OPS=20000 HSMFS_STORM_DEEP_OPS=2500 HSMFS_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 60m -run 'TestRenameStorm' -v ./e2e/
+	HSMFS_STORM_OPS=20000 HSMFS_STORM_DEEP_OPS=20000 HSMFS_STORM_ROUNDS=2 $(GO) test -count=1 -timeout 60m -run 'TestRenameStorm' -v ./e2e/
 
 bench: deps build
 	@bash scripts/bench.sh

@@ -156,14 +156,14 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 	for i, in := range ins {
 		// By hand, not get and putIfAbsent: the entry is made only
 		// when the key is new, under the one lock (the hot path).
-		k := keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2)
+		k := keyOfIntent(&in)
 		sh := &set.shards[set.shard(&k)]
 		sh.mu.Lock()
 		e := sh.m[k]
 		if e == nil {
 			e = &sharedIntent{ready: make(chan struct{}), refs: 1}
 			e.rec = Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags, Ino: in.Ino,
-				Time: now, Path: in.Path, Path2: in.Path2}
+				Parent: in.Parent, Parent2: in.Parent2, Ino2: in.Ino2, Time: now, Path: in.Path, Path2: in.Path2}
 			sh.m[k] = e
 			fresh[i] = true
 		}
@@ -189,7 +189,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 	settle := func(e *sharedIntent) {
 		e.err = err
 		if err != nil {
-			set.remove(keyOf(e.rec.Op, e.rec.Flags, e.rec.Ino, e.rec.Path, e.rec.Path2))
+			set.remove(keyOfRecord(&e.rec))
 		}
 		close(e.ready)
 	}
@@ -288,9 +288,9 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 	var recs []*Record
 	now := time.Now()
 	for _, in := range fine {
-		if set.putFineIfAbsent(keyOf(in.Op, in.Flags, in.Ino, in.Path, in.Path2)) {
+		if set.putFineIfAbsent(keyOfIntent(&in)) {
 			recs = append(recs, &Record{Period: p, Run: t.run, Op: in.Op, Flags: in.Flags | FlagFine, Ino: in.Ino,
-				Time: now, Path: in.Path, Path2: in.Path2})
+				Parent: in.Parent, Parent2: in.Parent2, Ino2: in.Ino2, Time: now, Path: in.Path, Path2: in.Path2})
 		}
 	}
 	if len(recs) > 0 {

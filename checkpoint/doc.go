@@ -18,7 +18,8 @@
 //     clean flag, recovery period, the named consumers' cursors) and
 //     recovery after an unclean end;
 //   - the query (query.go, and its stages in query_stages.go), with the
-//     old names beneath renamed directories (renames.go), every name of a
+//     old names beneath renamed directories (by inode, oldnames.go; by
+//     path where the inodes are not all known, renames.go), every name of a
 //     file with several links (links.go), and the named consumers'
 //     cursors (consumers.go);
 //   - the records of changes found at mount (RecordOutside; the finding

@@ -30,6 +30,12 @@ type bop struct {
 	path  string
 	path2 string
 	ino   uint64
+	// parent, parent2: the directories that the intent named (rename,
+	// unlink, rmdir). The kernel holds them locked from the lookup to
+	// the operation, so the operation acts on them or fails: here it
+	// fails if another directory is at their path by then, and a
+	// rename fails if another inode is at its source (ino).
+	parent, parent2 uint64
 }
 
 type memBacking struct {
@@ -140,6 +146,61 @@ func (b *memBacking) Walk(dir string, fn func(string)) error {
 	return nil
 }
 
+// WalkDirs is Walk with the inodes of the directories (DirWalker).
+func (b *memBacking) WalkDirs(dir string, fn func(path string, ino uint64, isDir bool)) error {
+	b.mu.Lock()
+	t := cloneTree(b.cur)
+	b.mu.Unlock()
+	return (&memBacking{cur: t}).Walk(dir, func(p string) {
+		n := t[p]
+		ino := uint64(0)
+		if n.typ == typDir {
+			ino = n.ino
+		}
+		fn(p, ino, n.typ == typDir)
+	})
+}
+
+// withDirs fills in the inodes that fs gives a namespace change's intent
+// (Intent.Parent, Parent2, Ino2, and Ino of a directory removed), from
+// BACKING as it is now, and the op's checks of them.
+func (b *memBacking) withDirs(in Intent, op bop) (Intent, bop) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dirIno := func(p string) uint64 {
+		par := parentOf(p)
+		if par == "" {
+			return 1 // the root: any number, checkpoint does not read it
+		}
+		if n, ok := b.cur[par]; ok {
+			return n.ino
+		}
+		// No directory there: fs could not have sent the operation.
+		// A number no directory has, so that it fails (applyOp).
+		return ^uint64(1)
+	}
+	switch in.Op {
+	case OpUnlink, OpRmdir:
+		in.Parent = dirIno(in.Path)
+		if in.Op == OpRmdir {
+			in.Ino = b.cur[in.Path].ino
+		}
+	case OpRename:
+		in.Parent, in.Parent2 = dirIno(in.Path), dirIno(in.Path2)
+		if in.Ino == 0 {
+			in.Ino = b.cur[in.Path].ino // as fs's entryKind
+		}
+		if in.Flags&FlagExchange != 0 {
+			in.Ino2 = b.cur[in.Path2].ino
+		}
+		op.ino = in.Ino
+	default:
+		return in, op
+	}
+	op.parent, op.parent2 = in.Parent, in.Parent2
+	return in, op
+}
+
 func isBeneath(p, dir string) bool {
 	return len(p) > len(dir) && strings.HasPrefix(p, dir) && p[len(dir)] == '/'
 }
@@ -222,6 +283,13 @@ func applyOp(t map[string]bnode, op bop, ver *uint64) bool {
 		return ok && n.typ == typDir
 	}
 	bump := func() uint64 { *ver++; return *ver }
+	sameDir := func(p string, ino uint64) bool {
+		par := parentOf(p)
+		return ino == 0 || par == "" || t[par].ino == ino
+	}
+	if !sameDir(op.path, op.parent) || (op.kind == "rename" && !sameDir(op.path2, op.parent2)) {
+		return false
+	}
 	switch op.kind {
 	case "write": // write (creating it if needed) the regular file op.path
 		n, ok := t[op.path]
@@ -300,7 +368,7 @@ func applyOp(t map[string]bnode, op bop, ver *uint64) bool {
 		return true
 	case "rename": // rename(2) of op.path to op.path2
 		src, ok := t[op.path]
-		if !ok || op.path == op.path2 || isBeneath(op.path2, op.path) || !parentOK(op.path2) {
+		if !ok || (op.ino != 0 && src.ino != op.ino) || op.path == op.path2 || isBeneath(op.path2, op.path) || !parentOK(op.path2) {
 			return false
 		}
 		if dst, ok := t[op.path2]; ok {

@@ -142,10 +142,10 @@ func (w *mworld) stepBegin() {
 		p := w.pickPath()
 		in, op = Intent{Op: OpUnlink, Path: p}, bop{kind: "unlink", path: p}
 	case "mkdir":
-		p := w.cfg.tops[w.ch.choose(len(w.cfg.tops))]
+		p := w.pickDir()
 		in, op = Intent{Op: OpMkdir, Flags: FlagDir, Path: p}, bop{kind: "mkdir", path: p, ino: w.allocIno()}
 	case "rmdir":
-		p := w.cfg.tops[w.ch.choose(len(w.cfg.tops))]
+		p := w.pickDir()
 		in, op = Intent{Op: OpRmdir, Flags: FlagDir, Path: p}, bop{kind: "rmdir", path: p}
 	case "rename":
 		ps := w.allPaths()
@@ -168,6 +168,7 @@ func (w *mworld) stepBegin() {
 			}
 		}
 	}
+	in, op = w.back.withDirs(in, op)
 	period := w.tr.Current()
 	tok, err := w.tr.Begin(in)
 	desc := fmt.Sprintf("%s %s", in.Op, in.Path)
@@ -603,3 +604,13 @@ func answerSummary(a *Answer) string {
 
 func (w *mworld) stepQuery()      { w.startAdvance(true) }
 func (w *mworld) stepCheckpoint() { w.startAdvance(false) }
+
+// pickDir picks where a mkdir or rmdir goes: mostly a top, sometimes a
+// child, so that renamed directories hold directories (old names deeper
+// than one level).
+func (w *mworld) pickDir() string {
+	if w.cfg.nestedDirs && w.ch.choose(3) == 0 {
+		return w.pickPath()
+	}
+	return w.cfg.tops[w.ch.choose(len(w.cfg.tops))]
+}

@@ -223,6 +223,15 @@ func TestModel(t *testing.T) {
 	runModel(t, "TestModel", defaultModelCfg(), 2000)
 }
 
+// TestModelNestedDirs is TestModel with directories made beneath
+// directories too, so that the old names of a renamed directory go
+// deeper than its immediate entries (checkpoint/oldnames.go).
+func TestModelNestedDirs(t *testing.T) {
+	cfg := defaultModelCfg()
+	cfg.nestedDirs = true
+	runModel(t, "TestModelNestedDirs", cfg, 1000)
+}
+
 // TestModelConsumers is TestModel with a second, named consumer on its
 // own schedule and its own DEST, checked by the same invariant: D1-D5 per
 // consumer. (D4 is off: a path that one consumer's query derives is

@@ -160,9 +160,12 @@ type modelCfg struct {
 	// with a store whose syncs flush earlier unsynced writes (as badger's
 	// log does) if i/2 is odd (coarse mode always flushes), and with a
 	// Backing that has the optional List and LstatSorted if i/4 is odd.
-	mixModes  bool
-	listing   bool
-	pathsOnly bool // queries with QueryOptions.PathsOnly
+	mixModes bool
+	// nestedDirs: mkdir and rmdir also at a top's child, so that renamed
+	// directories hold directories (TestModelNestedDirs).
+	nestedDirs bool
+	listing    bool
+	pathsOnly  bool // queries with QueryOptions.PathsOnly
 }
 
 func defaultModelCfg() modelCfg {

@@ -82,8 +82,11 @@ type dedupKey struct {
 	op    Op
 	flags uint8  // a rename of a file and one of a directory differ
 	ino   uint64 // another file under the same name needs its own record (hard links)
-	path  string
-	path2 string
+	// the directories by inode: a directory replaced under the same
+	// name in one period has other edges (oldnames.go)
+	parent, parent2, ino2 uint64
+	path                  string
+	path2                 string
 }
 
 const dedupShards = 32
@@ -197,6 +200,18 @@ func (s *dedupSet) remove(k dedupKey) {
 // keyOf is the dedup key of an intent or of a record's fields.
 func keyOf(op Op, flags uint8, ino uint64, path, path2 string) dedupKey {
 	return dedupKey{op: op, flags: flags, ino: ino, path: path, path2: path2}
+}
+
+// keyOfIntent is the dedup key of an intent, its directories included.
+func keyOfIntent(in *Intent) dedupKey {
+	return dedupKey{op: in.Op, flags: in.Flags, ino: in.Ino, parent: in.Parent, parent2: in.Parent2,
+		ino2: in.Ino2, path: in.Path, path2: in.Path2}
+}
+
+// keyOfRecord is keyOfIntent of the intent that r records.
+func keyOfRecord(r *Record) dedupKey {
+	return dedupKey{op: r.Op, flags: r.Flags, ino: r.Ino, parent: r.Parent, parent2: r.Parent2,
+		ino2: r.Ino2, path: r.Path, path2: r.Path2}
 }
 
 // sharedIntent is one durable intent and the modifications that share it

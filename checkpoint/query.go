@@ -270,7 +270,7 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 	now := time.Now()
 	for _, c := range carry {
 		recs = append(recs, &Record{Period: P, Run: t.run, Op: OpRename, Flags: FlagDir | FlagDerived | FlagCarried,
-			Time: now, Path: c.from, Path2: c.to + derivedBy(consumer)})
+			Ino: c.ino, Time: now, Path: c.from, Path2: c.to + derivedBy(consumer)})
 	}
 	for i := range ans.Entries {
 		e, a := &ans.Entries[i], aggs[i]

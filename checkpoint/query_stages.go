@@ -24,8 +24,13 @@ type queryRun struct {
 	entryInflight []bool
 	linkHints     map[uint64][]string
 	// From the old names: the renamed directories to carry into P.
-	carry     []carried
-	pathsOnly bool // QueryOptions.PathsOnly
+	carry []carried
+	// tree is what each directory held, by inode (oldnames.go);
+	// dirIntentsAnswered: answerDirIntents answered for fine records
+	// that may be lost, which the tree does not see.
+	tree               *inoTree
+	dirIntentsAnswered bool
+	pathsOnly          bool // QueryOptions.PathsOnly
 	// Slabs for the aggs and their first inode: a million paths are a
 	// thousand allocations, not two million (the collector's work
 	// during a query grows with the objects, not the bytes).
@@ -42,7 +47,7 @@ func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	// million paths rehashes it twenty times.
 	hint := min(t.answerSizes[name], maxPathsHint)
 	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string),
-		abandoned: func() bool { return false }}
+		tree: newInoTree(), abandoned: func() bool { return false }}
 }
 
 // maxPathsHint caps the map's initial size (a few hundred MiB).
@@ -164,6 +169,9 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 		if r.Op == OpRename {
 			q.renames = append(q.renames, r)
 		}
+		if r.Op == OpRename || r.Op == OpUnlink || r.Op == OpRmdir {
+			q.tree.recordEdges(r)
+		}
 		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {
 			q.linkHints[r.Ino] = append(q.linkHints[r.Ino], r.Path, r.Path2)
 		}
@@ -196,7 +204,7 @@ func (t *Tracker) expandRenames(q *queryRun) error {
 				continue
 			}
 			walked[top] = true
-			if err := t.backing.Walk(top, func(p string) { q.found(p, &beneath, false) }); err != nil {
+			if err := t.walkTree(q.tree, top, func(p string) { q.found(p, &beneath, false) }); err != nil {
 				return fmt.Errorf("expand renamed directory %q: %w", top, err)
 			}
 		}
@@ -218,6 +226,7 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 		if r.Run <= q.st.LastUncleanRun || (lost && r.Run == t.run) {
 			dirIntents = append(dirIntents, r)
 			dirInflight = append(dirInflight, q.entryInflight[i])
+			q.dirIntentsAnswered = true
 		}
 	}
 	// A roster's or census's chunks share its header's in-flight state.

@@ -1,14 +1,17 @@
 package checkpoint
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 )
 
-// Old names beneath renamed directories (docs/design.md, "Old names", has
-// the proof). While it is small, a query uses the full mapping (mapAll):
+// Old names beneath renamed directories by path: the path rule, which a
+// query takes only where the inode rule (oldnames.go) cannot see every
+// edge (docs/design.md, "Old names", has the proof of both). While it is
+// small, a query uses the full mapping (mapAll):
 // every listed path beneath a new name, listed beneath the old name too,
 // at every depth. Past its budget (rename storms), the rule below.
 //
@@ -59,6 +62,7 @@ const aliasBudget = 1 << 14
 // carried is a renamed directory carried into the next period: O -> Y.
 type carried struct {
 	from, to string
+	ino      uint64 // the directory, if known (oldnames.go)
 }
 
 // oldNameRule finds the old names of one query.
@@ -294,7 +298,7 @@ func (o *oldNameRule) apply(roots []oldRoot, add func(p string, r *Record)) []ca
 		}
 		sort.Strings(tos)
 		for _, y := range tos {
-			carry = append(carry, carried{from, y})
+			carry = append(carry, carried{from: from, to: y})
 		}
 	}
 	return carry
@@ -345,6 +349,14 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	if len(q.renames) == 0 && len(q.carried) == 0 {
 		return nil
 	}
+	if q.tree.complete && !q.dirIntentsAnswered {
+		if err := t.addOldNamesByInode(q); !errors.Is(err, errNoDirWalker) {
+			return err
+		}
+	}
+	if len(oldNameRenames(q.carried, q.renames)) > 0 {
+		t.oldNameFallbacks.Add(1)
+	}
 	// Outside rename storms the full mapping is small: every listed
 	// path beneath a new name, listed beneath the old name too, at every
 	// depth. It needs nothing carried, and it serves consumers that copy
@@ -360,16 +372,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 			return nil
 		}
 	}
-	// The listed paths: found now, or named by a record of a
-	// modification (not those that this consumer's own earlier answers
-	// derived: their old names were found then).
-	keys := make([]string, 0, len(q.paths))
-	for p, a := range q.paths {
-		if !a.recorded || a.real {
-			keys = append(keys, p)
-		}
-	}
-	sort.Strings(keys)
+	keys := q.listedKeys()
 	carriedRecs, roots := carriedInWindow(q, keys, t.async != nil && t.async.Lost())
 	// Every carried rename takes part in the aliases, and is carried
 	// again: a consumer may copy an answer long after the next query
@@ -397,17 +400,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 		}
 		sort.Strings(keys)
 	}
-	dirs := make(map[string]bool)
-	isDir := func(p string) bool {
-		d, ok := dirs[p]
-		if !ok {
-			typ, _, _ := t.backing.Lstat(p)
-			d = typ == "dir"
-			dirs[p] = d
-		}
-		return d
-	}
-	stripped := make(map[*Record]*Record) // the rename, without the inode it moved
+	isDir := t.isDirNow()
 	for _, r := range renames {
 		if r.Flags&FlagCarried == 0 {
 			roots = append(roots, oldRoot{r.Path, r})
@@ -418,7 +411,46 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	}
 	rule := newOldNameRule(renames, keys, isDir)
 	rule.stop = q.abandoned
-	q.carry = rule.apply(roots, func(p string, r *Record) {
+	q.carry = rule.apply(roots, q.addOldName())
+	if rule.stopped {
+		return ErrAbandoned
+	}
+	return nil
+}
+
+// listedKeys is the listed paths, sorted: found now, or named by a
+// record of a modification (not those that this consumer's own earlier
+// answers derived: their old names were found then).
+func (q *queryRun) listedKeys() []string {
+	keys := make([]string, 0, len(q.paths))
+	for p, a := range q.paths {
+		if !a.recorded || a.real {
+			keys = append(keys, p)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// isDirNow is Lstat's "is a directory now", cached for one query.
+func (t *Tracker) isDirNow() func(p string) bool {
+	dirs := make(map[string]bool)
+	return func(p string) bool {
+		d, ok := dirs[p]
+		if !ok {
+			typ, _, _ := t.backing.Lstat(p)
+			d = typ == "dir"
+			dirs[p] = d
+		}
+		return d
+	}
+}
+
+// addOldName lists an old name p that rename record r leads to, unless
+// p is listed already; the answer names r without the inode it moved.
+func (q *queryRun) addOldName() func(p string, r *Record) {
+	stripped := make(map[*Record]*Record)
+	return func(p string, r *Record) {
 		if _, ok := q.paths[p]; ok {
 			return
 		}
@@ -430,11 +462,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 			stripped[r] = s
 		}
 		q.add(p, s, false)
-	})
-	if rule.stopped {
-		return ErrAbandoned
 	}
-	return nil
 }
 
 // carriedInWindow is the carried renames that apply to this query, and

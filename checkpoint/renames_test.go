@@ -100,6 +100,7 @@ func (w *oldNamesWorld) do(in Intent, op bop) {
 		w.f.back.Walk(in.Path, func(p string) { w.oldHeld = append(w.oldHeld, p) })
 		w.newNames = append(w.newNames, in.Path2)
 	}
+	in, op = w.f.back.withDirs(in, op)
 	tok := w.f.begin(in)
 	w.f.back.apply(op)
 	tok.End()

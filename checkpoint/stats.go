@@ -39,6 +39,11 @@ func (t *Tracker) Records() RecordCounts {
 	return RecordCounts{Synced: t.syncedRecs.Load(), Queued: t.queuedRecs.Load()}
 }
 
+// OldNameFallbacks counts the queries whose old names could not be
+// found by inode (records of an older hsmfs, or fine records that a
+// crash may have lost) and took the path rule (renames.go).
+func (t *Tracker) OldNameFallbacks() uint64 { return t.oldNameFallbacks.Load() }
+
 // InFlight returns the number of modifications between Begin and End
 // (files open for writing are not among them: see OpenForWrite).
 func (t *Tracker) InFlight() int64 { return t.ps.inFlight() }

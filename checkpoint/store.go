@@ -93,9 +93,15 @@ type Record struct {
 	Op     Op
 	Flags  uint8
 	Ino    uint64 // inode number in BACKING, 0 if unknown
-	Time   time.Time
-	Path   string // relative to the mount root, no leading "/"
-	Path2  string // second name (rename target, link source), or ""
+	// Parent and Parent2 are the inode numbers of the directories that
+	// hold Path and Path2 (0 if unknown, or for a record that names no
+	// entry of a directory), and Ino2 what Path2 held before an
+	// exchange: the edges of the tree that the old names follow
+	// (oldnames.go). Only namespace changes carry them.
+	Parent, Parent2, Ino2 uint64
+	Time                  time.Time
+	Path                  string // relative to the mount root, no leading "/"
+	Path2                 string // second name (rename target, link source), or ""
 }
 
 // State is the small durable header of the journal.

@@ -35,8 +35,11 @@ type Intent struct {
 	Op    Op
 	Flags uint8
 	Ino   uint64
-	Path  string
-	Path2 string
+	// Parent, Parent2 and Ino2 are as in Record: a namespace change
+	// names the directories it changes by inode (0 if unknown).
+	Parent, Parent2, Ino2 uint64
+	Path                  string
+	Path2                 string
 }
 
 // Tracker is the period state machine: it turns modifications into
@@ -94,6 +97,9 @@ type Tracker struct {
 	// Records appended (stats.go): synced through Store.Append, and
 	// queued unsynced through AsyncStore.AppendAsync.
 	syncedRecs, queuedRecs atomic.Uint64
+	// oldNameFallbacks counts the queries whose old names took the
+	// path rule, not the inode rule (oldnames.go).
+	oldNameFallbacks atomic.Uint64
 	// answerSizes: the paths of each consumer's last answer, its next
 	// query's first guess of its size (query_stages.go). Guarded by qmu.
 	answerSizes map[string]int

@@ -47,6 +47,7 @@ var (
 	_ checkpoint.Lister       = (*Backing)(nil)
 	_ checkpoint.TypedLister  = (*Backing)(nil)
 	_ checkpoint.InodeWalker  = (*Backing)(nil)
+	_ checkpoint.DirWalker    = (*Backing)(nil)
 )
 
 // OpenBacking opens BACKING and checks that it can be tracked.
@@ -221,14 +222,23 @@ func (b *Backing) Syncfs() error {
 // is not a directory any more.
 func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
 	var st unix.Stat_t
-	return statResult(b.fstatat(rel, &st), &st)
+	return b.statResult(b.fstatat(rel, &st), &st)
+}
+
+// ino is the inode number of st as the mount numbers it (Node.idFromStat):
+// st_ino itself on BACKING's own file system, mixed with the device
+// beneath a mount point inside it. Records name inodes by their nodes, and
+// the query compares them with what it finds here.
+func (b *Backing) ino(st *unix.Stat_t) uint64 {
+	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
+	return swap(st.Dev) ^ swap(b.dev) ^ st.Ino
 }
 
 // statResult turns an lstat into Lstat's answer.
-func statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
+func (b *Backing) statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
 	switch {
 	case err == nil:
-		return typeName(st.Mode), st.Ino, uint32(st.Nlink)
+		return typeName(st.Mode), b.ino(st), uint32(st.Nlink)
 	case notBeneath(err):
 		return "", 0, 0
 	}
@@ -300,7 +310,7 @@ func (b *Backing) lstatRange(paths []string, lo, hi int, need func(i int) bool, 
 		if err == nil {
 			err = unix.Fstatat(curFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		}
-		typ, ino, nlink := statResult(err, &st)
+		typ, ino, nlink := b.statResult(err, &st)
 		fn(i, typ, ino, nlink)
 	}
 }
@@ -340,6 +350,31 @@ func (b *Backing) Walk(dir string, fn func(string)) error {
 		return fmt.Errorf("walk %q: %w", dir, err)
 	}
 	return walkFd(fd, dir, fn)
+}
+
+// WalkDirs is Walk that also gives the inode of every directory
+// (checkpoint.DirWalker): one stat per directory; entries that are not
+// directories cost nothing more.
+func (b *Backing) WalkDirs(dir string, fn func(path string, ino uint64, isDir bool)) error {
+	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
+			return nil
+		}
+		return fmt.Errorf("walk %q: %w", dir, err)
+	}
+	return walkEntries(fd, dir, func(dirfd int, name, p string, isDir bool) {
+		if !isDir {
+			fn(p, 0, false)
+			return
+		}
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			fn(p, b.ino(&st), true)
+		} else {
+			fn(p, 0, true) // gone or replaced since the listing
+		}
+	})
 }
 
 // List calls fn for every entry directly beneath dir (nothing if dir is
@@ -408,7 +443,7 @@ func (b *Backing) WalkInodes(fn func(path string, ino uint64, nlink uint32)) err
 		}
 		var st unix.Stat_t
 		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			fn(p, st.Ino, uint32(st.Nlink))
+			fn(p, b.ino(&st), uint32(st.Nlink))
 		}
 	})
 }

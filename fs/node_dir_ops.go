@@ -34,7 +34,13 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 		return tok, -1, errno
 	}
 	rel := joinPath(dir, name)
-	tok, errno = n.r.intend(checkpoint.Intent{Op: op, Flags: flags, Path: rel})
+	in := checkpoint.Intent{Op: op, Flags: flags, Path: rel, Parent: n.StableAttr().Ino}
+	if op == checkpoint.OpRmdir {
+		// The old names follow a removed directory's edges by its inode
+		// (checkpoint/oldnames.go).
+		in.Ino, _ = n.entryKind(n.GetChild(name), dirfd, name)
+	}
+	tok, errno = n.r.intend(in)
 	if errno != 0 {
 		n.r.b.putDir(dirfd)
 		return tok, -1, errno
@@ -196,7 +202,8 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			fl |= checkpoint.FlagDir
 		}
 	}
-	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Path: oldRel, Path2: newRel})
+	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Ino2: dino,
+		Parent: n.StableAttr().Ino, Parent2: np.StableAttr().Ino, Path: oldRel, Path2: newRel})
 	if errno != 0 {
 		return errno
 	}

@@ -121,8 +121,14 @@
 //	                             versioned binary), "seq" (next Seq,
 //	                             8 bytes BE)
 //	'i' + period(8 BE) + seq(8 BE)   intent record (versioned binary, see
-//	                             encodeRecord); Period and Seq live in
-//	                             the key only. A roster
+//	                             appendRecord; version 2 adds the
+//	                             inodes of a namespace change's
+//	                             directories, and only such a record
+//	                             is written as version 2, so an older
+//	                             hsmfs reads every other record and
+//	                             reports the journal damaged at the
+//	                             first rename or removal it meets);
+//	                             Period and Seq live in the key only. A roster
 //	                             (checkpoint.OpNames) is a header record
 //	                             and chunk records whose path2 holds
 //	                             NUL-separated names, at most 32 KiB each

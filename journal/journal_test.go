@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -304,6 +305,39 @@ func TestCheck(t *testing.T) {
 	}
 	if _, err := Check(filepath.Join(dir, "missing")); err == nil {
 		t.Error("Check of a missing directory succeeded")
+	}
+}
+
+// TestRecordVersions: a namespace change with its directories' inodes is
+// a version 2 record and reads back whole; any other record stays version
+// 1, byte for byte what an hsmfs before version 2 wrote, and reads with
+// no inodes.
+func TestRecordVersions(t *testing.T) {
+	tm := time.Unix(0, 1_700_000_000_000_000_000)
+	v2 := checkpoint.Record{Op: checkpoint.OpRename, Flags: checkpoint.FlagDir | checkpoint.FlagExchange, Ino: 7,
+		Parent: 11, Parent2: 1 << 40, Ino2: 13, Run: 3, Time: tm, Path: "a/b", Path2: "c"}
+	b := appendRecord(nil, &v2)
+	if b[0] != recordVersion2 {
+		t.Fatalf("version %d, want %d", b[0], recordVersion2)
+	}
+	var r checkpoint.Record
+	if err := decodeRecord(b, &r); err != nil || r != v2 {
+		t.Errorf("version 2 read back as %+v, %v; want %+v", r, err, v2)
+	}
+	for i := range len(b) {
+		if err := decodeRecord(b[:i], &r); !errors.Is(err, ErrDamaged) {
+			t.Errorf("prefix of %d bytes: %v", i, err)
+		}
+	}
+	v1 := checkpoint.Record{Op: checkpoint.OpWrite, Ino: 7, Run: 3, Time: tm, Path: "a/b"}
+	b = appendRecord(nil, &v1)
+	want := []byte{1, byte(checkpoint.OpWrite), 0, 7, 3}
+	if !bytes.HasPrefix(b, want) {
+		t.Errorf("version 1 record starts % x, want % x", b[:len(want)], want)
+	}
+	r = checkpoint.Record{Parent: 5, Parent2: 5, Ino2: 5}
+	if err := decodeRecord(b, &r); err != nil || r != v1 {
+		t.Errorf("version 1 read back as %+v, %v; want %+v", r, err, v1)
 	}
 }
 

@@ -12,6 +12,11 @@ import (
 // ErrDamaged rather than guessing.
 const (
 	recordVersion = 1
+	// recordVersion2 adds the inodes of a namespace change's directories
+	// (Parent, Parent2, Ino2). A record without them is still written as
+	// version 1, so that most records stay as small and as readable as
+	// before.
+	recordVersion2 = 2
 	// formatVersion is the version of the journal as a whole (key schema
 	// and metadata), stored under metaKey(metaFormat).
 	formatVersion = 1
@@ -27,11 +32,17 @@ const maxPathLen = 1 << 16
 //
 //	version(1) op(1) flags(1) uvarint(ino) uvarint(run) varint(time)
 //	uvarint(len(path)) path uvarint(len(path2)) path2
+//	[version 2: uvarint(parent) uvarint(parent2) uvarint(ino2)]
 //
 // time is Time.UnixNano, or 0 for the zero Time; the instant of the Unix
 // epoch itself therefore reads back as the zero Time.
 func appendRecord(b []byte, r *checkpoint.Record) []byte {
-	b = append(b, recordVersion, byte(r.Op), r.Flags)
+	v2 := r.Parent != 0 || r.Parent2 != 0 || r.Ino2 != 0
+	version := byte(recordVersion)
+	if v2 {
+		version = recordVersion2
+	}
+	b = append(b, version, byte(r.Op), r.Flags)
 	b = binary.AppendUvarint(b, r.Ino)
 	b = binary.AppendUvarint(b, r.Run)
 	var t int64
@@ -43,13 +54,18 @@ func appendRecord(b []byte, r *checkpoint.Record) []byte {
 	b = append(b, r.Path...)
 	b = binary.AppendUvarint(b, uint64(len(r.Path2)))
 	b = append(b, r.Path2...)
+	if v2 {
+		b = binary.AppendUvarint(b, r.Parent)
+		b = binary.AppendUvarint(b, r.Parent2)
+		b = binary.AppendUvarint(b, r.Ino2)
+	}
 	return b
 }
 
 // recordSizeHint is a generous estimate of the encoded size of r, to size
 // the batch buffer once.
 func recordSizeHint(r *checkpoint.Record) int {
-	return 3 + 3*binary.MaxVarintLen64 + 2*binary.MaxVarintLen32 + len(r.Path) + len(r.Path2)
+	return 3 + 6*binary.MaxVarintLen64 + 2*binary.MaxVarintLen32 + len(r.Path) + len(r.Path2)
 }
 
 // decodeRecord fills r from a value written by appendRecord. It never
@@ -59,7 +75,7 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 	if len(v) < 3 {
 		return fmt.Errorf("%w: intent record of %d bytes is too short", ErrDamaged, len(v))
 	}
-	if v[0] != recordVersion {
+	if v[0] != recordVersion && v[0] != recordVersion2 {
 		return fmt.Errorf("%w: intent record version %d unknown", ErrDamaged, v[0])
 	}
 	r.Op = checkpoint.Op(v[1])
@@ -73,6 +89,12 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 	t := d.varint()
 	r.Path = d.str()
 	r.Path2 = d.str()
+	r.Parent, r.Parent2, r.Ino2 = 0, 0, 0
+	if v[0] == recordVersion2 {
+		r.Parent = d.uvarint()
+		r.Parent2 = d.uvarint()
+		r.Ino2 = d.uvarint()
+	}
 	if d.err != nil {
 		return fmt.Errorf("%w: intent record: %s", ErrDamaged, d.err)
 	}

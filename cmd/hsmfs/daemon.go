@@ -190,6 +190,7 @@ func fsConfig(a mountArgs, b *hfs.Backing, j *journal.Journal, tr *checkpoint.Tr
 			st.OutsideCheck, st.OutsideFound = oc.Result, oc.Found
 			st.Metrics = met.addr()
 			st.JournalFree, st.JournalReserve, st.JournalLow = j.Space()
+			st.OldNameFallbacks = tr.OldNameFallbacks()
 		},
 	}
 }

@@ -91,9 +91,10 @@ func dumpJournal(out io.Writer, dir string) error {
 	return journal.Dump(dir, func(rep journal.Report) {
 		writeMeta(w, rep)
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "period\tseq\trun\top\tflags\tcompleted\tpath\tpath2")
+		fmt.Fprintln(w, "period\tseq\trun\top\tflags\tcompleted\tpath\tpath2\tino\tparent\tparent2\tino2")
 	}, func(r *checkpoint.Record, completed bool) {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%d\t%t\t%q\t%q\n", r.Period, r.Seq, r.Run, r.Op, r.Flags, completed, r.Path, r.Path2)
+		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%d\t%t\t%q\t%q\t%d\t%d\t%d\t%d\n", r.Period, r.Seq, r.Run, r.Op, r.Flags, completed,
+			r.Path, r.Path2, r.Ino, r.Parent, r.Parent2, r.Ino2)
 	})
 }
 

@@ -78,6 +78,10 @@ type Status struct {
 	Recovered    bool   `json:"recovered"`
 	JournalSyncs uint64 `json:"journal_syncs"`
 	Run          uint64 `json:"run"`
+	// OldNameFallbacks counts this run's queries whose old names could
+	// not be found by inode and took the path rule (records of an older
+	// hsmfs, or fine records that a crash may have lost).
+	OldNameFallbacks uint64 `json:"old_name_fallbacks"`
 	// The journal's file system: free bytes, and the reserve below which
 	// every modification fails with ENOSPC (JournalLow).
 	JournalFree    uint64           `json:"journal_free_bytes"`

@@ -16,6 +16,7 @@ type Tracker interface {
 	InFlight() int64
 	OpenForWrite() int
 	Pending() ([]checkpoint.Pending, error)
+	OldNameFallbacks() uint64
 }
 
 // Journal is what the collector reads from the journal.
@@ -70,6 +71,9 @@ var (
 	descLow = prometheus.NewDesc("hsmfs_journal_below_reserve",
 		"1 while the journal's free space is below its reserve: every modification through the mount fails with ENOSPC.",
 		nil, nil)
+	descFallbacks = prometheus.NewDesc("hsmfs_old_name_fallbacks_total",
+		"Queries whose old names beneath renamed directories could not be found by inode and took the path rule (records of an older hsmfs, or fine records a crash may have lost); 0 in a run without crashes.",
+		nil, nil)
 )
 
 // collector reads the tracker and the journal at scrape time.
@@ -91,7 +95,7 @@ func (m *Metrics) Watch(tr Tracker, j Journal) {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIntents, descSyncs, descInFlight, descOpen, descPending,
-		descOldest, descScan, descDisk, descFree, descReserve, descLow} {
+		descOldest, descScan, descDisk, descFree, descReserve, descLow, descFallbacks} {
 		ch <- d
 	}
 }
@@ -103,6 +107,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(c.j.Syncs()))
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(c.tr.InFlight()))
 	ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(c.tr.OpenForWrite()))
+	ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(c.tr.OldNameFallbacks()))
 
 	if p, took, err := c.pendingNow(); err != nil {
 		// The scrape goes on without these (promhttp.ContinueOnError)

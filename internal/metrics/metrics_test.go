@@ -29,8 +29,9 @@ type fakeTracker struct {
 func (f *fakeTracker) Records() checkpoint.RecordCounts {
 	return checkpoint.RecordCounts{Synced: 7, Queued: 3}
 }
-func (f *fakeTracker) InFlight() int64   { return 2 }
-func (f *fakeTracker) OpenForWrite() int { return 1 }
+func (f *fakeTracker) InFlight() int64          { return 2 }
+func (f *fakeTracker) OpenForWrite() int        { return 1 }
+func (f *fakeTracker) OldNameFallbacks() uint64 { return 0 }
 func (f *fakeTracker) Pending() ([]checkpoint.Pending, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
