@@ -128,11 +128,13 @@ func (oc *outsideCheck) keep(idx *outside.Index) error {
 	return nil
 }
 
-// atCleanEnd takes a new index once the mount is gone and the journal is
-// closed cleanly: the next check then looks only at what changed after
-// this moment. If it fails, the index of the mount and its log stay (as
-// after a crash), or the new index stays without its log (which holds
-// nothing: the mount is gone).
+// atCleanEnd writes a new index once the mount is gone and the journal
+// is closed cleanly: the next check then looks only at what changed after
+// this moment. The index is the mount's with the log of names replayed on
+// it (outside.Replayed), which is the tree as it is now without a walk of
+// BACKING; if that cannot be read, a walk. If it fails, the index of the
+// mount and its log stay (as after a crash), or the new index stays
+// without its log (which holds nothing: the mount is gone).
 func (oc *outsideCheck) atCleanEnd(b *hfs.Backing, log *slog.Logger) {
 	if oc == nil || oc.deltas == nil {
 		return
@@ -142,9 +144,19 @@ func (oc *outsideCheck) atCleanEnd(b *hfs.Backing, log *slog.Logger) {
 		return
 	}
 	start := time.Now()
-	res, err := outside.Walk(b.RootFd(), outside.Now(), nil, false)
+	w := outside.Now()
+	how := "replayed"
+	idx, err := outside.Replayed(oc.index, oc.log, w)
+	if err != nil {
+		log.Warn("outside check: the index of the mount could not be replayed; walking BACKING", "err", err)
+		how = "walked"
+		var res *outside.Result
+		if res, err = outside.Walk(b.RootFd(), w, nil, false); err == nil {
+			idx = res.Index
+		}
+	}
 	if err == nil {
-		err = oc.keep(res.Index)
+		err = oc.keep(idx)
 	}
 	if err == nil {
 		err = oc.deltas.Close()
@@ -153,7 +165,7 @@ func (oc *outsideCheck) atCleanEnd(b *hfs.Backing, log *slog.Logger) {
 		log.Error("outside check: the index at unmount failed; the next mount's check lists more", "err", err)
 		return
 	}
-	log.Info("outside check: index taken at unmount", "entries", res.Index.Entries(), "seconds", time.Since(start).Seconds())
+	log.Info("outside check: index taken at unmount", "how", how, "entries", idx.Entries(), "seconds", time.Since(start).Seconds())
 }
 
 // status is what .hsm/status and the changes.json header say of it.

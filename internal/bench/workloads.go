@@ -226,6 +226,18 @@ func soloWorkloads(sz sizes) []*workload {
 			custom:  runStorm,
 		},
 		{
+			name: "deepstorm",
+			desc: fmt.Sprintf("hsmfs alone: the deep rename storm (internal/storm.DeepOp: directories moved beneath any directory, the tree 30 and more levels deep), %d writers x %d operations, then one query", sz.stormWorkers, sz.stormOps),
+			metrics: []*Metric{
+				{ID: "deepstorm.ops", Label: fmt.Sprintf("deep rename storm, %d x %d operations", sz.stormWorkers, sz.stormOps), Unit: "ops/s", Section: secAbsolute, Higher: true},
+				{ID: "deepstorm.query", Label: "query after the deep rename storm", Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 2}},
+				{ID: "deepstorm.lines", Label: "lines of that answer", Unit: "lines", Section: secAbsolute},
+				{ID: "deepstorm.rss", Label: "daemon peak RSS growth during that query", Unit: "MiB", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 100}},
+			},
+			targets: []string{"hsmfs"},
+			custom:  runStorm,
+		},
+		{
 			name: "links",
 			desc: fmt.Sprintf("hsmfs alone: every name of a file with links, in a tree of %s files (every tenth has a second link, made before the mount)", countLabel(sz.linkFiles)),
 			metrics: []*Metric{

@@ -12,10 +12,16 @@ import (
 
 // runStorm: 4 writers make the rename storm (internal/storm) through one
 // hsmfs mount, then one query answers it. The rows: the query's time,
-// its lines, and how much the daemon's peak RSS grew while it ran.
+// its lines, and how much the daemon's peak RSS grew while it ran. The
+// workload "deepstorm" moves directories beneath any directory
+// (storm.DeepOp), its rows are named deepstorm.*.
 func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
+	op := storm.Op
+	if w.name == "deepstorm" {
+		op = storm.DeepOp
+	}
 	set := w.soloRep()
-	t, done, err := e.soloHsmfs(ctx, "storm")
+	t, done, err := e.soloHsmfs(ctx, w.name)
 	if err != nil {
 		return err
 	}
@@ -28,7 +34,7 @@ func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(20261129, uint64(g)))
 			for i := 0; i < e.sz.stormOps && ctx.Err() == nil; i++ {
-				storm.Op(t.Mnt, rng)
+				op(t.Mnt, rng)
 			}
 		}(g)
 	}
@@ -37,7 +43,7 @@ func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
 		return err
 	}
 	ops := e.sz.stormWorkers * e.sz.stormOps
-	set("storm.ops", float64(ops)/time.Since(start).Seconds())
+	set(w.name+".ops", float64(ops)/time.Since(start).Seconds())
 	_, rssBefore, err := procMem(t.pid)
 	if err != nil {
 		return fmt.Errorf("daemon memory: %w", err)
@@ -54,10 +60,10 @@ func runStorm(ctx context.Context, e *Env, res *Results, w *workload) error {
 	if err != nil {
 		return fmt.Errorf("daemon memory: %w", err)
 	}
-	set("storm.query", d.Seconds())
-	set("storm.lines", float64(lines))
-	set("storm.rss", float64(max(hwm-rssBefore, 0))/(1<<20))
-	fmt.Printf("  storm: %d operations by %d writers, query answered %d lines in %.2fs, daemon peak RSS grew %d MiB (VmRSS before %d MiB)\n",
-		ops, e.sz.stormWorkers, lines, d.Seconds(), max(hwm-rssBefore, 0)>>20, rssBefore>>20)
+	set(w.name+".query", d.Seconds())
+	set(w.name+".lines", float64(lines))
+	set(w.name+".rss", float64(max(hwm-rssBefore, 0))/(1<<20))
+	fmt.Printf("  %s: %d operations by %d writers, query answered %d lines in %.2fs, daemon peak RSS grew %d MiB (VmRSS before %d MiB)\n",
+		w.name, ops, e.sz.stormWorkers, lines, d.Seconds(), max(hwm-rssBefore, 0)>>20, rssBefore>>20)
 	return nil
 }

@@ -17,9 +17,14 @@
 // mount).
 //
 // hsmfs writes one at every mount (the check's own walk gives it, with W
-// taken before the walk began) and one at every clean unmount (a walk
-// after the FUSE server stopped, W taken before it). After a crash, the
-// index of that run's mount is the newest.
+// taken before the walk began) and one at every clean unmount: the
+// mount's index with the log of names replayed on it (Replayed), W taken
+// once the FUSE server has stopped. The log has every name that the mount
+// made or removed, in order, so the replay is the tree as a walk would
+// find it (TestCheckRandom compares the two at every clean end), in the
+// time it takes to read and write the index, not to walk BACKING. If
+// the mount's index cannot be read, a walk. After a crash, the index of
+// that run's mount is the newest.
 //
 // # Why the check finds every change
 //
