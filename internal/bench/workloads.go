@@ -213,30 +213,8 @@ func soloWorkloads(sz sizes) []*workload {
 			targets: []string{"hsmfs"},
 			custom:  runExport,
 		},
-		{
-			name: "storm",
-			desc: fmt.Sprintf("hsmfs alone: the rename storm (internal/storm), %d writers x %d operations, then one query", sz.stormWorkers, sz.stormOps),
-			metrics: []*Metric{
-				{ID: "storm.ops", Label: fmt.Sprintf("rename storm, %d x %d operations", sz.stormWorkers, sz.stormOps), Unit: "ops/s", Section: secAbsolute, Higher: true},
-				{ID: "storm.query", Label: "query after the rename storm", Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 2}},
-				{ID: "storm.lines", Label: "lines of that answer", Unit: "lines", Section: secAbsolute},
-				{ID: "storm.rss", Label: "daemon peak RSS growth during that query", Unit: "MiB", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 100}},
-			},
-			targets: []string{"hsmfs"},
-			custom:  runStorm,
-		},
-		{
-			name: "deepstorm",
-			desc: fmt.Sprintf("hsmfs alone: the deep rename storm (internal/storm.DeepOp: directories moved beneath any directory, the tree 30 and more levels deep), %d writers x %d operations, then one query", sz.stormWorkers, sz.stormOps),
-			metrics: []*Metric{
-				{ID: "deepstorm.ops", Label: fmt.Sprintf("deep rename storm, %d x %d operations", sz.stormWorkers, sz.stormOps), Unit: "ops/s", Section: secAbsolute, Higher: true},
-				{ID: "deepstorm.query", Label: "query after the deep rename storm", Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 2}},
-				{ID: "deepstorm.lines", Label: "lines of that answer", Unit: "lines", Section: secAbsolute},
-				{ID: "deepstorm.rss", Label: "daemon peak RSS growth during that query", Unit: "MiB", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 100}},
-			},
-			targets: []string{"hsmfs"},
-			custom:  runStorm,
-		},
+		stormWorkload(sz, "storm", "the rename storm (internal/storm)"),
+		stormWorkload(sz, "deepstorm", "the deep rename storm (internal/storm.DeepOp: directories moved beneath any directory, the tree 30 and more levels deep)"),
 		{
 			name: "links",
 			desc: fmt.Sprintf("hsmfs alone: every name of a file with links, in a tree of %s files (every tenth has a second link, made before the mount)", countLabel(sz.linkFiles)),
@@ -447,3 +425,20 @@ func (w *workload) metric(id string) *Metric {
 // queryGoal is the pending query's limit in seconds: 2 s a million paths
 // (20 s for the ten million of make bench-long), and never under 2 s.
 func queryGoal(paths int) float64 { return max(2, 2*float64(paths)/1e6) }
+
+// stormWorkload is a rename storm's workload (runStorm): what, the storm
+// in words; its rows are named name.*.
+func stormWorkload(sz sizes, name, what string) *workload {
+	return &workload{
+		name: name,
+		desc: fmt.Sprintf("hsmfs alone: %s, %d writers x %d operations, then one query", what, sz.stormWorkers, sz.stormOps),
+		metrics: []*Metric{
+			{ID: name + ".ops", Label: fmt.Sprintf("%s, %d x %d operations", name, sz.stormWorkers, sz.stormOps), Unit: "ops/s", Section: secAbsolute, Higher: true},
+			{ID: name + ".query", Label: "query after the " + name, Unit: "s", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 2}},
+			{ID: name + ".lines", Label: "lines of that answer", Unit: "lines", Section: secAbsolute},
+			{ID: name + ".rss", Label: "daemon peak RSS growth during that query", Unit: "MiB", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 100}},
+		},
+		targets: []string{"hsmfs"},
+		custom:  runStorm,
+	}
+}
