@@ -190,8 +190,8 @@ func (b *memBacking) withDirs(in Intent, op bop) (Intent, bop) {
 		if in.Ino == 0 {
 			in.Ino = b.cur[in.Path].ino // as fs's entryKind
 		}
-		if in.Flags&FlagExchange != 0 {
-			in.Ino2 = b.cur[in.Path2].ino
+		if dst, ok := b.cur[in.Path2]; ok && (in.Flags&FlagExchange != 0 || dst.typ == typDir) {
+			in.Ino2 = dst.ino // as fs: the other side, or a directory replaced
 		}
 		op.ino = in.Ino
 	default:

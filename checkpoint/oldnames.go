@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -24,7 +25,7 @@ import (
 //   - every rename and removal record names the directory it took an
 //     entry from by inode (Record.Parent; Parent2 and Ino2 for the other
 //     side of an exchange), and the inode of a directory that it moved or
-//     removed (Ino);
+//     removed (Ino), or replaced (Ino2);
 //   - the walks of the renamed directories' names (expandRenames) give
 //     the entries that every directory beneath them holds now, and where
 //     each of those directories is now.
@@ -32,7 +33,8 @@ import (
 // So an entry that G held at any moment of the window is either still
 // in G (a walk finds it, for G is beneath a walked name: it was moved,
 // or it is beneath the old or new name of a moved ancestor), or left G by
-// a rename or a removal, whose record names G. The edges are a superset
+// a rename or a removal (its own, or a rename that replaced it), whose
+// record names G. The edges are a superset
 // of what G held at any one moment, never a combination of paths: each
 // level of the descent costs the entries of the directories that were
 // there, once, which is what makes the answer linear in the tree where
@@ -41,8 +43,9 @@ import (
 // The records say nothing of time, and need not: a name is listed if G
 // held it at any moment, and that covers the copy whenever it ran.
 // Between the query and the copy an old name that is not a directory now
-// may become one; the renamed directory is then carried into the next
-// period (FlagCarried, with G's inode), as the path rule did.
+// may become one. So the names beneath it are listed too (listBeneath),
+// and the renamed directory is carried into the next period
+// (FlagCarried, with its inode), as the path rule did.
 //
 // The rule needs every rename and removal of the window to carry its
 // directories, and the walks to give inodes (DirWalker). Records written
@@ -130,9 +133,14 @@ func (e *inoTree) recordEdges(r *Record) {
 		if r.Parent2 != 0 || parentDir(r.Path2) == "" {
 			side(r.Path2, r.Parent2, r.Ino)
 		}
-		if r.Flags&FlagExchange != 0 {
+		switch {
+		case r.Flags&FlagExchange != 0:
 			side(r.Path2, r.Parent2, r.Ino2)
 			side(r.Path, r.Parent, r.Ino2)
+		case r.Ino2 != 0:
+			// The directory that the rename replaced left (Parent2,
+			// Path2's name) by it, as by a removal.
+			side(r.Path2, r.Parent2, r.Ino2)
 		}
 	}
 }
@@ -219,6 +227,7 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 		put(root.path, root.ino, root.r)
 	}
 	seen := make(map[string]bool)
+	beneathDone := make(map[uint64]bool)
 	for d := 0; len(byDepth) > 0; d++ {
 		level := byDepth[d]
 		delete(byDepth, d)
@@ -229,10 +238,14 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 			}
 			j := jobs[x]
 			delete(jobs, x)
-			if seen[x] || !isDir(x) {
+			if seen[x] {
 				continue
 			}
 			seen[x] = true
+			if !isDir(x) {
+				listBeneath(e, x, j, beneathDone, add)
+				continue
+			}
 			inos := j.inos
 			if now := t.inoNow(e, x); now != 0 && !slices.Contains(inos, now) {
 				inos = append(inos, now)
@@ -257,6 +270,45 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 		}
 	}
 	return true
+}
+
+// listBeneath lists, beneath an old name x that is not a directory now,
+// every name that the directories which were there held, and so on down
+// through their edges. rsync deletes or replaces x whole, unless x is a
+// directory again when the copy runs, after the query: then DEST keeps
+// what it held beneath x, and the next window may no longer know the
+// entries that left those directories in this one (the carried rename
+// finds only what is there then). Beneath a missing x the names are
+// listed as gone, so that the copy deletes them if x is back; beneath a
+// file they are shadowed, left out of the plain answer and kept for the
+// next one (recordDerived). Each directory's edges are listed once per
+// query (done), beneath the first old name that reaches it: a bound of
+// the edges, not of the paths.
+func listBeneath(e *inoTree, x string, j *inoJob, done map[uint64]bool, add func(p string, r *Record)) {
+	type dir struct {
+		path string
+		inos []uint64
+	}
+	queue := []dir{{x, j.inos}}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		for _, g := range d.inos {
+			if done[g] {
+				continue
+			}
+			done[g] = true
+			// In order: which old name a directory's edges are listed
+			// beneath must not depend on a map's order.
+			for _, name := range slices.Sorted(maps.Keys(e.kids[g])) {
+				p := d.path + "/" + name
+				add(p, j.r)
+				if cs := e.kids[g][name]; len(cs) > 0 {
+					queue = append(queue, dir{p, cs})
+				}
+			}
+		}
+	}
 }
 
 // carryByInode is the renamed directories to carry into the next

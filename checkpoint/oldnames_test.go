@@ -15,7 +15,6 @@ import (
 // with the depth, and the copy must be exact.
 func TestOldNamesDownAChainOf30(t *testing.T) {
 	perEntry := map[int]float64{}
-	ruleOnly(t)
 	for _, depth := range []int{10, 20, 30} {
 		w := newOldNamesWorld(t)
 		chain := make([]string, depth) // the chain's directories, by their names now

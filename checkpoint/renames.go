@@ -55,6 +55,9 @@ import (
 // names a path at, above or beneath O; else nothing was made there, and
 // a copy in that window deleted the stale names with the listed ones.
 
+// pathRuleOnly makes every query take the path rule (tests of it).
+var pathRuleOnly = false
+
 // aliasBudget caps the work of finding the aliases of one old name, in
 // renames applied; past it, the superset is used.
 const aliasBudget = 1 << 14
@@ -349,7 +352,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 	if len(q.renames) == 0 && len(q.carried) == 0 {
 		return nil
 	}
-	if q.tree.complete && !q.dirIntentsAnswered {
+	if q.tree.complete && !q.dirIntentsAnswered && !pathRuleOnly {
 		if err := t.addOldNamesByInode(q); !errors.Is(err, errNoDirWalker) {
 			return err
 		}

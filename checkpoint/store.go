@@ -95,8 +95,9 @@ type Record struct {
 	Ino    uint64 // inode number in BACKING, 0 if unknown
 	// Parent and Parent2 are the inode numbers of the directories that
 	// hold Path and Path2 (0 if unknown, or for a record that names no
-	// entry of a directory), and Ino2 what Path2 held before an
-	// exchange: the edges of the tree that the old names follow
+	// entry of a directory), and Ino2 what Path2 held before a rename:
+	// the other side of an exchange, or a directory that the rename
+	// replaced. They are the edges of the tree that the old names follow
 	// (oldnames.go). Only namespace changes carry them.
 	Parent, Parent2, Ino2 uint64
 	Time                  time.Time

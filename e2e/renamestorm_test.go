@@ -33,7 +33,7 @@ func TestRenameStorm(t *testing.T) { renameStorm(t, "shallow", envInt(t, "HSMFS_
 // deep and more, where the path rule for old names multiplied the names
 // of every level. Every round also checks that no query fell back from
 // the inode rule (checkpoint/oldnames.go): there is no crash here.
-// make test runs 4 x 1,500 operations x 2 rounds; make stormtest 4 x
+// make test runs 4 x 1,500 operations x 3 rounds; make stormtest 4 x
 // 20,000 x 2 (HSMFS_STORM_DEEP_OPS sizes it, per writer and round).
 func TestRenameStormDeep(t *testing.T) {
 	renameStorm(t, "deep", envInt(t, "HSMFS_STORM_DEEP_OPS", 1500))

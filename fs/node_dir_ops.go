@@ -194,13 +194,20 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if isDir {
 		fl |= checkpoint.FlagDir
 	}
-	var dino uint64 // an exchange: what newName holds
+	// What newName holds: the other side of an exchange, or a directory
+	// that the rename replaces (an empty one), whose old entries the
+	// old names follow by its inode (checkpoint/oldnames.go). The
+	// kernel looked the target up before the rename, so an existing
+	// one has a node.
+	var dino uint64
 	var disDir bool
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		fl |= checkpoint.FlagExchange
 		if dino, disDir = n.entryKind(dest, nfd, newName); disDir {
 			fl |= checkpoint.FlagDir
 		}
+	} else if dest != nil && dest.StableAttr().Mode&unix.S_IFMT == unix.S_IFDIR {
+		dino = dest.StableAttr().Ino
 	}
 	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpRename, Flags: fl, Ino: ino, Ino2: dino,
 		Parent: n.StableAttr().Ino, Parent2: np.StableAttr().Ino, Path: oldRel, Path2: newRel})
