@@ -2,6 +2,9 @@ package checkpoint
 
 import (
 	"fmt"
+	"math/rand"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -65,5 +68,91 @@ func TestOldNamesDownAChainOf30(t *testing.T) {
 	}
 	if perEntry[30] > 1.5*perEntry[10] {
 		t.Errorf("lines per (entry + operation) grow with the depth: %.2f at 10, %.2f at 30", perEntry[10], perEntry[30])
+	}
+}
+
+// TestOldNamesRemadeBeforeCopy is a known gap, run with
+// CHECKPOINT_KNOWN_GAPS=1 (found by a review, kept as the reproducer for
+// the next step; see docs/design.md, "Carried forward"): random storms of
+// directory renames into random directories where, in every other
+// round, old names are made again, at the top and one level down,
+// between the query and the copy. The bound holds in every round; but
+// in 40 of the 200 seeds a later round's DEST keeps a stale entry (in
+// the review's variant of this test the path rule failed every seed).
+// listBeneath lists each directory's edges beneath one old name only, to
+// stay within the bound, and the name that the copy found made again
+// may be another one.
+func TestOldNamesRemadeBeforeCopy(t *testing.T) {
+	if os.Getenv("CHECKPOINT_KNOWN_GAPS") != "1" {
+		t.Skip("a known gap: CHECKPOINT_KNOWN_GAPS=1 runs it")
+	}
+	for seed := range 200 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { remadeBeforeCopy(t, int64(seed)) })
+	}
+}
+
+func remadeBeforeCopy(t *testing.T, seed int64) {
+	rng := rand.New(rand.NewSource(seed))
+	w := newOldNamesWorld(t)
+	const nd = 12
+	for i := range nd {
+		w.mkdir(fmt.Sprintf("d%d", i))
+		for k := range 3 {
+			w.write(fmt.Sprintf("d%d/f%d", i, k))
+		}
+	}
+	w.round()
+	join := func(d, n string) string { return strings.TrimPrefix(d+"/"+n, "/") }
+	for round := range 15 {
+		w.ops = 0
+		for range 10 + rng.Intn(60) {
+			dirs, files := []string{""}, []string(nil)
+			w.f.back.mu.Lock()
+			for p, n := range w.f.back.cur {
+				if n.typ == typDir {
+					dirs = append(dirs, p)
+				} else {
+					files = append(files, p)
+				}
+			}
+			w.f.back.mu.Unlock()
+			slices.Sort(dirs)
+			slices.Sort(files)
+			pick := func(s []string) string { return s[rng.Intn(len(s))] }
+			switch r := rng.Intn(10); {
+			case r < 5 && len(dirs) > 1:
+				src, dst := pick(dirs[1:]), join(pick(dirs), fmt.Sprintf("d%d", rng.Intn(nd)))
+				if dst != src && !isBeneath(dst, src) {
+					w.rename(src, dst)
+				}
+			case r < 7:
+				w.mkdir(join(pick(dirs), fmt.Sprintf("d%d", rng.Intn(nd))))
+			case r < 9:
+				w.write(join(pick(dirs), fmt.Sprintf("f%d", rng.Intn(3))))
+			case len(files) > 0:
+				w.unlink(pick(files))
+			}
+		}
+		w.f.back.mu.Lock()
+		entries := len(w.f.back.cur)
+		w.f.back.mu.Unlock()
+		a := w.f.query()
+		if n := len(plainPaths(a)); n > 4*(entries+w.ops) {
+			t.Fatalf("round %d: %d lines > 4 x (%d entries + %d operations)", round, n, entries, w.ops)
+		}
+		if rng.Intn(2) == 0 {
+			for range 4 { // old names made again before the copy
+				w.mkdir(fmt.Sprintf("d%d", rng.Intn(nd)))
+				w.mkdir(fmt.Sprintf("d%d/d%d", rng.Intn(nd), rng.Intn(nd)))
+			}
+		}
+		for _, p := range plainPaths(a) {
+			rsyncCopy(w.dest, w.f.back, p)
+		}
+		w.f.bless(a.Query)
+		w.round() // the next round must make DEST exact
+		if t.Failed() {
+			t.FailNow()
+		}
 	}
 }
