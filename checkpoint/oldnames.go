@@ -145,7 +145,7 @@ func (e *inoTree) recordEdges(r *Record) {
 	}
 }
 
-// walk walks the directory top, listing every path beneath it with fn,
+// walkTree walks the directory top, listing every path beneath it with fn,
 // and adds what each directory holds now to the tree. Without a
 // DirWalker, or if top is not a directory, it lists without edges.
 func (t *Tracker) walkTree(e *inoTree, top string, fn func(p string)) error {
@@ -204,10 +204,10 @@ type inoJob struct {
 // visitByInode lists the old names beneath the roots: for every root,
 // and every old name beneath one, that is a directory now, each name
 // that a directory which was there held (add), going down through the
-// names that are directories now. Each path is visited once, with every
-// directory that was there, by depth, so that a path's directories are
-// all known before its visit. It returns false if the query was
-// abandoned.
+// names that are directories now; beneath one that is not, listBeneath.
+// Each path is visited once, with every directory that was there, by
+// depth, so that a path's directories are all known before its visit.
+// It returns false if the query was abandoned.
 func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) bool, stop func() bool, add func(p string, r *Record)) bool {
 	jobs := make(map[string]*inoJob)
 	byDepth := make(map[int][]string)
@@ -363,18 +363,20 @@ func (t *Tracker) addOldNamesByInode(q *queryRun) error {
 	}
 	if len(carried) > 0 {
 		applied, _ := carriedInWindow(q, q.listedKeys(), t.async != nil && t.async.Lost())
+		applies := make(map[*Record]bool, len(applied))
 		for _, r := range applied {
 			// Where the carried directory's entries are now; not
 			// listed (the answer that carried it did). It is visited
 			// whole from its old name.
+			applies[r] = true
 			to, _ := carriedTo(r)
 			if err := t.walkTree(q.tree, to, func(string) {}); err != nil {
 				return fmt.Errorf("walk carried directory %q: %w", to, err)
 			}
-			for _, c := range carried {
-				if c.r == r {
-					roots = append(roots, c)
-				}
+		}
+		for _, c := range carried {
+			if applies[c.r] {
+				roots = append(roots, c)
 			}
 		}
 	}

@@ -13,9 +13,11 @@ import (
 // directories, each of which was renamed in the period (and its old name
 // made again as a directory, so that every level has old names to
 // list). The answer must grow with the tree, not with the combinations
-// of the levels' names: the path rule took 2^depth aliases per level
-// here. Run at depths 10, 20 and 30: the lines per entry must not grow
-// with the depth, and the copy must be exact.
+// of the levels' names, and no query may fall back to the path rule,
+// whose alias search, taken in any order, made this test take 0.65 s
+// where the inode rule takes milliseconds. Run at depths 10, 20 and 30:
+// the lines per entry must not grow with the depth, and the copy must
+// be exact.
 func TestOldNamesDownAChainOf30(t *testing.T) {
 	perEntry := map[int]float64{}
 	for _, depth := range []int{10, 20, 30} {

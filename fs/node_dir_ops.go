@@ -34,11 +34,16 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 		return tok, -1, errno
 	}
 	rel := joinPath(dir, name)
-	in := checkpoint.Intent{Op: op, Flags: flags, Path: rel, Parent: n.StableAttr().Ino}
-	if op == checkpoint.OpRmdir {
-		// The old names follow a removed directory's edges by its inode
-		// (checkpoint/oldnames.go).
-		in.Ino, _ = n.entryKind(n.GetChild(name), dirfd, name)
+	in := checkpoint.Intent{Op: op, Flags: flags, Path: rel}
+	if op == checkpoint.OpUnlink || op == checkpoint.OpRmdir {
+		// The old names follow what left a directory by inode: the
+		// directory, and a removed directory itself
+		// (checkpoint/oldnames.go). A create needs neither: what it
+		// made is found by the walks, or by its own removal or rename.
+		in.Parent = n.StableAttr().Ino
+		if op == checkpoint.OpRmdir {
+			in.Ino, _ = n.entryKind(n.GetChild(name), dirfd, name)
+		}
 	}
 	tok, errno = n.r.intend(in)
 	if errno != 0 {
