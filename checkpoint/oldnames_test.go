@@ -158,3 +158,46 @@ func remadeBeforeCopy(t *testing.T, seed int64) {
 		}
 	}
 }
+
+// TestOldNamesCopiedAfterTheQuery: a copy runs after its query, and
+// copies each listed path as it is then. So DEST can hold a directory's
+// entries at a name that the directory took only after the query, if
+// the query listed that name (here as gone): the name the directory had
+// when the query ran (its first rename in the next window) is not the
+// only one a copy can hold it at. The next window must list the entry
+// beneath that later name too, when it is a directory again. This is why
+// the old names list every name a directory held at any moment of the
+// window, not only its name at the last bless, which the bounded-answers
+// issue proposed.
+func TestOldNamesCopiedAfterTheQuery(t *testing.T) { bothRules(t, oldNamesCopiedAfterTheQuery) }
+
+func oldNamesCopiedAfterTheQuery(t *testing.T) {
+	w := newOldNamesWorld(t)
+	w.mkdir("g")
+	w.write("g/y")
+	w.write("g/z")
+	w.mkdir("c")
+	w.write("c/y")
+	w.round()
+	// The query lists c and c/y as gone; before its copy runs, g takes
+	// the name c, so the copy puts g's y at DEST/c/y.
+	w.unlink("c/y")
+	w.do(Intent{Op: OpRmdir, Flags: FlagDir, Path: "c"}, bop{kind: "rmdir", path: "c"})
+	a := w.f.query()
+	if entryOf(a, "c/y") == nil {
+		t.Fatalf("c/y not listed")
+	}
+	w.rename("g", "c")
+	for _, p := range plainPaths(a) {
+		rsyncCopy(w.dest, w.f.back, p)
+	}
+	if _, ok := w.dest["c/y"]; !ok {
+		t.Fatalf("the copy did not put g's y at DEST/c/y: the test no longer tests what it says")
+	}
+	w.f.bless(a.Query)
+	// In the next window, g was at g when the query ran; it moves on
+	// from c, and c is a directory again. DEST/c/y must go.
+	w.rename("c", "d")
+	w.mkdir("c")
+	w.round()
+}
