@@ -32,12 +32,12 @@ deps:
 # with -race. The e2e tests include the short crash tests.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -race -short -count=1 -timeout 15m ./checkpoint/ ./journal/ ./fs/ ./internal/... ./cmd/... .
+	$(GO) test -race -short -count=1 -timeout 15m ./checkpoint/ ./journal/ ./fs/ ./internal/... ./cmd/... ./tools/... .
 	@bash scripts/install-test.sh
 	HSMFS_RACE=1 $(GO) test -race -count=1 -timeout 15m ./e2e/
 
 unit:
-	$(GO) test -race -count=1 ./checkpoint/ ./journal/ ./fs/ ./internal/... ./cmd/... .
+	$(GO) test -race -count=1 ./checkpoint/ ./journal/ ./fs/ ./internal/... ./cmd/... ./tools/... .
 
 e2e: deps
 	HSMFS_RACE=1 $(GO) test -race -count=1 -timeout 15m ./e2e/

@@ -1,23 +1,27 @@
 // Package hsmfs_test holds the module's architecture, as a test.
 //
-// The layers, and what each may import besides the standard library:
+// The rooms, and what each may import besides the standard library (the
+// table in TestLayering is the full list; a package missing from it
+// fails the test, so that a new room is placed on purpose):
 //
-//   - checkpoint: the period state machine. Nothing of this module's, and
-//     no third-party package (not even through another package).
-//   - journal: badger (the only package that may), checkpoint (the
-//     Store it implements), and internal/rate (the loop of its badger
-//     reference for the bench). Never fs.
-//   - fs: go-fuse (the only package that may), checkpoint, x/sys. Never
-//     journal: the tracker reaches the journal through checkpoint.Store.
-//   - internal/hsmctl: the control protocol of .hsm, which every client
-//     and fs speak; the standard library only, so that any program can
-//     use the client without the tracker's or FUSE's weight.
-//   - internal/...: one concern each. internal/metrics alone imports the
-//     Prometheus client, internal/holders alone procfs, internal/natsexport
-//     alone the NATS client.
-//   - cmd/hsmfs: wiring (flags, signals, exit codes); cmd/hsmfs-bench: a
-//     main for internal/bench, which may embed a NATS server for its
-//     export row.
+//   - checkpoint: the period state machine. Nothing but the standard
+//     library, not even through another package.
+//   - journal: badger (the only package that may) and checkpoint (the
+//     Store it implements). Never fs.
+//   - fs: go-fuse (the only package that may), checkpoint, the control
+//     protocol, x/sys. Never journal: the tracker reaches the journal
+//     through checkpoint.Store.
+//   - internal/...: the packages that ship, one concern each.
+//     internal/hsmctl (the control protocol of .hsm, which every client
+//     and fs speak) and internal/manpage use the standard library only,
+//     so that any program can use the client without the tracker's or
+//     FUSE's weight; internal/metrics alone imports the Prometheus client,
+//     internal/holders alone procfs, internal/natsexport alone the NATS
+//     client, internal/mountinfo alone moby's mountinfo.
+//   - cmd/hsmfs: wiring (flags, signals, exit codes).
+//   - tools/...: bench and test tooling (the bench and its main, the
+//     rename storm, the POSIX differential test, the rate loop). No
+//     package that ships imports them, even through another package.
 //
 // Tests' own imports are not listed here: they may use real servers.
 package hsmfs_test
@@ -25,89 +29,135 @@ package hsmfs_test
 import (
 	"os/exec"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
 
-// TestLayering enforces the package boundaries: only fs imports go-fuse,
-// only journal imports badger, only internal/metrics (and cmd/hsmfs,
-// which wires it) imports Prometheus's client, only internal/holders
-// reads /proc through procfs, only internal/natsexport imports the NATS
-// client, only internal/bench embeds a NATS server (tests, whose imports are
-// not listed here, may use them), and checkpoint knows none of them
-// (not even through fs, journal or metrics).
+const (
+	mod        = "github.com/hsmfs/hsmfs/"
+	fuse       = "github.com/hanwen/go-fuse/"
+	badger     = "github.com/dgraph-io/badger/"
+	xsys       = "golang.org/x/sys/"
+	prom       = "github.com/prometheus/client_" // client_golang, client_model
+	procfs     = "github.com/prometheus/procfs"
+	natsClient = "github.com/nats-io/nats.go"
+	natsServer = "github.com/nats-io/nats-server/"
+	systemd    = "github.com/coreos/go-systemd/"
+	moby       = "github.com/moby/sys/mountinfo"
+	pprof      = "github.com/google/pprof/"
+)
+
+// allowed is, for every package of the module, the imports it may have
+// besides the standard library: module packages (without the module's
+// prefix) and third-party prefixes.
+var allowed = map[string][]string{
+	"checkpoint":          {},
+	"journal":             {"checkpoint", badger, xsys},
+	"fs":                  {"checkpoint", "internal/hsmctl", fuse, xsys},
+	"internal/hsmctl":     {},
+	"internal/manpage":    {},
+	"internal/holders":    {procfs, xsys},
+	"internal/metrics":    {"checkpoint", "journal", prom, xsys},
+	"internal/mountinfo":  {moby, xsys},
+	"internal/natsexport": {"internal/hsmctl", natsClient},
+	"internal/outside":    {xsys},
+	"internal/sync":       {"internal/hsmctl", xsys},
+	"cmd/hsmfs": {"checkpoint", "journal", "fs", "internal/holders", "internal/hsmctl", "internal/manpage",
+		"internal/metrics", "internal/mountinfo", "internal/natsexport", "internal/outside", "internal/sync", systemd, xsys},
+	".":                     {}, // this test
+	"e2e":                   {}, // tests only, which run the built binary
+	"tools/rate":            {},
+	"tools/storm":           {xsys},
+	"tools/posixdiff":       {xsys},
+	"tools/bench":           {"internal/hsmctl", "journal", "tools/rate", "tools/storm", moby, natsServer, pprof, xsys},
+	"tools/cmd/hsmfs-bench": {"tools/bench"},
+}
+
+// stdOnly are the packages that must not reach anything but the
+// standard library, through any package.
+var stdOnly = []string{"checkpoint", "internal/hsmctl", "internal/manpage", "tools/rate"}
+
+// TestLayering enforces the rooms: each package's direct imports are in
+// its row of allowed, so that a third-party package has the owner the
+// table gives it (badger journal's, go-fuse fs's, and so on); checkpoint
+// and the control protocol reach only the standard library; fs and
+// journal never meet; and no package that ships depends on tools/.
 func TestLayering(t *testing.T) {
-	const (
-		mod        = "github.com/hsmfs/hsmfs/"
-		fuse       = "github.com/hanwen/go-fuse/"
-		badger     = "github.com/dgraph-io/badger/"
-		prom       = "github.com/prometheus/client_" // client_golang, client_model
-		procfs     = "github.com/prometheus/procfs"
-		natsClient = "github.com/nats-io/nats.go"
-		natsServer = "github.com/nats-io/nats-server/"
-	)
-	// Direct imports of every package of the module.
-	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "github.com/hsmfs/hsmfs/...").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	owners := map[string][]string{
-		fuse:       {mod + "fs"},
-		badger:     {mod + "journal"},
-		prom:       {mod + "internal/metrics", mod + "cmd/hsmfs"},
-		procfs:     {mod + "internal/holders"},
-		natsClient: {mod + "internal/natsexport"},
-		natsServer: {mod + "internal/bench"},
-	}
-	pkgs := 0
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	imports := goLines(t, "-f", "{{.ImportPath}} {{join .Imports \" \"}}", mod+"...")
+	var pkgs []string
+	for _, line := range imports {
 		f := strings.Fields(line)
-		pkgs++
+		pkg := strings.TrimPrefix(f[0]+"/", mod)
+		pkg = strings.TrimSuffix(pkg, "/")
+		if pkg == "" {
+			pkg = "."
+		}
+		pkgs = append(pkgs, pkg)
+		allow, ok := allowed[pkg]
+		if !ok {
+			t.Errorf("%s is not in the layering table: place it (layering_test.go)", pkg)
+			continue
+		}
 		for _, imp := range f[1:] {
-			for prefix, only := range owners {
-				if strings.HasPrefix(imp, prefix) && !slices.Contains(only, f[0]) {
-					t.Errorf("%s imports %s: only %s may", f[0], imp, strings.Join(only, " and "))
-				}
+			if isStd(imp) {
+				continue
+			}
+			if !slices.ContainsFunc(allow, func(a string) bool {
+				return imp == mod+a || strings.Contains(a, ".") && strings.HasPrefix(imp, a)
+			}) {
+				t.Errorf("%s imports %s, which its row of the layering table does not allow", pkg, imp)
 			}
 		}
 	}
-	if pkgs < 5 {
-		t.Fatalf("go list found only %d packages", pkgs)
+	for pkg := range allowed {
+		if !slices.Contains(pkgs, pkg) {
+			t.Errorf("the layering table names %s, which go list does not find", pkg)
+		}
 	}
-	// fs and journal never meet: fs records through checkpoint, and
-	// journal is a checkpoint.Store.
+	for _, pkg := range stdOnly {
+		for _, d := range goList(t, "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", mod+pkg) {
+			if d != mod+pkg {
+				t.Errorf("%s depends on %s: it may use the standard library only", pkg, d)
+			}
+		}
+	}
 	for _, pair := range [][2]string{{"fs", "journal"}, {"journal", "fs"}} {
-		deps, err := exec.Command("go", "list", "-deps", mod+pair[0]).Output()
-		if err != nil {
-			t.Fatalf("go list -deps: %v", err)
+		if slices.Contains(goList(t, "-deps", mod+pair[0]), mod+pair[1]) {
+			t.Errorf("%s depends on %s: fs records through checkpoint, and journal is a checkpoint.Store", pair[0], pair[1])
 		}
-		for _, d := range strings.Fields(string(deps)) {
-			if d == mod+pair[1] {
-				t.Errorf("%s depends on %s", pair[0], pair[1])
+	}
+	sort.Strings(pkgs)
+	for _, pkg := range pkgs {
+		if strings.HasPrefix(pkg, "tools/") {
+			continue
+		}
+		for _, d := range goList(t, "-deps", strings.TrimSuffix(mod+pkg, "/.")) {
+			if strings.HasPrefix(d, mod+"tools/") {
+				t.Errorf("%s, which ships, depends on the tooling package %s", pkg, d)
 			}
 		}
 	}
-	// hsmctl is the standard library's only.
-	deps, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", mod+"internal/hsmctl").Output()
+}
+
+// goList is the output of go list, one word each.
+func goList(t *testing.T, args ...string) []string {
+	t.Helper()
+	return strings.Fields(strings.Join(goLines(t, args...), "\n"))
+}
+
+// goLines is the output of go list, one line each.
+func goLines(t *testing.T, args ...string) []string {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
 	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
+		t.Fatalf("go list %s: %v", strings.Join(args, " "), err)
 	}
-	for _, d := range strings.Fields(string(deps)) {
-		if d != mod+"internal/hsmctl" {
-			t.Errorf("internal/hsmctl depends on %s: it may use the standard library only", d)
-		}
-	}
-	// checkpoint must not reach FUSE, badger or Prometheus through
-	// anything.
-	deps, err = exec.Command("go", "list", "-deps", mod+"checkpoint").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	for _, d := range strings.Fields(string(deps)) {
-		for _, bad := range []string{fuse, badger, prom, mod + "fs", mod + "journal", mod + "internal/metrics"} {
-			if strings.HasPrefix(d, bad) || d == strings.TrimSuffix(bad, "/") {
-				t.Errorf("checkpoint depends on %s", d)
-			}
-		}
-	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// isStd: a standard library import path has no dot in its first element.
+func isStd(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	return !strings.Contains(first, ".")
 }

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/hsmfs/hsmfs/internal/storm"
+	"github.com/hsmfs/hsmfs/tools/storm"
 )
 
 // TestOutsideAfterStorm: a rename storm through the mount (writer

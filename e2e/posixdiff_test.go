@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hsmfs/hsmfs/internal/posixdiff"
+	"github.com/hsmfs/hsmfs/tools/posixdiff"
 )
 
 // posixdiffEnv, when set, makes the test binary run one phase of the
@@ -38,7 +38,7 @@ func posixdiffChild(args string) int {
 // by phase as root, nobody and a user with a supplementary group, and
 // requires the two transcripts to be equal: every errno, and the type,
 // mode, owner, group, size, link count and target of every path touched
-// (internal/posixdiff). make posixtest runs the long form
+// (tools/posixdiff). make posixtest runs the long form
 // (HSMFS_POSIXDIFF_STEPS, HSMFS_POSIXDIFF_SEEDS, HSMFS_POSIXDIFF_SEED).
 func TestPosixDiff(t *testing.T) {
 	steps := envInt(t, "HSMFS_POSIXDIFF_STEPS", 1600) // per seed

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hsmfs/hsmfs/internal/storm"
+	"github.com/hsmfs/hsmfs/tools/storm"
 )
 
 // TestRenameStorm: writer processes rename files and whole directories,
 // often onto names just vacated, exchange directories, make the old names
-// again, link, append and remove (internal/storm), as build tools,
+// again, link, append and remove (tools/storm), as build tools,
 // package managers and mail stores do. Every round real rsync fed with
 // the answer must make DEST equal the mount, and the answer must stay
 // within lines <= FACTOR x (tree entries + operations) (the simple form

@@ -15,7 +15,7 @@ parent=/var/tmp
 for ((i = 0; i < ${#args[@]}; i++)); do
 	case "${args[i]}" in
 	-h | --help | -help)
-		go build -o bin/hsmfs-bench ./cmd/hsmfs-bench
+		go build -o bin/hsmfs-bench ./tools/cmd/hsmfs-bench
 		exec bin/hsmfs-bench --help
 		;;
 	--backing-dir | -backing-dir) parent="${args[i + 1]:-}" ;;
@@ -30,7 +30,7 @@ fi
 
 [[ -x bin/hsmfs ]] || make --no-print-directory build
 go build -o bin/loopback github.com/hanwen/go-fuse/v2/example/loopback
-go build -o bin/hsmfs-bench ./cmd/hsmfs-bench
+go build -o bin/hsmfs-bench ./tools/cmd/hsmfs-bench
 
 mkdir -p "$parent"
 work=$(mktemp -d "$(cd "$parent" && pwd -P)/hsmfs-bench.XXXXXX")

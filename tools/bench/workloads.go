@@ -213,8 +213,8 @@ func soloWorkloads(sz sizes) []*workload {
 			targets: []string{"hsmfs"},
 			custom:  runExport,
 		},
-		stormWorkload(sz, "storm", "the rename storm (internal/storm)"),
-		stormWorkload(sz, "deepstorm", "the deep rename storm (internal/storm.DeepOp: directories moved beneath any directory, the tree 30 and more levels deep)"),
+		stormWorkload(sz, "storm", "the rename storm (tools/storm)"),
+		stormWorkload(sz, "deepstorm", "the deep rename storm (tools/storm.DeepOp: directories moved beneath any directory, the tree 30 and more levels deep)"),
 		{
 			name: "links",
 			desc: fmt.Sprintf("hsmfs alone: every name of a file with links, in a tree of %s files (every tenth has a second link, made before the mount)", countLabel(sz.linkFiles)),

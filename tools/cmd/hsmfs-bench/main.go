@@ -7,7 +7,7 @@ package main
 import (
 	"os"
 
-	"github.com/hsmfs/hsmfs/internal/bench"
+	"github.com/hsmfs/hsmfs/tools/bench"
 )
 
 func main() { os.Exit(bench.Main(os.Args[1:])) }

@@ -7,10 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hsmfs/hsmfs/internal/storm"
+	"github.com/hsmfs/hsmfs/tools/storm"
 )
 
-// runStorm: 4 writers make the rename storm (internal/storm) through one
+// runStorm: 4 writers make the rename storm (tools/storm) through one
 // hsmfs mount, then one query answers it. The rows: the query's time,
 // its lines, and how much the daemon's peak RSS grew while it ran. The
 // workload "deepstorm" moves directories beneath any directory

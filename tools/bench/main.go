@@ -1,4 +1,4 @@
-// Package bench is hsmfs-bench (cmd/hsmfs-bench is its thin main): it
+// Package bench is hsmfs-bench (tools/cmd/hsmfs-bench is its thin main): it
 // measures hsmfs against the raw BACKING directory and
 // against go-fuse's example loopback filesystem, interleaved in one run,
 // and prints medians and ratios with the project's performance targets.

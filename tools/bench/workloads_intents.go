@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hsmfs/hsmfs/internal/rate"
 	"github.com/hsmfs/hsmfs/journal"
+	"github.com/hsmfs/hsmfs/tools/rate"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +48,12 @@ func sampleIntents(ctx context.Context, e *Env, t *Target, rep int) (map[string]
 	if t.Name == "badger" {
 		dir := filepath.Join(e.jourFS, fmt.Sprintf("badger-%d", rep))
 		defer os.RemoveAll(dir)
-		r, err := journal.ReferenceSyncedRate(ctx, dir, sz.intentWriters, sz.intentDur, sz.intentMax)
+		ref, err := journal.OpenReference(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer ref.Close()
+		r, _, err := rate.Run(ctx, sz.intentWriters, sz.intentDur, sz.intentMax, ref.Put)
 		if err != nil {
 			return nil, err
 		}
