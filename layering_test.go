@@ -20,7 +20,8 @@
 //     client, internal/mountinfo alone moby's mountinfo.
 //   - cmd/hsmfs: wiring (flags, signals, exit codes).
 //   - tools/...: bench and test tooling (the bench and its main, the
-//     rename storm, the POSIX differential test, the rate loop). No
+//     rename storm, the POSIX differential test, the rate loop), and the
+//     test kits (checkpoint/checkpointtest: the Store contract). No
 //     package that ships imports them, even through another package.
 //
 // Tests' own imports are not listed here: they may use real servers.
@@ -52,17 +53,20 @@ const (
 // besides the standard library: module packages (without the module's
 // prefix) and third-party prefixes.
 var allowed = map[string][]string{
-	"checkpoint":          {},
-	"journal":             {"checkpoint", badger, xsys},
-	"fs":                  {"checkpoint", "internal/hsmctl", fuse, xsys},
-	"internal/hsmctl":     {},
-	"internal/manpage":    {},
-	"internal/holders":    {procfs, xsys},
-	"internal/metrics":    {"checkpoint", "journal", prom, xsys},
-	"internal/mountinfo":  {moby, xsys},
-	"internal/natsexport": {"internal/hsmctl", natsClient},
-	"internal/outside":    {xsys},
-	"internal/sync":       {"internal/hsmctl", xsys},
+	"checkpoint": {},
+	// The Store contract (RunStoreTests), tooling that journal's and
+	// checkpoint's tests run.
+	"checkpoint/checkpointtest": {"checkpoint"},
+	"journal":                   {"checkpoint", badger, xsys},
+	"fs":                        {"checkpoint", "internal/hsmctl", fuse, xsys},
+	"internal/hsmctl":           {},
+	"internal/manpage":          {},
+	"internal/holders":          {procfs, xsys},
+	"internal/metrics":          {"checkpoint", "journal", prom, xsys},
+	"internal/mountinfo":        {moby, xsys},
+	"internal/natsexport":       {"internal/hsmctl", natsClient},
+	"internal/outside":          {xsys},
+	"internal/sync":             {"internal/hsmctl", xsys},
 	"cmd/hsmfs": {"checkpoint", "journal", "fs", "internal/holders", "internal/hsmctl", "internal/manpage",
 		"internal/metrics", "internal/mountinfo", "internal/natsexport", "internal/outside", "internal/sync", systemd, xsys},
 	".":                     {}, // this test
@@ -129,11 +133,11 @@ func TestLayering(t *testing.T) {
 	}
 	sort.Strings(pkgs)
 	for _, pkg := range pkgs {
-		if strings.HasPrefix(pkg, "tools/") {
+		if isTooling(pkg) {
 			continue
 		}
 		for _, d := range goList(t, "-deps", strings.TrimSuffix(mod+pkg, "/.")) {
-			if strings.HasPrefix(d, mod+"tools/") {
+			if strings.HasPrefix(d, mod) && isTooling(strings.TrimPrefix(d, mod)) {
 				t.Errorf("%s, which ships, depends on the tooling package %s", pkg, d)
 			}
 		}
@@ -154,6 +158,13 @@ func goLines(t *testing.T, args ...string) []string {
 		t.Fatalf("go list %s: %v", strings.Join(args, " "), err)
 	}
 	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// isTooling: bench and test tooling, which nothing that ships may use:
+// tools/..., and a test kit (a package named ...test, as
+// checkpoint/checkpointtest).
+func isTooling(pkg string) bool {
+	return strings.HasPrefix(pkg, "tools/") || strings.HasSuffix(pkg, "test")
 }
 
 // isStd: a standard library import path has no dot in its first element.

@@ -3,7 +3,6 @@ package checkpoint
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -14,7 +13,9 @@ import (
 // tracker's two dependencies:
 //
 //   - memStore, an in-memory Store that models durability exactly as the
-//     Store interface documents it: Append and SaveState are durable when
+//     Store interface documents it (the Store contract, which
+//     checkpoint/checkpointtest holds, runs against it and against the
+//     real journal): Append and SaveState are durable when
 //     they return, and so is Reopen; Complete is volatile (a simulated
 //     process kill keeps it, a simulated power cut loses it); DropBefore
 //     deletes. crash(powerCut) returns the store that a new mount would
@@ -458,19 +459,9 @@ func (m *memStore) LoadState() (State, error) {
 }
 
 // cloneState deep-copies a State, as a store that serializes it does (no
-// slice of the tracker's State is shared with the store's). It copies
-// every slice field, whatever State holds.
-func cloneState(st State) State {
-	v := reflect.ValueOf(&st).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		if f := v.Field(i); f.Kind() == reflect.Slice && !f.IsNil() && f.CanSet() {
-			c := reflect.MakeSlice(f.Type(), f.Len(), f.Len())
-			reflect.Copy(c, f)
-			f.Set(c)
-		}
-	}
-	return st
-}
+// slice of the tracker's State is shared with the store's, not even a
+// consumer's; the Store contract, checkpointtest, checks it).
+func cloneState(st State) State { return st.Clone() }
 
 func (m *memStore) SaveState(st State) error {
 	m.mu.Lock()

@@ -208,7 +208,9 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 		return err
 	}
 	if len(async) > 0 {
-		batch = append(batch, &request{recs: async, noSync: true})
+		// Queued before the batch's requests were made: their Seqs come
+		// first (AsyncStore: later writes write them first).
+		batch = append([]*request{{recs: async, noSync: true}}, batch...)
 	}
 	j.assignSeqs(batch)
 
