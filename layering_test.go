@@ -12,6 +12,7 @@
 //     protocol, x/sys. Never journal: the tracker reaches the journal
 //     through checkpoint.Store.
 //   - internal/...: the packages that ship, one concern each.
+//     internal/backing is BACKING reached through fds, with no FUSE.
 //     internal/hsmctl (the control protocol of .hsm, which every client
 //     and fs speak) and internal/manpage use the standard library only,
 //     so that any program can use the client without the tracker's or
@@ -58,7 +59,8 @@ var allowed = map[string][]string{
 	// checkpoint's tests run.
 	"checkpoint/checkpointtest": {"checkpoint"},
 	"journal":                   {"checkpoint", badger, xsys},
-	"fs":                        {"checkpoint", "internal/hsmctl", fuse, xsys},
+	"fs":                        {"checkpoint", "internal/backing", "internal/hsmctl", fuse, xsys},
+	"internal/backing":          {"checkpoint", "internal/hsmctl", xsys},
 	"internal/hsmctl":           {},
 	"internal/manpage":          {},
 	"internal/holders":          {procfs, xsys},
@@ -67,7 +69,7 @@ var allowed = map[string][]string{
 	"internal/natsexport":       {"internal/hsmctl", natsClient},
 	"internal/outside":          {xsys},
 	"internal/sync":             {"internal/hsmctl", xsys},
-	"cmd/hsmfs": {"checkpoint", "journal", "fs", "internal/holders", "internal/hsmctl", "internal/manpage",
+	"cmd/hsmfs": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsmctl", "internal/manpage",
 		"internal/metrics", "internal/mountinfo", "internal/natsexport", "internal/outside", "internal/sync", systemd, xsys},
 	".":                     {}, // this test
 	"e2e":                   {}, // tests only, which run the built binary

@@ -96,7 +96,7 @@ func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
 	defer b.mu.Unlock()
 	n, ok := b.cur[path]
 	if !ok {
-		// As fs.Backing.Lstat: "" if an ancestor is not a directory
+		// As backing.Tree.Lstat: "" if an ancestor is not a directory
 		// (ENOTDIR), "gone" if the path is just not there.
 		parts := strings.Split(path, "/")
 		for i := 1; i < len(parts); i++ {
@@ -125,7 +125,7 @@ func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
 }
 
 // Walk calls fn for every path strictly beneath dir, in bytewise order;
-// like fs.Backing.Walk, a dir that is gone or not a directory has
+// like backing.Tree.Walk, a dir that is gone or not a directory has
 // nothing beneath it.
 func (b *memBacking) Walk(dir string, fn func(string)) error {
 	b.mu.Lock()

@@ -417,7 +417,7 @@ func TestOneSyncPerPeriod(t *testing.T) {
 	}
 }
 
-// hsmfs keeps the fds of recently used directories (fs/dircache.go).
+// hsmfs keeps the fds of recently used directories (internal/backing/dircache.go).
 // After a directory moves or goes, an operation on a path must reach the
 // directory now at that path, never the one that was there: every kind of
 // operation runs once in a directory (caching its fd), then the directory

@@ -2,7 +2,8 @@
 // imports go-fuse. Node embeds go-fuse's LoopbackNode but overrides every
 // operation that touches BACKING. A modification asks the checkpoint
 // tracker for a durable intent first, then is carried out beneath
-// BACKING's root fd with *at calls (openat2 with
+// BACKING's root fd (internal/backing, BACKING's side, which knows no
+// FUSE) with *at calls (openat2 with
 // RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, O_NOFOLLOW, AT_SYMLINK_NOFOLLOW),
 // so a symlink inside BACKING never leads outside it, and finally ends
 // the token, which records the completion. Reads use the same fds, so
@@ -16,8 +17,7 @@
 // inode flags ioctls, the only ones that reach BACKING), killpriv.go
 // (clearing setuid, setgid and capabilities under HANDLE_KILLPRIV_V2),
 // file.go (the open file: write, fallocate, release, kernel passthrough),
-// control.go (the .hsm directory), backing.go (fd-relative access to
-// BACKING), dircache.go (the fds of recently used directories), moves.go
+// control.go (the .hsm directory), moves.go
 // (renames that go-fuse has not applied to its tree yet), identity.go
 // (every fd checked to be its node's inode, so that an operation never
 // acts on what a stale path names), errno.go (the one place where errors
@@ -27,8 +27,7 @@
 // # Concurrency
 //
 // go-fuse calls the node methods from many goroutines. The package's own
-// mutable state: ctlState.lastErr (guarded by ctlState.mu), the
-// directory fd cache (dirCache.mu, a leaf), the pending renames
+// mutable state: ctlState.lastErr (guarded by ctlState.mu), the pending renames
 // (moves.mu, held while go-fuse's inode locks are taken by GetChild,
 // never the reverse), control.go's freeing flag (atomic) and the kill
 // flags of requests in flight (killFlags.pending, a sync.Map: one store
@@ -40,7 +39,7 @@
 //
 // # Ownership of BACKING and modes
 //
-// Backing.Lock takes an exclusive flock on BACKING's root fd for the life
+// backing.Tree.Lock takes an exclusive flock on BACKING's root fd for the life
 // of the mount: one tracker per directory, whatever path reached it. The
 // daemon runs with umask DaemonUmask (077) so that its own files are
 // private; restoreMode gives what it creates in BACKING the mode the

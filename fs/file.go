@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
 	"golang.org/x/sys/unix"
 )
@@ -42,6 +43,8 @@ var (
 	_ = (gofs.FileFlusher)((*File)(nil))
 	_ = (gofs.FilePassthroughFder)((*File)(nil))
 	_ = (gofs.FileWritever)((*File)(nil))
+	_ = (gofs.FileSetattrer)((*File)(nil))
+	_ = (gofs.FileIoctler)((*File)(nil))
 )
 
 func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc, node *Node) *File {
@@ -83,7 +86,7 @@ func (f *File) PassthroughFd() (int, bool) {
 	if !ok {
 		return -1, false
 	}
-	fd, err := f.r.b.openBeneath(rel, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := f.r.b.OpenBeneath(rel, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, false
 	}
@@ -184,4 +187,18 @@ func (f *File) Release(ctx context.Context) syscall.Errno {
 		invalidateAttrs(&f.node.Inode)
 	}
 	return errno
+}
+
+// Setattr and Ioctl of the embedded LoopbackFile would change BACKING
+// through the fd with no intent. go-fuse asks the node first (Node
+// implements NodeSetattrer and NodeIoctler), and Node.Setattr records
+// before it calls LoopbackFile.Setattr itself; so these are reached only
+// if that dispatch ever changes, and then they refuse rather than write
+// unrecorded. TestFileInheritsNoModification pins the rest.
+func (f *File) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EPERM
+}
+
+func (f *File) Ioctl(ctx context.Context, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	return 0, syscall.ENOTTY
 }

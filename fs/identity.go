@@ -77,12 +77,12 @@ func (n *Node) dirFd() (fd int, rel string, errno syscall.Errno) {
 		if !ok {
 			return -1, "", syscall.ENOENT
 		}
-		fd, err := n.r.b.dir(rel)
+		fd, err := n.r.b.Dir(rel)
 		if err == nil {
 			if n.IsRoot() || n.is(fd, "") {
 				return fd, rel, 0
 			}
-			n.r.b.putDir(fd)
+			n.r.b.PutDir(fd)
 			err = unix.ESTALE
 		}
 		if !behind(err) || !n.r.retry(try) {
@@ -111,7 +111,7 @@ func (n *Node) parentFd(check bool) (dirfd int, name string, errno syscall.Errno
 		if !check || n.is(dirfd, name) {
 			return dirfd, name, 0
 		}
-		n.r.b.putDir(dirfd)
+		n.r.b.PutDir(dirfd)
 		if !n.r.retry(try) {
 			return -1, "", syscall.ESTALE
 		}

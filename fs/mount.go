@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
@@ -18,7 +20,7 @@ import (
 
 // Config is what a mount needs.
 type Config struct {
-	Backing    *Backing
+	Backing    *backing.Tree
 	Tracker    *checkpoint.Tracker
 	Mountpoint string
 	// Options are the -o options, passed on to the kernel
@@ -93,7 +95,7 @@ func Mount(cfg Config) (*Server, error) {
 	if r.nameRemoved == nil {
 		r.nameRemoved = func(uint64, string) {}
 	}
-	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.fdPath(), Dev: cfg.Backing.dev}
+	r.lroot = &gofs.LoopbackRoot{Path: cfg.Backing.FdPath(), Dev: cfg.Backing.Dev()}
 	r.node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: r.lroot}, r: r}
 	r.lroot.RootNode = r.node
 	info := cfg.Info
@@ -123,7 +125,7 @@ func Mount(cfg Config) (*Server, error) {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		MountOptions: fuse.MountOptions{
-			FsName:      cfg.Backing.path,
+			FsName:      cfg.Backing.Path(),
 			Name:        "hsmfs",
 			DirectMount: true,
 			Debug:       cfg.Debug,

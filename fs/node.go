@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
@@ -18,7 +21,7 @@ import (
 
 // Root is the state shared by every node of one mount.
 type Root struct {
-	b     *Backing
+	b     *backing.Tree
 	tr    *checkpoint.Tracker
 	lroot *gofs.LoopbackRoot
 	node  *Node
@@ -73,7 +76,7 @@ func (n *Node) removed(name string) {
 // backingIno is n's inode number in BACKING.
 func (n *Node) backingIno() uint64 {
 	if n.IsRoot() {
-		return n.r.b.rootIno
+		return n.r.b.Ino()
 	}
 	return n.StableAttr().Ino
 }
@@ -130,7 +133,7 @@ func inodePath(in *gofs.Inode) (string, bool) {
 
 // reserved reports whether name in n is the control directory's name.
 func (n *Node) reserved(name string) bool {
-	return name == ControlName && n.IsRoot()
+	return name == hsmctl.Dir && n.IsRoot()
 }
 
 func (n *Node) idFromStat(st *syscall.Stat_t, btime *syscall.Timespec) gofs.StableAttr {
@@ -205,7 +208,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		out.SetEntryTimeout(1)
 		return nil, errno
 	}
-	defer n.r.b.putDir(dirfd)
+	defer n.r.b.PutDir(dirfd)
 	return n.newChild(ctx, dirfd, name, out)
 }
 
@@ -258,7 +261,7 @@ func chmodNew(dirfd int, name string, typ, owner uint32, mode func(st *unix.Stat
 	}
 	// An O_PATH descriptor takes no fchmod; its /proc link names the
 	// inode itself.
-	return unix.Fchmodat(unix.AT_FDCWD, procFd(fd), mode(&st), 0)
+	return unix.Fchmodat(unix.AT_FDCWD, backing.ProcFd(fd), mode(&st), 0)
 }
 
 // hasDefaultACL reports whether directory dirfd (O_PATH) has a default
@@ -268,7 +271,7 @@ func (r *Root) hasDefaultACL(dirfd int) bool {
 	if r.noACLs.Load() {
 		return false
 	}
-	_, err := unix.Getxattr(procFd(dirfd), "system.posix_acl_default", nil)
+	_, err := unix.Getxattr(backing.ProcFd(dirfd), "system.posix_acl_default", nil)
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		r.noACLs.Store(true)
 	}

@@ -75,7 +75,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if errno != 0 {
 		return errno
 	}
-	defer n.r.b.putDir(dirfd)
+	defer n.r.b.PutDir(dirfd)
 	if m, ok := in.GetMode(); ok {
 		// The kernel resolves symlinks before a chmod reaches FUSE, so
 		// name is not a symlink here.
@@ -155,7 +155,7 @@ func statOut(dirfd int, name string, out *fuse.AttrOut) syscall.Errno {
 
 // setattrRoot changes the mount root itself, through the root fd.
 func (n *Node) setattrRoot(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	fd := n.r.b.rootFd
+	fd := n.r.b.RootFd()
 	if m, ok := in.GetMode(); ok {
 		if err := unix.Fchmod(fd, m); err != nil {
 			return toErrno(err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
@@ -33,7 +35,7 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 	if errno != 0 {
 		return tok, -1, errno
 	}
-	rel := joinPath(dir, name)
+	rel := backing.JoinPath(dir, name)
 	in := checkpoint.Intent{Op: op, Flags: flags, Path: rel}
 	if op == checkpoint.OpUnlink || op == checkpoint.OpRmdir {
 		// The old names follow what left a directory by inode: the
@@ -47,14 +49,14 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 	}
 	tok, errno = n.r.intend(in)
 	if errno != 0 {
-		n.r.b.putDir(dirfd)
+		n.r.b.PutDir(dirfd)
 		return tok, -1, errno
 	}
 	return tok, dirfd, 0
 }
 
 func dirOf(rel string) string {
-	d, _ := splitPath(rel)
+	d, _ := backing.SplitPath(rel)
 	return d
 }
 
@@ -66,7 +68,7 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 		return nil, errno
 	}
 	defer tok.End()
-	defer n.r.b.putDir(dirfd)
+	defer n.r.b.PutDir(dirfd)
 	if err := mk(dirfd); err != nil {
 		return nil, toErrno(err)
 	}
@@ -115,13 +117,13 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno != 0 {
 		return nil, errno
 	}
-	defer n.r.b.putDir(sfd)
+	defer n.r.b.PutDir(sfd)
 	dfd, dir, errno := n.dirFd()
 	if errno != 0 {
 		return nil, errno
 	}
-	defer n.r.b.putDir(dfd)
-	rel := joinPath(dir, name)
+	defer n.r.b.PutDir(dfd)
+	rel := backing.JoinPath(dir, name)
 	tok, errno := n.r.intend(checkpoint.Intent{Op: checkpoint.OpLink, Ino: tn.StableAttr().Ino, Path: rel, Path2: src})
 	if errno != 0 {
 		return nil, errno
@@ -141,7 +143,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer tok.End()
-	defer n.r.b.putDir(dirfd)
+	defer n.r.b.PutDir(dirfd)
 	err := unix.Unlinkat(dirfd, name, 0)
 	if err == nil {
 		n.removed(name)
@@ -155,10 +157,10 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	defer tok.End()
-	defer n.r.b.putDir(dirfd)
+	defer n.r.b.PutDir(dirfd)
 	err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
 	if err == nil {
-		n.r.b.dirs.invalidate() // a directory is gone (dircache.go)
+		n.r.b.InvalidateDirs() // a directory is gone (dircache.go)
 		n.removed(name)
 	}
 	return toErrno(err)
@@ -181,15 +183,15 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if errno != 0 {
 		return errno
 	}
-	defer n.r.b.putDir(ofd)
+	defer n.r.b.PutDir(ofd)
 	nfd, ndir := ofd, odir
 	if np != n {
 		if nfd, ndir, errno = np.dirFd(); errno != 0 {
 			return errno
 		}
-		defer n.r.b.putDir(nfd)
+		defer n.r.b.PutDir(nfd)
 	}
-	oldRel, newRel := joinPath(odir, name), joinPath(ndir, newName)
+	oldRel, newRel := backing.JoinPath(odir, name), backing.JoinPath(ndir, newName)
 
 	// go-fuse moves the inode in its tree only after Rename returns; a
 	// query waits for that (moves.go). An exchange moves both.
@@ -232,7 +234,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	err := unix.Renameat2(ofd, name, nfd, newName, uint(flags))
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
-		n.r.b.dirs.invalidate() // a directory moved (dircache.go)
+		n.r.b.InvalidateDirs() // a directory moved (dircache.go)
 	}
 	if err == nil {
 		if flags&unix.RENAME_EXCHANGE != 0 {

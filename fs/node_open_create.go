@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
@@ -76,8 +78,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	defer n.r.b.putDir(dirfd)
-	rel := joinPath(dir, name)
+	defer n.r.b.PutDir(dirfd)
+	rel := backing.JoinPath(dir, name)
 	// Until the inode is in go-fuse's tree its path is rel (go-fuse adds
 	// it after Create returns; a query meanwhile must still re-record the
 	// open file); afterwards it follows renames, and fails once the file
@@ -187,7 +189,7 @@ func (n *Node) openSelf(flags uint32) (int, syscall.Errno) {
 			return -1, errno
 		}
 		fd, err := unix.Openat(dirfd, name, int(flags)|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		n.r.b.putDir(dirfd)
+		n.r.b.PutDir(dirfd)
 		if err == nil {
 			if n.is(fd, "") {
 				if trunc {

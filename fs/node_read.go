@@ -4,6 +4,8 @@ import (
 	"context"
 	"syscall"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -36,13 +38,13 @@ var (
 // done gives the fd back.
 func (n *Node) at(check bool) (dirfd int, name string, done func(), errno syscall.Errno) {
 	if n.IsRoot() {
-		return n.r.b.rootFd, "", func() {}, 0
+		return n.r.b.RootFd(), "", func() {}, 0
 	}
 	dirfd, name, errno = n.parentFd(check)
 	if errno != 0 {
 		return -1, "", nil, errno
 	}
-	return dirfd, name, func() { n.r.b.putDir(dirfd) }, 0
+	return dirfd, name, func() { n.r.b.PutDir(dirfd) }, 0
 }
 
 func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -135,14 +137,14 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // have no *at form and do not follow the final name.
 func (n *Node) withXattrPath(check bool, do func(p string, fd int) error) syscall.Errno {
 	if n.IsRoot() {
-		return toErrno(do("", n.r.b.rootFd))
+		return toErrno(do("", n.r.b.RootFd()))
 	}
 	dirfd, name, done, errno := n.at(check)
 	if errno != 0 {
 		return errno
 	}
 	defer done()
-	return toErrno(do(procPath(dirfd, name), -1))
+	return toErrno(do(backing.ProcPath(dirfd, name), -1))
 }
 
 // OpendirHandle opens the directory beneath the root fd. Its ioctls go to
@@ -166,7 +168,7 @@ func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var s syscall.Statfs_t
-	if err := syscall.Fstatfs(n.r.b.rootFd, &s); err != nil {
+	if err := syscall.Fstatfs(n.r.b.RootFd(), &s); err != nil {
 		return toErrno(err)
 	}
 	out.FromStatfsT(&s)
@@ -179,7 +181,7 @@ func (n *Node) openDir() (int, syscall.Errno) {
 	if errno != 0 {
 		return -1, errno
 	}
-	defer n.r.b.putDir(pfd)
+	defer n.r.b.PutDir(pfd)
 	fd, err := unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	return fd, toErrno(err)
 }

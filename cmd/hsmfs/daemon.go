@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	"github.com/hsmfs/hsmfs/checkpoint"
 	hfs "github.com/hsmfs/hsmfs/fs"
 	"github.com/hsmfs/hsmfs/internal/holders"
@@ -76,7 +78,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 		return err
 	}
 	defer met.close(log)
-	b, err := hfs.OpenBacking(a.Backing)
+	b, err := backing.Open(a.Backing)
 	if err != nil {
 		return err
 	}
@@ -135,7 +137,7 @@ func serve(a mountArgs, log *slog.Logger, ready func(error), warn func(string)) 
 
 // openTracker opens the journal and the tracker on it (recovering after
 // an unclean end).
-func openTracker(a mountArgs, b *hfs.Backing, met *metricsWiring, log *slog.Logger) (*journal.Journal, *checkpoint.Tracker, error) {
+func openTracker(a mountArgs, b *backing.Tree, met *metricsWiring, log *slog.Logger) (*journal.Journal, *checkpoint.Tracker, error) {
 	if err := os.MkdirAll(filepath.Dir(a.Journal), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("journal directory: %w", err)
 	}
@@ -180,7 +182,7 @@ func debugDuration(name string, log *slog.Logger) time.Duration {
 }
 
 // fsConfig is what the mount needs, status and headers included.
-func fsConfig(a mountArgs, b *hfs.Backing, j *journal.Journal, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
+func fsConfig(a mountArgs, b *backing.Tree, j *journal.Journal, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
 	return hfs.Config{
 		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log, CacheTimeout: a.CacheTimeout,

@@ -8,8 +8,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	"github.com/hsmfs/hsmfs/checkpoint"
-	hfs "github.com/hsmfs/hsmfs/fs"
 	"github.com/hsmfs/hsmfs/internal/outside"
 )
 
@@ -27,7 +28,7 @@ type outsideCheck struct {
 
 // checkOutside runs before the mount goes live: the changes found are
 // durable records before anything can change BACKING through the mount.
-func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog.Logger) (*outsideCheck, error) {
+func checkOutside(a mountArgs, b *backing.Tree, tr *checkpoint.Tracker, log *slog.Logger) (*outsideCheck, error) {
 	oc := &outsideCheck{index: outside.IndexPath(a.Journal), log: outside.DeltasPath(a.Journal)}
 	if a.NoOutsideCheck {
 		// Nothing to keep current: the next check has no index and
@@ -73,7 +74,7 @@ func checkOutside(a mountArgs, b *hfs.Backing, tr *checkpoint.Tracker, log *slog
 // loadIndex reads the index and replays the log of names on it; it says
 // whether the whole tree must be listed (the index is damaged, or of
 // another filesystem: then it is returned too, for its names).
-func (oc *outsideCheck) loadIndex(b *hfs.Backing, tr *checkpoint.Tracker, log *slog.Logger) (*outside.Index, bool, error) {
+func (oc *outsideCheck) loadIndex(b *backing.Tree, tr *checkpoint.Tracker, log *slog.Logger) (*outside.Index, bool, error) {
 	old, err := outside.Load(oc.index)
 	switch {
 	case errors.Is(err, outside.ErrNoIndex):
@@ -135,7 +136,7 @@ func (oc *outsideCheck) keep(idx *outside.Index) error {
 // BACKING; if that cannot be read, a walk. If it fails, the index of the
 // mount and its log stay (as after a crash), or the new index stays
 // without its log (which holds nothing: the mount is gone).
-func (oc *outsideCheck) atCleanEnd(b *hfs.Backing, log *slog.Logger) {
+func (oc *outsideCheck) atCleanEnd(b *backing.Tree, log *slog.Logger) {
 	if oc == nil || oc.deltas == nil {
 		return
 	}

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	hfs "github.com/hsmfs/hsmfs/fs"
+	"github.com/hsmfs/hsmfs/internal/backing"
+
 	"github.com/hsmfs/hsmfs/internal/holders"
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"github.com/hsmfs/hsmfs/internal/mountinfo"
@@ -19,7 +20,7 @@ import (
 //     lie beneath the BACKING of a live hsmfs mount, nor lie within an
 //     hsmfs mount (whose view it would track a second time);
 //   - in the daemon, by inode: an exclusive flock on BACKING's root
-//     (fs.Backing.Lock), which no other path, bind mount or journal of
+//     (backing.Tree.Lock), which no other path, bind mount or journal of
 //     that directory escapes, and which the kernel drops when a daemon
 //     dies. It covers the directory itself: a bind mount of a directory
 //     beneath a tracked BACKING (or above one) is refused only by the
@@ -50,12 +51,12 @@ func checkTrackers(backing string) error {
 
 // lockBacking takes BACKING's lock. Where the file system has no flock
 // on directories, the check by path is all there is: it says so.
-func lockBacking(b *hfs.Backing, warn func(string)) error {
+func lockBacking(b *backing.Tree, warn func(string)) error {
 	err := b.Lock()
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, hfs.ErrTracked):
+	case errors.Is(err, backing.ErrTracked):
 		return fmt.Errorf("BACKING %s is tracked already by %s; %s", b.Path(), lockHolder(b), sameTreeHint)
 	}
 	warn(fmt.Sprintf("%v: a second hsmfs mount of this directory through another path would not be refused", err))
@@ -64,7 +65,7 @@ func lockBacking(b *hfs.Backing, warn func(string)) error {
 
 // lockHolder names the process that holds BACKING's lock, and its mount
 // if it is an hsmfs mount that answers.
-func lockHolder(b *hfs.Backing) string {
+func lockHolder(b *backing.Tree) string {
 	pid := holders.FlockHolder(b.Dev(), b.Ino())
 	if pid == 0 {
 		return "another process"

@@ -1,4 +1,4 @@
-package fs
+package backing
 
 import (
 	"sync"
@@ -8,7 +8,7 @@ import (
 
 // dirCache keeps the O_PATH fds of recently used directories of BACKING,
 // keyed by their path. Every modification resolves its parent directory
-// beneath the root with openat2 first (backing.go says why); a serial
+// beneath the root with openat2 first (tree.go says why); a serial
 // workload in one directory would otherwise pay an openat2 and a close
 // per operation, as much CPU as the operation's own syscall.
 //
@@ -115,9 +115,9 @@ func (c *dirCache) dropAllLocked() {
 	}
 }
 
-// dir is openDir through the cache: the fd may be shared, so the caller
-// gives it back with putDir and never closes it.
-func (b *Backing) dir(rel string) (int, error) {
+// Dir is openDir through the cache: the fd may be shared, so the caller
+// gives it back with PutDir and never closes it.
+func (b *Tree) Dir(rel string) (int, error) {
 	fd, gen, ok := b.dirs.get(rel)
 	if ok {
 		return fd, nil
@@ -130,15 +130,16 @@ func (b *Backing) dir(rel string) (int, error) {
 	return fd, nil
 }
 
-func (b *Backing) putDir(fd int) { b.dirs.put(fd) }
+// PutDir gives back an fd from Dir or ParentDir.
+func (b *Tree) PutDir(fd int) { b.dirs.put(fd) }
 
-// parentDir opens (or takes from the cache) the parent directory of rel
-// and returns it with the final name; give dirfd back with putDir.
-func (b *Backing) parentDir(rel string) (dirfd int, name string, err error) {
-	dir, name := splitPath(rel)
+// ParentDir opens (or takes from the cache) the parent directory of rel
+// and returns it with the final name; give dirfd back with PutDir.
+func (b *Tree) ParentDir(rel string) (dirfd int, name string, err error) {
+	dir, name := SplitPath(rel)
 	if name == "" {
 		return -1, "", unix.EINVAL
 	}
-	dirfd, err = b.dir(dir)
+	dirfd, err = b.Dir(dir)
 	return dirfd, name, err
 }

@@ -1,4 +1,4 @@
-package fs
+package backing
 
 import (
 	"os"
@@ -24,7 +24,7 @@ func TestLstatSortedNeed(t *testing.T) {
 	must(os.WriteFile(filepath.Join(root, "d", "f"), nil, 0o644))
 	must(os.WriteFile(filepath.Join(root, "s"), nil, 0o644))
 	must(os.Symlink("d", filepath.Join(root, "l")))
-	b, err := OpenBacking(root)
+	b, err := Open(root)
 	must(err)
 	defer b.Close()
 	paths := []string{"d", "d/f", "d/g", "l/f", "s/x", "z/y"}
@@ -64,7 +64,7 @@ func TestWalkDirs(t *testing.T) {
 	if err := os.Symlink("../e", filepath.Join(root, "a", "l")); err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenBacking(root)
+	b, err := Open(root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package fs
+package backing
 
 import (
 	"errors"
@@ -13,17 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
-// ControlName is the reserved name of the control directory at the root.
-const ControlName = ".hsm"
-
-// Backing is BACKING, reached only through its root directory fd. Every
+// Tree is BACKING, reached only through its root directory fd. Every
 // path is resolved beneath it with openat2(RESOLVE_BENEATH |
 // RESOLVE_NO_SYMLINKS), so a symlink in BACKING can never lead hsmfs
 // outside of it, and the final component is acted on with *at calls and
 // AT_SYMLINK_NOFOLLOW / O_NOFOLLOW.
-type Backing struct {
+type Tree struct {
 	path   string // absolute, for messages and for lxattr on the root only
 	rootFd int    // O_RDONLY|O_DIRECTORY, open for the life of the mount
 	dev    uint64
@@ -38,20 +36,20 @@ type Backing struct {
 // SetAfterSync makes fn part of Syncfs, which every bless calls before
 // it discards anything: what fn makes durable is then durable before any
 // bless. Set it before the mount.
-func (b *Backing) SetAfterSync(fn func() error) { b.afterSync = fn }
+func (b *Tree) SetAfterSync(fn func() error) { b.afterSync = fn }
 
 // The optional methods that the tracker's queries use.
 var (
-	_ checkpoint.Backing      = (*Backing)(nil)
-	_ checkpoint.BatchLstater = (*Backing)(nil)
-	_ checkpoint.Lister       = (*Backing)(nil)
-	_ checkpoint.TypedLister  = (*Backing)(nil)
-	_ checkpoint.InodeWalker  = (*Backing)(nil)
-	_ checkpoint.DirWalker    = (*Backing)(nil)
+	_ checkpoint.Backing      = (*Tree)(nil)
+	_ checkpoint.BatchLstater = (*Tree)(nil)
+	_ checkpoint.Lister       = (*Tree)(nil)
+	_ checkpoint.TypedLister  = (*Tree)(nil)
+	_ checkpoint.InodeWalker  = (*Tree)(nil)
+	_ checkpoint.DirWalker    = (*Tree)(nil)
 )
 
-// OpenBacking opens BACKING and checks that it can be tracked.
-func OpenBacking(path string) (*Backing, error) {
+// Open opens BACKING and checks that it can be tracked.
+func Open(path string) (*Tree, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("backing %q: %w", path, err)
@@ -68,13 +66,13 @@ func OpenBacking(path string) (*Backing, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("backing %q: %w", abs, err)
 	}
-	if err := unix.Fstatat(fd, ControlName, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+	if err := unix.Fstatat(fd, hsmctl.Dir, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("backing %q has an entry named %s at its root, which hsmfs reserves for its control directory; rename it first: %w", abs, ControlName, unix.EEXIST)
+		return nil, fmt.Errorf("backing %q has an entry named %s at its root, which hsmfs reserves for its control directory; rename it first: %w", abs, hsmctl.Dir, unix.EEXIST)
 	}
 	var rst unix.Stat_t
 	unix.Fstat(fd, &rst)
-	return &Backing{path: abs, rootFd: fd, dev: rst.Dev, rootIno: rst.Ino, dirs: newDirCache()}, nil
+	return &Tree{path: abs, rootFd: fd, dev: rst.Dev, rootIno: rst.Ino, dirs: newDirCache()}, nil
 }
 
 // ErrTracked: another hsmfs holds BACKING's lock (Lock).
@@ -88,7 +86,7 @@ var ErrTracked = errors.New("BACKING is tracked by another hsmfs")
 // so a crash leaves no stale lock. It fails with ErrTracked while
 // another process holds it, and with the file system's errno where
 // flock is not supported on directories (some network file systems).
-func (b *Backing) Lock() error {
+func (b *Tree) Lock() error {
 	err := unix.Flock(b.rootFd, unix.LOCK_EX|unix.LOCK_NB)
 	switch {
 	case err == nil:
@@ -100,30 +98,34 @@ func (b *Backing) Lock() error {
 }
 
 // Ino is the inode of BACKING's root directory.
-func (b *Backing) Ino() uint64 { return b.rootIno }
+func (b *Tree) Ino() uint64 { return b.rootIno }
 
 // Path is the absolute path of BACKING.
-func (b *Backing) Path() string { return b.path }
+func (b *Tree) Path() string { return b.path }
 
 // RootFd is BACKING's root directory, open for the life of the Backing
 // (for a walk of the whole tree; do not close it).
-func (b *Backing) RootFd() int { return b.rootFd }
+func (b *Tree) RootFd() int { return b.rootFd }
 
 // Dev is the device of BACKING's filesystem (the directory itself, not a
 // mount over it: it was opened before).
-func (b *Backing) Dev() uint64 { return b.dev }
+func (b *Tree) Dev() uint64 { return b.dev }
 
-// fdPath reaches BACKING through its root fd for path-based calls (go-fuse's
+// FdPath reaches BACKING through its root fd for path-based calls (go-fuse's
 // loopback): with an in-place mount, BACKING's own path leads into the
 // mount.
-func (b *Backing) fdPath() string { return procFd(b.rootFd) }
+func (b *Tree) FdPath() string { return ProcFd(b.rootFd) }
 
-// procFd is the /proc path of fd: it names the inode itself, also for an
+// ProcFd is the /proc path of fd: it names the inode itself, also for an
 // O_PATH fd, which path-based calls (chmod, getxattr) then act on.
-func procFd(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+func ProcFd(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
+// InvalidateDirs drops every cached directory fd: call it after every
+// rename of a directory and every rmdir (dircache.go says why).
+func (b *Tree) InvalidateDirs() { b.dirs.invalidate() }
 
 // Close releases the root fd.
-func (b *Backing) Close() error {
+func (b *Tree) Close() error {
 	b.dirs.invalidate() // closes the cached fds; those in use close at their put
 	return unix.Close(b.rootFd)
 }
@@ -133,16 +135,16 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESO
 // openDir opens the directory rel (relative to BACKING, "" for the root)
 // as an O_PATH fd. Long paths are walked in pieces so that they are not
 // limited by PATH_MAX.
-func (b *Backing) openDir(rel string) (int, error) {
-	return b.openBeneath(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func (b *Tree) openDir(rel string) (int, error) {
+	return b.OpenBeneath(rel, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
-// openBeneath opens rel beneath the root with flags. Every component but
+// OpenBeneath opens rel beneath the root with flags. Every component but
 // the last must be a real directory; with O_NOFOLLOW|O_PATH the last may
 // be a symlink, which is then opened itself. A path longer than one
 // openat2 accepts is walked in pieces, each resolved from the directory
 // fd that the previous piece gave, so no depth is too deep.
-func (b *Backing) openBeneath(rel string, flags int, mode uint32) (int, error) {
+func (b *Tree) OpenBeneath(rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
@@ -168,7 +170,7 @@ func (b *Backing) openBeneath(rel string, flags int, mode uint32) (int, error) {
 	return openat2(dirfd, rel, flags, mode)
 }
 
-// walkChunk is the longest piece of a path that openBeneath hands to one
+// walkChunk is the longest piece of a path that OpenBeneath hands to one
 // openat2: below PATH_MAX (4096), and far above NAME_MAX (255).
 const walkChunk = 3000
 
@@ -185,7 +187,9 @@ func openat2(dirfd int, rel string, flags int, mode uint32) (int, error) {
 	}
 }
 
-func splitPath(rel string) (dir, name string) {
+// SplitPath splits rel into its parent directory ("" for the root) and
+// its final name.
+func SplitPath(rel string) (dir, name string) {
 	i := strings.LastIndexByte(rel, '/')
 	if i < 0 {
 		return "", rel
@@ -193,21 +197,22 @@ func splitPath(rel string) (dir, name string) {
 	return rel[:i], rel[i+1:]
 }
 
-func joinPath(dir, name string) string {
+// JoinPath is the path of name in dir ("" for the root).
+func JoinPath(dir, name string) string {
 	if dir == "" {
 		return name
 	}
 	return dir + "/" + name
 }
 
-// procPath names (dirfd, name) for the l*xattr calls, which have no *at
+// ProcPath names (dirfd, name) for the l*xattr calls, which have no *at
 // form: the magic link of dirfd is followed, the final name is not.
-func procPath(dirfd int, name string) string {
+func ProcPath(dirfd int, name string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
 // Syncfs makes BACKING's filesystem durable.
-func (b *Backing) Syncfs() error {
+func (b *Tree) Syncfs() error {
 	if err := unix.Syncfs(b.rootFd); err != nil {
 		return fmt.Errorf("syncfs %s: %w", b.path, err)
 	}
@@ -220,22 +225,22 @@ func (b *Backing) Syncfs() error {
 // Lstat reports the type, inode and link count of rel as it is now:
 // "gone" if it does not exist, "" if it cannot exist because an ancestor
 // is not a directory any more.
-func (b *Backing) Lstat(rel string) (string, uint64, uint32) {
+func (b *Tree) Lstat(rel string) (string, uint64, uint32) {
 	var st unix.Stat_t
 	return b.statResult(b.fstatat(rel, &st), &st)
 }
 
-// ino is the inode number of st as the mount numbers it (Node.idFromStat):
+// ino is the inode number of st as the mount numbers it (fs.Node.idFromStat):
 // st_ino itself on BACKING's own file system, mixed with the device
 // beneath a mount point inside it. Records name inodes by their nodes, and
 // the query compares them with what it finds here.
-func (b *Backing) ino(st *unix.Stat_t) uint64 {
+func (b *Tree) ino(st *unix.Stat_t) uint64 {
 	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
 	return swap(st.Dev) ^ swap(b.dev) ^ st.Ino
 }
 
 // statResult turns an lstat into Lstat's answer.
-func (b *Backing) statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
+func (b *Tree) statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
 	switch {
 	case err == nil:
 		return typeName(st.Mode), b.ino(st), uint32(st.Nlink)
@@ -256,7 +261,7 @@ func notBeneath(err error) bool {
 // run in parallel (a million fstatat calls are most of a big query). A
 // path that need rejects is not stat'ed: its parent's open tells whether
 // it is shadowed or gone (checkpoint.BatchLstater).
-func (b *Backing) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
+func (b *Tree) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	workers := min(runtime.NumCPU(), 4)
 	if len(paths) < 10000 {
 		workers = 1
@@ -274,7 +279,7 @@ func (b *Backing) LstatSorted(paths []string, need func(i int) bool, fn func(i i
 	wg.Wait()
 }
 
-func (b *Backing) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
+func (b *Tree) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
 	curDir, curFd, curErr := "\x00", -1, error(nil)
 	defer func() {
 		if curFd >= 0 {
@@ -288,7 +293,7 @@ func (b *Backing) lstatRange(paths []string, lo, hi int, need func(i int) bool, 
 			fn(i, typ, ino, nlink)
 			continue
 		}
-		dir, name := splitPath(rel)
+		dir, name := SplitPath(rel)
 		if dir != curDir {
 			if curFd >= 0 {
 				unix.Close(curFd)
@@ -315,15 +320,15 @@ func (b *Backing) lstatRange(paths []string, lo, hi int, need func(i int) bool, 
 	}
 }
 
-func (b *Backing) fstatat(rel string, st *unix.Stat_t) error {
+func (b *Tree) fstatat(rel string, st *unix.Stat_t) error {
 	if rel == "" {
 		return unix.Fstat(b.rootFd, st)
 	}
-	dirfd, name, err := b.parentDir(rel)
+	dirfd, name, err := b.ParentDir(rel)
 	if err != nil {
 		return err
 	}
-	defer b.putDir(dirfd)
+	defer b.PutDir(dirfd)
 	return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 }
 
@@ -341,8 +346,8 @@ func typeName(mode uint32) string {
 
 // Walk calls fn for every path strictly beneath dir. A dir that is gone
 // or not a directory any more has nothing beneath it.
-func (b *Backing) Walk(dir string, fn func(string)) error {
-	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func (b *Tree) Walk(dir string, fn func(string)) error {
+	fd, err := b.OpenBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
 			return nil
@@ -355,8 +360,8 @@ func (b *Backing) Walk(dir string, fn func(string)) error {
 // WalkDirs is Walk that also gives the inode of every directory
 // (checkpoint.DirWalker): one stat per directory; entries that are not
 // directories cost nothing more.
-func (b *Backing) WalkDirs(dir string, fn func(path string, ino uint64, isDir bool)) error {
-	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func (b *Tree) WalkDirs(dir string, fn func(path string, ino uint64, isDir bool)) error {
+	fd, err := b.OpenBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
 			return nil
@@ -379,18 +384,18 @@ func (b *Backing) WalkDirs(dir string, fn func(path string, ino uint64, isDir bo
 
 // List calls fn for every entry directly beneath dir (nothing if dir is
 // gone or not a directory).
-func (b *Backing) List(dir string, fn func(string)) error {
+func (b *Tree) List(dir string, fn func(string)) error {
 	return b.list(dir, false, func(p string, _ bool) { fn(p) })
 }
 
 // ListTyped is List that also says which entries are directories (from
 // the directory's own entry types: no stat per entry on ext4 and XFS).
-func (b *Backing) ListTyped(dir string, fn func(path string, isDir bool)) error {
+func (b *Tree) ListTyped(dir string, fn func(path string, isDir bool)) error {
 	return b.list(dir, true, fn)
 }
 
-func (b *Backing) list(dir string, typed bool, fn func(string, bool)) error {
-	fd, err := b.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+func (b *Tree) list(dir string, typed bool, fn func(string, bool)) error {
+	fd, err := b.OpenBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || notBeneath(err) {
 			return nil
@@ -400,8 +405,8 @@ func (b *Backing) list(dir string, typed bool, fn func(string, bool)) error {
 	f := os.NewFile(uintptr(fd), dir)
 	defer f.Close()
 	emit := func(n string, isDir bool) {
-		if dir != "" || n != ControlName {
-			fn(joinPath(dir, n), isDir)
+		if dir != "" || n != hsmctl.Dir {
+			fn(JoinPath(dir, n), isDir)
 		}
 	}
 	if typed {
@@ -432,13 +437,13 @@ func walkFd(fd int, dir string, fn func(string)) error {
 // WalkInodes calls fn for every entry of BACKING that is not a directory,
 // with its inode and link count (checkpoint.InodeWalker). Directories
 // cost no stat: the directory's own entry types say which they are.
-func (b *Backing) WalkInodes(fn func(path string, ino uint64, nlink uint32)) error {
+func (b *Tree) WalkInodes(fn func(path string, ino uint64, nlink uint32)) error {
 	fd, err := unix.Openat(b.rootFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("walk inodes: %w", err)
 	}
 	return walkEntries(fd, "", func(dirfd int, name, p string, isDir bool) {
-		if isDir || p == ControlName {
+		if isDir || p == hsmctl.Dir {
 			return
 		}
 		var st unix.Stat_t
@@ -456,7 +461,7 @@ func walkEntries(fd int, dir string, fn func(dirfd int, name, path string, isDir
 	for {
 		ents, err := f.ReadDir(1024)
 		for _, e := range ents {
-			p := joinPath(dir, e.Name())
+			p := JoinPath(dir, e.Name())
 			isDir := e.Type()&os.ModeDir != 0
 			fn(fd, e.Name(), p, isDir)
 			if !isDir {

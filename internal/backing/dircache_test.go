@@ -1,4 +1,4 @@
-package fs
+package backing
 
 import (
 	"os"
@@ -20,33 +20,33 @@ func TestDirCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := OpenBacking(root)
+	b, err := Open(root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 
-	fa, err := b.dir("a")
+	fa, err := b.Dir("a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fa2, _ := b.dir("a")
+	fa2, _ := b.Dir("a")
 	if fa2 != fa {
 		t.Fatalf("second dir(a) = %d, want the cached %d", fa2, fa)
 	}
-	b.putDir(fa)
-	b.putDir(fa2)
+	b.PutDir(fa)
+	b.PutDir(fa2)
 	if !isOpen(fa) {
 		t.Fatal("a cached fd was closed by put")
 	}
 
 	// An invalidate while the fd is in use: it stays usable until put.
-	fa, _ = b.dir("a")
+	fa, _ = b.Dir("a")
 	b.dirs.invalidate()
 	if !isOpen(fa) {
 		t.Fatal("invalidate closed an fd in use")
 	}
-	b.putDir(fa)
+	b.PutDir(fa)
 	if isOpen(fa) {
 		t.Fatal("a dropped fd stayed open after its last put")
 	}
@@ -59,11 +59,11 @@ func TestDirCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.dirs.invalidate()
-	fa, _ = b.dir("a")
+	fa, _ = b.Dir("a")
 	if err := unix.Faccessat(fa, "c", unix.F_OK, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		t.Fatal("dir(a) after invalidate is still the old directory")
 	}
-	b.putDir(fa)
+	b.PutDir(fa)
 
 	// An open that began before an invalidate is not cached.
 	_, gen, ok := b.dirs.get("x")
@@ -76,7 +76,7 @@ func TestDirCache(t *testing.T) {
 	}
 	b.dirs.invalidate()
 	b.dirs.add("x", fx, gen)
-	b.putDir(fx)
+	b.PutDir(fx)
 	if isOpen(fx) {
 		t.Fatal("an fd opened before an invalidate was cached")
 	}
@@ -88,14 +88,14 @@ func TestDirCache(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		fd, err := b.dir(d)
+		fd, err := b.Dir(d)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fds = append(fds, fd)
 	}
 	for _, fd := range fds {
-		b.putDir(fd)
+		b.PutDir(fd)
 	}
 	b.dirs.mu.Lock()
 	n, m := len(b.dirs.byPath), len(b.dirs.byFd)
