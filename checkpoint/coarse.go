@@ -2,7 +2,6 @@ package checkpoint
 
 import (
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -86,15 +85,6 @@ func rosterRemoval(in Intent) bool {
 	}
 	return false
 }
-
-func parentDir(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return ""
-}
-
-func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
 // removal is a removal intent waiting for its roster's membership test.
 type removal struct {
@@ -297,12 +287,4 @@ func (t *Tracker) queueFine(p uint64, fine []Intent) {
 		t.queuedRecs.Add(uint64(len(recs)))
 		t.async.AppendAsync(recs)
 	}
-}
-
-// dirPrefix is what the paths beneath dir start with.
-func dirPrefix(dir string) string {
-	if dir == "" {
-		return ""
-	}
-	return dir + "/"
 }

@@ -15,13 +15,14 @@
 //   - the files open for writing (handle.go), which count as modified
 //     for as long as they stay open and are re-recorded by every query;
 //   - the durable State (current period, last query, last bless, run,
-//     clean flag, recovery period, the named consumers' cursors) and
-//     recovery after an unclean end;
+//     clean flag, recovery period, the named consumers' cursors; its
+//     methods in state.go) and recovery after an unclean end; every synced
+//     write goes through Tracker.append (append.go);
 //   - the query (query.go, and its stages in query_stages.go), with the
 //     old names beneath renamed directories (by inode, oldnames.go; by
 //     path where the inodes are not all known, renames.go), every name of a
-//     file with several links (links.go), and the named consumers'
-//     cursors (consumers.go);
+//     file with several links (links.go), and the named consumers
+//     (consumers.go); path helpers in paths.go;
 //   - the records of changes found at mount (RecordOutside; the finding
 //     is internal/outside's);
 //   - what it tells about itself (stats.go): .hsm/status, and for the
@@ -60,7 +61,7 @@
 //  4. Bless(id) requires id ≤ LastQuery, calls syncfs on BACKING, then
 //     saves LastBlessed = id durably; only then are records below id
 //     deleted, and only below the lowest last bless of every consumer
-//     (keepFrom, consumers.go), in the background (a crash restarts the
+//     (keepFrom, state.go), in the background (a crash restarts the
 //     deletion, and a consumer's queries never read below its own last
 //     bless anyway). Records of period ≥
 //     id — including everything recorded after query id started — stay.

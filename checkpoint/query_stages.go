@@ -3,6 +3,8 @@ package checkpoint
 import (
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -350,4 +352,43 @@ func dropSeenShadows(ans *Answer, aggs []*agg) (*Answer, []*agg) {
 	clear(ans.Entries[kept:])
 	ans.Entries, aggs = ans.Entries[:kept], aggs[:kept]
 	return ans, aggs
+}
+
+// sortedPaths returns m's keys sorted bytewise and their aggs in the same
+// order: the query then never looks a path up again. A large map is
+// sorted in two halves at once and merged.
+func sortedPaths(m map[string]*agg) ([]string, []*agg) {
+	type pa struct {
+		p string
+		a *agg
+	}
+	pairs := make([]pa, 0, len(m))
+	for k, a := range m {
+		pairs = append(pairs, pa{k, a})
+	}
+	cmp := func(x, y pa) int { return strings.Compare(x.p, y.p) }
+	keys, aggs := make([]string, len(pairs)), make([]*agg, len(pairs))
+	if len(pairs) < 1<<16 {
+		slices.SortFunc(pairs, cmp)
+		for i := range pairs {
+			keys[i], aggs[i] = pairs[i].p, pairs[i].a
+		}
+		return keys, aggs
+	}
+	lo, hi := pairs[:len(pairs)/2], pairs[len(pairs)/2:]
+	var wg sync.WaitGroup
+	wg.Go(func() { slices.SortFunc(lo, cmp) })
+	slices.SortFunc(hi, cmp)
+	wg.Wait()
+	// Map keys are unique: no ties to order.
+	for i := range keys {
+		var x pa
+		if len(hi) == 0 || (len(lo) > 0 && lo[0].p < hi[0].p) {
+			x, lo = lo[0], lo[1:]
+		} else {
+			x, hi = hi[0], hi[1:]
+		}
+		keys[i], aggs[i] = x.p, x.a
+	}
+	return keys, aggs
 }

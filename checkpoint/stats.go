@@ -13,16 +13,6 @@ import (
 // path nothing beyond one atomic add per journal write (append and
 // queueFine), never per modification.
 
-// append is Store.Append, counted: every synced append of the tracker
-// goes through it.
-func (t *Tracker) append(recs []*Record) error {
-	if err := t.store.Append(recs); err != nil {
-		return err
-	}
-	t.syncedRecs.Add(uint64(len(recs)))
-	return nil
-}
-
 // RecordCounts counts the records the tracker has appended since New.
 type RecordCounts struct {
 	// Synced: records made durable before the modification they cover

@@ -20,9 +20,10 @@
 // control.go (the .hsm directory), moves.go
 // (renames that go-fuse has not applied to its tree yet), identity.go
 // (every fd checked to be its node's inode, so that an operation never
-// acts on what a stale path names), errno.go (the one place where errors
-// become errnos, and where modifications that the tracker refused are
-// logged and counted for Config.OnJournalError).
+// acts on what a stale path names), intent.go (the gate of every
+// modification: its durable intent first, and the log and count of those
+// that the tracker refused, for Config.OnJournalError), errno.go (the
+// one place where errors become errnos).
 //
 // # Concurrency
 //
