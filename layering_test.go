@@ -19,7 +19,10 @@
 //     FUSE's weight; internal/metrics alone imports the Prometheus client,
 //     internal/holders alone procfs, internal/natsexport alone the NATS
 //     client, internal/mountinfo alone moby's mountinfo.
-//   - cmd/hsmfs: wiring (flags, signals, exit codes).
+//   - internal/lifecycle: the daemon's lifecycle, the order of a mount's
+//     steps written once (Serve), and the wiring of the packages.
+//   - cmd/hsmfs: flags, subcommands, exit codes, the re-execution of the
+//     daemon and systemd's notifications.
 //   - tools/...: bench and test tooling (the bench and its main, the
 //     rename storm, the POSIX differential test, the rate loop), and the
 //     test kits (checkpoint/checkpointtest: the Store contract). No
@@ -69,8 +72,14 @@ var allowed = map[string][]string{
 	"internal/natsexport":       {"internal/hsmctl", natsClient},
 	"internal/outside":          {xsys},
 	"internal/sync":             {"internal/hsmctl", xsys},
-	"cmd/hsmfs": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsmctl", "internal/manpage",
-		"internal/metrics", "internal/mountinfo", "internal/natsexport", "internal/outside", "internal/sync", systemd, xsys},
+	// The daemon's lifecycle: the order of a mount's steps, and the
+	// wiring of tracker, journal, BACKING, fs, metrics and the outside
+	// check.
+	"internal/lifecycle": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsmctl",
+		"internal/metrics", "internal/mountinfo", "internal/outside", xsys},
+	// Flags, subcommands, the re-executed daemon's pipe, systemd.
+	"cmd/hsmfs": {"checkpoint", "journal", "internal/holders", "internal/hsmctl", "internal/lifecycle", "internal/manpage",
+		"internal/mountinfo", "internal/natsexport", "internal/sync", systemd, xsys},
 	".":                     {}, // this test
 	"e2e":                   {}, // tests only, which run the built binary
 	"tools/rate":            {},

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hsmfs/hsmfs/internal/lifecycle"
 )
 
 // runForeground serves in this process (`hsmfs mount -f`), as a systemd
@@ -20,20 +21,12 @@ func runForeground(a mountArgs) error {
 		}
 	}
 	var once sync.Once
-	a.foreground = true
-	a.stopping = func() { once.Do(func() { notify(daemon.SdNotifyStopping) }) }
+	a.Foreground = true
+	a.Stopping = func() { once.Do(func() { notify(daemon.SdNotifyStopping) }) }
 	// Warnings reach stderr through the log already.
-	return serve(a, log, func(err error) {
+	return lifecycle.Serve(a.Config, log, func(err error) {
 		if err == nil {
 			notify(daemon.SdNotifyReady)
 		}
 	}, func(string) {})
-}
-
-// notifyStopping is called by serve when it begins to unmount (a signal)
-// or finds itself unmounted (umount).
-func (a *mountArgs) notifyStopping() {
-	if a.stopping != nil {
-		a.stopping()
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/lifecycle"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,37 +116,9 @@ const (
 	readyFd   = 3
 )
 
-type mountArgs struct {
-	Backing    string   `json:"backing"`
-	Mountpoint string   `json:"mountpoint"`
-	Journal    string   `json:"journal"`
-	Options    []string `json:"options"`
-	Log        string   `json:"log"`
-	Debug      bool     `json:"debug"`
-	NoPassthru bool     `json:"no_passthrough"`
-	FineOnly   bool     `json:"fine_intents"`
-	Strict     bool     `json:"strict"`
-	// NoOutsideCheck skips the check at mount for changes made while
-	// hsmfs did not run (for users who guarantee there are none).
-	NoOutsideCheck bool `json:"no_outside_check"`
-	// Lag policy of named consumers (checkpoint.Options).
-	ConsumerMaxAge  time.Duration `json:"consumer_max_age"`
-	ConsumerWarnAge time.Duration `json:"consumer_warn_age"`
-	// CacheTimeout is how long the kernel may keep entries, attributes
-	// and missing names (fs.Config.CacheTimeout).
-	CacheTimeout time.Duration `json:"cache_timeout"`
-	// stopping tells systemd that the foreground daemon goes down
-	// (foreground.go); unset in the background daemon.
-	stopping func()
-	Metrics  string `json:"metrics"`
-	// foreground: hsmfs mount -f serves in its own process, logging to
-	// stderr.
-	foreground bool
-	// Spawner is the hsmfs mount process that started the daemon: it
-	// holds the caller's descriptors until the daemon is ready, and is
-	// not one of the processes that the in-place check names.
-	Spawner int `json:"spawner"`
-}
+// mountArgs are the mount's settings: parsed here, handed to the
+// re-executed daemon as JSON in daemonEnv.
+type mountArgs struct{ lifecycle.Config }
 
 // defaultCacheTimeout is how long the kernel keeps what it looked up: a
 // day, as libfuse's passthrough_hp. hsmfs is BACKING's only writer (in
@@ -153,9 +126,6 @@ type mountArgs struct {
 // a documented limit), and it invalidates what changes behind the
 // kernel's back (docs/design.md, "Kernel caching").
 const defaultCacheTimeout = 24 * time.Hour
-
-// inPlace: the mount covers BACKING itself (hsmfs mount DIR DIR).
-func (a *mountArgs) inPlace() bool { return a.Backing == a.Mountpoint }
 
 func runMount(args []string) error {
 	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
@@ -199,7 +169,7 @@ func runMount(args []string) error {
 	if err := checkTrackers(a.Backing); err != nil { // tracked.go
 		return err
 	}
-	if !a.inPlace() {
+	if !a.InPlace() {
 		warnNotEmpty(a.Mountpoint)
 	}
 	if fg {
@@ -240,6 +210,7 @@ func (a *mountArgs) resolve(backing, mnt string) error {
 	if a.Log == "" {
 		a.Log = j + ".log"
 	}
+	a.Version = versionString()
 	return nil
 }
 

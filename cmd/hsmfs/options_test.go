@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/hsmfs/hsmfs/internal/lifecycle"
 )
 
 // TestApplyOptions: every hsmfs flag has its -o spelling, fstab words are
@@ -21,8 +23,8 @@ func TestApplyOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := mountArgs{Journal: "/j", Log: "/l.log", Debug: true, NoPassthru: true, FineOnly: true,
-		Options: []string{"rw", "allow_other", "max_read=4096", "dev", "suid"}}
+	want := mountArgs{lifecycle.Config{Journal: "/j", Log: "/l.log", Debug: true, NoPassthru: true, FineOnly: true,
+		Options: []string{"rw", "allow_other", "max_read=4096", "dev", "suid"}}}
 	if a.Journal != want.Journal || a.Log != want.Log || !a.Debug || !a.NoPassthru || !a.FineOnly || !fg ||
 		!slices.Equal(a.Options, want.Options) {
 		t.Errorf("got %+v foreground=%v, want %+v foreground=true", a, fg, want)
@@ -54,11 +56,11 @@ func TestApplyOptions(t *testing.T) {
 		}
 	}
 	// --journal and -o journal= must agree.
-	a = mountArgs{Journal: "/a"}
+	a = mountArgs{lifecycle.Config{Journal: "/a"}}
 	if err := applyOptions(&a, &fg, []string{"journal=/b"}); err == nil {
 		t.Errorf("--journal /a -o journal=/b: accepted")
 	}
-	a = mountArgs{Journal: "/a"}
+	a = mountArgs{lifecycle.Config{Journal: "/a"}}
 	if err := applyOptions(&a, &fg, []string{"journal=/a"}); err != nil {
 		t.Errorf("--journal /a -o journal=/a: %v", err)
 	}

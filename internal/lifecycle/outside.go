@@ -1,4 +1,4 @@
-package main
+package lifecycle
 
 import (
 	"errors"
@@ -28,7 +28,7 @@ type outsideCheck struct {
 
 // checkOutside runs before the mount goes live: the changes found are
 // durable records before anything can change BACKING through the mount.
-func checkOutside(a mountArgs, b *backing.Tree, tr *checkpoint.Tracker, log *slog.Logger) (*outsideCheck, error) {
+func checkOutside(a Config, b *backing.Tree, tr *checkpoint.Tracker, log *slog.Logger) (*outsideCheck, error) {
 	oc := &outsideCheck{index: outside.IndexPath(a.Journal), log: outside.DeltasPath(a.Journal)}
 	if a.NoOutsideCheck {
 		// Nothing to keep current: the next check has no index and

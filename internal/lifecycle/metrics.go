@@ -1,4 +1,4 @@
-package main
+package lifecycle
 
 import (
 	"log/slog"
@@ -21,7 +21,7 @@ type metricsWiring struct {
 }
 
 // newMetricsWiring listens on addr; "" means no metrics (nil, nil).
-func newMetricsWiring(addr string) (*metricsWiring, error) {
+func newMetricsWiring(addr, version string) (*metricsWiring, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -29,7 +29,7 @@ func newMetricsWiring(addr string) (*metricsWiring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &metricsWiring{m: metrics.New(versionString()), l: l}, nil
+	return &metricsWiring{m: metrics.New(version), l: l}, nil
 }
 
 func (w *metricsWiring) journalOptions(o journal.Options) journal.Options {
