@@ -88,22 +88,22 @@ func (t *Tracker) listNamesDirs(period uint64, dir string, now time.Time) (names
 		return nil, nil, nil, false
 	}
 	slices.Sort(names)
-	var b strings.Builder
+	// Chunks of at most namesChunk bytes of names each.
+	var chunk []string
+	size = 0
 	flush := func() {
-		if b.Len() > 0 {
-			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpNames, Flags: FlagDir,
-				Time: now, Path: dir, Path2: b.String()})
-			b.Reset()
+		if len(chunk) > 0 {
+			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpNames, Flags: FlagDir | FlagNames,
+				Time: now, Path: dir, Names: chunk})
+			chunk, size = nil, 0
 		}
 	}
 	for _, n := range names {
-		if b.Len() > 0 && b.Len()+1+len(n) > namesChunk {
+		if len(chunk) > 0 && size+1+len(n) > namesChunk {
 			flush()
 		}
-		if b.Len() > 0 {
-			b.WriteByte(0)
-		}
-		b.WriteString(n)
+		chunk = append(chunk, n)
+		size += 1 + len(n)
 	}
 	flush()
 	if names == nil {
@@ -207,4 +207,4 @@ func (t *Tracker) covered(e *sharedIntent, path string) bool {
 }
 
 // chunkNames returns the names of a chunk record.
-func chunkNames(r *Record) []string { return strings.Split(r.Path2, "\x00") }
+func chunkNames(r *Record) []string { return r.Names }

@@ -2,7 +2,6 @@ package checkpoint
 
 import (
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -127,8 +126,8 @@ func (t *Tracker) takeCensus(e *sharedIntent) {
 	}
 	if len(chunks) == 0 {
 		// An empty directory: one chunk holding no name says so.
-		chunks = []*Record{{Period: e.rec.Period, Run: t.run, Op: OpEntries, Flags: FlagDir,
-			Time: time.Now(), Path: e.rec.Path, Path2: "\x00"}}
+		chunks = []*Record{{Period: e.rec.Period, Run: t.run, Op: OpEntries, Flags: FlagDir | FlagNames,
+			Time: time.Now(), Path: e.rec.Path}}
 	}
 	if err := t.append(chunks); err != nil {
 		t.log.Warn("journal: recording a census failed", "dir", e.rec.Path, "err", err)
@@ -138,16 +137,11 @@ func (t *Tracker) takeCensus(e *sharedIntent) {
 }
 
 // entriesChunk reports whether r is a chunk of a census.
-func entriesChunk(r *Record) bool { return r.Op == OpEntries && r.Path2 != "" }
+func entriesChunk(r *Record) bool { return r.Op == OpEntries && r.Flags&FlagNames != 0 }
 
-// entriesNames returns the names of a census chunk ("\x00"
-// alone stands for an empty directory).
-func entriesNames(r *Record) []string {
-	if r.Path2 == "\x00" {
-		return nil
-	}
-	return strings.Split(r.Path2, "\x00")
-}
+// entriesNames returns the names of a census chunk (none for an empty
+// directory).
+func entriesNames(r *Record) []string { return r.Names }
 
 // censusKey identifies one census: a directory, in a period, by a run.
 type censusKey struct {
@@ -177,7 +171,8 @@ func (t *Tracker) expandNewDirs(dirIntents []*Record, inflight map[censusKey]boo
 		names := snaps[k]
 		slices.Sort(names)
 		rr := *recs[k]
-		rr.Path2 = ""
+		rr.Flags &^= FlagNames
+		rr.Names = nil
 		var fresh []string
 		err := t.listDir(k.path, func(p string) {
 			if _, held := slices.BinarySearch(names, baseName(p)); !held {

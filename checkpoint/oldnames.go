@@ -325,7 +325,7 @@ func (t *Tracker) carryByInode(e *inoTree, roots []inoRoot) []carried {
 		if !ok && root.r.Flags&FlagCarried != 0 {
 			// Not walked in this window: still where the last query
 			// found it, or gone.
-			to, _ := carriedTo(root.r)
+			to := root.r.Path2 // the carried directory's later name
 			if typ, ino, _ := t.backing.Lstat(to); typ == "dir" && ino == root.ino {
 				y, ok = to, true
 			}
@@ -354,7 +354,7 @@ func (t *Tracker) addOldNamesByInode(q *queryRun) error {
 	}
 	var roots, carried []inoRoot
 	for _, r := range q.carried {
-		to, _ := carriedTo(r)
+		to := r.Path2 // the carried directory's later name
 		ino := r.Ino
 		if ino == 0 { // carried by an hsmfs that did not say which directory
 			ino = t.inoNow(q.tree, to)
@@ -369,7 +369,7 @@ func (t *Tracker) addOldNamesByInode(q *queryRun) error {
 			// listed (the answer that carried it did). It is visited
 			// whole from its old name.
 			applies[r] = true
-			to, _ := carriedTo(r)
+			to := r.Path2 // the carried directory's later name
 			if err := t.walkTree(q.tree, to, func(string) {}); err != nil {
 				return fmt.Errorf("walk carried directory %q: %w", to, err)
 			}

@@ -270,7 +270,7 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 	now := time.Now()
 	for _, c := range carry {
 		recs = append(recs, &Record{Period: P, Run: t.run, Op: OpRename, Flags: FlagDir | FlagDerived | FlagCarried,
-			Ino: c.ino, Time: now, Path: c.from, Path2: c.to + derivedBy(consumer)})
+			Ino: c.ino, Time: now, Path: c.from, Path2: c.to, Consumer: consumer})
 	}
 	for i := range ans.Entries {
 		e, a := &ans.Entries[i], aggs[i]
@@ -297,7 +297,7 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 			period = P
 		}
 		recs = append(recs, &Record{Period: period, Run: t.run, Op: op, Flags: FlagFine | FlagDerived,
-			Ino: a.ino, Time: now, Path: e.Path, Path2: derivedBy(consumer)})
+			Ino: a.ino, Time: now, Path: e.Path, Consumer: consumer})
 	}
 	const chunk = 1 << 16
 	for len(recs) > 0 {
@@ -310,16 +310,6 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 		}
 	}
 	return nil
-}
-
-// derivedBy is the Path2 of a derived record of consumer ("" for the
-// default, as records made before named consumers have it): a NUL, which
-// no path holds, and the name.
-func derivedBy(consumer string) string {
-	if consumer == "" {
-		return ""
-	}
-	return "\x00" + consumer
 }
 
 // BatchLstater is an optional Backing method: Lstat of many sorted paths

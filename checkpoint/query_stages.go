@@ -145,7 +145,7 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 		if r.Flags&FlagCarried != 0 {
 			// Not a path to list: a rename for the old names
 			// (renames.go), this consumer's only.
-			if _, by := carriedTo(r); by == derivedBy(q.cur.name) {
+			if r.Consumer == q.cur.name {
 				q.carried = append(q.carried, r)
 			}
 			return
@@ -156,7 +156,7 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 			// own derivation: its old names are this consumer's to
 			// find (renames.go maps only paths it has not derived
 			// itself).
-			if r.Path2 != derivedBy(q.cur.name) {
+			if r.Consumer != q.cur.name {
 				q.add(r.Path, r, inflight)
 				return
 			}
@@ -239,10 +239,10 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 	snapInflight := make(map[dirKey]bool)
 	entInflight := make(map[censusKey]bool) // directory intents, for their censuses
 	for i, r := range dirIntents {
-		if r.Op == OpNames && r.Path2 == "" {
+		if r.Op == OpNames && r.Flags&FlagNames == 0 {
 			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
 		}
-		if r.Op == OpEntries && r.Path2 == "" {
+		if r.Op == OpEntries && r.Flags&FlagNames == 0 {
 			entInflight[censusKey{r.Period, r.Run, r.Path}] = dirInflight[i]
 		}
 	}
@@ -252,13 +252,13 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 		}
 		rr, inflight := *r, dirInflight[i]
 		rr.Op = OpEntries // reported as "entries" whichever kind it is
-		if r.Op == OpNames && r.Path2 != "" {
+		if r.Op == OpNames && r.Flags&FlagNames != 0 {
 			// A chunk has no completion of its own.
 			inflight = snapInflight[dirKey{r.Period, r.Path}]
 		}
 		q.found(r.Path, &rr, inflight)
 		if r.Op == OpNames {
-			if r.Path2 == "" {
+			if r.Flags&FlagNames == 0 {
 				continue // a header: its chunks hold the names
 			}
 			for _, n := range chunkNames(r) {

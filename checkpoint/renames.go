@@ -114,7 +114,7 @@ func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *
 	o.maxDepth += deepest
 	for _, r := range renames {
 		if r.Flags&FlagCarried != 0 {
-			to, _ := carriedTo(r)
+			to := r.Path2 // the carried directory's later name
 			add(r.Path, to, r)
 			continue
 		}
@@ -323,15 +323,6 @@ func oldNameRenames(carriedRecs, renames []*Record) []*Record {
 	return out
 }
 
-// carriedTo splits a carried record's Path2: the alias, and the consumer
-// whose query carried it (as derivedBy spells it).
-func carriedTo(r *Record) (to, consumer string) {
-	if i := strings.IndexByte(r.Path2, 0); i >= 0 {
-		return r.Path2[:i], r.Path2[i:]
-	}
-	return r.Path2, ""
-}
-
 // movesNothing reports whether a rename record cannot have moved anything
 // beneath its names: a name is missing, or it renames onto its own
 // ancestor or descendant, which always fails (EINVAL, ENOTEMPTY).
@@ -392,7 +383,7 @@ func (t *Tracker) addOldNames(q *queryRun) error {
 		// answer that carried it did).
 		walked := make(map[string]bool)
 		for _, r := range carriedRecs {
-			to, _ := carriedTo(r)
+			to := r.Path2 // the carried directory's later name
 			if walked[to] {
 				continue
 			}

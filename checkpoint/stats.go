@@ -92,7 +92,7 @@ func (t *Tracker) Pending() ([]Pending, error) {
 		if names && r.Path != "" {
 			h1 = maphash.String(seed, r.Path)
 		}
-		if names && r.Path2 != "" && r.Flags&FlagDerived == 0 { // a derived record's Path2 names a consumer
+		if names && r.Path2 != "" && r.Flags&FlagCarried == 0 { // a carried record is never listed itself
 			h2 = maphash.String(seed, r.Path2)
 		}
 		for i := range out {

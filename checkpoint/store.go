@@ -31,9 +31,9 @@ const (
 	OpEntries Op = 18
 	// OpNames is a roster (coarse mode): "directory Path held
 	// these names when its first removal of this period began". The
-	// header record has an empty Path2; each following chunk record
-	// carries names in Path2, separated by NUL bytes. Fine records of the
-	// same period name the removals, unsynced (coarse.go).
+	// header record carries no names; each following chunk record
+	// (FlagNames) carries some in Names. Fine records of the same period
+	// name the removals, unsynced (coarse.go).
 	OpNames Op = 19
 	// OpOutside: a change made to BACKING around hsmfs, while no hsmfs
 	// ran, found by the check at mount (internal/outside).
@@ -74,15 +74,18 @@ const (
 	// FlagDerived: a path that a query listed without a record of its
 	// own (a directory's entry, an old name beneath a renamed
 	// directory), recorded so that it stays listed until blessed. With
-	// OpEntries it names the path itself, not a directory intent. Its
-	// Path2 is not a path: it names the consumer whose query derived it
-	// (derivedBy; "" for the default consumer).
+	// OpEntries it names the path itself, not a directory intent.
+	// Consumer names the consumer whose query derived it.
 	FlagDerived uint8 = 1 << 3
 	// FlagCarried: with FlagDerived and OpRename, a renamed directory
 	// that a query carried into its new period (checkpoint/renames.go):
-	// Path is the old name, Path2 a later name of it, followed by the
-	// consumer as derivedBy spells it. It is never listed itself.
+	// Path is the old name, Path2 a later name of it. It is never listed
+	// itself.
 	FlagCarried uint8 = 1 << 4
+	// FlagNames: a chunk of a roster (OpNames) or of a new directory's
+	// census (OpEntries), whose names are in Names (a census chunk with
+	// no names says that the directory was empty).
+	FlagNames uint8 = 1 << 5
 )
 
 // Record is one durable intent: "Path (and Path2) may change in Period".
@@ -103,6 +106,11 @@ type Record struct {
 	Time                  time.Time
 	Path                  string // relative to the mount root, no leading "/"
 	Path2                 string // second name (rename target, link source), or ""
+	// Consumer is the named consumer whose query derived the record
+	// (FlagDerived; "" for the default consumer).
+	Consumer string
+	// Names are the names of a roster's or census's chunk (FlagNames).
+	Names []string
 }
 
 // State is the small durable header of the journal.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,14 +46,22 @@ func TestQueryAbandoned(t *testing.T) {
 
 	// A signal that the reader handles interrupts the request too, but
 	// the reader lives on: its query runs to its end.
+	// The script says when its handler is in place (a loaded machine
+	// can take longer than any fixed wait to start python), then reads.
 	script := `import signal, sys, time
 signal.signal(signal.SIGUSR1, lambda *a: None)
+sys.stderr.write("ready\n"); sys.stderr.flush()
 print(open(sys.argv[1]).read(), end="")`
 	py := exec.Command("python3", "-c", script, changes)
 	var out strings.Builder
 	py.Stdout = &out
+	stderr, err := py.StderrPipe()
+	must(t, err)
 	must(t, py.Start())
-	time.Sleep(500 * time.Millisecond)
+	if _, err := bufio.NewReader(stderr).ReadString('\n'); err != nil {
+		t.Fatalf("the reader did not start: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // in its read of the slow query
 	must(t, py.Process.Signal(syscall.SIGUSR1))
 	if err := py.Wait(); err != nil {
 		t.Fatalf("the reader that handled a signal: %v", err)

@@ -45,8 +45,8 @@ func (j *Journal) Append(recs []*checkpoint.Record) error {
 		if !r.Op.Valid() {
 			return fmt.Errorf("journal: append: invalid op %d for %q", r.Op, r.Path)
 		}
-		if len(r.Path) > maxPathLen || len(r.Path2) > maxPathLen {
-			return fmt.Errorf("journal: append: path longer than %d bytes", maxPathLen)
+		if tooLong(r) {
+			return fmt.Errorf("journal: append: path, consumer or name longer than %d bytes", maxPathLen)
 		}
 	}
 	return j.submit(&request{recs: recs})
@@ -79,6 +79,19 @@ func (j *Journal) SaveState(st checkpoint.State) error {
 	return j.submit(&request{state: &st})
 }
 
+// tooLong: a string of r is longer than a reader accepts (decodeRecord).
+func tooLong(r *checkpoint.Record) bool {
+	if len(r.Path) > maxPathLen || len(r.Path2) > maxPathLen || len(r.Consumer) > maxPathLen {
+		return true
+	}
+	for _, n := range r.Names {
+		if len(n) > maxPathLen {
+			return true
+		}
+	}
+	return false
+}
+
 // AppendAsync queues records to be written with the committer's next
 // batch and returns at once: they are neither durable nor visible when it
 // returns. Every Scan and every Append or SaveState that starts after
@@ -90,7 +103,7 @@ func (j *Journal) AppendAsync(recs []*checkpoint.Record) {
 		return
 	}
 	for _, r := range recs {
-		if !r.Op.Valid() || len(r.Path) > maxPathLen || len(r.Path2) > maxPathLen {
+		if !r.Op.Valid() || tooLong(r) {
 			j.lost.Store(true)
 			j.log.Error("journal: async record refused", "op", r.Op, "path", r.Path)
 			return

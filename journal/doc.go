@@ -127,11 +127,16 @@
 //	                             is written as version 2, so an older
 //	                             hsmfs reads every other record and
 //	                             reports the journal damaged at the
-//	                             first rename or removal it meets);
+//	                             first rename or removal it meets;
+//	                             version 3 adds a derived record's
+//	                             consumer and a chunk's names, which
+//	                             versions 1 and 2 kept in path2 and
+//	                             which a reader moves into the typed
+//	                             fields, legacyFields);
 //	                             Period and Seq live in the key only. A roster
 //	                             (checkpoint.OpNames) is a header record
-//	                             and chunk records whose path2 holds
-//	                             NUL-separated names, at most 32 KiB each
+//	                             and chunk records (FlagNames) that hold
+//	                             its names, at most 32 KiB each
 //	'c' + period(8 BE) + seq(8 BE)   completion marker of that intent,
 //	                             empty value
 //

@@ -321,7 +321,7 @@ func TestRecordVersions(t *testing.T) {
 		t.Fatalf("version %d, want %d", b[0], recordVersion2)
 	}
 	var r checkpoint.Record
-	if err := decodeRecord(b, &r); err != nil || r != v2 {
+	if err := decodeRecord(b, &r); err != nil || !reflect.DeepEqual(r, v2) {
 		t.Errorf("version 2 read back as %+v, %v; want %+v", r, err, v2)
 	}
 	for i := range len(b) {
@@ -336,7 +336,7 @@ func TestRecordVersions(t *testing.T) {
 		t.Errorf("version 1 record starts % x, want % x", b[:len(want)], want)
 	}
 	r = checkpoint.Record{Parent: 5, Parent2: 5, Ino2: 5}
-	if err := decodeRecord(b, &r); err != nil || r != v1 {
+	if err := decodeRecord(b, &r); err != nil || !reflect.DeepEqual(r, v1) {
 		t.Errorf("version 1 read back as %+v, %v; want %+v", r, err, v1)
 	}
 }

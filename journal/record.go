@@ -3,6 +3,7 @@ package journal
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hsmfs/hsmfs/checkpoint"
@@ -17,6 +18,11 @@ const (
 	// version 1, so that most records stay as small and as readable as
 	// before.
 	recordVersion2 = 2
+	// recordVersion3 adds the typed fields of a derived record (its
+	// consumer) and of a roster's or census's chunk (its names), which
+	// versions 1 and 2 encoded in path2 (legacyFields). Only such records
+	// are written as version 3.
+	recordVersion3 = 3
 	// formatVersion is the version of the journal as a whole (key schema
 	// and metadata), stored under metaKey(metaFormat).
 	formatVersion = 1
@@ -32,14 +38,20 @@ const maxPathLen = 1 << 16
 //
 //	version(1) op(1) flags(1) uvarint(ino) uvarint(run) varint(time)
 //	uvarint(len(path)) path uvarint(len(path2)) path2
-//	[version 2: uvarint(parent) uvarint(parent2) uvarint(ino2)]
+//	[version 2 and 3: uvarint(parent) uvarint(parent2) uvarint(ino2)]
+//	[version 3: uvarint(len(consumer)) consumer
+//	            uvarint(len(names)) {uvarint(len(name)) name}]
 //
 // time is Time.UnixNano, or 0 for the zero Time; the instant of the Unix
 // epoch itself therefore reads back as the zero Time.
 func appendRecord(b []byte, r *checkpoint.Record) []byte {
-	v2 := r.Parent != 0 || r.Parent2 != 0 || r.Ino2 != 0
+	v3 := r.Consumer != "" || len(r.Names) > 0
+	v2 := v3 || r.Parent != 0 || r.Parent2 != 0 || r.Ino2 != 0
 	version := byte(recordVersion)
-	if v2 {
+	switch {
+	case v3:
+		version = recordVersion3
+	case v2:
 		version = recordVersion2
 	}
 	b = append(b, version, byte(r.Op), r.Flags)
@@ -59,13 +71,26 @@ func appendRecord(b []byte, r *checkpoint.Record) []byte {
 		b = binary.AppendUvarint(b, r.Parent2)
 		b = binary.AppendUvarint(b, r.Ino2)
 	}
+	if v3 {
+		b = binary.AppendUvarint(b, uint64(len(r.Consumer)))
+		b = append(b, r.Consumer...)
+		b = binary.AppendUvarint(b, uint64(len(r.Names)))
+		for _, n := range r.Names {
+			b = binary.AppendUvarint(b, uint64(len(n)))
+			b = append(b, n...)
+		}
+	}
 	return b
 }
 
 // recordSizeHint is a generous estimate of the encoded size of r, to size
 // the batch buffer once.
 func recordSizeHint(r *checkpoint.Record) int {
-	return 3 + 6*binary.MaxVarintLen64 + 2*binary.MaxVarintLen32 + len(r.Path) + len(r.Path2)
+	n := 3 + 6*binary.MaxVarintLen64 + 4*binary.MaxVarintLen32 + len(r.Path) + len(r.Path2) + len(r.Consumer)
+	for _, name := range r.Names {
+		n += binary.MaxVarintLen32 + len(name)
+	}
+	return n
 }
 
 // decodeRecord fills r from a value written by appendRecord. It never
@@ -75,7 +100,7 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 	if len(v) < 3 {
 		return fmt.Errorf("%w: intent record of %d bytes is too short", ErrDamaged, len(v))
 	}
-	if v[0] != recordVersion && v[0] != recordVersion2 {
+	if v[0] < recordVersion || v[0] > recordVersion3 {
 		return fmt.Errorf("%w: intent record version %d unknown", ErrDamaged, v[0])
 	}
 	r.Op = checkpoint.Op(v[1])
@@ -89,11 +114,24 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 	t := d.varint()
 	r.Path = d.str()
 	r.Path2 = d.str()
-	r.Parent, r.Parent2, r.Ino2 = 0, 0, 0
-	if v[0] == recordVersion2 {
+	r.Parent, r.Parent2, r.Ino2, r.Consumer, r.Names = 0, 0, 0, "", nil
+	if v[0] >= recordVersion2 {
 		r.Parent = d.uvarint()
 		r.Parent2 = d.uvarint()
 		r.Ino2 = d.uvarint()
+	}
+	if v[0] == recordVersion3 {
+		r.Consumer = d.str()
+		if n := d.uvarint(); n > uint64(len(d.b)) {
+			d.err = fmt.Errorf("%d names in %d bytes", n, len(d.b))
+		} else if n > 0 {
+			r.Names = make([]string, 0, n)
+			for range n {
+				r.Names = append(r.Names, d.str())
+			}
+		}
+	} else {
+		legacyFields(r)
 	}
 	if d.err != nil {
 		return fmt.Errorf("%w: intent record: %s", ErrDamaged, d.err)
@@ -107,6 +145,26 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 		r.Time = time.Unix(0, t)
 	}
 	return nil
+}
+
+// legacyFields moves what versions 1 and 2 encoded in path2 into the
+// typed fields: a derived record's consumer ("\x00" + name, after the
+// later name of a carried one), and the NUL-separated names of a
+// roster's chunk (OpNames with a path2) or of a census's chunk (OpEntries,
+// not derived, with a path2; "\x00" alone for an empty directory).
+func legacyFields(r *checkpoint.Record) {
+	switch {
+	case r.Flags&checkpoint.FlagDerived != 0:
+		if i := strings.IndexByte(r.Path2, 0); i >= 0 {
+			r.Path2, r.Consumer = r.Path2[:i], r.Path2[i+1:]
+		}
+	case (r.Op == checkpoint.OpNames || r.Op == checkpoint.OpEntries) && r.Path2 != "":
+		r.Flags |= checkpoint.FlagNames
+		if r.Path2 != "\x00" {
+			r.Names = strings.Split(r.Path2, "\x00")
+		}
+		r.Path2 = ""
+	}
 }
 
 // decoder reads varints and strings, remembering the first error so that

@@ -26,7 +26,8 @@ Each works on a journal that is not mounted (one in use is refused).
 check   checks the metadata, the format and every record, and prints
         what it found (--json: as one JSON object)
 dump    prints the journal's metadata and state, then every record, one
-        per line: period, seq, run, op, flags, completed, path, path2
+        per line: period, seq, run, op, flags, completed, path, path2,
+        ino, parent, parent2, ino2, consumer, names
 reset   the deliberate way to start over after a damaged journal: moves
         JOURNAL aside to JOURNAL.reset-TIMESTAMP, and its log, tree index
         and log of names (JOURNAL.log, .tree, .tree.log) beside it
@@ -91,10 +92,10 @@ func dumpJournal(out io.Writer, dir string) error {
 	return journal.Dump(dir, func(rep journal.Report) {
 		writeMeta(w, rep)
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "period\tseq\trun\top\tflags\tcompleted\tpath\tpath2\tino\tparent\tparent2\tino2")
+		fmt.Fprintln(w, "period\tseq\trun\top\tflags\tcompleted\tpath\tpath2\tino\tparent\tparent2\tino2\tconsumer\tnames")
 	}, func(r *checkpoint.Record, completed bool) {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%d\t%t\t%q\t%q\t%d\t%d\t%d\t%d\n", r.Period, r.Seq, r.Run, r.Op, r.Flags, completed,
-			r.Path, r.Path2, r.Ino, r.Parent, r.Parent2, r.Ino2)
+		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%d\t%t\t%q\t%q\t%d\t%d\t%d\t%d\t%q\t%d\n", r.Period, r.Seq, r.Run, r.Op, r.Flags, completed,
+			r.Path, r.Path2, r.Ino, r.Parent, r.Parent2, r.Ino2, r.Consumer, len(r.Names))
 	})
 }
 
