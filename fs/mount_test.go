@@ -1,7 +1,6 @@
 package fs_test
 
 import (
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"maps"
@@ -111,18 +110,14 @@ func (m *mounted) query(t *testing.T) map[string]hsmctl.Entry {
 	defer a.Close()
 	got := make(map[string]hsmctl.Entry)
 	for {
-		line, err := a.Next()
+		e, err := a.NextEntry()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if line == nil {
+		if e == nil {
 			return got
 		}
-		var e hsmctl.Entry
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatal(err)
-		}
-		got[e.Path] = e
+		got[e.Path] = *e
 	}
 }
 

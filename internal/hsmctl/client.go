@@ -232,6 +232,19 @@ func (a *Answer) Next() ([]byte, error) {
 	return b, nil
 }
 
+// NextEntry is Next, decoded (DecodeEntry): nil after the last entry.
+func (a *Answer) NextEntry() (*Entry, error) {
+	line, err := a.Next()
+	if err != nil || line == nil {
+		return nil, err
+	}
+	e, err := DecodeEntry(line)
+	if err != nil {
+		return nil, fmt.Errorf("query %d: line %d: %w", a.Header.Query, a.n+1, err)
+	}
+	return &e, nil
+}
+
 // Read reads the rest of the answer's text as it comes (after the
 // header line).
 func (a *Answer) Read(p []byte) (int, error) { return a.r.Read(p) }

@@ -80,16 +80,12 @@ func TestReadAnswer(t *testing.T) {
 	}
 	var paths []string
 	for {
-		line, err := a.Next()
+		e, err := a.NextEntry()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if line == nil {
+		if e == nil {
 			break
-		}
-		e, err := DecodeEntry(line)
-		if err != nil {
-			t.Fatal(err)
 		}
 		paths = append(paths, e.Path)
 	}

@@ -1,7 +1,6 @@
 package lifecycle
 
 import (
-	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -82,16 +81,12 @@ func paths(t *testing.T, mnt string) (uint64, []string) {
 	defer a.Close()
 	var ps []string
 	for {
-		line, err := a.Next()
+		e, err := a.NextEntry()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if line == nil {
+		if e == nil {
 			return a.Header.Query, ps
-		}
-		var e hsmctl.Entry
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatal(err)
 		}
 		ps = append(ps, e.Path)
 	}
