@@ -15,8 +15,8 @@ import (
 //
 //   - The first mkdir in A of a period (of this run) reads A's names and
 //     appends them, synced, as the census of A's directory
-//     intent: chunk records OpEntries, A, with the names NUL-separated in
-//     Path2. It is read before the mkdir's intent returns, so before the
+//     intent: chunk records OpEntries, A, FlagNames, with the names in
+//     Names (none for an empty directory). It is read before the mkdir's intent returns, so before the
 //     new directory exists. It is taken once per directory intent and
 //     never changed.
 //   - A modification in a directory D that has no directory intent of its

@@ -221,8 +221,10 @@ func (j *Journal) commit(batch []*request, async []*checkpoint.Record) (err erro
 		return err
 	}
 	if len(async) > 0 {
-		// Queued before the batch's requests were made: their Seqs come
-		// first (AsyncStore: later writes write them first).
+		// The queue's Seqs come first: a record queued before a request
+		// was submitted must read as earlier than it (AsyncStore: later
+		// writes write the queue first); one queued while the batch was
+		// collected is concurrent with it, and either order is true.
 		batch = append([]*request{{recs: async, noSync: true}}, batch...)
 	}
 	j.assignSeqs(batch)

@@ -52,11 +52,11 @@ func TestLegacyRecords(t *testing.T) {
 			t.Errorf("%s reads as %+v, %v; want %+v", c.old, r, err, c.want)
 		}
 		b := appendRecord(nil, &c.want)
-		typed := c.want.Consumer != "" || c.want.Names != nil
+		typed := c.want.Consumer != "" || c.want.Flags&names != 0
 		if typed != (b[0] == recordVersion3) {
 			t.Errorf("%+v written as version %d", c.want, b[0])
 		}
-		if !typed && hex.EncodeToString(b) != c.old && c.want.Flags&names == 0 {
+		if !typed && hex.EncodeToString(b) != c.old {
 			t.Errorf("%+v written as %x, not as before (%s)", c.want, b, c.old)
 		}
 		var back checkpoint.Record

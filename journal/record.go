@@ -21,7 +21,8 @@ const (
 	// recordVersion3 adds the typed fields of a derived record (its
 	// consumer) and of a roster's or census's chunk (its names), which
 	// versions 1 and 2 encoded in path2 (legacyFields). Only such records
-	// are written as version 3.
+	// are written as version 3 (a derived record of the default consumer
+	// has none, and stays version 1).
 	recordVersion3 = 3
 	// formatVersion is the version of the journal as a whole (key schema
 	// and metadata), stored under metaKey(metaFormat).
@@ -45,7 +46,10 @@ const maxPathLen = 1 << 16
 // time is Time.UnixNano, or 0 for the zero Time; the instant of the Unix
 // epoch itself therefore reads back as the zero Time.
 func appendRecord(b []byte, r *checkpoint.Record) []byte {
-	v3 := r.Consumer != "" || len(r.Names) > 0
+	// Every chunk is version 3, with names or without: an older hsmfs
+	// would read a version 1 chunk of an empty directory as a directory
+	// intent, and must refuse it instead.
+	v3 := r.Consumer != "" || len(r.Names) > 0 || r.Flags&checkpoint.FlagNames != 0
 	v2 := v3 || r.Parent != 0 || r.Parent2 != 0 || r.Ino2 != 0
 	version := byte(recordVersion)
 	switch {
