@@ -19,7 +19,7 @@ import (
 //     this period";
 //   - a removal (unlink, rmdir, or the old name of a rename of anything
 //     but a directory, not an exchange) is covered by a roster
-//     (OpNames on D): the names that D held when the roster was taken,
+//     (OpRoster on D): the names that D held when the roster was taken,
 //     read from BACKING and made durable before the first removal in D of
 //     the period goes on. A removal is covered only if its name is in the
 //     roster; any other removal (a name that appeared in D after the
@@ -69,7 +69,7 @@ import (
 // cover.
 func coarseOp(op Op) bool {
 	switch op {
-	case OpUnlink, OpRmdir, OpRename, OpEntries, OpNames:
+	case OpUnlink, OpRmdir, OpRename, OpEntries, OpRoster:
 		return false
 	}
 	return true
@@ -89,7 +89,7 @@ func rosterRemoval(in Intent) bool {
 // removal is a removal intent waiting for its roster's membership test.
 type removal struct {
 	in     Intent
-	roster int // index of the OpNames intent among the durable ones
+	roster int // index of the OpRoster intent among the durable ones
 }
 
 // acquire finds or creates the durable intents for ins within period p
@@ -141,7 +141,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 	es := make([]*sharedIntent, len(ins))
 	fresh := make([]bool, len(ins))
 	var recs []*Record
-	var ahead []*sharedIntent // rosters ahead (names.go), fresh like es[i] but held by no one
+	var ahead []*sharedIntent // rosters ahead (roster.go), fresh like es[i] but held by no one
 	now := time.Now()
 	for i, in := range ins {
 		// By hand, not get and putIfAbsent: the entry is made only
@@ -161,7 +161,7 @@ func (t *Tracker) acquireDurable(p uint64, ins []Intent) ([]*sharedIntent, error
 		es[i] = e
 		if fresh[i] {
 			recs = append(recs, &e.rec)
-			if in.Op == OpNames {
+			if in.Op == OpRoster {
 				// Read before the header is durable, and before
 				// any removal that waits for it goes on.
 				chunks, subdirs := t.takeRoster(e)
@@ -237,7 +237,7 @@ func (t *Tracker) coarsen(ins []Intent) (durable, fine []Intent, rems []removal)
 			fine = append(fine, in)
 		case rosterRemoval(in):
 			rems = append(rems, removal{in: in, roster: len(durable)})
-			durable = append(durable, Intent{Op: OpNames, Flags: FlagDir, Path: parentDir(in.Path)})
+			durable = append(durable, Intent{Op: OpRoster, Flags: FlagDir, Path: parentDir(in.Path)})
 			if in.Op == OpRename {
 				durable = append(durable, Intent{Op: OpEntries, Flags: FlagDir, Path: parentDir(in.Path2)})
 			}

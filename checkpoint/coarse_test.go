@@ -103,7 +103,7 @@ func TestCoarseModeRemovalRoster(t *testing.T) {
 	}
 	var snap []string
 	for _, r := range f.store.records() {
-		if r.r.Op == OpNames && r.r.Flags&FlagNames != 0 {
+		if r.r.Op == OpRoster && r.r.Flags&FlagNames != 0 {
 			snap = append(snap, chunkNames(&r.r)...)
 		}
 	}
@@ -167,7 +167,7 @@ func TestRostersAhead(t *testing.T) {
 	}
 	var dirs []string
 	for _, r := range f.store.records() {
-		if r.r.Op == OpNames && r.r.Flags&FlagNames == 0 {
+		if r.r.Op == OpRoster && r.r.Flags&FlagNames == 0 {
 			dirs = append(dirs, r.r.Path)
 		}
 	}

@@ -379,7 +379,7 @@ func (m *memStore) Append(recs []*Record) error {
 		if !r.Op.Valid() {
 			m.violate("append of a record with invalid op %d (%q)", r.Op, r.Path)
 		}
-		if r.Path == "" && r.Op != OpEntries && r.Op != OpNames {
+		if r.Path == "" && r.Op != OpEntries && r.Op != OpRoster {
 			m.violate("append of a record with an empty path (op %s)", r.Op)
 		}
 		// The tracker promises that the durable state says Current >= P

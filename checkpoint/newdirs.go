@@ -117,7 +117,7 @@ func (t *Tracker) takeCensus(e *sharedIntent) {
 	if e.census.Load() != nil {
 		return
 	}
-	names, chunks, ok := t.listNames(e.rec.Period, e.rec.Path, time.Now())
+	names, chunks, ok := t.dirNames(e.rec.Period, e.rec.Path, time.Now())
 	if !ok {
 		return
 	}

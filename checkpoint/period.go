@@ -220,7 +220,7 @@ type sharedIntent struct {
 	rec   Record
 	ready chan struct{} // closed once the intent is durable or failed
 	err   error         // set before ready is closed
-	// roster is an OpNames entry's names (names.go); set before ready is
+	// roster is an OpRoster entry's names (roster.go); set before ready is
 	// closed.
 	roster *roster
 	// census is an OpEntries entry's census (newdirs.go): set

@@ -134,7 +134,7 @@ func (q *queryRun) recorded(p string, r *Record, inflight bool) {
 func (t *Tracker) scanRecords(q *queryRun) error {
 	return scanAside(t.store, q.cur.lastBlessed, q.abandoned, func(r *Record, completed bool) {
 		inflight := r.Run < t.run && !completed && r.Op != OpOutside
-		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpNames {
+		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpRoster {
 			q.entryRecs = append(q.entryRecs, r)
 			q.entryInflight = append(q.entryInflight, inflight)
 			return
@@ -239,7 +239,7 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 	snapInflight := make(map[dirKey]bool)
 	entInflight := make(map[censusKey]bool) // directory intents, for their censuses
 	for i, r := range dirIntents {
-		if r.Op == OpNames && r.Flags&FlagNames == 0 {
+		if r.Op == OpRoster && r.Flags&FlagNames == 0 {
 			snapInflight[dirKey{r.Period, r.Path}] = dirInflight[i]
 		}
 		if r.Op == OpEntries && r.Flags&FlagNames == 0 {
@@ -252,12 +252,12 @@ func (t *Tracker) answerDirIntents(q *queryRun) error {
 		}
 		rr, inflight := *r, dirInflight[i]
 		rr.Op = OpEntries // reported as "entries" whichever kind it is
-		if r.Op == OpNames && r.Flags&FlagNames != 0 {
+		if r.Op == OpRoster && r.Flags&FlagNames != 0 {
 			// A chunk has no completion of its own.
 			inflight = snapInflight[dirKey{r.Period, r.Path}]
 		}
 		q.found(r.Path, &rr, inflight)
-		if r.Op == OpNames {
+		if r.Op == OpRoster {
 			if r.Flags&FlagNames == 0 {
 				continue // a header: its chunks hold the names
 			}

@@ -88,7 +88,7 @@ func (t *Tracker) Pending() ([]Pending, error) {
 	}
 	err := t.store.Scan(st.keepFrom(), func(r *Record, _ bool) error {
 		var h1, h2 uint64
-		names := r.Op != OpEntries && r.Op != OpNames
+		names := r.Op != OpEntries && r.Op != OpRoster
 		if names && r.Path != "" {
 			h1 = maphash.String(seed, r.Path)
 		}

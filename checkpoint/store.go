@@ -29,12 +29,12 @@ const (
 	// directory Path may change in this period". Fine records of the
 	// same period name the entries, unsynced.
 	OpEntries Op = 18
-	// OpNames is a roster (coarse mode): "directory Path held
+	// OpRoster is a roster (coarse mode): "directory Path held
 	// these names when its first removal of this period began". The
 	// header record carries no names; each following chunk record
 	// (FlagNames) carries some in Names. Fine records of the same period
 	// name the removals, unsynced (coarse.go).
-	OpNames Op = 19
+	OpRoster Op = 19
 	// OpOutside: a change made to BACKING around hsmfs, while no hsmfs
 	// ran, found by the check at mount (internal/outside).
 	OpOutside Op = 20
@@ -47,7 +47,7 @@ var opNames = [opMax]string{
 	OpMkdir: "mkdir", OpSymlink: "symlink", OpLink: "link", OpUnlink: "unlink",
 	OpRmdir: "rmdir", OpRename: "rename", OpChmod: "chmod", OpChown: "chown",
 	OpUtimens: "utimens", OpSetxattr: "setxattr", OpRemovexattr: "removexattr",
-	OpEntries: "entries", OpNames: "names", OpOutside: "outside",
+	OpEntries: "entries", OpRoster: "roster", OpOutside: "outside",
 }
 
 func (o Op) String() string {
@@ -82,7 +82,7 @@ const (
 	// Path is the old name, Path2 a later name of it. It is never listed
 	// itself.
 	FlagCarried uint8 = 1 << 4
-	// FlagNames: a chunk of a roster (OpNames) or of a new directory's
+	// FlagNames: a chunk of a roster (OpRoster) or of a new directory's
 	// census (OpEntries), whose names are in Names (a census chunk with
 	// no names says that the directory was empty).
 	FlagNames uint8 = 1 << 5

@@ -295,7 +295,7 @@ func (t *Tracker) idleLocked(e *sharedIntent) {
 func (t *Tracker) Current() uint64 { return t.ps.cur.Load() }
 
 // stateNow is a copy of the durable state as last saved (not to be
-// confused with a roster, names.go, or a directory's entries
+// confused with a roster, roster.go, or a directory's entries
 // list, newdirs.go).
 func (t *Tracker) stateNow() State {
 	t.stateMu.Lock()

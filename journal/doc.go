@@ -134,7 +134,7 @@
 //	                             which a reader moves into the typed
 //	                             fields, legacyFields);
 //	                             Period and Seq live in the key only. A roster
-//	                             (checkpoint.OpNames) is a header record
+//	                             (checkpoint.OpRoster) is a header record
 //	                             and chunk records (FlagNames) that hold
 //	                             its names, at most 32 KiB each
 //	'c' + period(8 BE) + seq(8 BE)   completion marker of that intent,

@@ -23,9 +23,9 @@ func TestLegacyRecords(t *testing.T) {
 		want checkpoint.Record
 	}{
 		{"01130100028080d0e2c6bfce972f016400", // a roster's header
-			checkpoint.Record{Op: checkpoint.OpNames, Flags: dir, Run: 2, Time: tm, Path: "d"}},
+			checkpoint.Record{Op: checkpoint.OpRoster, Flags: dir, Run: 2, Time: tm, Path: "d"}},
 		{"01130100028080d0e2c6bfce972f0164076100622063007a", // a roster's chunk
-			checkpoint.Record{Op: checkpoint.OpNames, Flags: dir | names, Run: 2, Time: tm, Path: "d", Names: []string{"a", "b c", "z"}}},
+			checkpoint.Record{Op: checkpoint.OpRoster, Flags: dir | names, Run: 2, Time: tm, Path: "d", Names: []string{"a", "b c", "z"}}},
 		{"01120100028080d0e2c6bfce972f016400", // a directory intent
 			checkpoint.Record{Op: checkpoint.OpEntries, Flags: dir, Run: 2, Time: tm, Path: "d"}},
 		{"01120100028080d0e2c6bfce972f016403780079", // a census's chunk

@@ -154,7 +154,7 @@ func decodeRecord(v []byte, r *checkpoint.Record) error {
 // legacyFields moves what versions 1 and 2 encoded in path2 into the
 // typed fields: a derived record's consumer ("\x00" + name, after the
 // later name of a carried one), and the NUL-separated names of a
-// roster's chunk (OpNames with a path2) or of a census's chunk (OpEntries,
+// roster's chunk (OpRoster with a path2) or of a census's chunk (OpEntries,
 // not derived, with a path2; "\x00" alone for an empty directory).
 func legacyFields(r *checkpoint.Record) {
 	switch {
@@ -162,7 +162,7 @@ func legacyFields(r *checkpoint.Record) {
 		if i := strings.IndexByte(r.Path2, 0); i >= 0 {
 			r.Path2, r.Consumer = r.Path2[:i], r.Path2[i+1:]
 		}
-	case (r.Op == checkpoint.OpNames || r.Op == checkpoint.OpEntries) && r.Path2 != "":
+	case (r.Op == checkpoint.OpRoster || r.Op == checkpoint.OpEntries) && r.Path2 != "":
 		r.Flags |= checkpoint.FlagNames
 		if r.Path2 != "\x00" {
 			r.Names = strings.Split(r.Path2, "\x00")

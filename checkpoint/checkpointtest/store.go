@@ -137,7 +137,7 @@ func testEveryFieldRoundTrips(t *testing.T, o Opener) {
 			Path: "x", Consumer: "backup"},
 		{Period: 9, Run: 2, Op: checkpoint.OpRename, Flags: checkpoint.FlagDir | checkpoint.FlagDerived | checkpoint.FlagCarried,
 			Ino: 4, Path: "old", Path2: "new", Consumer: "backup"},
-		{Period: 9, Run: 2, Op: checkpoint.OpNames, Flags: checkpoint.FlagDir | checkpoint.FlagNames, Path: "",
+		{Period: 9, Run: 2, Op: checkpoint.OpRoster, Flags: checkpoint.FlagDir | checkpoint.FlagNames, Path: "",
 			Names: []string{"a", "b\nc", "ü"}},
 		{Period: 9, Run: 2, Op: checkpoint.OpEntries, Flags: checkpoint.FlagDir | checkpoint.FlagNames, Path: "empty"},
 		{Period: 8, Run: 2, Op: checkpoint.OpWrite, Path: long},

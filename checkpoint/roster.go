@@ -31,7 +31,7 @@ const reRosterMisses = 4
 // n/reRosterPerNames misses at the earliest.
 const reRosterPerNames = 256
 
-// roster is the names state of an OpNames entry: the union of every
+// roster is the names state of an OpRoster entry: the union of every
 // roster of its directory in its period, all durable.
 type roster struct {
 	names atomic.Pointer[[]string] // sorted; nil: no roster (too big, or the listing failed)
@@ -50,17 +50,17 @@ func (s *roster) has(path string) bool {
 	return ok
 }
 
-// listNames lists dir in BACKING and returns its names, sorted, and the
+// dirNames lists dir in BACKING and returns its names, sorted, and the
 // chunk records that carry them, or ok=false if it cannot (too big, or
 // the listing failed).
-func (t *Tracker) listNames(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
-	names, recs, _, ok = t.listNamesDirs(period, dir, now)
+func (t *Tracker) dirNames(period uint64, dir string, now time.Time) (names []string, recs []*Record, ok bool) {
+	names, recs, _, ok = t.dirNamesAndSubdirs(period, dir, now)
 	return names, recs, ok
 }
 
-// listNamesDirs is listNames that also returns the subdirectories
+// dirNamesAndSubdirs is dirNames that also returns the subdirectories
 // of dir, as paths, if the Backing can tell (TypedLister).
-func (t *Tracker) listNamesDirs(period uint64, dir string, now time.Time) (names []string, recs []*Record, subdirs []string, ok bool) {
+func (t *Tracker) dirNamesAndSubdirs(period uint64, dir string, now time.Time) (names []string, recs []*Record, subdirs []string, ok bool) {
 	prefix := dirPrefix(dir)
 	size, tooBig := 0, false
 	add := func(p string, isDir bool) {
@@ -93,7 +93,7 @@ func (t *Tracker) listNamesDirs(period uint64, dir string, now time.Time) (names
 	size = 0
 	flush := func() {
 		if len(chunk) > 0 {
-			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpNames, Flags: FlagDir | FlagNames,
+			recs = append(recs, &Record{Period: period, Run: t.run, Op: OpRoster, Flags: FlagDir | FlagNames,
 				Time: now, Path: dir, Names: chunk})
 			chunk, size = nil, 0
 		}
@@ -112,14 +112,14 @@ func (t *Tracker) listNamesDirs(period uint64, dir string, now time.Time) (names
 	return names, recs, subdirs, true
 }
 
-// takeRoster fills e, a fresh OpNames entry, with the names that its
+// takeRoster fills e, a fresh OpRoster entry, with the names that its
 // directory holds now, and returns the chunk records that carry them (to
 // be appended with e.rec, in the same batch). If it cannot, e holds no
 // names and nothing but the header is recorded: every removal in the
 // directory is then a synced fine record.
 func (t *Tracker) takeRoster(e *sharedIntent) (recs []*Record, subdirs []string) {
 	e.roster = new(roster)
-	names, recs, subdirs, ok := t.listNamesDirs(e.rec.Period, e.rec.Path, e.rec.Time)
+	names, recs, subdirs, ok := t.dirNamesAndSubdirs(e.rec.Period, e.rec.Path, e.rec.Time)
 	if ok {
 		e.roster.names.Store(&names)
 	}
@@ -127,7 +127,7 @@ func (t *Tracker) takeRoster(e *sharedIntent) (recs []*Record, subdirs []string)
 }
 
 // takeAhead takes the rosters ahead of a fresh roster whose directory
-// has the subdirectories subdirs (see the top of this file): fresh OpNames
+// has the subdirectories subdirs (see the top of this file): fresh OpRoster
 // entries, already in set, with no reference, and the records (headers
 // and chunks) that make them durable, to be appended in the same batch.
 // The caller closes their ready channels once the batch is durable, as
@@ -137,15 +137,15 @@ func (t *Tracker) takeAhead(set *dedupSet, e *sharedIntent, subdirs []string) (a
 	for len(subdirs) > 0 && len(ahead) < aheadDirs && names < aheadNames {
 		dir := subdirs[0]
 		subdirs = subdirs[1:]
-		k := keyOf(OpNames, FlagDir, 0, dir, "")
+		k := keyOf(OpRoster, FlagDir, 0, dir, "")
 		if set.get(k) != nil {
 			continue // it and what is beneath it are covered already
 		}
 		pe := &sharedIntent{ready: make(chan struct{}), roster: new(roster),
-			rec: Record{Period: e.rec.Period, Run: t.run, Op: OpNames, Flags: FlagDir, Time: e.rec.Time, Path: dir}}
+			rec: Record{Period: e.rec.Period, Run: t.run, Op: OpRoster, Flags: FlagDir, Time: e.rec.Time, Path: dir}}
 		// Read before the entry is in the set: a removal that finds it
 		// there must find the names it will be tested against.
-		sn, chunks, below, ok := t.listNamesDirs(pe.rec.Period, dir, pe.rec.Time)
+		sn, chunks, below, ok := t.dirNamesAndSubdirs(pe.rec.Period, dir, pe.rec.Time)
 		if !ok {
 			continue
 		}
@@ -162,7 +162,7 @@ func (t *Tracker) takeAhead(set *dedupSet, e *sharedIntent, subdirs []string) (a
 	return ahead, recs
 }
 
-// covered reports whether the rosters of e (an OpNames entry, durable)
+// covered reports whether the rosters of e (an OpRoster entry, durable)
 // hold the name of path, taking a new roster when misses have piled up
 // (see reRosterMisses). It returns only once that roster is durable.
 func (t *Tracker) covered(e *sharedIntent, path string) bool {
@@ -186,7 +186,7 @@ func (t *Tracker) covered(e *sharedIntent, path string) bool {
 	if s.misses <= max(t.tune.reRosterAfter, len(*old)/reRosterPerNames) {
 		return false
 	}
-	names, recs, ok := t.listNames(e.rec.Period, e.rec.Path, time.Now())
+	names, recs, ok := t.dirNames(e.rec.Period, e.rec.Path, time.Now())
 	if !ok {
 		return false
 	}
