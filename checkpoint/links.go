@@ -100,7 +100,7 @@ func (t *Tracker) addLinkNames(ans *Answer, aggs []*agg, hinted map[uint64][]str
 			sa := aggs[src]
 			a := &agg{ops: sa.ops, period: sa.period, ino: ino, inos: []uint64{ino}}
 			e := ans.Entries[src]
-			ans.Entries = append(ans.Entries, Entry{Path: nm.path, Type: nm.typ, Ops: e.Ops,
+			ans.Entries = append(ans.Entries, Entry{Path: nm.path, Type: nm.typ.String(), Ops: e.Ops,
 				Period: e.Period, Ino: ino, Nlink: nm.nlink, Inos: a.inos})
 			aggs = append(aggs, a)
 		}
@@ -140,7 +140,7 @@ func (t *Tracker) linkWants(ans *Answer, aggs []*agg, hinted map[uint64][]string
 
 type linkName struct {
 	path  string
-	typ   string
+	typ   FileType
 	nlink uint32
 }
 
@@ -158,7 +158,7 @@ func (t *Tracker) linkNames(wants map[uint64]linkWant, hinted map[uint64][]strin
 				continue
 			}
 			typ, i, nl := t.backing.Lstat(p)
-			if i != ino || typ == "dir" || typ == "" || typ == "gone" {
+			if i != ino || typ == TypeDir || !typ.exists() {
 				continue
 			}
 			names = append(names, linkName{p, typ, nl})
@@ -199,7 +199,7 @@ func (t *Tracker) buildLinkIndex(wants map[uint64]linkWant) error {
 		err = iw.WalkInodes(add)
 	} else {
 		err = t.backing.Walk("", func(p string) {
-			if typ, ino, nlink := t.backing.Lstat(p); typ != "dir" && typ != "" && typ != "gone" {
+			if typ, ino, nlink := t.backing.Lstat(p); typ != TypeDir && typ.exists() {
 				add(p, ino, nlink)
 			}
 		})

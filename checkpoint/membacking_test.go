@@ -12,13 +12,13 @@ import (
 // listingBacking, which adds the optional Backing methods.
 
 const (
-	typFile = "file"
-	typDir  = "dir"
-	typGone = "gone"
+	typFile = TypeFile
+	typDir  = TypeDir
+	typGone = TypeGone
 )
 
 type bnode struct {
-	typ string
+	typ FileType
 	ino uint64
 	ver uint64
 }
@@ -91,13 +91,13 @@ func (b *memBacking) syncfsCount() int {
 	return b.syncfses
 }
 
-func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
+func (b *memBacking) Lstat(path string) (FileType, uint64, uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.cur[path]
 	if !ok {
-		// As backing.Tree.Lstat: "" if an ancestor is not a directory
-		// (ENOTDIR), "gone" if the path is just not there.
+		// As backing.Tree.Lstat: shadowed if an ancestor is not a
+		// directory (ENOTDIR), gone if the path is just not there.
 		parts := strings.Split(path, "/")
 		for i := 1; i < len(parts); i++ {
 			a, ok := b.cur[strings.Join(parts[:i], "/")]
@@ -105,7 +105,7 @@ func (b *memBacking) Lstat(path string) (string, uint64, uint32) {
 				return typGone, 0, 0
 			}
 			if a.typ != typDir {
-				return "", 0, 0
+				return TypeShadowed, 0, 0
 			}
 		}
 		return typGone, 0, 0
@@ -460,13 +460,13 @@ func (b listingBacking) List(dir string, fn func(string)) error {
 func (b listingBacking) ListTyped(dir string, fn func(string, bool)) error {
 	return b.List(dir, func(p string) {
 		typ, _, _ := b.Lstat(p)
-		fn(p, typ == "dir")
+		fn(p, typ == TypeDir)
 	})
 }
 
 // LstatSorted is Lstat of each path, in order; a path that need rejects
-// is Unstated when its parent is a directory.
-func (b listingBacking) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
+// is TypeUnstated when its parent is a directory.
+func (b listingBacking) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ FileType, ino uint64, nlink uint32)) {
 	if !sort.StringsAreSorted(paths) {
 		panic("LstatSorted: paths not sorted")
 	}
@@ -477,7 +477,7 @@ func (b listingBacking) LstatSorted(paths []string, need func(i int) bool, fn fu
 				typ, _, _ = b.Lstat(par)
 			}
 			if typ == typDir {
-				fn(i, Unstated, 0, 0)
+				fn(i, TypeUnstated, 0, 0)
 				continue
 			}
 		}

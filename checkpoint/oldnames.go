@@ -156,7 +156,7 @@ func (t *Tracker) walkTree(e *inoTree, top string, fn func(p string)) error {
 	}
 	if top != "" {
 		typ, ino, _ := t.backing.Lstat(top)
-		if typ != "dir" {
+		if typ != TypeDir {
 			return nil
 		}
 		e.at[top], e.where[ino] = ino, top
@@ -180,7 +180,7 @@ func (t *Tracker) inoNow(e *inoTree, p string) uint64 {
 		return ino
 	}
 	typ, ino, _ := t.backing.Lstat(p)
-	if typ != "dir" {
+	if typ != TypeDir {
 		ino = 0
 	}
 	e.at[p] = ino
@@ -326,7 +326,7 @@ func (t *Tracker) carryByInode(e *inoTree, roots []inoRoot) []carried {
 			// Not walked in this window: still where the last query
 			// found it, or gone.
 			to := root.r.Path2 // the carried directory's later name
-			if typ, ino, _ := t.backing.Lstat(to); typ == "dir" && ino == root.ino {
+			if typ, ino, _ := t.backing.Lstat(to); typ == TypeDir && ino == root.ino {
 				y, ok = to, true
 			}
 		}

@@ -317,13 +317,10 @@ func (t *Tracker) recordDerived(P uint64, consumer string, ans *Answer, aggs []*
 // several goroutines at once, each time for a different i. A path for
 // which need(i) is false is not stat'ed itself, only its parent
 // directory: typ is then what Lstat would say if that makes the path
-// shadowed ("") or gone ("gone"), and Unstated otherwise.
+// shadowed or gone, and TypeUnstated otherwise.
 type BatchLstater interface {
-	LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32))
+	LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ FileType, ino uint64, nlink uint32))
 }
-
-// Unstated is the type of a path that a BatchLstater did not stat.
-const Unstated = "unstated"
 
 // Lister is an optional Backing method: the entries directly beneath dir.
 type Lister interface {

@@ -292,7 +292,7 @@ func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, [
 		Full: q.cur.full, Reset: q.cur.reset, pathsOnly: q.pathsOnly}
 	// Sorted, siblings are neighbours: a batch statter opens each
 	// directory once.
-	stat := func(fn func(i int, typ string, ino uint64, nlink uint32)) {
+	stat := func(fn func(i int, typ FileType, ino uint64, nlink uint32)) {
 		for i, p := range keys {
 			typ, ino, nlink := t.backing.Lstat(p)
 			fn(i, typ, ino, nlink)
@@ -302,7 +302,7 @@ func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, [
 		// A paths-only answer needs a path's own stat only to find
 		// the other names of a modified file (links.go).
 		need := func(i int) bool { return !q.pathsOnly || aggs[i].ops&inodeOps != 0 }
-		stat = func(fn func(i int, typ string, ino uint64, nlink uint32)) { bs.LstatSorted(keys, need, fn) }
+		stat = func(fn func(i int, typ FileType, ino uint64, nlink uint32)) { bs.LstatSorted(keys, need, fn) }
 	}
 	ans.Entries = make([]Entry, len(keys))
 	// A million entries share a handful of op lists, made before the
@@ -313,7 +313,7 @@ func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, [
 			opLists[a.ops] = opList(a.ops)
 		}
 	}
-	stat(func(i int, typ string, ino uint64, nlink uint32) {
+	stat(func(i int, typ FileType, ino uint64, nlink uint32) {
 		a := aggs[i]
 		a.nowIno, a.nowNlink = ino, nlink
 		// The recorded inode is the one that was modified; the path
@@ -322,14 +322,11 @@ func (t *Tracker) statPaths(q *queryRun, keys []string, aggs []*agg) (*Answer, [
 		if a.ino != 0 && a.ino != ino {
 			ino, nlink = a.ino, 0
 		}
-		shadowed := typ == ""
-		switch typ {
-		case "":
-			typ = "gone"
-		case Unstated:
-			typ = ""
+		shadowed := typ == TypeShadowed
+		if shadowed {
+			typ = TypeGone
 		}
-		ans.Entries[i] = Entry{Path: keys[i], Type: typ, Ops: opLists[a.ops],
+		ans.Entries[i] = Entry{Path: keys[i], Type: typ.String(), Ops: opLists[a.ops],
 			Period: a.period, Inflight: a.inflight, Ino: ino, Nlink: nlink, Inos: a.inos, shadowed: shadowed}
 	})
 	return ans, aggs

@@ -71,7 +71,7 @@ func TestQueryListsEveryUnblessedPeriod(t *testing.T) {
 		t.Fatalf("query id %d blessed %d, want 3 and 0", q1.Query, q1.Blessed)
 	}
 	wantPaths(t, q1, "p1", "p2", "z")
-	if e := entryOf(q1, "z"); e.Period != 1 || !slices.Equal(e.Ops, []string{"write", "chmod"}) || e.Type != typGone || e.Inflight {
+	if e := entryOf(q1, "z"); e.Period != 1 || !slices.Equal(e.Ops, []string{"write", "chmod"}) || e.Type != typGone.String() || e.Inflight {
 		t.Fatalf("z: %+v, want period 1, ops [write chmod], type gone, not inflight", *e)
 	}
 	f.mod(OpWrite, "p3")
@@ -108,14 +108,14 @@ func TestQueryAnswerFields(t *testing.T) {
 	f.begin(Intent{Op: OpUnlink, Ino: 99, Path: "gone"}).End()
 	a := f.query()
 	wantPaths(t, a, "d", "f", "gone")
-	if e := entryOf(a, "f"); e.Type != typFile || e.Ino != 11 || e.Nlink != 1 {
+	if e := entryOf(a, "f"); e.Type != typFile.String() || e.Ino != 11 || e.Nlink != 1 {
 		t.Fatalf("f: %+v", *e)
 	}
-	if e := entryOf(a, "d"); e.Type != typDir || !slices.Equal(e.Ops, []string{"mkdir"}) {
+	if e := entryOf(a, "d"); e.Type != typDir.String() || !slices.Equal(e.Ops, []string{"mkdir"}) {
 		t.Fatalf("d: %+v", *e)
 	}
 	// A gone path keeps the inode number of its record.
-	if e := entryOf(a, "gone"); e.Type != typGone || e.Ino != 99 {
+	if e := entryOf(a, "gone"); e.Type != typGone.String() || e.Ino != 99 {
 		t.Fatalf("gone: %+v", *e)
 	}
 	if got := string(a.Plain()); got != "d\nf\ngone\n" {
@@ -213,7 +213,7 @@ func TestQueryRenamedDirectoryRecreated(t *testing.T) {
 	if entryOf(a, "d/x") == nil {
 		t.Fatalf("query lists %q: d/x is missing; rsync keeps the stale d/x in the copy, since d still exists", paths(a))
 	}
-	if e := entryOf(a, "d/x"); e.Type != typGone {
+	if e := entryOf(a, "d/x"); e.Type != typGone.String() {
 		t.Fatalf("d/x: %+v", *e)
 	}
 }
@@ -230,7 +230,7 @@ func TestQueryShadowedPath(t *testing.T) {
 	f.back.apply(bop{kind: "write", path: "a", ino: 5})
 	a := f.query()
 	wantPaths(t, a, "a", "a/x")
-	if e := entryOf(a, "a/x"); e.Type != typGone {
+	if e := entryOf(a, "a/x"); e.Type != typGone.String() {
 		t.Fatalf("a/x: %+v", *e)
 	}
 	if got := string(a.Plain()); got != "a\n" {

@@ -433,7 +433,7 @@ func (t *Tracker) isDirNow() func(p string) bool {
 		d, ok := dirs[p]
 		if !ok {
 			typ, _, _ := t.backing.Lstat(p)
-			d = typ == "dir"
+			d = typ == TypeDir
 			dirs[p] = d
 		}
 		return d

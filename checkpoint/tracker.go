@@ -23,9 +23,10 @@ var (
 type Backing interface {
 	// Syncfs makes BACKING durable (syncfs(2)).
 	Syncfs() error
-	// Lstat returns the type ("file", "dir", "symlink", "other" or
-	// "gone"), inode number and link count of path, relative to BACKING.
-	Lstat(path string) (typ string, ino uint64, nlink uint32)
+	// Lstat returns the type (TypeGone if path does not exist,
+	// TypeShadowed if an ancestor is not a directory), inode number and
+	// link count of path, relative to BACKING.
+	Lstat(path string) (typ FileType, ino uint64, nlink uint32)
 	// Walk calls fn for every path strictly beneath the directory dir.
 	Walk(dir string, fn func(path string)) error
 }

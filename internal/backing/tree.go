@@ -223,9 +223,9 @@ func (b *Tree) Syncfs() error {
 }
 
 // Lstat reports the type, inode and link count of rel as it is now:
-// "gone" if it does not exist, "" if it cannot exist because an ancestor
+// TypeGone if it does not exist, TypeShadowed if it cannot exist because an ancestor
 // is not a directory any more.
-func (b *Tree) Lstat(rel string) (string, uint64, uint32) {
+func (b *Tree) Lstat(rel string) (checkpoint.FileType, uint64, uint32) {
 	var st unix.Stat_t
 	return b.statResult(b.fstatat(rel, &st), &st)
 }
@@ -240,14 +240,14 @@ func (b *Tree) ino(st *unix.Stat_t) uint64 {
 }
 
 // statResult turns an lstat into Lstat's answer.
-func (b *Tree) statResult(err error, st *unix.Stat_t) (string, uint64, uint32) {
+func (b *Tree) statResult(err error, st *unix.Stat_t) (checkpoint.FileType, uint64, uint32) {
 	switch {
 	case err == nil:
-		return typeName(st.Mode), b.ino(st), uint32(st.Nlink)
+		return fileType(st.Mode), b.ino(st), uint32(st.Nlink)
 	case notBeneath(err):
-		return "", 0, 0
+		return checkpoint.TypeShadowed, 0, 0
 	}
-	return "gone", 0, 0
+	return checkpoint.TypeGone, 0, 0
 }
 
 // notBeneath: the path cannot exist because an ancestor is not a
@@ -261,7 +261,7 @@ func notBeneath(err error) bool {
 // run in parallel (a million fstatat calls are most of a big query). A
 // path that need rejects is not stat'ed: its parent's open tells whether
 // it is shadowed or gone (checkpoint.BatchLstater).
-func (b *Tree) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
+func (b *Tree) LstatSorted(paths []string, need func(i int) bool, fn func(i int, typ checkpoint.FileType, ino uint64, nlink uint32)) {
 	workers := min(runtime.NumCPU(), 4)
 	if len(paths) < 10000 {
 		workers = 1
@@ -279,7 +279,7 @@ func (b *Tree) LstatSorted(paths []string, need func(i int) bool, fn func(i int,
 	wg.Wait()
 }
 
-func (b *Tree) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn func(i int, typ string, ino uint64, nlink uint32)) {
+func (b *Tree) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn func(i int, typ checkpoint.FileType, ino uint64, nlink uint32)) {
 	curDir, curFd, curErr := "\x00", -1, error(nil)
 	defer func() {
 		if curFd >= 0 {
@@ -307,7 +307,7 @@ func (b *Tree) lstatRange(paths []string, lo, hi int, need func(i int) bool, fn 
 		if curErr == nil && !need(i) {
 			// The parent is a directory beneath the root: the path
 			// is not shadowed.
-			fn(i, checkpoint.Unstated, 0, 0)
+			fn(i, checkpoint.TypeUnstated, 0, 0)
 			continue
 		}
 		var st unix.Stat_t
@@ -332,16 +332,16 @@ func (b *Tree) fstatat(rel string, st *unix.Stat_t) error {
 	return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func typeName(mode uint32) string {
+func fileType(mode uint32) checkpoint.FileType {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		return "file"
+		return checkpoint.TypeFile
 	case unix.S_IFDIR:
-		return "dir"
+		return checkpoint.TypeDir
 	case unix.S_IFLNK:
-		return "symlink"
+		return checkpoint.TypeSymlink
 	}
-	return "other"
+	return checkpoint.TypeOther
 }
 
 // Walk calls fn for every path strictly beneath dir. A dir that is gone

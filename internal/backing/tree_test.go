@@ -9,7 +9,7 @@ import (
 )
 
 // A path that the caller does not need stat'ed is judged by its parent
-// alone: a directory beneath the root makes it Unstated, a parent that is
+// alone: a directory beneath the root makes it TypeUnstated, a parent that is
 // a file (or a symlink) makes it shadowed (""), a missing one gone. The
 // others get their own lstat.
 func TestLstatSortedNeed(t *testing.T) {
@@ -29,17 +29,19 @@ func TestLstatSortedNeed(t *testing.T) {
 	defer b.Close()
 	paths := []string{"d", "d/f", "d/g", "l/f", "s/x", "z/y"}
 	for _, needAll := range []bool{false, true} {
-		got := make([]string, len(paths))
-		b.LstatSorted(paths, func(int) bool { return needAll }, func(i int, typ string, ino uint64, nlink uint32) {
+		got := make([]checkpoint.FileType, len(paths))
+		b.LstatSorted(paths, func(int) bool { return needAll }, func(i int, typ checkpoint.FileType, ino uint64, nlink uint32) {
 			got[i] = typ
 		})
-		want := []string{checkpoint.Unstated, checkpoint.Unstated, checkpoint.Unstated, "", "", "gone"}
+		want := []checkpoint.FileType{checkpoint.TypeUnstated, checkpoint.TypeUnstated, checkpoint.TypeUnstated,
+			checkpoint.TypeShadowed, checkpoint.TypeShadowed, checkpoint.TypeGone}
 		if needAll {
-			want = []string{"dir", "file", "gone", "", "", "gone"}
+			want = []checkpoint.FileType{checkpoint.TypeDir, checkpoint.TypeFile, checkpoint.TypeGone,
+				checkpoint.TypeShadowed, checkpoint.TypeShadowed, checkpoint.TypeGone}
 		}
 		for i := range paths {
 			if got[i] != want[i] {
-				t.Errorf("need=%v: %s is %q, want %q", needAll, paths[i], got[i], want[i])
+				t.Errorf("need=%v: %s is type %d, want %d", needAll, paths[i], got[i], want[i])
 			}
 		}
 	}
@@ -80,7 +82,7 @@ func TestWalkDirs(t *testing.T) {
 		}
 		i++
 		typ, want, _ := b.Lstat(p)
-		if isDir != (typ == "dir") {
+		if isDir != (typ == checkpoint.TypeDir) {
 			t.Errorf("%s: isDir %v, lstat says %s", p, isDir, typ)
 		}
 		if isDir {
