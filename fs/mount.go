@@ -159,6 +159,14 @@ func Mount(cfg Config) (*Server, error) {
 	if opts.MountOptions.AllowOther && !slices.Contains(opts.MountOptions.Options, "default_permissions") {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
+	// Those checks must read BACKING's POSIX ACLs too, as its own file
+	// system does: by the mode bits alone, a named entry that denies a
+	// user would let it in through the other bits (TestACLs). The kernel
+	// then fetches and caches system.posix_acl_access (a getxattr, which
+	// BACKING answers), and drops its cache at every setxattr.
+	if slices.Contains(opts.MountOptions.Options, "default_permissions") {
+		opts.MountOptions.EnableAcl = true
+	}
 	// HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
 	// before every write and leaves clearing setuid, setgid and
 	// capabilities to hsmfs (killpriv.go).
