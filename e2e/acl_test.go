@@ -37,24 +37,28 @@ func TestACLs(t *testing.T) {
 	}
 }
 
-// TestACLsOnCreate: what is made through the mount by another user gets
-// the mode and ACL that ext4 gives the same call beneath it, in a
-// directory without a default ACL (the caller's umask applies). Beneath
-// a default ACL the mask differs (docs/usage.md, "Differences"): the
-// kernel applies the caller's umask before hsmfs sees the mode. Each
-// case runs in a twin directory of BACKING itself, the reference.
+// TestACLsOnCreate: what another user makes through the mount gets the
+// mode and ACL that ext4 gives the same call beneath it: the caller's
+// umask applies in a directory without a default ACL, and beneath a
+// default ACL the ACL decides, with no umask (the kernel leaves the umask
+// to hsmfs, DONT_MASK). Each case runs in a twin directory of BACKING
+// itself, the reference.
 func TestACLsOnCreate(t *testing.T) {
 	if _, err := exec.LookPath("getfacl"); err != nil {
 		t.Skip("no getfacl")
 	}
 	m := mount(t, withArgs("-o", "allow_other"))
-	for _, d := range []string{"plain"} {
+	for _, d := range []string{"plain", "inherit"} {
 		for _, root := range []string{m.Mnt, m.Backing} {
 			dir := filepath.Join(root, d+"-"+filepath.Base(root))
 			if r := run(t, nil, "mkdir", "-m", "0777", dir); r.code != 0 {
 				t.Fatal(r)
 			}
-			if r := run(t, nil, "setfacl", "-m", "u:nobody:rwx", dir); r.code != 0 {
+			acl := []string{"-m", "u:nobody:rwx"}
+			if d == "inherit" {
+				acl = []string{"-d", "-m", "u:nobody:rwx,g::r-x,o::---"}
+			}
+			if r := run(t, nil, "setfacl", append(acl, dir)...); r.code != 0 {
 				t.Fatal(r)
 			}
 			script := "umask 027; cd " + dir + " && touch f && mkdir sub && mkfifo p"

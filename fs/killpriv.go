@@ -44,10 +44,29 @@ import (
 // capabilityXattr is the xattr that holds a file's capabilities.
 const capabilityXattr = "security.capability"
 
-// killFlags notes which requests asked for the bits to be cleared.
+// killFlags notes which requests asked for the bits to be cleared, and
+// the caller's umask of every create, mkdir and mknod (go-fuse's node API
+// drops it too; callerMode applies it).
 type killFlags struct {
 	fuse.RawFileSystem
 	pending sync.Map // <-chan struct{} (the request's cancel) -> struct{}
+	umasks  sync.Map // <-chan struct{} (the request's cancel) -> uint32
+}
+
+// noteUmask keeps umask for the request until the returned func runs.
+func (k *killFlags) noteUmask(cancel <-chan struct{}, umask uint32) func() {
+	k.umasks.Store(cancel, umask)
+	return func() { k.umasks.Delete(cancel) }
+}
+
+func (k *killFlags) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer k.noteUmask(cancel, in.Umask)()
+	return k.RawFileSystem.Mkdir(cancel, in, name, out)
+}
+
+func (k *killFlags) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	defer k.noteUmask(cancel, in.Umask)()
+	return k.RawFileSystem.Mknod(cancel, in, name, out)
 }
 
 func (k *killFlags) note(cancel <-chan struct{}, kill bool) func() {
@@ -75,6 +94,7 @@ func (k *killFlags) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 
 func (k *killFlags) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	defer k.note(cancel, in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0)()
+	defer k.noteUmask(cancel, in.Umask)()
 	return k.RawFileSystem.Create(cancel, in, name, out)
 }
 
@@ -87,6 +107,25 @@ func (r *Root) killRequested(ctx context.Context) bool {
 	}
 	_, kill := r.kills.pending.Load(c.Cancel)
 	return kill
+}
+
+// callerMode is the mode to make a new entry with in directory dirfd.
+// Where hsmfs negotiated DONT_MASK (with FUSE_POSIX_ACL, mount.go) the
+// kernel leaves the caller's umask to the file system, so hsmfs applies
+// it as BACKING's file system would: not beneath a default ACL, which
+// then decides the bits (and ignores the daemon's own umask). Otherwise
+// the kernel has applied it already, and applying it again changes
+// nothing.
+func (r *Root) callerMode(ctx context.Context, dirfd int, mode uint32) uint32 {
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Cancel == nil || r.kills == nil {
+		return mode
+	}
+	v, ok := r.kills.umasks.Load(c.Cancel)
+	if !ok || r.hasDefaultACL(dirfd) {
+		return mode
+	}
+	return mode &^ (v.(uint32) & 0o777)
 }
 
 // emptySetattr reports whether a SETATTR changes nothing. The kernel

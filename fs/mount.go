@@ -164,8 +164,12 @@ func Mount(cfg Config) (*Server, error) {
 	// user would let it in through the other bits (TestACLs). The kernel
 	// then fetches and caches system.posix_acl_access (a getxattr, which
 	// BACKING answers), and drops its cache at every setxattr.
+	// With ACLs the kernel also leaves the caller's umask to hsmfs
+	// (DONT_MASK), which applies it as BACKING's file system does: not
+	// beneath a default ACL (callerMode).
 	if slices.Contains(opts.MountOptions.Options, "default_permissions") {
 		opts.MountOptions.EnableAcl = true
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	}
 	// HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
 	// before every write and leaves clearing setuid, setgid and

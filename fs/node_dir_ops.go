@@ -62,14 +62,15 @@ func dirOf(rel string) string {
 
 // create is the common tail of mkdir, mknod and symlink: make the entry
 // with mk, give it to the caller, and return its inode.
-func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags uint8, mode uint32, out *fuse.EntryOut, mk func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
+func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags uint8, mode uint32, out *fuse.EntryOut, mk func(dirfd int, mode uint32) error) (*gofs.Inode, syscall.Errno) {
 	tok, dirfd, errno := n.begin(name, op, flags)
 	if errno != 0 {
 		return nil, errno
 	}
 	defer tok.End()
 	defer n.r.b.PutDir(dirfd)
-	if err := mk(dirfd); err != nil {
+	mode = n.r.callerMode(ctx, dirfd, mode)
+	if err := mk(dirfd, mode); err != nil {
 		return nil, toErrno(err)
 	}
 	if err := n.r.restoreMode(dirfd, name, -1, mode); err != nil {
@@ -82,19 +83,19 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpMkdir, checkpoint.FlagDir, mode|unix.S_IFDIR, out, func(dirfd int) error {
-		return unix.Mkdirat(dirfd, name, mode)
+	return n.create(ctx, name, checkpoint.OpMkdir, checkpoint.FlagDir, mode|unix.S_IFDIR, out, func(dirfd int, mode uint32) error {
+		return unix.Mkdirat(dirfd, name, mode&0o7777)
 	})
 }
 
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpMknod, 0, mode, out, func(dirfd int) error {
+	return n.create(ctx, name, checkpoint.OpMknod, 0, mode, out, func(dirfd int, mode uint32) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
 
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return n.create(ctx, name, checkpoint.OpSymlink, 0, unix.S_IFLNK, out, func(dirfd int) error {
+	return n.create(ctx, name, checkpoint.OpSymlink, 0, unix.S_IFLNK, out, func(dirfd int, _ uint32) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
 }

@@ -121,6 +121,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
+	mode = n.r.callerMode(ctx, dirfd, mode)
 	fd, made, err := createAt(dirfd, name, int(flags), mode)
 	if err != nil {
 		return fail(toErrno(err))
