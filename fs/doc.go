@@ -31,9 +31,9 @@
 // mutable state: ctlState.lastErr (guarded by ctlState.mu), the pending renames
 // (moves.mu, held while go-fuse's inode locks are taken by GetChild,
 // never the reverse), control.go's freeing flag (atomic) and the kill
-// flags of requests in flight (killFlags.pending, a sync.Map: one store
-// and one delete per request that carries a flag, no lock held across
-// calls), Root.noACLs (atomic: set once BACKING's file system says it
+// flags and umasks of requests in flight (killFlags.pending and
+// killFlags.umasks, sync.Maps: one store and one delete per request that
+// carries one, no lock held across calls), Root.noACLs (atomic: set once BACKING's file system says it
 // has no ACLs) and Node.writers (atomic: the node's open writable files,
 // counted at open and release, read by getattr, statx and lookup). Ordering between modifications and queries is the
 // tracker's job.
@@ -44,8 +44,9 @@
 // of the mount: one tracker per directory, whatever path reached it. The
 // daemon runs with umask DaemonUmask (077) so that its own files are
 // private; restoreMode gives what it creates in BACKING the mode the
-// caller asked for, which the kernel has already masked with the
-// caller's umask.
+// caller asked for, masked with the caller's umask: by the kernel, or,
+// where hsmfs negotiated DONT_MASK (allow_other, with POSIX ACLs), by
+// callerMode, which leaves the bits beneath a default ACL to the ACL.
 //
 // # Durability argument
 //
