@@ -69,7 +69,7 @@ var allowed = map[string][]string{
 	"internal/holders":          {procfs, xsys},
 	"internal/metrics":          {"checkpoint", "journal", prom, xsys},
 	"internal/mountinfo":        {moby, xsys},
-	"internal/natsexport":       {"internal/hsmctl", natsClient},
+	"internal/natsexport":       {"internal/hsmctl", natsClient, xsys},
 	"internal/outside":          {xsys},
 	"internal/sync":             {"internal/hsmctl", xsys},
 	// The daemon's lifecycle: the order of a mount's steps, and the

@@ -35,6 +35,7 @@ Usage:
   hsmfs status [--json] MOUNTPOINT
   hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
   hsmfs export [options] --nats URL --stream NAME MOUNTPOINT
+  hsmfs follow [options] --nats URL --stream NAME --durable NAME SOURCE DEST
   hsmfs journal check|dump|reset JOURNAL
   hsmfs help COMMAND | --help | --version
 
@@ -71,6 +72,7 @@ func init() {
 		"journal":    {runJournal, journalUsage},
 		"consumer":   {runConsumer, consumerUsage},
 		"export":     {runExport, exportUsage},
+		"follow":     {runFollow, followUsage},
 	}
 }
 

@@ -1,7 +1,13 @@
-// Package natsexport is `hsmfs export`: it publishes the answers of one
-// consumer of one hsmfs mount into a NATS JetStream stream, one message
-// per path, and blesses each answer once the stream holds all of it.
+// Package natsexport is the fleet's NATS side. `hsmfs export` publishes
+// the answers of one consumer of one hsmfs mount into a NATS JetStream
+// stream, one message per path, and blesses each answer once the stream
+// holds all of it. `hsmfs follow` (follow.go) reads them back and keeps
+// a copy of the mount, acknowledging an answer only once it is copied.
 // docs/fleet.md is the operator's view; this is the implementer's.
+//
+// A Follower's round runs on its caller's goroutine; a second goroutine
+// marks the held messages in progress while it runs, and reads them
+// under Follower.mu, which guards open and whole (a leaf lock).
 //
 // # What it owns
 //

@@ -176,11 +176,14 @@ func (x *Exporter) full(h hsmctl.Header) (bool, error) {
 
 // messagePrefix is the start of every message of one answer: the fields
 // the exporter adds, then (see message) "index" and the entry's.
-// count and index let a reader tell when it holds a whole answer.
+// count and index let a reader tell when it holds a whole answer;
+// blessed, the answer before it that the stream holds whole (the
+// consumer's last bless, this exporter's own unless full), lets it tell
+// that it missed one.
 func (x *Exporter) messagePrefix(h hsmctl.Header, full bool) []byte {
 	str := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
-		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Count, h.Recovered, full, h.Reset)
+	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"blessed":%d,"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
+		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Blessed, h.Count, h.Recovered, full, h.Reset)
 }
 
 // Run runs a round every interval until ctx ends. A failed round is

@@ -1,0 +1,164 @@
+package natsexport
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// publishAnswer puts an answer's messages into the stream as an exporter
+// would (only the fields a follower reads).
+func publishAnswer(t *testing.T, js jetstream.JetStream, subject string, query uint64, full bool, paths map[string]string) {
+	t.Helper()
+	publishAfter(t, js, subject, query, 0, full, paths)
+}
+
+// publishAfter is publishAnswer of an answer whose consumer's last bless
+// was blessed.
+func publishAfter(t *testing.T, js jetstream.JetStream, subject string, query, blessed uint64, full bool, paths map[string]string) {
+	t.Helper()
+	i := 0
+	for p, typ := range paths {
+		b, _ := json.Marshal(map[string]any{"host": "h", "mount": "/m", "consumer": "default", "query": query, "blessed": blessed,
+			"count": len(paths), "index": i, "full": full, "path": p, "type": typ})
+		if _, err := js.Publish(context.Background(), subject, b); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	}
+}
+
+// TestFollowerRound: a whole answer is copied and acked; a half answer
+// waits, unacked; a later whole answer covers it.
+func TestFollowerRound(t *testing.T) {
+	ts := startServer(t, nil)
+	nc, err := nats.Connect(ts.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"hsmfs.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	src, dest := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(src, "b"), []byte("b"), 0o644)
+	f, err := NewFollower(context.Background(), FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: src, Dest: dest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	publishAnswer(t, js, "hsmfs.h.m.default", 1, false, map[string]string{"a": "file", "b": "file"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := f.Round(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Answers != 1 || res.Messages != 2 {
+		t.Errorf("round: %+v", res)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "b")); string(b) != "b" {
+		t.Errorf("b not copied")
+	}
+	ci, _ := f.cons.Info(ctx)
+	if ci.NumAckPending != 0 {
+		t.Errorf("%d messages unacked after the copy", ci.NumAckPending)
+	}
+}
+
+// TestFollowerWholeCopies: an answer that says full, and a stream that
+// no longer holds messages the follower did not read, are copied as the
+// whole tree (DEST loses what SOURCE does not hold); an answer that is
+// not yet whole waits, unacked, and one that will never be whole is
+// dropped once a later one is copied; messages of a second mount stop the
+// follower.
+func TestFollowerWholeCopies(t *testing.T) {
+	ts := startServer(t, nil)
+	nc, err := nats.Connect(ts.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"hsmfs.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dest := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(dest, "stale"), []byte("x"), 0o644)
+	f, err := NewFollower(ctx, FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: src, Dest: dest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	subj := "hsmfs.h.m.default"
+	round := func(what string) FollowResult {
+		t.Helper()
+		res, err := f.Round(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return res
+	}
+	unacked := func() int {
+		ci, err := f.cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ci.NumAckPending
+	}
+
+	publishAnswer(t, js, subj, 1, true, map[string]string{".": "dir"})
+	if res := round("full"); !res.Whole || !strings.Contains(res.WhyWhole, "full") {
+		t.Errorf("a full answer: %+v", res)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "stale")); err == nil {
+		t.Errorf("the whole copy kept DEST/stale")
+	}
+
+	// Half of answer 2 (its exporter died), then answer 3 whole.
+	b, _ := json.Marshal(map[string]any{"host": "h", "mount": "/m", "consumer": "default", "query": 2, "count": 2, "index": 0, "path": "a", "type": "file"})
+	js.Publish(ctx, subj, b)
+	if res := round("half"); res.Answers != 0 || res.Pending != 1 || unacked() != 1 {
+		t.Errorf("half an answer: %+v, %d unacked, want it held", res, unacked())
+	}
+	publishAfter(t, js, subj, 3, 1, false, map[string]string{"a": "file"})
+	if res := round("covered"); res.Answers != 1 || res.Pending != 0 || unacked() != 0 {
+		t.Errorf("a later whole answer: %+v, %d unacked, want the half one dropped", res, unacked())
+	}
+
+	// The stream loses messages the follower did not read.
+	publishAfter(t, js, subj, 4, 3, false, map[string]string{"a": "file"})
+	if err := stream.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishAfter(t, js, subj, 5, 4, false, map[string]string{"a": "file"})
+	os.WriteFile(filepath.Join(dest, "stale"), []byte("x"), 0o644)
+	if res := round("gap"); !res.Whole || !strings.Contains(res.WhyWhole, "never got whole") {
+		t.Errorf("after a purge: %+v", res)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "stale")); err == nil {
+		t.Errorf("the whole copy after the gap kept DEST/stale")
+	}
+	if res := round("after the gap"); res.Whole {
+		t.Errorf("the gap copied whole again: %+v", res)
+	}
+
+	b, _ = json.Marshal(map[string]any{"host": "h", "mount": "/other", "consumer": "default", "query": 9, "count": 1, "index": 0, "path": "a", "type": "file"})
+	js.Publish(ctx, "hsmfs.h.other.default", b)
+	if _, err := f.Round(ctx); err == nil || !strings.Contains(err.Error(), "--filter") {
+		t.Errorf("a second mount's message: %v, want a refusal naming --filter", err)
+	}
+}
