@@ -114,26 +114,35 @@ func runExport(args []string) error {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "hsmfs export: publishing %s on %s into stream %s every %s\n", cfg.Mount, x.Subject(), cfg.Stream, every)
+	return x.Run(ctx, every, reportRounds("export", func(res natsexport.Result) (string, bool) {
+		return roundLine(res), res.Count > 0
+	}))
+}
+
+// reportRounds is what a command that runs rounds with --every says
+// about each: a failed round once, and again when the reason changes or
+// a minute later (a mount or server that is down fails every round the
+// same way), the first round that succeeds after, and a round's line
+// when line says it is worth one.
+func reportRounds[R any](cmd string, line func(R) (string, bool)) func(R, error) {
 	var lastErr string
 	var lastErrAt time.Time
-	return x.Run(ctx, every, func(res natsexport.Result, err error) {
+	return func(res R, err error) {
 		if err != nil {
-			// A mount that is down fails every round the same way:
-			// say so when it changes, and every minute.
 			if msg := err.Error(); msg != lastErr || time.Since(lastErrAt) > time.Minute {
-				fmt.Fprintf(os.Stderr, "hsmfs export: round failed, will retry: %v\n", err)
+				fmt.Fprintf(os.Stderr, "hsmfs %s: round failed, will retry: %v\n", cmd, err)
 				lastErr, lastErrAt = msg, time.Now()
 			}
 			return
 		}
 		if lastErr != "" {
-			fmt.Fprintln(os.Stderr, "hsmfs export: rounds succeed again")
+			fmt.Fprintf(os.Stderr, "hsmfs %s: rounds succeed again\n", cmd)
 			lastErr = ""
 		}
-		if res.Count > 0 {
-			fmt.Fprintln(os.Stderr, "hsmfs export:", roundLine(res))
+		if l, ok := line(res); ok {
+			fmt.Fprintf(os.Stderr, "hsmfs %s: %s\n", cmd, l)
 		}
-	})
+	}
 }
 
 func roundLine(r natsexport.Result) string {

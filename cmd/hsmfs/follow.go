@@ -95,21 +95,9 @@ func runFollow(args []string) error {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "hsmfs follow: copying %s to %s from stream %s (consumer %s) every %s\n", cfg.Source, cfg.Dest, cfg.Stream, cfg.Durable, every)
-	var lastErr string
-	var lastErrAt time.Time
-	return f.RunFollow(ctx, every, func(res natsexport.FollowResult, err error) {
-		if err != nil {
-			if msg := err.Error(); msg != lastErr || time.Since(lastErrAt) > time.Minute {
-				fmt.Fprintf(os.Stderr, "hsmfs follow: round failed, will retry: %v\n", err)
-				lastErr, lastErrAt = msg, time.Now()
-			}
-			return
-		}
-		lastErr = ""
-		if res.Answers > 0 || res.Whole {
-			fmt.Fprintln(os.Stderr, "hsmfs follow:", followLine(res))
-		}
-	})
+	return f.RunFollow(ctx, every, reportRounds("follow", func(res natsexport.FollowResult) (string, bool) {
+		return followLine(res), res.Answers > 0 || res.Whole
+	}))
 }
 
 func followLine(r natsexport.FollowResult) string {

@@ -35,19 +35,27 @@ func publishAfter(t *testing.T, js jetstream.JetStream, subject string, query, b
 	}
 }
 
-// TestFollowerRound: a whole answer is copied and acked; a half answer
-// waits, unacked; a later whole answer covers it.
-func TestFollowerRound(t *testing.T) {
+// followStream starts a server with a stream S of hsmfs.> and returns
+// a client of it.
+func followStream(t *testing.T) (*testServer, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	ts := startServer(t, nil)
 	nc, err := nats.Connect(ts.url())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"hsmfs.>"}}); err != nil {
+	stream, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"hsmfs.>"}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	return ts, js, stream
+}
+
+// TestFollowerRound: a whole answer is copied, and its messages acked.
+func TestFollowerRound(t *testing.T) {
+	ts, js, _ := followStream(t)
 	src, dest := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(src, "b"), []byte("b"), 0o644)
@@ -82,19 +90,9 @@ func TestFollowerRound(t *testing.T) {
 // dropped once a later one is copied; messages of a second mount stop the
 // follower.
 func TestFollowerWholeCopies(t *testing.T) {
-	ts := startServer(t, nil)
-	nc, err := nats.Connect(ts.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ts, js, stream := followStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"hsmfs.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	src, dest := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(dest, "stale"), []byte("x"), 0o644)
