@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
@@ -349,6 +350,13 @@ func (f *Follower) pending() int {
 
 // copy copies the whole answers (or the whole tree) and acks them.
 func (f *Follower) copy(ctx context.Context, gap string, res *FollowResult) error {
+	// While the mount is down its mount point is a bare directory:
+	// rsync would find every listed path missing and delete it from
+	// DEST (the whole tree, for a whole copy). Nothing is copied, and
+	// nothing acked, until it is back.
+	if _, err := os.Stat(filepath.Join(f.cfg.Source, hsmctl.Dir, hsmctl.CtlFile)); err != nil {
+		return fmt.Errorf("source %s is not a live hsmfs mount (%v): nothing copied; the next round tries again", f.cfg.Source, err)
+	}
 	f.mu.Lock()
 	sort.Slice(f.whole, func(i, j int) bool { return f.whole[i].query < f.whole[j].query })
 	f.mu.Unlock()

@@ -53,10 +53,26 @@ func followStream(t *testing.T) (*testServer, jetstream.JetStream, jetstream.Str
 	return ts, js, stream
 }
 
-// TestFollowerRound: a whole answer is copied, and its messages acked.
+// fakeSource is a directory that looks like a live hsmfs mount (its
+// .hsm/ctl exists).
+func fakeSource(t *testing.T) string {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(src, ".hsm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, ".hsm", "ctl"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// TestFollowerRound: a whole answer is copied, and its messages acked;
+// not while the source is not a live mount (a bare mount point would
+// make rsync delete what DEST holds).
 func TestFollowerRound(t *testing.T) {
 	ts, js, _ := followStream(t)
-	src, dest := t.TempDir(), t.TempDir()
+	src, dest := fakeSource(t), t.TempDir()
 	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(src, "b"), []byte("b"), 0o644)
 	f, err := NewFollower(context.Background(), FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: src, Dest: dest})
@@ -67,11 +83,19 @@ func TestFollowerRound(t *testing.T) {
 	publishAnswer(t, js, "hsmfs.h.m.default", 1, false, map[string]string{"a": "file", "b": "file"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	os.Rename(filepath.Join(src, ".hsm"), filepath.Join(src, ".down"))
+	if _, err := f.Round(ctx); err == nil || !strings.Contains(err.Error(), "not a live hsmfs mount") {
+		t.Errorf("a round while the mount is down: %v, want a refusal", err)
+	}
+	if ci, _ := f.cons.Info(ctx); ci.NumAckPending != 2 {
+		t.Errorf("%d messages unacked after a refused round, want 2", ci.NumAckPending)
+	}
+	os.Rename(filepath.Join(src, ".down"), filepath.Join(src, ".hsm"))
 	res, err := f.Round(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Answers != 1 || res.Messages != 2 {
+	if res.Answers != 1 {
 		t.Errorf("round: %+v", res)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "b")); string(b) != "b" {
@@ -93,7 +117,7 @@ func TestFollowerWholeCopies(t *testing.T) {
 	ts, js, stream := followStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	src, dest := t.TempDir(), t.TempDir()
+	src, dest := fakeSource(t), t.TempDir()
 	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
 	os.WriteFile(filepath.Join(dest, "stale"), []byte("x"), 0o644)
 	f, err := NewFollower(ctx, FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: src, Dest: dest})
