@@ -20,7 +20,8 @@ import (
 // TestFollow: hsmfs follow keeps a mirror of each of two mounts from one
 // stream (a follower per mount, with the mount's subject as its filter),
 // while writers change the mounts and exporters publish them; one
-// follower is SIGKILLed mid-run and started again. At the end every
+// follower and the other mount's exporter are SIGKILLed mid-run and
+// started again. At the end every
 // mirror equals its mount and no message is left unacknowledged.
 func TestFollow(t *testing.T) {
 	ns := startNATS(t)
@@ -71,9 +72,11 @@ func TestFollow(t *testing.T) {
 	}
 
 	time.Sleep(2 * time.Second)
-	t.Log("SIGKILL follower 0, start it again")
+	t.Log("SIGKILL follower 0 and exporter 1, start them again")
 	fleet[0].follower.kill()
 	fleet[0].follower.start(t)
+	fleet[1].exp.kill()
+	fleet[1].exp.start(t)
 	time.Sleep(2 * time.Second)
 	stop.Store(true)
 	wg.Wait()

@@ -461,11 +461,28 @@ func (f *Follower) copyAnswers(ctx context.Context, res *FollowResult) error {
 			}
 		}
 	}
+	// A path beneath an ancestor that is not a directory is left out,
+	// as the plain answer leaves it out: rsync replaces the ancestor
+	// whole, and refuses the path ("invalid path from sender"). The
+	// answers' types are those of their queries; an older answer that
+	// came late (delivered again after a follower died) may name a path
+	// whose ancestor has become a file since, in an answer copied
+	// already. So the ancestors are looked at in SOURCE as it is now.
+	notDirNow := map[string]bool{}
+	isNotDir := func(d string) bool {
+		v, ok := notDirNow[d]
+		if !ok {
+			var st unix.Stat_t
+			v = unix.Lstat(filepath.Join(f.cfg.Source, d), &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR
+			notDirNow[d] = v
+		}
+		return v
+	}
 	var list []string
 	for p := range typ {
 		shadowed := false
 		for d := filepath.Dir(p); d != "." && d != "/" && !shadowed; d = filepath.Dir(d) {
-			if t, ok := typ[d]; ok && t != "dir" && t != "gone" {
+			if t, ok := typ[d]; ok && t != "dir" && t != "gone" || isNotDir(d) {
 				shadowed = true
 			}
 		}
