@@ -120,6 +120,16 @@ func NewFollower(ctx context.Context, c FollowConfig) (*Follower, error) {
 			return nil, fmt.Errorf("%s %s is not a directory", d.what, d.path)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(c.Source, hsmctl.Dir, hsmctl.CtlFile)); err != nil {
+		return nil, fmt.Errorf("source %s is not an hsmfs mount", c.Source)
+	}
+	src, errS := filepath.EvalSymlinks(c.Source)
+	dst, errD := filepath.EvalSymlinks(c.Dest)
+	if errS == nil && errD == nil && (src == dst || within(dst, src) || within(src, dst)) {
+		// A copy into the mount would be tracked and copied again; a
+		// whole copy into a parent of the mount would delete it.
+		return nil, fmt.Errorf("DEST %s and source %s overlap", c.Dest, c.Source)
+	}
 	var perm atomic.Pointer[string]
 	nc, err := connect(Config{URL: c.URL, CredsFile: c.CredsFile, Host: "follow", Mount: c.Dest}, &perm)
 	if err != nil {
@@ -555,4 +565,10 @@ func (f *Follower) RunFollow(ctx context.Context, every time.Duration, report fu
 		case <-t.C:
 		}
 	}
+}
+
+// within reports whether p lies beneath dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }

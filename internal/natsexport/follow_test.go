@@ -184,3 +184,22 @@ func TestFollowerWholeCopies(t *testing.T) {
 		t.Errorf("a second mount's message: %v, want a refusal naming --filter", err)
 	}
 }
+
+// TestFollowerRefusals: a source that is not an hsmfs mount, and a DEST
+// that overlaps the source, are refused before anything is read.
+func TestFollowerRefusals(t *testing.T) {
+	ts, _, _ := followStream(t)
+	src := fakeSource(t)
+	for name, c := range map[string]struct{ src, dest, want string }{
+		"not a mount":    {t.TempDir(), t.TempDir(), "not an hsmfs mount"},
+		"dest in source": {src, filepath.Join(src, ".hsm"), "overlap"},
+		"source in dest": {src, filepath.Dir(src), "overlap"},
+		"the same":       {src, src, "overlap"},
+		"remote":         {"host:/srv", t.TempDir(), "local mount point only"},
+	} {
+		_, err := NewFollower(context.Background(), FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: c.src, Dest: c.dest})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
