@@ -51,10 +51,16 @@ type killFlags struct {
 	fuse.RawFileSystem
 	pending sync.Map // <-chan struct{} (the request's cancel) -> struct{}
 	umasks  sync.Map // <-chan struct{} (the request's cancel) -> uint32
+	// dontMask: hsmfs asked for DONT_MASK (mount.go); without it the
+	// kernel applies the umask itself, and none is noted.
+	dontMask bool
 }
 
 // noteUmask keeps umask for the request until the returned func runs.
 func (k *killFlags) noteUmask(cancel <-chan struct{}, umask uint32) func() {
+	if !k.dontMask {
+		return func() {}
+	}
 	k.umasks.Store(cancel, umask)
 	return func() { k.umasks.Delete(cancel) }
 }
@@ -109,20 +115,19 @@ func (r *Root) killRequested(ctx context.Context) bool {
 	return kill
 }
 
-// callerMode is the mode to make a new entry with in directory dirfd.
+// callerMode is the mode to make a new entry with in directory dir.
 // Where hsmfs negotiated DONT_MASK (with FUSE_POSIX_ACL, mount.go) the
 // kernel leaves the caller's umask to the file system, so hsmfs applies
 // it as BACKING's file system would: not beneath a default ACL, which
 // then decides the bits (and ignores the daemon's own umask). Otherwise
-// the kernel has applied it already, and applying it again changes
-// nothing.
-func (r *Root) callerMode(ctx context.Context, dirfd int, mode uint32) uint32 {
+// the kernel has applied it already, and no umask is noted.
+func (r *Root) callerMode(ctx context.Context, dir *newParent, mode uint32) uint32 {
 	c, ok := ctx.(*fuse.Context)
 	if !ok || c.Cancel == nil || r.kills == nil {
 		return mode
 	}
 	v, ok := r.kills.umasks.Load(c.Cancel)
-	if !ok || r.hasDefaultACL(dirfd) {
+	if !ok || dir.inherits() {
 		return mode
 	}
 	return mode &^ (v.(uint32) & 0o777)

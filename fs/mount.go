@@ -167,7 +167,8 @@ func Mount(cfg Config) (*Server, error) {
 	// With ACLs the kernel also leaves the caller's umask to hsmfs
 	// (DONT_MASK), which applies it as BACKING's file system does: not
 	// beneath a default ACL (callerMode).
-	if slices.Contains(opts.MountOptions.Options, "default_permissions") {
+	dontMask := slices.Contains(opts.MountOptions.Options, "default_permissions")
+	if dontMask {
 		opts.MountOptions.EnableAcl = true
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK
 	}
@@ -175,7 +176,7 @@ func Mount(cfg Config) (*Server, error) {
 	// before every write and leaves clearing setuid, setgid and
 	// capabilities to hsmfs (killpriv.go).
 	opts.MountOptions.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
-	r.kills = &killFlags{RawFileSystem: gofs.NewNodeFS(r.node, opts)}
+	r.kills = &killFlags{RawFileSystem: gofs.NewNodeFS(r.node, opts), dontMask: dontMask}
 	srv, err := fuse.NewServer(r.kills, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)

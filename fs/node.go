@@ -219,19 +219,20 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 const DaemonUmask = 0o077
 
 // restoreMode gives a new entry the permission bits that the caller
-// asked for, which the daemon's umask took away: the kernel has applied
-// the caller's own umask to mode already. A parent with a default ACL
-// decides the bits itself (no umask applies then), and is left alone.
-// With fd >= 0 the entry is that open file; else it is dirfd/name, and
-// keeps the setgid bit that a setgid parent gave it (chmodNew).
-func (r *Root) restoreMode(dirfd int, name string, fd int, mode uint32) error {
-	if mode&DaemonUmask == 0 || r.hasDefaultACL(dirfd) {
+// asked for, which the daemon's umask took away: the caller's own umask
+// is applied to mode already (by the kernel, or by callerMode). A parent
+// with a default ACL decides the bits itself (no umask applies then), and
+// is left alone. With fd >= 0 the entry is that open file; else it is
+// dir/name, and keeps the setgid bit that a setgid parent gave it
+// (chmodNew).
+func (r *Root) restoreMode(dir *newParent, name string, fd int, mode uint32) error {
+	if mode&DaemonUmask == 0 || dir.inherits() {
 		return nil
 	}
 	if fd >= 0 {
 		return unix.Fchmod(fd, mode&0o7777)
 	}
-	return chmodNew(dirfd, name, mode&unix.S_IFMT, r.euid, func(st *unix.Stat_t) uint32 {
+	return chmodNew(dir.fd, name, mode&unix.S_IFMT, r.euid, func(st *unix.Stat_t) uint32 {
 		return st.Mode&0o7000 | mode&0o777
 	})
 }
@@ -262,6 +263,22 @@ func chmodNew(dirfd int, name string, typ, owner uint32, mode func(st *unix.Stat
 	// An O_PATH descriptor takes no fchmod; its /proc link names the
 	// inode itself.
 	return unix.Fchmodat(unix.AT_FDCWD, backing.ProcFd(fd), mode(&st), 0)
+}
+
+// newParent is the directory a create makes its entry in. Whether it
+// has a default ACL (a getxattr) is asked at most once per create, though
+// callerMode and restoreMode both need it.
+type newParent struct {
+	r          *Root
+	fd         int
+	asked, has bool
+}
+
+func (d *newParent) inherits() bool {
+	if !d.asked {
+		d.has, d.asked = d.r.hasDefaultACL(d.fd), true
+	}
+	return d.has
 }
 
 // hasDefaultACL reports whether directory dirfd (O_PATH) has a default

@@ -69,11 +69,12 @@ func (n *Node) create(ctx context.Context, name string, op checkpoint.Op, flags 
 	}
 	defer tok.End()
 	defer n.r.b.PutDir(dirfd)
-	mode = n.r.callerMode(ctx, dirfd, mode)
+	dir := &newParent{r: n.r, fd: dirfd}
+	mode = n.r.callerMode(ctx, dir, mode)
 	if err := mk(dirfd, mode); err != nil {
 		return nil, toErrno(err)
 	}
-	if err := n.r.restoreMode(dirfd, name, -1, mode); err != nil {
+	if err := n.r.restoreMode(dir, name, -1, mode); err != nil {
 		n.r.log.Warn(op.String()+": could not give the new entry the mode asked for", "name", name, "mode", fmt.Sprintf("%04o", mode&0o7777), "err", err)
 	}
 	n.r.giveToCaller(ctx, dirfd, name, mode)

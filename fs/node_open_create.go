@@ -121,13 +121,14 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	mode = n.r.callerMode(ctx, dirfd, mode)
+	parent := &newParent{r: n.r, fd: dirfd}
+	mode = n.r.callerMode(ctx, parent, mode)
 	fd, made, err := createAt(dirfd, name, int(flags), mode)
 	if err != nil {
 		return fail(toErrno(err))
 	}
 	if made {
-		if err := n.r.restoreMode(dirfd, name, fd, mode); err != nil {
+		if err := n.r.restoreMode(parent, name, fd, mode); err != nil {
 			n.r.log.Warn("create: could not give the new file the mode asked for", "path", rel, "mode", fmt.Sprintf("%04o", mode&0o7777), "err", err)
 		}
 		n.r.giveToCaller(ctx, dirfd, name, mode|unix.S_IFREG)

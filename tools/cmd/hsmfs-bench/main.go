@@ -1,6 +1,6 @@
 // Command hsmfs-bench measures hsmfs against the raw BACKING directory and
 // against go-fuse's example loopback filesystem, interleaved in one run
-// (internal/bench). scripts/bench.sh (make bench, make bench-short) is the
+// (tools/bench). scripts/bench.sh (make bench, make bench-short) is the
 // usual way to run it; docs/performance.md explains the workloads.
 package main
 
