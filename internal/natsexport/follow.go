@@ -282,10 +282,9 @@ func (f *Follower) take(m jetstream.Msg, res *FollowResult) error {
 	}
 	a := f.open[fm.Query]
 	if a == nil {
-		if slices.ContainsFunc(f.whole, func(w *followAnswer) bool { return w.query == fm.Query }) {
+		if i := slices.IndexFunc(f.whole, func(w *followAnswer) bool { return w.query == fm.Query }); i >= 0 {
 			res.Repeats++
-			a = f.whole[slices.IndexFunc(f.whole, func(w *followAnswer) bool { return w.query == fm.Query })]
-			a.msgs = append(a.msgs, m) // acked with its answer
+			f.whole[i].msgs = append(f.whole[i].msgs, m) // acked with its answer
 			return nil
 		}
 		a = &followAnswer{query: fm.Query, prev: fm.Blessed, count: fm.Count, paths: map[int]followEntry{}}
@@ -321,33 +320,31 @@ func (f *Follower) keepHeld() (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				f.mu.Lock()
-				var held []jetstream.Msg
-				for _, a := range f.open {
-					held = append(held, a.msgs...)
-				}
-				for _, a := range f.whole {
-					held = append(held, a.msgs...)
-				}
-				f.mu.Unlock()
-				for _, m := range held {
+				for _, m := range f.held() {
 					m.InProgress()
 				}
 			}
 		}
 	}()
-	f.touchHeld()
+	// Once now, too: the time between rounds counts.
+	for _, m := range f.held() {
+		m.InProgress()
+	}
 	return func() { close(done); <-finished }
 }
 
-// touchHeld marks every held message in progress once (a new round: the
-// time between rounds counts too).
-func (f *Follower) touchHeld() {
+// held is the messages this follower holds unacked.
+func (f *Follower) held() []jetstream.Msg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var held []jetstream.Msg
 	for _, a := range f.open {
-		for _, m := range a.msgs {
-			m.InProgress()
-		}
+		held = append(held, a.msgs...)
 	}
+	for _, a := range f.whole {
+		held = append(held, a.msgs...)
+	}
+	return held
 }
 
 func (f *Follower) pending() int {
@@ -443,16 +440,7 @@ func (f *Follower) holdsAllInFlight(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("consumer %q: %w", f.cfg.Durable, err)
 	}
-	f.mu.Lock()
-	held := 0
-	for _, a := range f.open {
-		held += len(a.msgs)
-	}
-	for _, a := range f.whole {
-		held += len(a.msgs)
-	}
-	f.mu.Unlock()
-	return ci.NumPending == 0 && ci.NumAckPending == held, nil
+	return ci.NumPending == 0 && ci.NumAckPending == len(f.held()), nil
 }
 
 // copyAnswers runs the contract's recipe on the paths of the whole
