@@ -18,7 +18,8 @@
 //     so that any program can use the client without the tracker's or
 //     FUSE's weight; internal/metrics alone imports the Prometheus client,
 //     internal/holders alone procfs, internal/natsexport alone the NATS
-//     client, internal/mountinfo alone moby's mountinfo.
+//     client, internal/mountinfo alone moby's mountinfo (among what
+//     ships: the bench reads mount tables with it too).
 //   - internal/lifecycle: the daemon's lifecycle, the order of a mount's
 //     steps written once (Serve), and the wiring of the packages.
 //   - cmd/hsmfs: flags, subcommands, exit codes, the re-execution of the
