@@ -19,7 +19,10 @@
 //     FUSE's weight; internal/metrics alone imports the Prometheus client,
 //     internal/holders alone procfs, internal/natsexport alone the NATS
 //     client, internal/mountinfo alone moby's mountinfo (among what
-//     ships: the bench reads mount tables with it too).
+//     ships: the bench reads mount tables with it too). internal/hsm is
+//     the HSM's state machine (archive, release, restore, recovery),
+//     with neither FUSE nor badger; internal/tier, the archive tiers,
+//     alone imports the S3 client.
 //   - internal/lifecycle: the daemon's lifecycle, the order of a mount's
 //     steps written once (Serve), and the wiring of the packages.
 //   - cmd/hsmfs: flags, subcommands, exit codes, the re-execution of the
@@ -52,6 +55,7 @@ const (
 	systemd    = "github.com/coreos/go-systemd/"
 	moby       = "github.com/moby/sys/mountinfo"
 	pprof      = "github.com/google/pprof/"
+	minio      = "github.com/minio/minio-go/"
 )
 
 // allowed is, for every package of the module, the imports it may have
@@ -63,20 +67,24 @@ var allowed = map[string][]string{
 	// checkpoint's tests run.
 	"checkpoint/checkpointtest": {"checkpoint"},
 	"journal":                   {"checkpoint", badger, xsys},
-	"fs":                        {"checkpoint", "internal/backing", "internal/hsmctl", fuse, xsys},
+	"fs":                        {"checkpoint", "internal/backing", "internal/hsm", "internal/hsmctl", fuse, xsys},
 	"internal/backing":          {"checkpoint", "internal/hsmctl", xsys},
 	"internal/hsmctl":           {},
 	"internal/manpage":          {},
 	"internal/holders":          {procfs, xsys},
-	"internal/metrics":          {"checkpoint", "journal", prom, xsys},
-	"internal/mountinfo":        {moby, xsys},
-	"internal/natsexport":       {"internal/hsmctl", natsClient, xsys},
-	"internal/outside":          {xsys},
-	"internal/sync":             {"internal/hsmctl", xsys},
+	// The HSM's transitions and recovery; no FUSE, no badger.
+	"internal/hsm": {"internal/tier", xsys},
+	// The archive tiers; the S3 client is theirs alone.
+	"internal/tier":       {minio, xsys},
+	"internal/metrics":    {"checkpoint", "journal", prom, xsys},
+	"internal/mountinfo":  {moby, xsys},
+	"internal/natsexport": {"internal/hsmctl", natsClient, xsys},
+	"internal/outside":    {xsys},
+	"internal/sync":       {"internal/hsmctl", xsys},
 	// The daemon's lifecycle: the order of a mount's steps, and the
 	// wiring of tracker, journal, BACKING, fs, metrics and the outside
 	// check.
-	"internal/lifecycle": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsmctl",
+	"internal/lifecycle": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsm", "internal/hsmctl",
 		"internal/metrics", "internal/mountinfo", "internal/outside", xsys},
 	// Flags, subcommands, the re-executed daemon's pipe, systemd.
 	"cmd/hsmfs": {"checkpoint", "journal", "internal/holders", "internal/hsmctl", "internal/lifecycle", "internal/manpage",

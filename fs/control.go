@@ -359,6 +359,8 @@ func (c *ctlState) command(consumer, text string) error {
 	switch cmd.Verb {
 	case hsmctl.VerbConsumerAdd, hsmctl.VerbConsumerRemove:
 		return c.consumerCommand(cmd)
+	case hsmctl.VerbTierAdd, hsmctl.VerbTierRemove:
+		return c.tierCommand(cmd)
 	case hsmctl.VerbCheckpoint:
 		p, err := c.r.tr.Checkpoint()
 		if err != nil {
@@ -421,8 +423,38 @@ func (c *ctlState) status() ([]byte, error) {
 			LastQueryTime: cn.QueryTime, LastBlessTime: cn.BlessTime, BlessedBy: cn.BlessedBy, PendingPaths: cn.PendingPaths,
 			OldestUnblessed: cn.OldestAge, Full: cn.Full, Reset: cn.Reset, Lagging: cn.Lagging}
 	}
+	if m := c.r.hsm; m != nil {
+		out.Tiers = []hsmctl.Tier{}
+		for _, t := range m.Tiers() {
+			out.Tiers = append(out.Tiers, hsmctl.Tier{ID: t.ID, URL: t.URL})
+		}
+		n := m.Count()
+		out.HSM = &hsmctl.HSMCounts{Files: n.Files, Bytes: n.Bytes}
+	}
 	b, _ := json.Marshal(out)
 	return append(b, '\n'), nil
+}
+
+// tierCommand adds or removes an archive tier.
+func (c *ctlState) tierCommand(cmd hsmctl.Command) error {
+	if c.r.hsm == nil {
+		c.setErr("this mount has no HSM")
+		return syscall.ENOTSUP
+	}
+	var err error
+	if cmd.Verb == hsmctl.VerbTierAdd {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = c.r.hsm.AddTier(ctx, cmd.Tier, cmd.URL)
+		cancel()
+	} else {
+		err = c.r.hsm.RemoveTier(cmd.Tier)
+	}
+	if err != nil {
+		c.setErr("%s: %v", cmd, err)
+		return err
+	}
+	c.r.log.Info(cmd.String())
+	return nil
 }
 
 // readerGone says, for a query run by an open of changes, whether its

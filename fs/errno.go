@@ -1,11 +1,13 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"os"
 	"syscall"
 
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsm"
 )
 
 // toErrno is the one place where errors become errnos (no other file of
@@ -30,6 +32,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, checkpoint.ErrAbandoned):
 		return syscall.EINTR
+	case hsmErrno(err) != 0:
+		return hsmErrno(err)
 	case errors.As(err, &e):
 		return e
 	}
@@ -48,4 +52,28 @@ var osErrnos = []struct {
 }{
 	{os.ErrPermission, syscall.EPERM}, {os.ErrExist, syscall.EEXIST},
 	{os.ErrNotExist, syscall.ENOENT}, {os.ErrInvalid, syscall.EINVAL},
+}
+
+// hsmErrnos are the HSM's refusals (internal/hsm); the command line says
+// what each means for the command that got it.
+var hsmErrnos = []struct {
+	err   error
+	errno syscall.Errno
+}{
+	{hsm.ErrTier, syscall.EIO}, {hsm.ErrLost, syscall.EIO},
+	{hsm.ErrNoTier, syscall.ENXIO}, {hsm.ErrTierInUse, syscall.EBUSY},
+	{hsm.ErrNotRegular, syscall.EINVAL}, {hsm.ErrNotArchived, syscall.ENODATA},
+	{hsm.ErrDirty, syscall.ESTALE}, {hsm.ErrBusy, syscall.EBUSY},
+	{hsm.ErrChanged, syscall.EAGAIN}, {hsm.ErrReleased, syscall.EPERM},
+	{hsm.ErrRefused, syscall.EPERM},
+	{context.DeadlineExceeded, syscall.EIO}, {context.Canceled, syscall.EINTR},
+}
+
+func hsmErrno(err error) syscall.Errno {
+	for _, m := range hsmErrnos {
+		if errors.Is(err, m.err) {
+			return m.errno
+		}
+	}
+	return 0
 }

@@ -32,6 +32,9 @@ type File struct {
 	// node is the file's node when it is open for writing (else nil):
 	// it counts the file among its writers until Release.
 	node *Node
+	// opened is the file's node, which counted the open (Node.opens)
+	// before newFile and uncounts it at Release.
+	opened *Node
 
 	pfd atomic.Int32 // extra O_RDWR fd handed to the kernel, or -1
 }
@@ -49,7 +52,7 @@ var (
 
 func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoint.PathFunc, node *Node) *File {
 	f := &File{LoopbackFile: gofs.NewLoopbackFileFromOS(os.NewFile(uintptr(fd), "")), fd: fd,
-		write: isWrite(flags), rdwr: flags&syscall.O_ACCMODE == syscall.O_RDWR, h: h, r: r, path: path}
+		write: isWrite(flags), rdwr: flags&syscall.O_ACCMODE == syscall.O_RDWR, h: h, r: r, path: path, opened: node}
 	f.pfd.Store(-1)
 	if f.write && node != nil {
 		f.node = node
@@ -185,6 +188,9 @@ func (f *File) Release(ctx context.Context) syscall.Errno {
 	if f.node != nil {
 		f.node.writers.Add(-1)
 		invalidateAttrs(&f.node.Inode)
+	}
+	if f.opened != nil {
+		f.opened.opens.Add(-1)
 	}
 	return errno
 }

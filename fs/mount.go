@@ -15,6 +15,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsm"
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// operation that fails because the tracker could not record its
 	// intent (for metrics). It runs on the FUSE request's goroutine.
 	OnJournalError func(errno syscall.Errno)
+	// HSM, if set, restores released files when they are opened and
+	// runs the HSM's commands (hsm.go).
+	HSM *hsm.Manager
 }
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
@@ -86,7 +90,7 @@ func Mount(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
-		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError, mounted: time.Now()}
+		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError, mounted: time.Now(), hsm: cfg.HSM}
 	r.nameAdded = cfg.NameAdded
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}
@@ -176,6 +180,10 @@ func Mount(cfg Config) (*Server, error) {
 	// before every write and leaves clearing setuid, setgid and
 	// capabilities to hsmfs (killpriv.go).
 	opts.MountOptions.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	// ATOMIC_O_TRUNC: O_TRUNC comes with the OPEN (Node.Open truncates)
+	// instead of as a SETATTR after it. Otherwise the open of a released
+	// file that is about to be emptied would restore it first (hsm.go).
+	opts.MountOptions.ExtraCapabilities |= fuse.CAP_ATOMIC_O_TRUNC
 	r.kills = &killFlags{RawFileSystem: gofs.NewNodeFS(r.node, opts), dontMask: dontMask}
 	srv, err := fuse.NewServer(r.kills, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {

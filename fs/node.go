@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hsmfs/hsmfs/internal/backing"
+	"github.com/hsmfs/hsmfs/internal/hsm"
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -50,6 +51,9 @@ type Root struct {
 	mounted time.Time
 	// noACLs: BACKING's file system has no ACLs (restoreMode).
 	noACLs atomic.Bool
+	// hsm restores released files at open and runs the HSM's commands
+	// (hsm.go); nil without one.
+	hsm *hsm.Manager
 }
 
 // added tells nameAdded that the directory n holds name as ino now.
@@ -90,6 +94,10 @@ type Node struct {
 	// writers counts the node's open writable files: while there are
 	// any, the kernel keeps its attributes only briefly (cache.go).
 	writers atomic.Int32
+	// opens counts all of the node's open files (internal/hsm refuses to
+	// release a file that is open): counted before the open asks the
+	// HSM, uncounted at release.
+	opens atomic.Int32
 }
 
 var (

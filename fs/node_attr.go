@@ -8,6 +8,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hsmfs/hsmfs/checkpoint"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +59,13 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		defer tok.End()
 	} else if !named && f == nil {
 		return syscall.ENOENT
+	}
+	if size, ok := in.GetSize(); ok && f == nil {
+		done, errno := n.hsmSetattrSize(ctx, size)
+		if errno != 0 {
+			return errno
+		}
+		defer done()
 	}
 	if file, ok := f.(*File); ok {
 		if errno := file.LoopbackFile.Setattr(ctx, in, out); errno != 0 || !setattrKills(in) {
@@ -194,6 +202,9 @@ func (n *Node) xattrOp(op checkpoint.Op, do func(p string, fd int) error) syscal
 // changes the mode, which the kernel's permission checks read from its
 // cache, and the kernel marks only the ctime stale (cache.go).
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if attr == hsmctl.XattrCommand {
+		return n.hsmCommand(ctx, data) // not stored: a command (hsm.go)
+	}
 	errno := n.xattrOp(checkpoint.OpSetxattr, func(p string, fd int) error {
 		if fd >= 0 {
 			return unix.Fsetxattr(fd, attr, data, int(flags))

@@ -146,6 +146,8 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	}
 	defer tok.End()
 	defer n.r.b.PutDir(dirfd)
+	gone := n.r.hsmVictim(dirfd, name)
+	defer gone()
 	err := unix.Unlinkat(dirfd, name, 0)
 	if err == nil {
 		n.removed(name)
@@ -234,7 +236,12 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if moved != nil {
 		mv = n.r.moves.add(from, fromName, moved)
 	}
+	replaced := func() {}
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		replaced = n.r.hsmVictim(nfd, newName)
+	}
 	err := unix.Renameat2(ofd, name, nfd, newName, uint(flags))
+	replaced()
 	if err == nil && (fl&checkpoint.FlagDir != 0 || ino == 0) {
 		n.r.b.InvalidateDirs() // a directory moved (dircache.go)
 	}

@@ -48,8 +48,21 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, errno
 		}
 	}
-	fd, errno := n.openSelf(flags)
+	// The HSM hears of the open before a truncation reaches the file
+	// (hsm.go), so the truncation is done here, not by openat.
+	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	n.opens.Add(1)
+	fd, errno := n.openSelf(flags &^ syscall.O_TRUNC)
+	if errno == 0 {
+		if errno = n.hsmOpening(ctx, fd, isWrite(flags), trunc); errno == 0 && trunc {
+			errno = n.truncate(fd)
+		}
+		if errno != 0 {
+			unix.Close(fd)
+		}
+	}
 	if errno != 0 {
+		n.opens.Add(-1)
 		if h != nil {
 			h.Release()
 		}
@@ -123,7 +136,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	parent := &newParent{r: n.r, fd: dirfd}
 	mode = n.r.callerMode(ctx, parent, mode)
-	fd, made, err := createAt(dirfd, name, int(flags), mode)
+	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	fd, made, err := createAt(dirfd, name, int(flags&^syscall.O_TRUNC), mode)
 	if err != nil {
 		return fail(toErrno(err))
 	}
@@ -146,10 +160,32 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch := n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, id)
 	child.Store(ch)
 	chNode, _ := ch.Operations().(*Node)
-	if isWrite(flags) || chNode != nil && chNode.writers.Load() > 0 {
+	if chNode == nil {
+		unix.Close(fd)
+		return fail(syscall.EIO)
+	}
+	chNode.opens.Add(1)
+	if errno := chNode.openExisting(ctx, fd, made, isWrite(flags), trunc); errno != 0 {
+		chNode.opens.Add(-1)
+		unix.Close(fd)
+		return fail(errno)
+	}
+	if isWrite(flags) || chNode.writers.Load() > 0 {
 		out.SetAttrTimeout(writerAttrTimeout)
 	}
 	return ch, newFile(fd, flags, h, n.r, pathFn, chNode), 0, 0
+}
+
+// openExisting: a create that opened a file that was there already
+// opens it as Open would: the HSM hears of it first, then O_TRUNC.
+func (n *Node) openExisting(ctx context.Context, fd int, made, write, trunc bool) syscall.Errno {
+	if made {
+		return 0
+	}
+	if errno := n.hsmOpening(ctx, fd, write, trunc); errno != 0 || !trunc {
+		return errno
+	}
+	return n.truncate(fd)
 }
 
 // createAt makes the file name in dirfd with O_EXCL, so that only a file
@@ -177,14 +213,10 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	return nil, nil, 0, syscall.EOPNOTSUPP
 }
 
-// openSelf opens the node's file in BACKING with flags, checked to be the
-// node's inode (identity.go). O_TRUNC of a writable open is applied only
-// once the file is known to be the right one.
+// openSelf opens the node's file in BACKING with flags (never O_TRUNC:
+// Open truncates once the HSM has heard of it), checked to be the node's
+// inode (identity.go).
 func (n *Node) openSelf(flags uint32) (int, syscall.Errno) {
-	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	if trunc {
-		flags &^= syscall.O_TRUNC
-	}
 	for try := 0; ; try++ {
 		dirfd, name, errno := n.parentFd(false)
 		if errno != 0 {
@@ -194,12 +226,6 @@ func (n *Node) openSelf(flags uint32) (int, syscall.Errno) {
 		n.r.b.PutDir(dirfd)
 		if err == nil {
 			if n.is(fd, "") {
-				if trunc {
-					if err := unix.Ftruncate(fd, 0); err != nil {
-						unix.Close(fd)
-						return -1, toErrno(err)
-					}
-				}
 				return fd, 0
 			}
 			unix.Close(fd)

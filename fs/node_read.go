@@ -8,6 +8,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,6 +108,9 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == hsmctl.XattrState {
+		return n.hsmState(dest) // not stored: the HSM's state (hsm.go)
+	}
 	var sz int
 	errno := n.withXattrPath(false, func(p string, fd int) (err error) {
 		if fd >= 0 {

@@ -18,6 +18,9 @@ type request struct {
 	state *checkpoint.State
 	// reopen: completion markers to delete, as keys (Reopen).
 	reopen [][]byte
+	// table: rows of the HSM's table to write or delete (PutTable), in
+	// the same transaction as everything else of the request.
+	table []TableRow
 	// noSync: the caller only needs what was queued before it to be
 	// written (visible to reads), not synced (Scan's flush).
 	noSync bool
@@ -303,6 +306,9 @@ func (w *txnWriter) writeBatch(batch []*request) error {
 			if err := w.do(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
 				return err
 			}
+		}
+		if err := w.writeTable(r.table); err != nil {
+			return err
 		}
 		for _, rec := range r.recs {
 			start := len(buf)

@@ -139,6 +139,10 @@
 //	                             its names, at most 32 KiB each
 //	'c' + period(8 BE) + seq(8 BE)   completion marker of that intent,
 //	                             empty value
+//	'h' + name                   a row of the HSM's table (PutTable):
+//	                             tiers, file states and tier objects to
+//	                             collect, encoded by internal/hsm; never
+//	                             dropped by a bless
 //
 // The value formats carry their own version byte so that a later hsmfs
 // can change one of them without a new format version of the whole

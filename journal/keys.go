@@ -8,6 +8,7 @@ const (
 	prefixMeta       = 'm'
 	prefixIntent     = 'i'
 	prefixCompletion = 'c'
+	prefixTable      = 'h'
 
 	// recKeyLen is the length of intent and completion keys.
 	recKeyLen = 1 + 8 + 8
@@ -26,6 +27,9 @@ func intentKey(period, seq uint64) []byte { return recKey(prefixIntent, period, 
 
 // completionKey is the key of the completion marker of intent (period, seq).
 func completionKey(period, seq uint64) []byte { return recKey(prefixCompletion, period, seq) }
+
+// tableKey is the key of the HSM table's row name.
+func tableKey(name string) []byte { return append([]byte{prefixTable}, name...) }
 
 // metaKey is the key of the metadata entry name.
 func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }

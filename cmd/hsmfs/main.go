@@ -36,6 +36,8 @@ Usage:
   hsmfs sync [options] MOUNTPOINT DEST [-- RSYNC_ARGS...]
   hsmfs export [options] --nats URL --stream NAME MOUNTPOINT
   hsmfs follow [options] --nats URL --stream NAME --durable NAME SOURCE DEST
+  hsmfs tier add|rm MOUNTPOINT ID [URL] | list [--json] MOUNTPOINT
+  hsmfs hsm archive|release|restore|remove|state|set|clear PATH...
   hsmfs journal check|dump|reset JOURNAL
   hsmfs help COMMAND | --help | --version
 
@@ -73,6 +75,8 @@ func init() {
 		"consumer":   {runConsumer, consumerUsage},
 		"export":     {runExport, exportUsage},
 		"follow":     {runFollow, followUsage},
+		"tier":       {runTier, tierUsage},
+		"hsm":        {runHSM, hsmUsage},
 	}
 }
 

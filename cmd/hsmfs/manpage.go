@@ -12,7 +12,7 @@ import (
 )
 
 // manCommands is the order of the commands in hsmfs(1).
-var manCommands = []string{"mount", "umount", "changes", "bless", "checkpoint", "status", "consumer", "sync", "export", "follow", "journal"}
+var manCommands = []string{"mount", "umount", "changes", "bless", "checkpoint", "status", "consumer", "sync", "export", "follow", "tier", "hsm", "journal"}
 
 // writeManPage prints hsmfs(1) for `make install` (`hsmfs --man`): the
 // synopsis and exit codes of --help, and every command's --help text as

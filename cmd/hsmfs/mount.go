@@ -83,6 +83,9 @@ Options (each also as -o NAME or -o NAME=VALUE, for fstab):
                      it). Give 1s if something writes BACKING around a
                      mount that is not in place (those changes are not
                      tracked; they then show within a second)
+  --restore-timeout DURATION, -o restore_timeout=DURATION
+                     how long an open of a released file waits for its
+                     tier (hsmfs hsm) before it fails with EIO (default 5m)
   --metrics ADDR, -o metrics=ADDR
                      serve Prometheus metrics at http://ADDR/metrics, e.g.
                      127.0.0.1:9101 (port 0: any free port, shown in
@@ -146,6 +149,7 @@ func runMount(args []string) error {
 	fs.DurationVar(&a.ConsumerWarnAge, "consumer-warn-age", 24*time.Hour, "")
 	fs.StringVar(&a.Metrics, "metrics", "", "")
 	fs.DurationVar(&a.CacheTimeout, "cache-timeout", defaultCacheTimeout, "")
+	fs.DurationVar(&a.RestoreTimeout, "restore-timeout", 5*time.Minute, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -38,6 +38,7 @@ var hsmfsOptions = []hsmfsOption{
 	{"metrics", true, func(a *mountArgs, _ *bool, v string) error { a.Metrics = v; return nil }},
 	{"consumer_warn_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerWarnAge, v) }},
 	{"cache_timeout", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.CacheTimeout, v) }},
+	{"restore_timeout", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.RestoreTimeout, v) }},
 }
 
 // fstabOnly are words of fstab and mount(8) that tell mount(8) or

@@ -15,6 +15,8 @@ import (
 //	bless [ID] [full] [by WHO]    bless query ID (default: the latest)
 //	consumer add NAME             register a named consumer
 //	consumer rm NAME              forget a named consumer
+//	tier add ID URL               add an archive tier
+//	tier rm ID                    remove a tier that holds no archive
 //
 // "full" says that the consumer copied the whole tree: the first bless
 // of an answer that says full must carry it, so that a consumer that
@@ -33,6 +35,8 @@ const (
 	VerbBless
 	VerbConsumerAdd
 	VerbConsumerRemove
+	VerbTierAdd
+	VerbTierRemove
 )
 
 // Command is one command written to ctl.
@@ -45,6 +49,9 @@ type Command struct {
 	By   string
 	// Name is the consumer of consumer add and rm.
 	Name string
+	// Tier and URL are tier add's and rm's.
+	Tier uint32
+	URL  string
 }
 
 // MaxBy is the longest WHO of "bless ... by WHO", in bytes.
@@ -63,6 +70,8 @@ const Usage = `hsmfs control file. Write one command:
   ... by WHO          (after any bless) record who blessed: status shows it
   consumer add NAME   register a named consumer (.hsm/consumers/NAME/)
   consumer rm NAME    forget a named consumer
+  tier add ID URL     add archive tier ID: dir:///PATH or s3://BUCKET/PREFIX?endpoint=URL
+  tier rm ID          remove tier ID (refused while it holds archived files)
 `
 
 // ConsumerUsage is what a named consumer's ctl says.
@@ -95,8 +104,10 @@ func ParseCommand(text string) (Command, error) {
 			v = VerbConsumerRemove
 		}
 		return Command{Verb: v, Name: f[2]}, nil
+	case f[0] == "tier":
+		return parseTier(f, bad)
 	case f[0] != "bless":
-		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME)")
+		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME, tier add ID URL, tier rm ID)")
 	}
 	head, by, hasBy := cutWord(line, "by")
 	c := Command{Verb: VerbBless}
@@ -193,6 +204,10 @@ func (c Command) String() string {
 		return "consumer add " + c.Name
 	case VerbConsumerRemove:
 		return "consumer rm " + c.Name
+	case VerbTierAdd:
+		return fmt.Sprintf("tier add %d %s", c.Tier, c.URL)
+	case VerbTierRemove:
+		return fmt.Sprintf("tier rm %d", c.Tier)
 	}
 	s := "bless"
 	if c.ID != 0 {
@@ -205,4 +220,19 @@ func (c Command) String() string {
 		s += " by " + c.By
 	}
 	return s
+}
+
+// parseTier parses tier add ID URL and tier rm ID.
+func parseTier(f []string, bad func(string) (Command, error)) (Command, error) {
+	if len(f) < 3 || (f[1] != "add" && f[1] != "rm") || (f[1] == "add") != (len(f) == 4) || (f[1] == "rm" && len(f) != 3) {
+		return bad("tier takes add ID URL or rm ID")
+	}
+	id, err := strconv.ParseUint(f[2], 10, 32)
+	if err != nil || id == 0 {
+		return bad("a tier id is a positive number")
+	}
+	if f[1] == "rm" {
+		return Command{Verb: VerbTierRemove, Tier: uint32(id)}, nil
+	}
+	return Command{Verb: VerbTierAdd, Tier: uint32(id), URL: f[3]}, nil
 }

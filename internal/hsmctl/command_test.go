@@ -26,6 +26,9 @@ func TestParseCommand(t *testing.T) {
 		"consumer add by":                     {Verb: VerbConsumerAdd, Name: "by"},
 		"consumer rm by":                      {Verb: VerbConsumerRemove, Name: "by"},
 		"bless 12 full by export S hsmfs.h.m": {Verb: VerbBless, ID: 12, Full: true, By: "export S hsmfs.h.m"},
+		"tier add 1 dir:///srv/archive":       {Verb: VerbTierAdd, Tier: 1, URL: "dir:///srv/archive"},
+		"tier add 2 s3://b/p?endpoint=http://h:9000&region=r": {Verb: VerbTierAdd, Tier: 2, URL: "s3://b/p?endpoint=http://h:9000&region=r"},
+		"tier rm 2\n": {Verb: VerbTierRemove, Tier: 2},
 	} {
 		got, err := ParseCommand(text)
 		if err != nil || got != want {
@@ -45,6 +48,8 @@ func TestParseCommandRefuses(t *testing.T) {
 		"bless 7 fully", "bless full 7", "bless 7 by", "bless 7 by  ", "checkpoint 3", "checkpoint by x",
 		"consumer add", "consumer add a b", "consumer list x", "bless 7 by a\x00b",
 		"bless 7 by " + strings.Repeat("x", MaxBy+1), "bless 7 by a\tb\x7f",
+		"tier", "tier add", "tier add 1", "tier add 0 dir:///x", "tier add x dir:///x", "tier rm", "tier rm 1 2",
+		"tier add 1 dir:///x extra", "tier list 1",
 	} {
 		if c, err := ParseCommand(text); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("ParseCommand(%q) = %+v, %v; want ErrBadCommand", text, c, err)
@@ -127,5 +132,30 @@ func TestShortBy(t *testing.T) {
 	}
 	if got := ShortBy(long); !strings.HasPrefix(got, "sync /") || !strings.HasSuffix(got, "/end") {
 		t.Errorf("ShortBy of a long name lost its head or tail: %q", got)
+	}
+}
+
+func TestParseHSMCommand(t *testing.T) {
+	for text, want := range map[string]HSMCommand{
+		"archive":         {Verb: HSMArchive},
+		"archive 3":       {Verb: HSMArchive, Tier: 3},
+		"release":         {Verb: HSMRelease},
+		"restore\n":       {Verb: HSMRestore},
+		"remove":          {Verb: HSMRemove},
+		"set norelease":   {Verb: HSMSet, Flag: "norelease"},
+		"clear noarchive": {Verb: HSMClear, Flag: "noarchive"},
+	} {
+		got, err := ParseHSMCommand(text)
+		if err != nil || got != want {
+			t.Errorf("ParseHSMCommand(%q) = %+v, %v; want %+v", text, got, err, want)
+		}
+		if again, err := ParseHSMCommand(got.String()); err != nil || again != got {
+			t.Errorf("ParseHSMCommand(%q) = %+v, %v", got.String(), again, err)
+		}
+	}
+	for _, bad := range []string{"", "archive 0", "archive x", "archive 1 2", "release now", "set", "set dirty", "clear", "frob"} {
+		if c, err := ParseHSMCommand(bad); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("ParseHSMCommand(%q) = %+v, %v; want ErrBadCommand", bad, c, err)
+		}
 	}
 }

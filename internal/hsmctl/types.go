@@ -91,6 +91,16 @@ type Status struct {
 	OutsideFound   int              `json:"outside_found"`
 	Metrics        string           `json:"metrics,omitempty"` // the address of --metrics
 	Consumers      []ConsumerStatus `json:"consumers"`
+	// Tiers are the archive tiers; HSM counts the files (and their
+	// archived bytes) per HSM state: archived, released, dirty, ...
+	Tiers []Tier     `json:"tiers"`
+	HSM   *HSMCounts `json:"hsm,omitempty"`
+}
+
+// HSMCounts are the files per HSM state, and their bytes.
+type HSMCounts struct {
+	Files map[string]int64 `json:"files"`
+	Bytes map[string]int64 `json:"bytes"`
 }
 
 // ConsumerStatus is one consumer in Status and in consumer list; the

@@ -18,6 +18,7 @@ import (
 	"github.com/hsmfs/hsmfs/checkpoint"
 	hfs "github.com/hsmfs/hsmfs/fs"
 	"github.com/hsmfs/hsmfs/internal/holders"
+	"github.com/hsmfs/hsmfs/internal/hsm"
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 	"github.com/hsmfs/hsmfs/journal"
 )
@@ -58,6 +59,12 @@ func Serve(a Config, log *slog.Logger, ready func(error), warn func(string)) (er
 		return err
 	}
 	defer j.Close()
+	hm, err := openHSM(a, b, j, log)
+	if err != nil {
+		tr.Close()
+		return err
+	}
+	defer hm.Close() // before the journal closes: restores in flight commit
 	oc, err := checkOutside(a, b, tr, log)
 	if err != nil {
 		tr.Close()
@@ -73,7 +80,7 @@ func Serve(a Config, log *slog.Logger, ready func(error), warn func(string)) (er
 		a.CacheTimeout = time.Second
 	}
 	logStart := logSize(a)
-	srv, err := hfs.Mount(met.fsConfig(fsConfig(a, b, j, tr, oc, met, log)))
+	srv, err := hfs.Mount(met.fsConfig(fsConfig(a, b, j, tr, hm, oc, met, log)))
 	if err != nil {
 		tr.Close()
 		return withFusermount(err, a, logStart)
@@ -149,9 +156,9 @@ func debugDuration(name string, log *slog.Logger) time.Duration {
 }
 
 // fsConfig is what the mount needs, status and headers included.
-func fsConfig(a Config, b *backing.Tree, j *journal.Journal, tr *checkpoint.Tracker, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
+func fsConfig(a Config, b *backing.Tree, j *journal.Journal, tr *checkpoint.Tracker, hm *hsm.Manager, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
 	return hfs.Config{
-		Backing: b, Tracker: tr, Mountpoint: a.Mountpoint, Options: a.Options,
+		Backing: b, Tracker: tr, HSM: hm, Mountpoint: a.Mountpoint, Options: a.Options,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log, CacheTimeout: a.CacheTimeout,
 		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, NameRemoved: oc.nameRemoved, Header: oc.status,
 		Info: func(st *hsmctl.Status) {

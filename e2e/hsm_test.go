@@ -1,0 +1,324 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+)
+
+// hsmTier is an archive tier that a test mounts with: its URL, and how
+// many object reads it served (the S3 server counts them; a directory
+// cannot, so gets is nil there).
+type hsmTier struct {
+	url     string
+	objects func() []string // the objects it holds
+	gets    *atomic.Int64
+	stop    func() // makes it unreachable
+}
+
+// dirTier is a directory tier in the test's temporary directory.
+func dirTier(t *testing.T) *hsmTier {
+	dir := filepath.Join(t.TempDir(), "tier")
+	must(t, os.Mkdir(dir, 0o700))
+	return &hsmTier{
+		url: "dir://" + dir,
+		objects: func() []string {
+			ents, _ := os.ReadDir(dir)
+			var out []string
+			for _, e := range ents {
+				if !strings.HasPrefix(e.Name(), ".") {
+					out = append(out, e.Name())
+				}
+			}
+			return out
+		},
+		stop: func() { os.Rename(dir, dir+".gone") },
+	}
+}
+
+// s3Tier is an S3 server in the test's process (gofakes3), which the
+// daemon reaches over HTTP with credentials from its environment.
+func s3Tier(t *testing.T) *hsmTier {
+	backend := s3mem.New()
+	must(t, backend.CreateBucket("hsm"))
+	inner := gofakes3.New(backend).Server()
+	tr := &hsmTier{gets: new(atomic.Int64)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/hsm/pre/") {
+			tr.gets.Add(1)
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAHSMFSE2E")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "hsmfs-e2e-secret")
+	tr.url = "s3://hsm/pre?endpoint=" + srv.URL
+	tr.objects = func() []string {
+		res, err := backend.ListBucket("hsm", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, c := range res.Contents {
+			out = append(out, c.Key)
+		}
+		return out
+	}
+	tr.stop = srv.Close
+	return tr
+}
+
+// hsmState is `hsmfs hsm state --json` of one file.
+type hsmState struct {
+	States []string `json:"states"`
+	Tier   uint32   `json:"tier"`
+	Object string   `json:"object"`
+	Size   int64    `json:"size"`
+}
+
+func stateOf(t *testing.T, path string) hsmState {
+	t.Helper()
+	r := hsm(t, "hsm", "state", "--json", path)
+	if r.code != 0 {
+		t.Fatalf("hsm state %s: %v", path, r)
+	}
+	var st hsmState
+	must(t, json.Unmarshal([]byte(r.stdout), &st))
+	return st
+}
+
+func wantStates(t *testing.T, path string, want string) {
+	t.Helper()
+	if got := strings.Join(stateOf(t, path).States, " "); got != want {
+		t.Fatalf("%s: states %q, want %q", filepath.Base(path), got, want)
+	}
+}
+
+func hsmOK(t *testing.T, args ...string) {
+	t.Helper()
+	if r := hsm(t, append([]string{"hsm"}, args...)...); r.code != 0 {
+		t.Fatalf("hsmfs hsm %s: %v", strings.Join(args, " "), r)
+	}
+}
+
+// hsmRefused runs an hsm command that must fail with why on stderr.
+func hsmRefused(t *testing.T, why string, args ...string) {
+	t.Helper()
+	r := hsm(t, append([]string{"hsm"}, args...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, why) {
+		t.Fatalf("hsmfs hsm %s: %v; want exit 1 saying %q", strings.Join(args, " "), r, why)
+	}
+}
+
+func blocksOf(t *testing.T, p string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	must(t, syscall.Stat(p, &st))
+	return st.Blocks
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func mustRead(t *testing.T, p string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("read %s: %v", p, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes read differ from the %d written", p, len(got), len(want))
+	}
+}
+
+// TestHSM: archive, release, restore on open, dirty, and the rules
+// around them, on a directory tier and on S3.
+func TestHSM(t *testing.T) {
+	for _, kind := range []string{"dir", "s3"} {
+		t.Run(kind, func(t *testing.T) {
+			tr := dirTier(t)
+			if kind == "s3" {
+				tr = s3Tier(t)
+			}
+			testHSM(t, tr)
+		})
+	}
+}
+
+func testHSM(t *testing.T, tr *hsmTier) {
+	m := mount(t, withArgs("--restore-timeout", "4s"))
+	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
+		t.Fatalf("tier add: %v", r)
+	}
+	if r := hsm(t, "tier", "list", m.Mnt); !strings.Contains(r.stdout, "1\t"+tr.url) {
+		t.Fatalf("tier list: %v", r)
+	}
+	p := func(name string) string { return filepath.Join(m.Mnt, name) }
+	big, small := randomBytes(6<<20+333), randomBytes(100)
+	must(t, os.WriteFile(p("big"), big, 0o640))
+	must(t, os.WriteFile(p("small"), small, 0o644))
+	must(t, os.Link(p("big"), p("link")))
+	must(t, syscall.Setxattr(p("big"), "user.k", []byte("v"), 0))
+	var before syscall.Stat_t
+	must(t, syscall.Stat(p("big"), &before))
+	wantStates(t, p("big"), "exists")
+	query(t, m.Mnt)
+	must(t, ctl(m.Mnt, "bless"))
+
+	hsmOK(t, "archive", p("big"), p("small"))
+	wantStates(t, p("link"), "archived") // one inode, one state
+	if n := len(tr.objects()); n != 2 {
+		t.Fatalf("tier holds %d objects after two archives: %v", n, tr.objects())
+	}
+	// Release: refused while open, then the blocks go and the rest stays.
+	f, err := os.Open(p("big"))
+	must(t, err)
+	hsmRefused(t, "open", "release", p("big"))
+	f.Close()
+	hsmOK(t, "release", p("big"))
+	wantStates(t, p("big"), "archived released")
+	if b := blocksOf(t, filepath.Join(m.Backing, "big")); b > 8 {
+		t.Fatalf("released file still has %d blocks in BACKING", b)
+	}
+	gets := func() int64 {
+		if tr.gets == nil {
+			return 0
+		}
+		return tr.gets.Load()
+	}
+	g0 := gets()
+	var after syscall.Stat_t
+	must(t, syscall.Stat(p("big"), &after))
+	if after.Size != before.Size || after.Mtim != before.Mtim || after.Nlink != 2 || after.Mode != before.Mode {
+		t.Fatalf("released: size %d mtime %v nlink %d mode %o; was %d %v 2 %o", after.Size, after.Mtim, after.Nlink, after.Mode, before.Size, before.Mtim, before.Mode)
+	}
+	if v := make([]byte, 8); true {
+		n, err := syscall.Getxattr(p("link"), "user.k", v)
+		if err != nil || string(v[:n]) != "v" {
+			t.Fatalf("xattr after release: %q, %v", v[:n], err)
+		}
+	}
+	if r := runIn(t, m.Mnt, nil, "sh", "-c", "ls -l >/dev/null && du -s . >/dev/null && stat big >/dev/null"); r.code != 0 {
+		t.Fatalf("ls, du, stat: %v", r)
+	}
+	wantStates(t, p("big"), "archived released")
+	if gets() != g0 {
+		t.Fatalf("stat, ls or du read the tier: %d gets", gets()-g0)
+	}
+	// Release and restore are not modifications.
+	if a := query(t, m.Mnt); len(a.Entries) != 0 {
+		t.Fatalf("archive and release were answered as changes: %v", a.Paths())
+	}
+	// Opens at once: one fetch, all see the content.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := os.ReadFile(p("link"))
+			if err != nil || !bytes.Equal(got, big) {
+				t.Errorf("read of a released file: %d bytes, %v", len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if tr.gets != nil && gets()-g0 != 1 {
+		t.Errorf("4 opens of a released file made %d object reads, want 1", gets()-g0)
+	}
+	wantStates(t, p("big"), "archived")
+	if b := blocksOf(t, filepath.Join(m.Backing, "big")); b < int64(len(big))/512 {
+		t.Fatalf("restored file has %d blocks in BACKING", b)
+	}
+	if a := query(t, m.Mnt); len(a.Entries) != 0 {
+		t.Fatalf("the restore was answered as a change: %v", a.Paths())
+	}
+	must(t, ctl(m.Mnt, "bless"))
+
+	// A write makes it dirty; dirty is never released.
+	af, err := os.OpenFile(p("small"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	af.Write([]byte("more"))
+	af.Close()
+	small = append(small, "more"...)
+	wantStates(t, p("small"), "archived dirty")
+	hsmRefused(t, "dirty", "release", p("small"))
+
+	// O_TRUNC: nothing is restored, and the new content is the file's.
+	hsmOK(t, "release", p("big"))
+	g1 := gets()
+	must(t, os.WriteFile(p("big"), []byte("new"), 0o640))
+	if gets() != g1 {
+		t.Fatalf("an O_TRUNC open read the tier")
+	}
+	mustRead(t, p("link"), []byte("new"))
+	wantStates(t, p("big"), "archived dirty")
+
+	// remove: refused while released; after a restore it drops the copy.
+	hsmOK(t, "archive", p("small"))
+	wantStates(t, p("small"), "archived")
+	hsmOK(t, "release", p("small"))
+	hsmRefused(t, "released", "remove", p("small"))
+	hsmOK(t, "restore", p("small"))
+	mustRead(t, filepath.Join(m.Backing, "small"), small)
+	hsmOK(t, "remove", p("small"))
+	wantStates(t, p("small"), "exists")
+	hsmOK(t, "set", "norelease", p("small"))
+	hsmOK(t, "archive", p("small"))
+	hsmRefused(t, "norelease", "release", p("small"))
+	// A deleted file's archive is collected.
+	n := len(tr.objects())
+	must(t, os.Remove(p("small")))
+	for deadline := time.Now().Add(10 * time.Second); len(tr.objects()) != n-1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the archive of a deleted file stays: %d objects, want %d", len(tr.objects()), n-1)
+		}
+	}
+
+	// Across a remount a released file stays restorable.
+	keep := randomBytes(1<<20 + 5)
+	must(t, os.WriteFile(p("keep"), keep, 0o600))
+	hsmOK(t, "archive", p("keep"))
+	hsmOK(t, "release", p("keep"))
+	query(t, m.Mnt)
+	must(t, ctl(m.Mnt, "bless"))
+	m.unmount(t)
+	m = mount(t, withBacking(m.Backing), withJournal(m.Journal), withMnt(m.Mnt), withArgs("--restore-timeout", "4s"))
+	wantStates(t, p("keep"), "archived released")
+	mustRead(t, p("keep"), keep)
+	if a := query(t, m.Mnt); a.Get("keep") != nil {
+		t.Fatalf("a restore after the remount was answered as a change: %+v", a.Get("keep"))
+	}
+
+	// A tier that cannot be reached: the open fails with EIO, never
+	// with wrong data.
+	hsmOK(t, "release", p("keep"))
+	tr.stop()
+	start := time.Now()
+	_, err = os.ReadFile(p("keep"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a released file with its tier gone: %v, want EIO", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("the failing open took %v (restore timeout 4s)", d)
+	}
+	if st := stateOf(t, p("keep")); !strings.Contains(strings.Join(st.States, " "), "released") {
+		t.Fatalf("after a failed restore: %v, want still released", st.States)
+	}
+}

@@ -1,0 +1,183 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hsmfs/hsmfs/internal/backing"
+
+	"github.com/hsmfs/hsmfs/internal/hsm"
+	"github.com/hsmfs/hsmfs/internal/hsmctl"
+)
+
+// The HSM's side of the mount: every open of a regular file asks the
+// manager first (a released file is restored, an archived one opened for
+// writing becomes dirty), and the virtual xattrs of hsmctl carry the
+// HSM's commands and states. Release and restore are not modifications:
+// they take no intent (internal/hsm's doc.go says why that is safe).
+
+// hsmTarget is the node's file, open as fd, for the manager. Busy counts
+// the node's handles: every open is counted before it asks the manager.
+func (n *Node) hsmTarget(fd int) hsm.Target {
+	return hsm.Target{Fd: fd, Busy: func() (int32, int32) { return n.opens.Load(), n.writers.Load() }}
+}
+
+// hsmOpening lets the manager restore or dirty the file before the open
+// (or the truncation) goes on.
+func (n *Node) hsmOpening(ctx context.Context, fd int, write, trunc bool) syscall.Errno {
+	if n.r.hsm == nil {
+		return 0
+	}
+	return toErrno(n.r.hsm.Opening(ctx, n.hsmTarget(fd), write, trunc))
+}
+
+// truncate empties an open file; the manager hears of it once it is done.
+func (n *Node) truncate(fd int) syscall.Errno {
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return toErrno(err)
+	}
+	if n.r.hsm != nil {
+		n.r.hsm.Truncated(n.hsmTarget(fd))
+	}
+	return 0
+}
+
+// hsmSetattrSize: a truncate(2) without an open file goes through the
+// manager as an open for writing would.
+func (n *Node) hsmSetattrSize(ctx context.Context, size uint64) (done func(), errno syscall.Errno) {
+	if n.r.hsm == nil || !n.r.hsm.Tracking() {
+		return func() {}, 0
+	}
+	fd, errno := n.openSelf(syscall.O_RDONLY)
+	if errno != 0 {
+		return nil, errno
+	}
+	n.opens.Add(1)
+	if errno := n.hsmOpening(ctx, fd, true, size == 0); errno != 0 {
+		n.opens.Add(-1)
+		unix.Close(fd)
+		return nil, errno
+	}
+	return func() {
+		if size == 0 {
+			n.r.hsm.Truncated(n.hsmTarget(fd))
+		}
+		n.opens.Add(-1)
+		unix.Close(fd)
+	}, 0
+}
+
+// hsmCommand runs the command written to hsmctl.XattrCommand.
+func (n *Node) hsmCommand(ctx context.Context, value []byte) syscall.Errno {
+	if n.r.hsm == nil {
+		return syscall.ENOTSUP
+	}
+	cmd, err := hsmctl.ParseHSMCommand(string(value))
+	if err != nil {
+		n.r.ctl.setErr("%v", err)
+		return syscall.EINVAL
+	}
+	fd, errno := n.openSelf(syscall.O_RDONLY | syscall.O_NONBLOCK)
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(fd)
+	t := n.hsmTarget(fd)
+	m := n.r.hsm
+	switch cmd.Verb {
+	case hsmctl.HSMArchive:
+		err = m.Archive(ctx, t, cmd.Tier)
+	case hsmctl.HSMRelease:
+		err = m.Release(ctx, t)
+	case hsmctl.HSMRestore:
+		err = m.Restore(ctx, t)
+	case hsmctl.HSMRemove:
+		err = m.Remove(ctx, t)
+	case hsmctl.HSMSet, hsmctl.HSMClear:
+		flag, _ := hsm.FlagByName(cmd.Flag)
+		err = m.Mark(t, flag, cmd.Verb == hsmctl.HSMSet)
+	}
+	rel, _ := n.relPath()
+	if err != nil {
+		n.r.ctl.setErr("hsm %s %s: %v", cmd, rel, err)
+		n.r.log.Warn("hsm: command failed", "cmd", cmd.String(), "path", rel, "err", err)
+		return toErrno(err)
+	}
+	n.r.log.Info("hsm", "cmd", cmd.String(), "path", rel)
+	return 0
+}
+
+// hsmState answers getxattr of hsmctl.XattrState.
+func (n *Node) hsmState(dest []byte) (uint32, syscall.Errno) {
+	if n.r.hsm == nil {
+		return 0, syscall.ENODATA
+	}
+	fd, errno := n.openSelf(syscall.O_RDONLY | syscall.O_NONBLOCK)
+	if errno != 0 {
+		return 0, errno
+	}
+	defer unix.Close(fd)
+	f, err := n.r.hsm.State(n.hsmTarget(fd))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, toErrno(err)
+	}
+	fs := hsmctl.FileState{States: f.Flags.Names(), Tier: f.Tier, Object: f.Object, Size: st.Size, Archive: f.ArchivedAt}
+	if len(fs.States) == 0 {
+		fs.States = []string{"exists"}
+	}
+	if f.Pending != nil {
+		fs.Pending = string(f.Pending.Op)
+	}
+	v, _ := json.Marshal(fs)
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// hsmVictim holds the regular file at (dirfd, name) whose name an unlink
+// or a rename is about to remove. The returned func, called once the
+// operation is done, tells the manager if that was the file's last name:
+// its state goes and its tier object is collected (else the tier would
+// keep the archives of deleted files forever). The directory is synced
+// first: after a power cut a name that came back must find its state.
+func (r *Root) hsmVictim(dirfd int, name string) func() {
+	if r.hsm == nil || !r.hsm.Tracking() {
+		return func() {}
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return func() {}
+	}
+	return func() {
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 && r.hsm.Tracks(fd) {
+			if err := syncDir(dirfd); err != nil {
+				r.log.Warn("hsm: the state of a deleted file is kept: its directory could not be synced", "name", name, "err", err)
+				return
+			}
+			r.hsm.Forget(hsm.Target{Fd: fd, Busy: func() (int32, int32) { return 0, 0 }})
+		}
+	}
+}
+
+// syncDir syncs a directory that the dircache holds as an O_PATH fd.
+func syncDir(dirfd int) error {
+	fd, err := unix.Open(backing.ProcFd(dirfd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}

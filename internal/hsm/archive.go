@@ -1,0 +1,171 @@
+package hsm
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Archive copies the file's content to tier tierID (0: the default
+// tier), verified, and commits it: the file becomes archived and not
+// dirty. An archived, clean file is left as it is.
+//
+// The begin record (Pending, with the new object's name) is durable
+// before the copy starts, so a crash leaves an object that recovery
+// collects. The commit requires that no open for writing and no
+// truncation happened since the copy began (gen) and that size and
+// mtime are unchanged: otherwise the object is collected and ErrChanged
+// returned.
+func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	if !id.regular {
+		return ErrNotRegular
+	}
+	if tierID == 0 {
+		var ok bool
+		if tierID, ok = m.DefaultTier(); !ok {
+			return fmt.Errorf("%w: add one with hsmfs tier add", ErrNoTier)
+		}
+	}
+	tr, err := m.tier(ctx, tierID)
+	if err != nil {
+		return err
+	}
+	e := m.entryFor(id)
+	object, gen, err := m.beginArchive(e, id, t, tierID)
+	if err != nil || object == "" {
+		return err
+	}
+	sum, err := copyOut(ctx, tr, object, t.Fd, id.size)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.f.Pending = nil
+	if err == nil {
+		err = m.checkUnchanged(e, t, id, gen)
+	}
+	if err != nil {
+		// Abort: the orphan row first, so that whatever prefix of the
+		// rows survives a crash, the object is collected.
+		if serr := m.store.PutRows([]Row{orphanRow(tierID, object), fileRow(&e.f)}); serr != nil {
+			m.log.Warn("hsm: could not record an aborted archive", "ino", id.ino, "err", serr)
+		}
+		m.collectOrphans()
+		return err
+	}
+	var extra []Row
+	if e.f.Object != "" && (e.f.Object != object || e.f.Tier != tierID) {
+		extra = append(extra, orphanRow(e.f.Tier, e.f.Object))
+	}
+	e.f.Flags = e.f.Flags&^(Dirty|Lost|Released) | Archived
+	e.f.Tier, e.f.Object, e.f.Size, e.f.Mtime, e.f.Sum = tierID, object, id.size, id.mtime, sum
+	e.f.ArchivedAt = time.Now().Unix()
+	if err := m.save(e, extra...); err != nil {
+		return err
+	}
+	m.collectOrphans()
+	return nil
+}
+
+// beginArchive checks that the file can be archived and makes the begin
+// record durable. It returns the new object's name ("" when there is
+// nothing to do) and the write generation that the commit checks.
+func (m *Manager) beginArchive(e *entry, id identity, t Target, tierID uint32) (string, uint64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := &e.f
+	switch {
+	case f.Pending != nil || e.restoring != nil:
+		return "", 0, ErrBusy
+	case f.Flags&NoArchive != 0:
+		return "", 0, ErrRefused
+	case f.Flags&Released != 0:
+		return "", 0, nil // archived and clean, or it could not be released
+	case f.Flags&Archived != 0 && f.Flags&Dirty == 0 && id.same(f) && f.Tier == tierID:
+		return "", 0, nil
+	}
+	if _, w := t.Busy(); w > 0 {
+		return "", 0, fmt.Errorf("%w: open for writing", ErrBusy)
+	}
+	object, err := objectName(id)
+	if err != nil {
+		return "", 0, err
+	}
+	if f.Handle == nil {
+		f.Handle = handleOf(t.Fd)
+	}
+	f.Pending = &Pending{Op: OpArchive, Tier: tierID, Object: object}
+	if err := m.save(e); err != nil {
+		f.Pending = nil
+		return "", 0, err
+	}
+	return object, e.gen, nil
+}
+
+// checkUnchanged: nothing opened the file for writing or truncated it
+// during the copy, and it still holds the version copied. The caller
+// holds e.mu, which every open for writing takes (Opening).
+func (m *Manager) checkUnchanged(e *entry, t Target, was identity, gen uint64) error {
+	now, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	if _, w := t.Busy(); w > 0 || e.gen != gen || now.size != was.size || now.mtime != was.mtime {
+		return ErrChanged
+	}
+	return nil
+}
+
+// objectName names a new tier object: the inode and birth time say whose
+// it is (for a person looking at the tier), the random part makes every
+// archive's object new, so that a committed object is never overwritten.
+func objectName(id identity) (string, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%016x-%x-%s", id.ino, id.btime, hex.EncodeToString(r[:])), nil
+}
+
+// copyOut copies size bytes of fd to object and returns their SHA-256.
+// The tier's Put returns only once the object is durable.
+func copyOut(ctx context.Context, tr interface {
+	Put(context.Context, string, io.Reader, int64) error
+}, object string, fd int, size int64) (string, error) {
+	h := sha256.New()
+	r := io.TeeReader(io.NewSectionReader(fdReader(fd), 0, size), h)
+	if err := tr.Put(ctx, object, r, size); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrTier, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fdReader reads an fd that it does not own with pread (an os.File
+// would close it when collected).
+type fdReader int
+
+func (fd fdReader) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Pread(int(fd), p[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			return n, io.EOF
+		}
+		n += k
+	}
+	return n, nil
+}

@@ -1,0 +1,229 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hsmfs/hsmfs/internal/tier"
+)
+
+// Release frees the local blocks of an archived, clean file that no one
+// has open. Its size, inode, links, xattrs, mode, owner and times stay.
+// Releasing a released file frees its blocks again (a crash or a failed
+// punch may have left some).
+//
+// The tier object is checked to exist with the archived size first; the
+// archive's checksum was verified when it committed. The begin record is
+// durable before the first block is freed; recovery finishes a pending
+// release (the archive is committed and verified, so the file is
+// released whatever share of its blocks the crash left).
+func (m *Manager) Release(ctx context.Context, t Target) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return ErrNotArchived
+	}
+	e.mu.Lock()
+	tierID := e.f.Tier
+	e.mu.Unlock()
+	tr, err := m.tier(ctx, tierID)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := m.canRelease(e, id, t); err != nil {
+		return err
+	}
+	if err := checkObject(ctx, tr, &e.f); err != nil {
+		if errors.Is(err, ErrLost) {
+			e.f.Flags |= Lost
+			m.save(e)
+		}
+		return err
+	}
+	e.f.Pending = &Pending{Op: OpRelease}
+	if err := m.save(e); err != nil {
+		e.f.Pending = nil
+		return err
+	}
+	// Released even if the punch fails: it may have freed some blocks,
+	// and the verified archive holds them all, so the next open restores.
+	err = punch(t.Fd, id)
+	e.f.Pending = nil
+	e.f.Flags |= Released
+	if serr := m.save(e); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// canRelease checks the rules of a release; the caller holds e.mu.
+func (m *Manager) canRelease(e *entry, id identity, t Target) error {
+	f := &e.f
+	switch {
+	case f.Pending != nil || e.restoring != nil:
+		return ErrBusy
+	case f.Flags&Archived == 0:
+		return ErrNotArchived
+	case f.Flags&Dirty != 0:
+		return ErrDirty
+	case f.Flags&Lost != 0:
+		return ErrLost
+	case f.Flags&NoRelease != 0:
+		return ErrRefused
+	case !id.same(f):
+		// Changed around the mount: the archive is not its content.
+		f.Flags |= Dirty
+		if err := m.save(e); err != nil {
+			return err
+		}
+		return ErrDirty
+	}
+	if opens, _ := t.Busy(); opens > 0 {
+		return fmt.Errorf("%w: open", ErrBusy)
+	}
+	return nil
+}
+
+// checkObject checks that f's object is in its tier with f's size.
+func checkObject(ctx context.Context, tr tier.Tier, f *File) error {
+	r, size, err := tr.Open(ctx, f.Object)
+	if errors.Is(err, tier.ErrNotFound) {
+		return fmt.Errorf("%w: object %s is missing", ErrLost, f.Object)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTier, err)
+	}
+	r.Close()
+	if size != f.Size {
+		return fmt.Errorf("%w: object %s holds %d bytes, not %d", ErrLost, f.Object, size, f.Size)
+	}
+	return nil
+}
+
+// punch frees every block of the file, keeping its size and times, and
+// syncs it.
+func punch(fd int, id identity) error {
+	rw, err := reopen(fd)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rw)
+	if id.size > 0 {
+		if err := unix.Fallocate(rw, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, id.size); err != nil {
+			return fmt.Errorf("free the blocks: %w", err)
+		}
+	}
+	if err := keepTimes(rw, id); err != nil {
+		return err
+	}
+	if err := unix.Fsync(rw); err != nil {
+		return fmt.Errorf("release: fsync: %w", err)
+	}
+	return nil
+}
+
+// Remove drops the file's tier copy; only a resident file's. The begin
+// record is durable before the object is deleted; recovery finishes a
+// pending remove.
+func (m *Manager) Remove(ctx context.Context, t Target) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	f := e.f
+	e.mu.Unlock()
+	if f.Flags&Archived == 0 {
+		return nil
+	}
+	tr, err := m.tier(ctx, f.Tier)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.f.Pending != nil || e.restoring != nil:
+		return ErrBusy
+	case e.f.Flags&Released != 0:
+		return ErrReleased
+	}
+	e.f.Pending = &Pending{Op: OpRemove}
+	if err := m.save(e); err != nil {
+		e.f.Pending = nil
+		return err
+	}
+	if err := tr.Remove(ctx, e.f.Object); err != nil {
+		e.f.Pending = nil
+		m.save(e)
+		return fmt.Errorf("%w: %w", ErrTier, err)
+	}
+	unarchive(&e.f)
+	return m.save(e)
+}
+
+// unarchive forgets f's archive.
+func unarchive(f *File) {
+	f.Flags &^= Archived | Dirty | Lost | Released
+	f.Tier, f.Object, f.Size, f.Mtime, f.Sum, f.ArchivedAt, f.Pending = 0, "", 0, 0, "", 0, nil
+}
+
+// Mark sets or clears a user's mark (norelease, noarchive).
+func (m *Manager) Mark(t Target, flag Flags, set bool) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	if !id.regular {
+		return ErrNotRegular
+	}
+	e := m.entryFor(id)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	was := e.f.Flags
+	if set {
+		e.f.Flags |= flag
+	} else {
+		e.f.Flags &^= flag
+	}
+	if e.f.Flags == was {
+		return nil
+	}
+	if err := m.save(e); err != nil {
+		e.f.Flags = was
+		return err
+	}
+	return nil
+}
+
+// State returns the file's HSM state (a zero File with Ino set for a file
+// that is only "exists").
+func (m *Manager) State(t Target) (File, error) {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return File{}, err
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return File{Ino: id.ino, Btime: id.btime}, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.f
+	if f.Flags&(Archived|Dirty) == Archived && !id.same(&f) && f.Flags&Released == 0 {
+		f.Flags |= Dirty // changed around the mount; saved at the next release
+	}
+	return f, nil
+}

@@ -1,0 +1,241 @@
+package hsm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hsmfs/hsmfs/internal/tier"
+)
+
+// restore is one fetch of a released file, shared by every open that
+// waits for it.
+type restore struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// Opening is called by every open of a regular file through the mount,
+// after the open was counted in Target.Busy and before it reaches the
+// file. A released file is restored first, unless trunc says that its
+// content is about to be thrown away. An open for writing (or a
+// truncation) of an archived file makes it dirty, durably, before it
+// returns: so before the modification's own intent.
+//
+// If ctx ends while a restore runs, Opening returns ctx's error; the
+// restore goes on, so that the next open does not start from zero.
+func (m *Manager) Opening(ctx context.Context, t Target, write, trunc bool) error {
+	if m.tracked.Load() == 0 {
+		return nil // nothing archived: the fast path of every open
+	}
+	id, err := identify(t.Fd)
+	if err != nil || !id.regular {
+		return err
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return nil
+	}
+	if !trunc {
+		if err := m.restoreAndWait(ctx, e, t.Fd, id); err != nil {
+			return err
+		}
+	}
+	if !write {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.gen++
+	if e.f.Flags&Archived == 0 || e.f.Flags&Dirty != 0 {
+		return nil
+	}
+	e.f.Flags |= Dirty
+	if err := m.save(e); err != nil {
+		e.f.Flags &^= Dirty
+		return err
+	}
+	return nil
+}
+
+// Truncated is called once a truncation to zero that Opening let
+// through without a restore has reached the file: it holds no released
+// content any more. Until then a crash leaves it released (and dirty),
+// and the next open restores it.
+func (m *Manager) Truncated(t Target) {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.f.Flags&Released == 0 || id.size != 0 {
+		return
+	}
+	e.f.Flags &^= Released
+	if err := m.save(e); err != nil {
+		// Released and dirty stay: the next open restores content
+		// that the truncation then throws away again. Slower, not wrong.
+		m.log.Warn("hsm: could not record a truncated released file", "ino", id.ino, "err", err)
+		e.f.Flags |= Released
+	}
+}
+
+// Restore brings a released file's content back (hsm restore).
+func (m *Manager) Restore(ctx context.Context, t Target) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	e := m.lookup(id)
+	if e == nil {
+		return nil
+	}
+	return m.restoreAndWait(ctx, e, t.Fd, id)
+}
+
+// restoreAndWait starts the restore of a released file if none runs, and
+// waits for it or for ctx.
+func (m *Manager) restoreAndWait(ctx context.Context, e *entry, fd int, id identity) error {
+	e.mu.Lock()
+	if e.f.Flags&Released == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	r := e.restoring
+	if r == nil {
+		var err error
+		if r, err = m.startRestore(e, fd, id); err != nil {
+			e.mu.Unlock()
+			return err
+		}
+	}
+	e.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startRestore records the begin record and starts the fetch; the caller
+// holds e.mu. The fetch runs on its own fd and context, so that it
+// outlives the open that started it.
+func (m *Manager) startRestore(e *entry, fd int, id identity) (*restore, error) {
+	if e.f.Pending != nil {
+		return nil, ErrBusy
+	}
+	if e.f.Flags&Lost != 0 {
+		return nil, ErrLost
+	}
+	rw, err := reopen(fd)
+	if err != nil {
+		return nil, err
+	}
+	e.f.Pending = &Pending{Op: OpRestore}
+	if err := m.save(e); err != nil {
+		e.f.Pending = nil
+		unix.Close(rw)
+		return nil, err
+	}
+	r := &restore{done: make(chan struct{})}
+	e.restoring = r
+	f := e.f
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer unix.Close(rw)
+		ctx, cancel := context.WithTimeout(context.Background(), m.opt.RestoreTimeout)
+		defer cancel()
+		err := m.fetch(ctx, &f, rw, id)
+		e.mu.Lock()
+		e.f.Pending = nil
+		if err == nil {
+			e.f.Flags &^= Released
+		} else if errors.Is(err, ErrLost) {
+			e.f.Flags |= Lost
+		}
+		if serr := m.save(e); err == nil && serr != nil {
+			err = serr
+		}
+		if err != nil {
+			// Released stays: the file is restorable again.
+			m.log.Error("hsm: restore failed", "ino", f.Ino, "object", f.Object, "err", err)
+			err = fmt.Errorf("restore: %w", err)
+		}
+		r.err = err
+		e.restoring = nil
+		e.mu.Unlock()
+		close(r.done)
+	}()
+	return r, nil
+}
+
+// fetch writes the object's content into the file in place, checks its
+// size and checksum, syncs the file, and puts its times back. Only then
+// may the state say resident.
+func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity) error {
+	tr, err := m.tier(ctx, f.Tier)
+	if err != nil {
+		return err
+	}
+	r, size, err := tr.Open(ctx, f.Object)
+	if err != nil {
+		if errors.Is(err, tier.ErrNotFound) {
+			return fmt.Errorf("%w: object %s is missing", ErrLost, f.Object)
+		}
+		return fmt.Errorf("%w: %w", ErrTier, err)
+	}
+	defer r.Close()
+	if size != f.Size {
+		return fmt.Errorf("%w: object %s holds %d bytes, not %d", ErrLost, f.Object, size, f.Size)
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: rw}, h), io.LimitReader(r, size+1), make([]byte, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTier, err)
+	}
+	if n != f.Size || hex.EncodeToString(h.Sum(nil)) != f.Sum {
+		return fmt.Errorf("%w: object %s does not hold what was archived", ErrLost, f.Object)
+	}
+	if err := keepTimes(rw, id); err != nil {
+		return err
+	}
+	if err := unix.Fsync(rw); err != nil {
+		return fmt.Errorf("restore: sync: %w", err)
+	}
+	return nil
+}
+
+// fdWriter writes sequentially from offset 0 with pwrite (the fd's own
+// offset is not used, so nothing else can move it).
+type fdWriter struct {
+	fd  int
+	off int64
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Pwrite(w.fd, p[n:], w.off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += k
+		w.off += int64(k)
+	}
+	return n, nil
+}
