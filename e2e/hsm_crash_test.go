@@ -84,10 +84,13 @@ type hsmCrash struct {
 	mu sync.Mutex
 	// gens[i] are the generations that file i may hold: the last one
 	// written, and one being written.
-	gens     [hsmCrashFiles][]int
-	next     int
-	crashing atomic.Bool
-	ops      map[string]int
+	gens [hsmCrashFiles][]int
+	next int
+	// rewriting serializes the rewrites of each file, so that the
+	// generation last renamed is the one last recorded.
+	rewriting [hsmCrashFiles]sync.Mutex
+	crashing  atomic.Bool
+	ops       map[string]int
 }
 
 func newHSMCrash(t *testing.T, b, mnt, tierDir string, mountFn func() *hsmMount) *hsmCrash {
@@ -150,6 +153,11 @@ func (h *hsmCrash) writeGen(i, g int) error {
 // check reads file i and says whether it is exactly one of the
 // generations it may hold, and which.
 func (h *hsmCrash) check(i int) (int, error) {
+	// A rewrite may end while the file is read: what the file held when
+	// the read began counts too.
+	h.mu.Lock()
+	before := slices.Clone(h.gens[i])
+	h.mu.Unlock()
 	data, err := os.ReadFile(h.path(i))
 	if err != nil {
 		return 0, err
@@ -159,9 +167,9 @@ func (h *hsmCrash) check(i int) (int, error) {
 		return 0, fmt.Errorf("f%d holds no content that the test wrote (%d bytes, starting %q)", i, len(data), data[:min(len(data), 16)])
 	}
 	h.mu.Lock()
-	allowed := slices.Contains(h.gens[i], g)
-	may := slices.Clone(h.gens[i])
+	may := append(before, h.gens[i]...)
 	h.mu.Unlock()
+	allowed := slices.Contains(may, g)
 	if !allowed || !bytes.Equal(data, content(i, g)) {
 		return 0, fmt.Errorf("f%d holds generation %d (exact %t), want one of %v", i, g, bytes.Equal(data, content(i, g)), may)
 	}
@@ -198,6 +206,7 @@ func (h *hsmCrash) worker(rng *rand.Rand, stop <-chan struct{}) {
 			}
 		default:
 			op = "rewrite"
+			h.rewriting[i].Lock()
 			h.mu.Lock()
 			h.next++
 			g := h.next
@@ -208,6 +217,7 @@ func (h *hsmCrash) worker(rng *rand.Rand, stop <-chan struct{}) {
 				h.gens[i] = []int{g}
 				h.mu.Unlock()
 			}
+			h.rewriting[i].Unlock()
 		}
 		if err == nil {
 			h.mu.Lock()

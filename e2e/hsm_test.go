@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -321,4 +323,53 @@ func testHSM(t *testing.T, tr *hsmTier) {
 	if st := stateOf(t, p("keep")); !strings.Contains(strings.Join(st.States, " "), "released") {
 		t.Fatalf("after a failed restore: %v, want still released", st.States)
 	}
+}
+
+// TestHSMSyncRestoresNothing: hsmfs sync over released files restores
+// none of them (no recall storm), and the mirror is exact.
+func TestHSMSyncRestoresNothing(t *testing.T) {
+	tr := dirTier(t)
+	m := mount(t)
+	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
+		t.Fatalf("tier add: %v", r)
+	}
+	want := map[string][]byte{}
+	var paths []string
+	must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
+	for i := range 20 {
+		name := fmt.Sprintf("d/f%02d", i)
+		want[name] = randomBytes(1<<16 + i*4099)
+		must(t, os.WriteFile(filepath.Join(m.Mnt, name), want[name], 0o644))
+		paths = append(paths, filepath.Join(m.Mnt, name))
+	}
+	hsmOK(t, append([]string{"archive"}, paths...)...)
+	hsmOK(t, append([]string{"release"}, paths...)...)
+	dest := filepath.Join(t.TempDir(), "mirror")
+	check := func(round string) {
+		t.Helper()
+		if r := hsm(t, "sync", m.Mnt, dest); r.code != 0 {
+			t.Fatalf("%s: hsmfs sync: %v", round, r)
+		}
+		for name, data := range want {
+			mustRead(t, filepath.Join(dest, name), data)
+		}
+		released := 0
+		for _, p := range paths {
+			if slices.Contains(stateOf(t, p).States, "released") {
+				released++
+			}
+		}
+		if round == "first" && released != len(paths) || round == "second" && released != len(paths)-1 {
+			t.Fatalf("%s sync: %d of %d files still released", round, released, len(paths))
+		}
+	}
+	check("first") // the first sync copies the whole tree
+	// A change: that file is restored by its own write, the rest stay.
+	name := "d/f07"
+	want[name] = append(want[name], "more"...)
+	f, err := os.OpenFile(filepath.Join(m.Mnt, name), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	f.Write([]byte("more"))
+	f.Close()
+	check("second")
 }

@@ -361,6 +361,12 @@ func (c *ctlState) command(consumer, text string) error {
 		return c.consumerCommand(cmd)
 	case hsmctl.VerbTierAdd, hsmctl.VerbTierRemove:
 		return c.tierCommand(cmd)
+	case hsmctl.VerbNoRecall:
+		if err := c.r.noRecall.add(int(cmd.ID)); err != nil {
+			c.setErr("%v", err)
+			return syscall.ESRCH
+		}
+		return nil
 	case hsmctl.VerbCheckpoint:
 		p, err := c.r.tr.Checkpoint()
 		if err != nil {

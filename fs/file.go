@@ -35,6 +35,9 @@ type File struct {
 	// opened is the file's node, which counted the open (Node.opens)
 	// before newFile and uncounts it at Release.
 	opened *Node
+	// tierCopy: fd is a temporary copy of a released file's content, read
+	// by one of hsmfs's own consumers (norecall.go); never passed through.
+	tierCopy bool
 
 	pfd atomic.Int32 // extra O_RDWR fd handed to the kernel, or -1
 }
@@ -76,7 +79,7 @@ func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoin
 // credentials, which keep the bits that an unprivileged writer must
 // clear (killpriv.go), so its writes must reach hsmfs.
 func (f *File) PassthroughFd() (int, bool) {
-	if !f.r.passthrough || hasPrivs(f.fd) {
+	if !f.r.passthrough || f.tierCopy || hasPrivs(f.fd) {
 		return -1, false
 	}
 	if f.rdwr {

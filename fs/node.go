@@ -54,6 +54,9 @@ type Root struct {
 	// hsm restores released files at open and runs the HSM's commands
 	// (hsm.go); nil without one.
 	hsm *hsm.Manager
+	// noRecall: the processes whose reads of released files come from
+	// the tier (norecall.go).
+	noRecall noRecall
 }
 
 // added tells nameAdded that the directory n holds name as ino now.

@@ -54,6 +54,13 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	n.opens.Add(1)
 	fd, errno := n.openSelf(flags &^ syscall.O_TRUNC)
 	if errno == 0 {
+		if f, errno, done := n.openTierCopy(ctx, fd, flags); done {
+			if errno != 0 {
+				n.opens.Add(-1)
+				return nil, 0, errno
+			}
+			return f, 0, 0
+		}
 		if errno = n.hsmOpening(ctx, fd, isWrite(flags), trunc); errno == 0 && trunc {
 			errno = n.truncate(fd)
 		}

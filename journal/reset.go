@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Companions are the files that the daemon keeps beside its journal
@@ -51,4 +53,52 @@ func exists(dir string) error {
 		return fmt.Errorf("journal %s is not a directory", dir)
 	}
 	return nil
+}
+
+// CarryTable copies the HSM's table (tiers, file states, objects to
+// collect) from the journal set aside at aside into a fresh journal at
+// dir, and returns how many rows it carried. A released file's content is
+// only in its tier, and only the table says where: a reset must not lose
+// it. A journal set aside with no table carries nothing and creates
+// nothing.
+func CarryTable(aside, dir string) (int, error) {
+	log := discardLogger()
+	db, err := openBadger(aside, log, true)
+	if err != nil {
+		if db, err = openBadger(aside, log, false); err != nil {
+			return 0, err
+		}
+	}
+	m, err := readMeta(db)
+	var rows []TableRow
+	if err == nil {
+		err = db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixTable}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, TableRow{Name: string(it.Item().Key()[1:]), Value: v})
+			}
+			return nil
+		})
+	}
+	db.Close()
+	if err != nil {
+		return 0, fmt.Errorf("journal %s: the HSM's table: %w", aside, withErrno(err))
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	j, err := Open(dir, m.backing, Options{})
+	if err != nil {
+		return 0, err
+	}
+	if err := j.PutTable(rows); err != nil {
+		j.Close()
+		return 0, err
+	}
+	return len(rows), j.Close()
 }

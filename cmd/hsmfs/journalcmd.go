@@ -33,7 +33,9 @@ reset   the deliberate way to start over after a damaged journal: moves
         and log of names (JOURNAL.log, .tree, .tree.log) beside it
         (nothing is deleted), so that the next mount starts afresh. The
         fresh journal knows nothing of earlier changes: copy the whole
-        tree to your mirror once afterwards (hsmfs sync --full)
+        tree to your mirror once afterwards (hsmfs sync --full). The
+        HSM's tiers and file states are carried into the fresh journal,
+        so that released files stay restorable
 
 Exit codes: 0 sound, dumped or moved aside, 1 damaged, in use or
 failed, 2 bad command line.
@@ -67,6 +69,14 @@ func runJournal(args []string) error {
 		}
 		fmt.Printf("journal %s moved aside to %s (with its log and tree index, if any); "+
 			"the next mount starts a fresh journal: copy the whole tree to your mirrors once (hsmfs sync --full)\n", dir, to)
+		n, err := journal.CarryTable(to, dir)
+		if err != nil {
+			return fmt.Errorf("the HSM's tiers and file states could not be carried into the fresh journal, "+
+				"so released files cannot be restored through the next mount: %w", err)
+		}
+		if n > 0 {
+			fmt.Printf("carried the HSM's %d rows (tiers, file states) into the fresh journal: released files stay restorable\n", n)
+		}
 		return nil
 	}
 	rep, err := journal.Check(dir)

@@ -2,15 +2,10 @@ package hsm
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/hsmfs/hsmfs/internal/tier"
 )
 
 // restore is one fetch of a released file, shared by every open that
@@ -185,28 +180,8 @@ func (m *Manager) startRestore(e *entry, fd int, id identity) (*restore, error) 
 // size and checksum, syncs the file, and puts its times back. Only then
 // may the state say resident.
 func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity) error {
-	tr, err := m.tier(ctx, f.Tier)
-	if err != nil {
+	if err := m.copyIn(ctx, f, rw); err != nil {
 		return err
-	}
-	r, size, err := tr.Open(ctx, f.Object)
-	if err != nil {
-		if errors.Is(err, tier.ErrNotFound) {
-			return fmt.Errorf("%w: object %s is missing", ErrLost, f.Object)
-		}
-		return fmt.Errorf("%w: %w", ErrTier, err)
-	}
-	defer r.Close()
-	if size != f.Size {
-		return fmt.Errorf("%w: object %s holds %d bytes, not %d", ErrLost, f.Object, size, f.Size)
-	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: rw}, h), io.LimitReader(r, size+1), make([]byte, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrTier, err)
-	}
-	if n != f.Size || hex.EncodeToString(h.Sum(nil)) != f.Sum {
-		return fmt.Errorf("%w: object %s does not hold what was archived", ErrLost, f.Object)
 	}
 	if err := keepTimes(rw, id); err != nil {
 		return err

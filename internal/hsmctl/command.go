@@ -17,6 +17,9 @@ import (
 //	consumer rm NAME              forget a named consumer
 //	tier add ID URL               add an archive tier
 //	tier rm ID                    remove a tier that holds no archive
+//	norecall PID                  process PID and its descendants read
+//	                              released files from the tier, without
+//	                              a restore (hsmfs sync, follow)
 //
 // "full" says that the consumer copied the whole tree: the first bless
 // of an answer that says full must carry it, so that a consumer that
@@ -37,6 +40,7 @@ const (
 	VerbConsumerRemove
 	VerbTierAdd
 	VerbTierRemove
+	VerbNoRecall
 )
 
 // Command is one command written to ctl.
@@ -72,6 +76,8 @@ const Usage = `hsmfs control file. Write one command:
   consumer rm NAME    forget a named consumer
   tier add ID URL     add archive tier ID: dir:///PATH or s3://BUCKET/PREFIX?endpoint=URL
   tier rm ID          remove tier ID (refused while it holds archived files)
+  norecall PID        process PID and its descendants read released files
+                      from their tier, without restoring them (hsmfs sync)
 `
 
 // ConsumerUsage is what a named consumer's ctl says.
@@ -106,8 +112,14 @@ func ParseCommand(text string) (Command, error) {
 		return Command{Verb: v, Name: f[2]}, nil
 	case f[0] == "tier":
 		return parseTier(f, bad)
+	case f[0] == "norecall":
+		pid, err := strconv.ParseUint(f[len(f)-1], 10, 31)
+		if len(f) != 2 || err != nil || pid == 0 {
+			return bad("norecall takes a process id")
+		}
+		return Command{Verb: VerbNoRecall, ID: pid}, nil
 	case f[0] != "bless":
-		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME, tier add ID URL, tier rm ID)")
+		return bad("unknown command (commands: checkpoint, bless [ID] [full] [by WHO], consumer add NAME, consumer rm NAME, tier add ID URL, tier rm ID, norecall PID)")
 	}
 	head, by, hasBy := cutWord(line, "by")
 	c := Command{Verb: VerbBless}
@@ -208,6 +220,8 @@ func (c Command) String() string {
 		return fmt.Sprintf("tier add %d %s", c.Tier, c.URL)
 	case VerbTierRemove:
 		return fmt.Sprintf("tier rm %d", c.Tier)
+	case VerbNoRecall:
+		return fmt.Sprintf("norecall %d", c.ID)
 	}
 	s := "bless"
 	if c.ID != 0 {

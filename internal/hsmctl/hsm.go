@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -168,4 +169,13 @@ func FileStateOf(path string) (FileState, error) {
 		}
 		return st, nil
 	}
+}
+
+// NoRecall registers the calling process with the mount: its reads of
+// released files, and its children's (rsync), come from the tier without
+// restoring them. hsmfs's own consumers call it before each copy (a
+// remount forgets it). A mount without an HSM refuses it (EINVAL), which
+// the callers ignore.
+func (c *Client) NoRecall() error {
+	return c.Do(Command{Verb: VerbNoRecall, ID: uint64(os.Getpid())})
 }

@@ -364,6 +364,10 @@ func (f *Follower) copy(ctx context.Context, gap string, res *FollowResult) erro
 	if _, err := os.Stat(filepath.Join(f.cfg.Source, hsmctl.Dir, hsmctl.CtlFile)); err != nil {
 		return fmt.Errorf("source %s is not a live hsmfs mount (%v): nothing copied; the next round tries again", f.cfg.Source, err)
 	}
+	// rsync reads released files from their tier (no recall storm).
+	if c, err := hsmctl.Open(f.cfg.Source, ""); err == nil {
+		c.NoRecall()
+	}
 	f.mu.Lock()
 	sort.Slice(f.whole, func(i, j int) bool { return f.whole[i].query < f.whole[j].query })
 	f.mu.Unlock()

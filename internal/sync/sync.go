@@ -150,6 +150,9 @@ func (s *syncer) round(ctx context.Context) (rd Round, err error) {
 		}
 	}()
 	start := time.Now()
+	// rsync reads released files from their tier: a sync restores
+	// nothing (no recall storm). Each round, as a remount forgets it.
+	s.ctl.NoRecall()
 	list, err := os.CreateTemp("", "hsmfs-sync-*.list")
 	if err != nil {
 		return rd, fmt.Errorf("answer list: %w", err)
