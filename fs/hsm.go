@@ -80,13 +80,27 @@ func (n *Node) hsmCommand(ctx context.Context, value []byte) syscall.Errno {
 		n.r.ctl.setErr("%v", err)
 		return syscall.EINVAL
 	}
-	fd, errno := n.openSelf(syscall.O_RDONLY | syscall.O_NONBLOCK)
+	// A release frees blocks through this fd if it may write (one open
+	// fewer); read-only is enough for the rest, and a release reopens
+	// if it must (a file that runs refuses O_RDWR: ETXTBSY).
+	errno := syscall.EBADF
+	var fd int
+	if cmd.Verb == hsmctl.HSMRelease {
+		fd, errno = n.openSelf(syscall.O_RDWR | syscall.O_NONBLOCK)
+	}
+	if errno != 0 {
+		fd, errno = n.openSelf(syscall.O_RDONLY | syscall.O_NONBLOCK)
+	}
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(fd)
 	t := n.hsmTarget(fd)
 	m := n.r.hsm
+	// A transition runs to its end once it began: an interrupt (Go
+	// programs get signals all the time, for preemption) would otherwise
+	// abort an archive in the middle, to be started again from zero.
+	ctx = context.WithoutCancel(ctx)
 	switch cmd.Verb {
 	case hsmctl.HSMArchive:
 		err = m.Archive(ctx, t, cmd.Tier)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
@@ -87,7 +88,7 @@ func runTier(args []string) error {
 	return usagef("unknown tier command %q (add, rm, list)", verb)
 }
 
-const hsmUsage = `Usage: hsmfs hsm archive [--tier ID] PATH...
+const hsmUsage = `Usage: hsmfs hsm archive [--tier ID] [--jobs N] PATH...
        hsmfs hsm release PATH...
        hsmfs hsm restore PATH...
        hsmfs hsm remove PATH...
@@ -95,8 +96,10 @@ const hsmUsage = `Usage: hsmfs hsm archive [--tier ID] PATH...
        hsmfs hsm set|clear norelease|noarchive PATH...
 
 The HSM of an hsmfs mount; PATHs are regular files through the mount.
+Commands on several PATHs run --jobs (-j) at a time (default 32: concurrent
+commands share the journal's syncs).
   archive   copy the content to a tier (the lowest ID unless --tier),
-            verified (SHA-256); it commits only if the file did not change
+            verified (CRC-32C); it commits only if the file did not change
             meanwhile. An archived, clean file is left as it is
   release   free the local blocks of an archived, clean file that no one
             has open; size, inode, links, xattrs, mode, owner and times stay
@@ -127,6 +130,8 @@ func runHSM(args []string) error {
 	fs := flag.NewFlagSet("hsm "+verb, flag.ContinueOnError)
 	tierID := fs.Uint("tier", 0, "")
 	asJSON := fs.Bool("json", false, "")
+	jobs := fs.Int("jobs", 32, "")
+	fs.IntVar(jobs, "j", 32, "")
 	paths, err := parseInterspersed(fs, rest)
 	if err != nil {
 		return err
@@ -139,27 +144,47 @@ func runHSM(args []string) error {
 		}
 		cmd.Flag, paths = paths[0], paths[1:]
 	case "state":
-		return forEach(paths, func(p string) error { return printState(p, *asJSON) })
+		return forEach(paths, 1, func(p string) error { return printState(p, *asJSON) })
+	}
+	if *jobs < 1 {
+		return usagef("--jobs takes a positive number")
 	}
 	if _, err := hsmctl.ParseHSMCommand(cmd.String()); err != nil {
 		return usagef("%v", strings.TrimPrefix(err.Error(), hsmctl.ErrBadCommand.Error()+": "))
 	}
-	return forEach(paths, func(p string) error { return hsmctl.FileDo(p, cmd) })
+	return forEach(paths, *jobs, func(p string) error { return hsmctl.FileDo(p, cmd) })
 }
 
-// forEach runs do for every path, reports each failure on stderr, and
-// fails if any did.
-func forEach(paths []string, do func(string) error) error {
+// forEach runs do for every path, jobs at a time, reports each failure
+// on stderr, and fails if any did. Concurrent commands share the
+// journal's syncs, so many small files go much faster than one by one.
+func forEach(paths []string, jobs int, do func(string) error) error {
 	if len(paths) == 0 {
 		return usagef("need PATH...")
 	}
+	var mu sync.Mutex // guards failed and stderr
 	failed := 0
-	for _, p := range paths {
-		if err := do(p); err != nil {
-			fmt.Fprintln(os.Stderr, "hsmfs:", err)
-			failed++
-		}
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(jobs, len(paths)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range next {
+				if err := do(p); err != nil {
+					mu.Lock()
+					fmt.Fprintln(os.Stderr, "hsmfs:", err)
+					failed++
+					mu.Unlock()
+				}
+			}
+		}()
 	}
+	for _, p := range paths {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
 	if failed > 0 {
 		return fmt.Errorf("%d of %d failed", failed, len(paths))
 	}

@@ -3,10 +3,12 @@ package hsm
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -135,18 +137,133 @@ func objectName(id identity) (string, error) {
 	return fmt.Sprintf("%016x-%x-%s", id.ino, id.btime, hex.EncodeToString(r[:])), nil
 }
 
-// copyOut copies size bytes of fd to object and returns their SHA-256.
-// The tier's Put returns only once the object is durable.
+// copyOut copies size bytes of fd to object and returns their CRC-32C.
+// The tier's Put returns only once the object is durable. The file is
+// read and hashed ahead of the tier's writes (readAhead), so that the
+// hash costs no time of its own: an archive runs at the tier's speed.
 func copyOut(ctx context.Context, tr interface {
 	Put(context.Context, string, io.Reader, int64) error
 }, object string, fd int, size int64) (string, error) {
-	h := sha256.New()
-	r := io.TeeReader(io.NewSectionReader(fdReader(fd), 0, size), h)
-	if err := tr.Put(ctx, object, r, size); err != nil {
+	ra := newReadAhead(fd, size)
+	defer ra.stop()
+	if err := tr.Put(ctx, object, ra, size); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrTier, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	sum, err := ra.sum()
+	if err != nil {
+		return "", err
+	}
+	return sum, nil
 }
+
+// readAhead reads a file in chunks and hashes them on its own goroutine,
+// a few chunks ahead of its reader.
+type readAhead struct {
+	chunks chan []byte
+	free   chan []byte
+	done   chan struct{}
+	cur    []byte // the chunk being read, and what is left of it
+	buf    []byte // cur's whole buffer, to give back
+	hash   string
+	err    error // set before chunks is closed
+}
+
+const aheadChunk = 1 << 20
+
+func newReadAhead(fd int, size int64) *readAhead {
+	ra := &readAhead{chunks: make(chan []byte, 4), free: make(chan []byte, 6), done: make(chan struct{})}
+	// A small file needs one buffer, a big one six (pooled: an archive of
+	// many small files must not allocate megabytes each).
+	for range min(6, 1+(size+aheadChunk-1)/aheadChunk) {
+		ra.free <- getBuf()
+	}
+	go func() {
+		defer close(ra.chunks)
+		h := crc32.New(castagnoli)
+		for off := int64(0); off < size; {
+			var b []byte
+			select {
+			case b = <-ra.free:
+			case <-ra.done:
+				return
+			}
+			n, err := fdReader(fd).ReadAt(b[:min(int64(len(b)), size-off)], off)
+			if err != nil && !(err == io.EOF && n > 0) {
+				ra.err = fmt.Errorf("read the file: %w", err)
+				return
+			}
+			h.Write(b[:n])
+			off += int64(n)
+			select {
+			case ra.chunks <- b[:n]:
+			case <-ra.done:
+				return
+			}
+		}
+		ra.hash = hex.EncodeToString(h.Sum(nil))
+	}()
+	return ra
+}
+
+func (ra *readAhead) Read(p []byte) (int, error) {
+	for len(ra.cur) == 0 {
+		if ra.buf != nil {
+			ra.free <- ra.buf[:cap(ra.buf)]
+			ra.buf = nil
+		}
+		b, ok := <-ra.chunks
+		if !ok {
+			if ra.err != nil {
+				return 0, ra.err
+			}
+			return 0, io.EOF
+		}
+		ra.cur, ra.buf = b, b
+	}
+	n := copy(p, ra.cur)
+	ra.cur = ra.cur[n:]
+	return n, nil
+}
+
+// sum is the hash of everything read, once the reader has read it all.
+func (ra *readAhead) sum() (string, error) {
+	for b := range ra.chunks { // what the tier did not read: nothing, normally
+		ra.free <- b[:cap(b)]
+	}
+	if ra.err != nil {
+		return "", ra.err
+	}
+	if ra.hash == "" {
+		return "", errors.New("archive: the file was not read to its end")
+	}
+	return ra.hash, nil
+}
+
+// stop ends the reading goroutine (if the tier gave up early) and gives
+// the buffers back.
+func (ra *readAhead) stop() {
+	close(ra.done)
+	for b := range ra.chunks {
+		putBuf(b)
+	}
+	if ra.buf != nil {
+		putBuf(ra.buf)
+	}
+	for {
+		select {
+		case b := <-ra.free:
+			putBuf(b)
+		default:
+			return
+		}
+	}
+}
+
+// bufs are the 1 MiB buffers of copies to and from tiers.
+var bufs = sync.Pool{New: func() any { return new([aheadChunk]byte) }}
+
+func getBuf() []byte  { return bufs.Get().(*[aheadChunk]byte)[:] }
+func putBuf(b []byte) { bufs.Put((*[aheadChunk]byte)(b[:aheadChunk])) }
 
 // fdReader reads an fd that it does not own with pread (an os.File
 // would close it when collected).

@@ -15,14 +15,16 @@
 // # Durability argument
 //
 // Every transition writes a begin record (File.Pending) and makes it
-// durable before it touches the tier or the file, and ends with a commit
+// durable before it touches the tier or the file (a release's one record,
+// "released", is both: see Release), and ends with a commit
 // (the same row, Pending cleared, the new state set) made durable before
 // the transition returns. Recovery (load.go) finishes or undoes each
 // pending transition, so that after any crash:
 //
 //   - a released file's content is in a committed object whose size and
-//     SHA-256 the table holds: a release begins only after its archive
-//     committed, and the archive committed only after the tier's Put
+//     CRC-32C the table holds (whatever share of its blocks a crash left
+//     freed, its next open restores all of them): a release begins only
+//     after its archive committed, and the archive only after the tier's Put
 //     returned (the object synced, or a completed PUT), with the
 //     checksum of the bytes sent and no open for writing, truncation or
 //     change of size or mtime during the copy;
@@ -32,9 +34,10 @@
 //   - every object that is not the committed archive of a file is named
 //     by a begin record or an orphan row, so it is collected;
 //   - an open for writing or a truncation of an archived file makes it
-//     dirty durably before it returns to fs, which only then asks the
-//     tracker for the modification's intent: a dirty file is never
-//     released, and its next archive makes a new object.
+//     dirty durably before it returns to fs, which only then lets the
+//     modification reach the file (its intent is durable already): no
+//     write lands in a file that the table calls clean, a dirty file is
+//     never released, and its next archive makes a new object.
 //
 // A request's rows are written in one badger transaction, which a full
 // batch may split; rows are ordered so that any prefix that survives is

@@ -14,9 +14,9 @@ import (
 //
 //   - archive: the object may be partial or complete, but it never
 //     committed: it is collected, and the file keeps its earlier state.
-//   - release: the archive is committed and verified, so the file is
-//     released, whatever share of its blocks was freed (a later release
-//     frees the rest).
+//   - release: (written by no hsmfs now: a release's one record says
+//     released before any block is freed) the archive is committed and
+//     verified, so the file is released.
 //   - restore: the content may be partly written and not synced: the
 //     file stays released and is restored from zero on its next open.
 //   - remove: the object may be gone: it is collected (again), and the

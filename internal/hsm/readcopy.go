@@ -2,10 +2,10 @@ package hsm
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 
@@ -71,8 +71,10 @@ func (m *Manager) copyIn(ctx context.Context, f *File, fd int) error {
 	if size != f.Size {
 		return fmt.Errorf("%w: object %s holds %d bytes, not %d", ErrLost, f.Object, size, f.Size)
 	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: fd}, h), io.LimitReader(r, size+1), make([]byte, 1<<20))
+	h := crc32.New(castagnoli)
+	buf := getBuf()
+	defer putBuf(buf)
+	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: fd}, h), io.LimitReader(r, size+1), buf)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTier, err)
 	}

@@ -16,10 +16,14 @@ import (
 // punch may have left some).
 //
 // The tier object is checked to exist with the archived size first; the
-// archive's checksum was verified when it committed. The begin record is
-// durable before the first block is freed; recovery finishes a pending
-// release (the archive is committed and verified, so the file is
-// released whatever share of its blocks the crash left).
+// archive's checksum was verified when it committed. A release writes one
+// record, which is its begin and its commit at once: "released" is
+// durable before the first block is freed. Whatever share of the blocks
+// a crash leaves freed (none, some, all), the file is released and its
+// next open restores it from the verified archive: writing the content
+// over blocks that were not freed yields the same bytes. So the punch
+// needs no sync, and a release costs one journal sync, which concurrent
+// releases share (group commit).
 func (m *Manager) Release(ctx context.Context, t Target) error {
 	id, err := identify(t.Fd)
 	if err != nil {
@@ -48,20 +52,14 @@ func (m *Manager) Release(ctx context.Context, t Target) error {
 		}
 		return err
 	}
-	e.f.Pending = &Pending{Op: OpRelease}
-	if err := m.save(e); err != nil {
-		e.f.Pending = nil
-		return err
+	if e.f.Flags&Released == 0 {
+		e.f.Flags |= Released
+		if err := m.save(e); err != nil {
+			e.f.Flags &^= Released
+			return err
+		}
 	}
-	// Released even if the punch fails: it may have freed some blocks,
-	// and the verified archive holds them all, so the next open restores.
-	err = punch(t.Fd, id)
-	e.f.Pending = nil
-	e.f.Flags |= Released
-	if serr := m.save(e); err == nil {
-		err = serr
-	}
-	return err
+	return punch(t.Fd, id)
 }
 
 // canRelease checks the rules of a release; the caller holds e.mu.
@@ -108,26 +106,19 @@ func checkObject(ctx context.Context, tr tier.Tier, f *File) error {
 	return nil
 }
 
-// punch frees every block of the file, keeping its size and times, and
-// syncs it.
+// punch frees every block of the file, keeping its size and times.
 func punch(fd int, id identity) error {
-	rw, err := reopen(fd)
+	rw, done, err := writable(fd)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(rw)
+	defer done()
 	if id.size > 0 {
 		if err := unix.Fallocate(rw, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, id.size); err != nil {
 			return fmt.Errorf("free the blocks: %w", err)
 		}
 	}
-	if err := keepTimes(rw, id); err != nil {
-		return err
-	}
-	if err := unix.Fsync(rw); err != nil {
-		return fmt.Errorf("release: fsync: %w", err)
-	}
-	return nil
+	return keepTimes(rw, id.atime, id.mtime)
 }
 
 // Remove drops the file's tier copy; only a resident file's. The begin

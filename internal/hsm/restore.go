@@ -183,7 +183,9 @@ func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity) error
 	if err := m.copyIn(ctx, f, rw); err != nil {
 		return err
 	}
-	if err := keepTimes(rw, id); err != nil {
+	// The archived version's mtime: a crash may have kept a punch's
+	// mtime and lost the times that the release put back.
+	if err := keepTimes(rw, id.atime, f.Mtime); err != nil {
 		return err
 	}
 	if err := unix.Fsync(rw); err != nil {

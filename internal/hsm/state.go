@@ -3,6 +3,7 @@ package hsm
 import (
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"strconv"
 	"strings"
 )
@@ -100,12 +101,15 @@ type File struct {
 	Handle []byte `json:"handle,omitempty"`
 	Flags  Flags  `json:"flags"`
 	// The committed archive: its tier and object, and the version of the
-	// file that it holds (size, mtime in ns) with the content's SHA-256.
+	// file that it holds (size, mtime in ns) with the content's CRC-32C
+	// (hex): the checksum that S3 and GCS keep too, computed by the CPU at
+	// over 20 GB/s, so that verifying costs an archive and a restore
+	// nothing.
 	Tier   uint32 `json:"tier,omitempty"`
 	Object string `json:"object,omitempty"`
 	Size   int64  `json:"size,omitempty"`
 	Mtime  int64  `json:"mtime,omitempty"`
-	Sum    string `json:"sha256,omitempty"`
+	Sum    string `json:"crc32c,omitempty"`
 	// Archived is when the archive committed (unix seconds).
 	ArchivedAt int64    `json:"archived_at,omitempty"`
 	Pending    *Pending `json:"pending,omitempty"`
@@ -165,3 +169,6 @@ type Store interface {
 	// ScanRows calls fn for every row, in name order.
 	ScanRows(fn func(name string, value []byte) error) error
 }
+
+// castagnoli is CRC-32C's table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +28,6 @@ type identity struct {
 	size    int64
 	mtime   int64
 	atime   unix.Timespec
-	mtimeTS unix.Timespec
 	regular bool
 }
 
@@ -44,7 +44,6 @@ func identify(fd int) (identity, error) {
 		size:    int64(st.Size),
 		mtime:   st.Mtime.Sec*1e9 + int64(st.Mtime.Nsec),
 		atime:   unix.Timespec{Sec: st.Atime.Sec, Nsec: int64(st.Atime.Nsec)},
-		mtimeTS: unix.Timespec{Sec: st.Mtime.Sec, Nsec: int64(st.Mtime.Nsec)},
 		regular: st.Mode&unix.S_IFMT == unix.S_IFREG,
 	}
 	if st.Mask&unix.STATX_BTIME != 0 {
@@ -66,13 +65,27 @@ func reopen(fd int) (int, error) {
 	return rw, nil
 }
 
-// keepTimes puts back the atime and mtime that id saw: a release and a
-// restore write blocks, but are not modifications of the content. The
-// ctime moves, which nothing can prevent.
-func keepTimes(fd int, id identity) error {
-	ts := []unix.Timespec{id.atime, id.mtimeTS}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0); err != nil {
-		return fmt.Errorf("keep times: %w", err)
+// writable returns fd itself if it is open for writing, or a new fd of
+// its file that is (close it with done).
+func writable(fd int) (rw int, done func(), err error) {
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_ACCMODE == unix.O_RDWR {
+		return fd, func() {}, nil
+	}
+	if rw, err = reopen(fd); err != nil {
+		return -1, nil, err
+	}
+	return rw, func() { unix.Close(rw) }, nil
+}
+
+// keepTimes puts back atime and the mtime of the content (ns): a release
+// and a restore write blocks, but are not modifications of the content.
+// The ctime moves, which nothing can prevent.
+func keepTimes(fd int, atime unix.Timespec, mtime int64) error {
+	ts := [2]unix.Timespec{atime, unix.NsecToTimespec(mtime)}
+	// futimens(3): utimensat with no path acts on fd itself.
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return fmt.Errorf("keep times: %w", errno)
 	}
 	return nil
 }

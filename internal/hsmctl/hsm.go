@@ -137,7 +137,10 @@ func (e *HSMError) Unwrap() error { return e.Errno }
 // FileDo runs an HSM command on the file at path (through an hsmfs
 // mount). It returns once the command is durable.
 func FileDo(path string, cmd HSMCommand) error {
-	err := syscall.Setxattr(path, XattrCommand, []byte(cmd.String()), 0)
+	var err error = syscall.EINTR
+	for errors.Is(err, syscall.EINTR) { // every command may be given again
+		err = syscall.Setxattr(path, XattrCommand, []byte(cmd.String()), 0)
+	}
 	if err == nil {
 		return nil
 	}
@@ -154,6 +157,9 @@ func FileStateOf(path string) (FileState, error) {
 	buf := make([]byte, 1024)
 	for {
 		n, err := syscall.Getxattr(path, XattrState, buf)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
 		if errors.Is(err, syscall.ERANGE) {
 			buf = make([]byte, 2*len(buf))
 			continue

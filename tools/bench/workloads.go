@@ -241,6 +241,7 @@ func soloWorkloads(sz sizes) []*workload {
 			targets: []string{"hsmfs"},
 			custom:  runOutside,
 		},
+		hsmWorkload(sz),
 	}
 }
 
