@@ -75,7 +75,9 @@ var allowed = map[string][]string{
 	// The HSM's transitions and recovery; no FUSE, no badger.
 	"internal/hsm": {"internal/tier", xsys},
 	// The archive tiers; the S3 client is theirs alone.
-	"internal/tier":       {minio, xsys},
+	"internal/tier": {minio, xsys},
+	// hsm run, the HSM's policy daemon: a client of the mount.
+	"internal/hsmrun":     {"internal/hsmctl"},
 	"internal/metrics":    {"checkpoint", "journal", prom, xsys},
 	"internal/mountinfo":  {moby, xsys},
 	"internal/natsexport": {"internal/hsmctl", natsClient, xsys},
@@ -87,7 +89,7 @@ var allowed = map[string][]string{
 	"internal/lifecycle": {"checkpoint", "journal", "fs", "internal/backing", "internal/holders", "internal/hsm", "internal/hsmctl",
 		"internal/metrics", "internal/mountinfo", "internal/outside", xsys},
 	// Flags, subcommands, the re-executed daemon's pipe, systemd.
-	"cmd/hsmfs": {"checkpoint", "journal", "internal/holders", "internal/hsmctl", "internal/lifecycle", "internal/manpage",
+	"cmd/hsmfs": {"checkpoint", "journal", "internal/holders", "internal/hsmctl", "internal/hsmrun", "internal/lifecycle", "internal/manpage",
 		"internal/mountinfo", "internal/natsexport", "internal/sync", systemd, xsys},
 	".":                     {}, // this test
 	"e2e":                   {}, // tests only, which run the built binary

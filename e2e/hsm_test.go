@@ -373,3 +373,76 @@ func TestHSMSyncRestoresNothing(t *testing.T) {
 	f.Close()
 	check("second")
 }
+
+// TestHSMRun: the policy daemon archives what the change feed lists once
+// it is old enough, and releases least recently opened first until a
+// small file system is below its low mark.
+func TestHSMRun(t *testing.T) {
+	bfs := newLoopFS(t, "ext4", 64<<20)
+	b := filepath.Join(bfs.mp, "backing")
+	must(t, os.Mkdir(b, 0o755))
+	m := mount(t, withBacking(b))
+	tr := dirTier(t)
+	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
+		t.Fatalf("tier add: %v", r)
+	}
+	want := map[string][]byte{}
+	var order []string
+	for i := range 11 {
+		name := fmt.Sprintf("f%02d", i)
+		want[name] = randomBytes(4 << 20)
+		must(t, os.WriteFile(filepath.Join(m.Mnt, name), want[name], 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(m.Mnt, "tiny"), []byte("small"), 0o644))
+	state := filepath.Join(t.TempDir(), "hsm-run.json")
+	run := func(args ...string) string {
+		t.Helper()
+		r := hsm(t, append(append([]string{"hsm", "run", "--once", "--state", state, "--min-size", "1M"}, args...), m.Mnt)...)
+		if r.code != 0 {
+			t.Fatalf("hsm run %v: %v", args, r)
+		}
+		t.Logf("hsm run %v: %s", args, strings.TrimSpace(r.stdout))
+		return r.stdout
+	}
+	// Too young: nothing archived, every file kept as a candidate.
+	if out := run("--archive-after", "1h", "--release-above", "0"); !strings.Contains(out, "archived 0 ") {
+		t.Fatalf("files changed a moment ago were archived: %s", out)
+	}
+	// Opened in a known order: f10 is the least recently opened.
+	for i := 10; i >= 0; i-- {
+		name := fmt.Sprintf("f%02d", i)
+		mustRead(t, filepath.Join(m.Mnt, name), want[name])
+		order = append(order, name)
+	}
+	used := func() float64 {
+		var s syscall.Statfs_t
+		must(t, syscall.Statfs(m.Mnt, &s))
+		return 100 * float64(s.Blocks-s.Bfree) / float64(s.Blocks-s.Bfree+s.Bavail)
+	}
+	if u := used(); u < 70 {
+		t.Fatalf("the file system is only %.0f%% used; the test needs more than 70%%", u)
+	}
+	run("--archive-after", "0s", "--release-above", "70%", "--release-to", "40%")
+	if u := used(); u > 40 {
+		t.Fatalf("after hsm run the file system is %.0f%% used, want at most 40%%", u)
+	}
+	var released []string
+	for _, name := range order {
+		st := stateOf(t, filepath.Join(m.Mnt, name))
+		if !slices.Contains(st.States, "archived") {
+			t.Errorf("%s was not archived: %v", name, st.States)
+		}
+		if slices.Contains(st.States, "released") {
+			released = append(released, name)
+		}
+	}
+	if len(released) == 0 || !slices.Equal(released, order[:len(released)]) {
+		t.Fatalf("released %v; want the least recently opened first, in the order %v", released, order)
+	}
+	if st := stateOf(t, filepath.Join(m.Mnt, "tiny")); !slices.Equal(st.States, []string{"exists"}) {
+		t.Fatalf("a file under --min-size was archived: %v", st.States)
+	}
+	for name, data := range want {
+		mustRead(t, filepath.Join(m.Mnt, name), data)
+	}
+}

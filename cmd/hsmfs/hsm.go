@@ -94,6 +94,7 @@ const hsmUsage = `Usage: hsmfs hsm archive [--tier ID] [--jobs N] PATH...
        hsmfs hsm remove PATH...
        hsmfs hsm state [--json] PATH...
        hsmfs hsm set|clear norelease|noarchive PATH...
+       hsmfs hsm run [options] MOUNTPOINT   (the policy daemon; hsmfs hsm run --help)
 
 The HSM of an hsmfs mount; PATHs are regular files through the mount.
 Commands on several PATHs run --jobs (-j) at a time (default 32: concurrent
@@ -126,6 +127,9 @@ func runHSM(args []string) error {
 	verb, rest := args[0], args[1:]
 	if verb == "-h" || verb == "-help" || verb == "--help" || verb == "help" {
 		return flag.ErrHelp
+	}
+	if verb == "run" {
+		return runHSMRun(rest)
 	}
 	fs := flag.NewFlagSet("hsm "+verb, flag.ContinueOnError)
 	tierID := fs.Uint("tier", 0, "")

@@ -76,7 +76,7 @@ func init() {
 		"export":     {runExport, exportUsage},
 		"follow":     {runFollow, followUsage},
 		"tier":       {runTier, tierUsage},
-		"hsm":        {runHSM, hsmUsage},
+		"hsm":        {runHSM, hsmUsage + "\n" + hsmRunUsage},
 	}
 }
 

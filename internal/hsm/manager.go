@@ -84,6 +84,9 @@ type entry struct {
 	// restoring is the restore in flight, which every open of the file
 	// waits for (one fetch for all of them).
 	restoring *restore
+	// opened is when the file was last opened (unix ns; atomic, set by
+	// every open without e.mu).
+	opened atomic.Int64
 }
 
 // New loads the table, recovers the transitions that a crash left

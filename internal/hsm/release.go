@@ -213,6 +213,7 @@ func (m *Manager) State(t Target) (File, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f := e.f
+	f.OpenedAt = e.opened.Load()
 	if f.Flags&(Archived|Dirty) == Archived && !id.same(&f) && f.Flags&Released == 0 {
 		f.Flags |= Dirty // changed around the mount; saved at the next release
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,7 @@ func (m *Manager) Opening(ctx context.Context, t Target, write, trunc bool) erro
 	if e == nil {
 		return nil
 	}
+	e.opened.Store(time.Now().UnixNano())
 	if !trunc {
 		if err := m.restoreAndWait(ctx, e, t.Fd, id); err != nil {
 			return err

@@ -113,6 +113,10 @@ type File struct {
 	// Archived is when the archive committed (unix seconds).
 	ArchivedAt int64    `json:"archived_at,omitempty"`
 	Pending    *Pending `json:"pending,omitempty"`
+	// OpenedAt is when the file was last opened through this mount (unix
+	// ns, 0: not since the mount), for the release policy's least
+	// recently opened first. State fills it in; it is not stored.
+	OpenedAt int64 `json:"-"`
 }
 
 // TierRow is a tier as the table keeps it.

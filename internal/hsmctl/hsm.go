@@ -94,6 +94,9 @@ type FileState struct {
 	Size    int64    `json:"size"`                  // the file's size now
 	Pending string   `json:"pending,omitempty"`     // a transition in flight
 	Archive int64    `json:"archived_at,omitempty"` // unix seconds
+	// OpenedAt is when the file was last opened through the mount since
+	// it was mounted (unix ns; 0: not since), for hsm run.
+	OpenedAt int64 `json:"opened_at_ns,omitempty"`
 }
 
 // Tier is one archive tier, as status lists it.
