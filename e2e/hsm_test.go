@@ -165,7 +165,8 @@ func TestHSM(t *testing.T) {
 }
 
 func testHSM(t *testing.T, tr *hsmTier) {
-	m := mount(t, withArgs("--restore-timeout", "4s"))
+	addr := freeAddr(t)
+	m := mount(t, withArgs("--restore-timeout", "4s", "--metrics", addr))
 	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
 		t.Fatalf("tier add: %v", r)
 	}
@@ -252,6 +253,23 @@ func testHSM(t *testing.T, tr *hsmTier) {
 		t.Fatalf("the restore was answered as a change: %v", a.Paths())
 	}
 	must(t, ctl(m.Mnt, "bless"))
+	fams := scrape(t, addr)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"hsmfs_hsm_files", []string{"state", "archived"}, 2},
+		{"hsmfs_hsm_files", []string{"state", "released"}, 0},
+		{"hsmfs_hsm_transitions_total", []string{"op", "archive", "tier", "1", "result", "ok"}, 2},
+		{"hsmfs_hsm_transitions_total", []string{"op", "release", "tier", "1", "result", "ok"}, 1},
+		{"hsmfs_hsm_transitions_total", []string{"op", "restore", "tier", "1", "result", "ok"}, 1},
+		{"hsmfs_hsm_transfer_bytes_total", []string{"op", "restore", "tier", "1", "result", "ok"}, float64(len(big))},
+	} {
+		if got := metricValue(t, fams, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
 
 	// A write makes it dirty; dirty is never released.
 	af, err := os.OpenFile(p("small"), os.O_WRONLY|os.O_APPEND, 0)

@@ -24,7 +24,7 @@ import (
 // truncation happened since the copy began (gen) and that size and
 // mtime are unchanged: otherwise the object is collected and ErrChanged
 // returned.
-func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) error {
+func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) (err error) {
 	id, err := identify(t.Fd)
 	if err != nil {
 		return err
@@ -47,6 +47,8 @@ func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) error {
 	if err != nil || object == "" {
 		return err
 	}
+	start := time.Now()
+	defer func() { m.record(OpArchive, tierID, err, start, id.size) }()
 	sum, err := copyOut(ctx, tr, object, t.Fd, id.size)
 	e.mu.Lock()
 	defer e.mu.Unlock()

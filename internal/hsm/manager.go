@@ -59,6 +59,7 @@ type Manager struct {
 	// tracked is len(files), read without mu by the open fast path.
 	tracked atomic.Int64
 
+	stats      stats       // counts of the transitions, for the metrics
 	collecting atomic.Bool // an orphan collection is running
 	wg         sync.WaitGroup
 	closed     chan struct{}

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -46,7 +47,10 @@ func (m *Manager) ReadCopy(ctx context.Context, t Target) (fd int, ok bool, err 
 	if err != nil {
 		return -1, true, fmt.Errorf("a temporary file for a released file's content: %w", err)
 	}
-	if err := m.copyIn(ctx, &f, tmp); err != nil {
+	start := time.Now()
+	err = m.copyIn(ctx, &f, tmp)
+	m.record(OpRead, f.Tier, err, start, f.Size)
+	if err != nil {
 		unix.Close(tmp)
 		return -1, true, err
 	}

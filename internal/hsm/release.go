@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -52,14 +53,18 @@ func (m *Manager) Release(ctx context.Context, t Target) error {
 		}
 		return err
 	}
+	start := time.Now()
 	if e.f.Flags&Released == 0 {
 		e.f.Flags |= Released
 		if err := m.save(e); err != nil {
 			e.f.Flags &^= Released
+			m.record(OpRelease, e.f.Tier, err, start, 0)
 			return err
 		}
 	}
-	return punch(t.Fd, id)
+	err = punch(t.Fd, id)
+	m.record(OpRelease, e.f.Tier, err, start, id.size)
+	return err
 }
 
 // canRelease checks the rules of a release; the caller holds e.mu.
@@ -156,13 +161,17 @@ func (m *Manager) Remove(ctx context.Context, t Target) error {
 		e.f.Pending = nil
 		return err
 	}
+	start := time.Now()
 	if err := tr.Remove(ctx, e.f.Object); err != nil {
 		e.f.Pending = nil
 		m.save(e)
+		m.record(OpRemove, f.Tier, err, start, 0)
 		return fmt.Errorf("%w: %w", ErrTier, err)
 	}
 	unarchive(&e.f)
-	return m.save(e)
+	err = m.save(e)
+	m.record(OpRemove, f.Tier, err, start, 0)
+	return err
 }
 
 // unarchive forgets f's archive.

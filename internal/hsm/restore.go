@@ -154,7 +154,9 @@ func (m *Manager) startRestore(e *entry, fd int, id identity) (*restore, error) 
 		defer unix.Close(rw)
 		ctx, cancel := context.WithTimeout(context.Background(), m.opt.RestoreTimeout)
 		defer cancel()
+		start := time.Now()
 		err := m.fetch(ctx, &f, rw, id)
+		m.record(OpRestore, f.Tier, err, start, f.Size)
 		e.mu.Lock()
 		e.f.Pending = nil
 		if err == nil {

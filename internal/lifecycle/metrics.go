@@ -6,6 +6,7 @@ import (
 
 	"github.com/hsmfs/hsmfs/checkpoint"
 	hfs "github.com/hsmfs/hsmfs/fs"
+	"github.com/hsmfs/hsmfs/internal/hsm"
 	"github.com/hsmfs/hsmfs/internal/metrics"
 	"github.com/hsmfs/hsmfs/journal"
 )
@@ -70,11 +71,12 @@ func (w *metricsWiring) addr() string {
 
 // serve starts answering scrapes; the mount is live, so every source is
 // there.
-func (w *metricsWiring) serve(tr *checkpoint.Tracker, j *journal.Journal, log *slog.Logger) {
+func (w *metricsWiring) serve(tr *checkpoint.Tracker, j *journal.Journal, hm *hsm.Manager, log *slog.Logger) {
 	if w == nil {
 		return
 	}
 	w.m.Watch(tr, j)
+	w.m.WatchHSM(hsmStats{hm})
 	w.srv = w.m.Serve(w.l, log)
 	log.Info("metrics: serving", "url", "http://"+w.addr()+"/metrics")
 }
@@ -92,4 +94,28 @@ func (w *metricsWiring) close(log *slog.Logger) {
 	if err := w.srv.Close(); err != nil {
 		log.Warn("metrics", "err", err)
 	}
+}
+
+// hsmStats adapts the HSM to what the metrics read.
+type hsmStats struct{ m *hsm.Manager }
+
+func (h hsmStats) States() (files, bytes map[string]int64) {
+	c := h.m.Count()
+	return c.Files, c.Bytes
+}
+
+func (h hsmStats) Transitions() []metrics.Transition {
+	var out []metrics.Transition
+	for _, t := range h.m.Transitions() {
+		out = append(out, metrics.Transition{Op: string(t.Op), Tier: t.Tier, Failed: t.Failed, Count: t.Count, Seconds: t.Seconds, Bytes: t.Bytes})
+	}
+	return out
+}
+
+func (h hsmStats) Tiers() []uint32 {
+	var out []uint32
+	for _, t := range h.m.Tiers() {
+		out = append(out, t.ID)
+	}
+	return out
 }

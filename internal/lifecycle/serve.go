@@ -91,7 +91,7 @@ func Serve(a Config, log *slog.Logger, ready func(error), warn func(string)) (er
 		}
 	}
 	// Before ready: a scrape that follows the mount finds the server up.
-	met.serve(tr, j, log)
+	met.serve(tr, j, hm, log)
 	defer profile(log)()
 	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
 	reported = true
