@@ -142,7 +142,7 @@ func (n *Node) hsmState(dest []byte) (uint32, syscall.Errno) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return 0, toErrno(err)
 	}
-	fs := hsmctl.FileState{States: f.Flags.Names(), Tier: f.Tier, Object: f.Object, Size: st.Size, Archive: f.ArchivedAt, OpenedAt: f.OpenedAt}
+	fs := hsmctl.FileState{States: f.Flags.Names(), Tier: f.Tier, Object: f.Object, Size: st.Size, Archive: f.ArchivedAt, OpenedAt: f.OpenedAt, Progress: f.Moved}
 	if len(fs.States) == 0 {
 		fs.States = []string{"exists"}
 	}

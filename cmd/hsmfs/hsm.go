@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hsmfs/hsmfs/internal/hsmctl"
 )
@@ -112,6 +114,7 @@ commands share the journal's syncs).
   set, clear
             mark a file norelease (never released) or noarchive
 
+On a terminal, a line on stderr shows how far a long command has come.
 Opening an archived file for writing, or truncating it, makes it dirty;
 stat, ls, du and readdir never restore. Every transition is journaled,
 so a crash at any point loses no content (docs/hsm.md).
@@ -156,7 +159,46 @@ func runHSM(args []string) error {
 	if _, err := hsmctl.ParseHSMCommand(cmd.String()); err != nil {
 		return usagef("%v", strings.TrimPrefix(err.Error(), hsmctl.ErrBadCommand.Error()+": "))
 	}
-	return forEach(paths, *jobs, func(p string) error { return hsmctl.FileDo(p, cmd) })
+	var done atomic.Int64
+	if isTerminal(os.Stderr) && len(paths) > 0 {
+		defer showProgress(cmd, paths, &done)()
+	}
+	return forEach(paths, *jobs, func(p string) error {
+		defer done.Add(1)
+		return hsmctl.FileDo(p, cmd)
+	})
+}
+
+// showProgress prints, on a terminal, a line that says how far a long
+// command has come, once a second: the files done, and for one file the
+// bytes that its archive or restore has moved. The returned func ends it.
+func showProgress(cmd hsmctl.HSMCommand, paths []string, done *atomic.Int64) (stop func()) {
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		shown := false
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				if shown {
+					fmt.Fprintln(os.Stderr)
+				}
+				return
+			case <-t.C:
+			}
+			line := fmt.Sprintf("hsm %s: %d of %d files done", cmd.Verb, done.Load(), len(paths))
+			if len(paths) == 1 {
+				if st, err := hsmctl.FileStateOf(paths[0]); err == nil && st.Pending != "" {
+					line = fmt.Sprintf("hsm %s %s: %s of %s", cmd.Verb, paths[0], humanSize(st.Progress), humanSize(st.Size))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "\r\033[K%s", line)
+			shown = true
+		}
+	}()
+	return func() { close(quit); <-finished }
 }
 
 // forEach runs do for every path, jobs at a time, reports each failure

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,7 +50,8 @@ func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) (err err
 	}
 	start := time.Now()
 	defer func() { m.record(OpArchive, tierID, err, start, id.size) }()
-	sum, err := copyOut(ctx, tr, object, t.Fd, id.size)
+	e.moved.Store(0)
+	sum, err := copyOut(ctx, tr, object, t.Fd, id.size, &e.moved)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.f.Pending = nil
@@ -145,8 +147,8 @@ func objectName(id identity) (string, error) {
 // hash costs no time of its own: an archive runs at the tier's speed.
 func copyOut(ctx context.Context, tr interface {
 	Put(context.Context, string, io.Reader, int64) error
-}, object string, fd int, size int64) (string, error) {
-	ra := newReadAhead(fd, size)
+}, object string, fd int, size int64, moved *atomic.Int64) (string, error) {
+	ra := newReadAhead(fd, size, moved)
 	defer ra.stop()
 	if err := tr.Put(ctx, object, ra, size); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrTier, err)
@@ -172,7 +174,7 @@ type readAhead struct {
 
 const aheadChunk = 1 << 20
 
-func newReadAhead(fd int, size int64) *readAhead {
+func newReadAhead(fd int, size int64, moved *atomic.Int64) *readAhead {
 	ra := &readAhead{chunks: make(chan []byte, 4), free: make(chan []byte, 6), done: make(chan struct{})}
 	// A small file needs one buffer, a big one six (pooled: an archive of
 	// many small files must not allocate megabytes each).
@@ -196,6 +198,9 @@ func newReadAhead(fd int, size int64) *readAhead {
 			}
 			h.Write(b[:n])
 			off += int64(n)
+			if moved != nil {
+				moved.Store(off)
+			}
 			select {
 			case ra.chunks <- b[:n]:
 			case <-ra.done:

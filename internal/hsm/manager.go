@@ -88,6 +88,9 @@ type entry struct {
 	// opened is when the file was last opened (unix ns; atomic, set by
 	// every open without e.mu).
 	opened atomic.Int64
+	// moved is how far the running archive or restore has come (bytes;
+	// atomic), for the progress that hsm state shows.
+	moved atomic.Int64
 }
 
 // New loads the table, recovers the transitions that a crash left

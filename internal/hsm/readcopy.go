@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,7 +49,7 @@ func (m *Manager) ReadCopy(ctx context.Context, t Target) (fd int, ok bool, err 
 		return -1, true, fmt.Errorf("a temporary file for a released file's content: %w", err)
 	}
 	start := time.Now()
-	err = m.copyIn(ctx, &f, tmp)
+	err = m.copyIn(ctx, &f, tmp, nil)
 	m.record(OpRead, f.Tier, err, start, f.Size)
 	if err != nil {
 		unix.Close(tmp)
@@ -59,7 +60,7 @@ func (m *Manager) ReadCopy(ctx context.Context, t Target) (fd int, ok bool, err 
 
 // copyIn writes f's archived content into fd from offset 0, checking its
 // size and checksum as a restore does.
-func (m *Manager) copyIn(ctx context.Context, f *File, fd int) error {
+func (m *Manager) copyIn(ctx context.Context, f *File, fd int, moved *atomic.Int64) error {
 	tr, err := m.tier(ctx, f.Tier)
 	if err != nil {
 		return err
@@ -78,7 +79,7 @@ func (m *Manager) copyIn(ctx context.Context, f *File, fd int) error {
 	h := crc32.New(castagnoli)
 	buf := getBuf()
 	defer putBuf(buf)
-	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: fd}, h), io.LimitReader(r, size+1), buf)
+	n, err := io.CopyBuffer(io.MultiWriter(&fdWriter{fd: fd, moved: moved}, h), io.LimitReader(r, size+1), buf)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTier, err)
 	}

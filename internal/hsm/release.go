@@ -223,6 +223,12 @@ func (m *Manager) State(t Target) (File, error) {
 	defer e.mu.Unlock()
 	f := e.f
 	f.OpenedAt = e.opened.Load()
+	if f.Pending != nil || e.restoring != nil {
+		f.Moved = e.moved.Load()
+		if e.restoring != nil && f.Pending == nil {
+			f.Pending = &Pending{Op: OpRestore}
+		}
+	}
 	if f.Flags&(Archived|Dirty) == Archived && !id.same(&f) && f.Flags&Released == 0 {
 		f.Flags |= Dirty // changed around the mount; saved at the next release
 	}

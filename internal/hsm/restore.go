@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -155,7 +156,8 @@ func (m *Manager) startRestore(e *entry, fd int, id identity) (*restore, error) 
 		ctx, cancel := context.WithTimeout(context.Background(), m.opt.RestoreTimeout)
 		defer cancel()
 		start := time.Now()
-		err := m.fetch(ctx, &f, rw, id)
+		e.moved.Store(0)
+		err := m.fetch(ctx, &f, rw, id, &e.moved)
 		m.record(OpRestore, f.Tier, err, start, f.Size)
 		e.mu.Lock()
 		e.f.Pending = nil
@@ -183,8 +185,8 @@ func (m *Manager) startRestore(e *entry, fd int, id identity) (*restore, error) 
 // fetch writes the object's content into the file in place, checks its
 // size and checksum, syncs the file, and puts its times back. Only then
 // may the state say resident.
-func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity) error {
-	if err := m.copyIn(ctx, f, rw); err != nil {
+func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity, moved *atomic.Int64) error {
+	if err := m.copyIn(ctx, f, rw, moved); err != nil {
 		return err
 	}
 	// The archived version's mtime: a crash may have kept a punch's
@@ -201,8 +203,9 @@ func (m *Manager) fetch(ctx context.Context, f *File, rw int, id identity) error
 // fdWriter writes sequentially from offset 0 with pwrite (the fd's own
 // offset is not used, so nothing else can move it).
 type fdWriter struct {
-	fd  int
-	off int64
+	fd    int
+	off   int64
+	moved *atomic.Int64 // if set, follows off
 }
 
 func (w *fdWriter) Write(p []byte) (int, error) {
@@ -217,6 +220,9 @@ func (w *fdWriter) Write(p []byte) (int, error) {
 		}
 		n += k
 		w.off += int64(k)
+	}
+	if w.moved != nil {
+		w.moved.Store(w.off)
 	}
 	return n, nil
 }

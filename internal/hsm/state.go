@@ -117,6 +117,9 @@ type File struct {
 	// ns, 0: not since the mount), for the release policy's least
 	// recently opened first. State fills it in; it is not stored.
 	OpenedAt int64 `json:"-"`
+	// Moved is how far a running archive or restore has come (bytes);
+	// State fills it in.
+	Moved int64 `json:"-"`
 }
 
 // TierRow is a tier as the table keeps it.

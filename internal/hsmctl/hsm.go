@@ -97,6 +97,9 @@ type FileState struct {
 	// OpenedAt is when the file was last opened through the mount since
 	// it was mounted (unix ns; 0: not since), for hsm run.
 	OpenedAt int64 `json:"opened_at_ns,omitempty"`
+	// Progress is how many bytes the pending archive or restore has
+	// moved.
+	Progress int64 `json:"progress_bytes,omitempty"`
 }
 
 // Tier is one archive tier, as status lists it.
