@@ -30,7 +30,8 @@ type File struct {
 	path  checkpoint.PathFunc
 	r     *Root
 	// node is the file's node when it is open for writing (else nil):
-	// it counts the file among its writers until Release.
+	// it counts the file among its writers from before the open reached
+	// the HSM (countOpen) until Release.
 	node *Node
 	// opened is the file's node, which counted the open (Node.opens)
 	// before newFile and uncounts it at Release.
@@ -58,8 +59,7 @@ func newFile(fd int, flags uint32, h *checkpoint.Handle, r *Root, path checkpoin
 		write: isWrite(flags), rdwr: flags&syscall.O_ACCMODE == syscall.O_RDWR, h: h, r: r, path: path, opened: node}
 	f.pfd.Store(-1)
 	if f.write && node != nil {
-		f.node = node
-		node.writers.Add(1)
+		f.node = node // counted among its writers by the caller (countOpen)
 	}
 	return f
 }

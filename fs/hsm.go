@@ -34,39 +34,54 @@ func (n *Node) hsmOpening(ctx context.Context, fd int, write, trunc bool) syscal
 	return toErrno(n.r.hsm.Opening(ctx, n.hsmTarget(fd), write, trunc))
 }
 
-// truncate empties an open file; the manager hears of it once it is done.
+// truncate empties an open file that hsmOpening was told of (trunc);
+// the manager hears how it went, and may fail the open (a released file
+// whose new state could not be recorded).
 func (n *Node) truncate(fd int) syscall.Errno {
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		return toErrno(err)
-	}
+	err := unix.Ftruncate(fd, 0)
 	if n.r.hsm != nil {
-		n.r.hsm.Truncated(n.hsmTarget(fd))
+		if herr := n.r.hsm.Truncated(n.hsmTarget(fd), err); err == nil && herr != nil {
+			return toErrno(herr)
+		}
 	}
-	return 0
+	return toErrno(err)
 }
 
 // hsmSetattrSize: a truncate(2) without an open file goes through the
-// manager as an open for writing would.
-func (n *Node) hsmSetattrSize(ctx context.Context, size uint64) (done func(), errno syscall.Errno) {
+// manager as an open for writing would; done reports how the truncation
+// went, and returns the errno for the caller.
+func (n *Node) hsmSetattrSize(ctx context.Context, size uint64) (done func(syscall.Errno) syscall.Errno, errno syscall.Errno) {
 	if n.r.hsm == nil || !n.r.hsm.Tracking() {
-		return func() {}, 0
+		return func(e syscall.Errno) syscall.Errno { return e }, 0
 	}
 	fd, errno := n.openSelf(syscall.O_RDONLY)
 	if errno != 0 {
 		return nil, errno
 	}
 	n.opens.Add(1)
-	if errno := n.hsmOpening(ctx, fd, true, size == 0); errno != 0 {
+	n.writers.Add(1)
+	release := func() {
+		n.writers.Add(-1)
 		n.opens.Add(-1)
 		unix.Close(fd)
+	}
+	if errno := n.hsmOpening(ctx, fd, true, size == 0); errno != 0 {
+		release()
 		return nil, errno
 	}
-	return func() {
-		if size == 0 {
-			n.r.hsm.Truncated(n.hsmTarget(fd))
+	return func(e syscall.Errno) syscall.Errno {
+		defer release()
+		if size != 0 {
+			return e
 		}
-		n.opens.Add(-1)
-		unix.Close(fd)
+		var truncErr error
+		if e != 0 {
+			truncErr = e
+		}
+		if herr := n.r.hsm.Truncated(n.hsmTarget(fd), truncErr); e == 0 && herr != nil {
+			return toErrno(herr)
+		}
+		return e
 	}, 0
 }
 

@@ -46,7 +46,7 @@ func setattrIntents(in *fuse.SetAttrIn, ino uint64, rel string) []checkpoint.Int
 
 // Setattr records chmod, chown, truncate and utimens, then applies them
 // through the open file if there is one, or through the parent's fd.
-func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (errno syscall.Errno) {
 	if emptySetattr(in) {
 		return n.Getattr(ctx, f, out)
 	}
@@ -65,7 +65,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if errno != 0 {
 			return errno
 		}
-		defer done()
+		defer func() { errno = done(errno) }()
 	}
 	if file, ok := f.(*File); ok {
 		if errno := file.LoopbackFile.Setattr(ctx, in, out); errno != 0 || !setattrKills(in) {

@@ -51,12 +51,12 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	// The HSM hears of the open before a truncation reaches the file
 	// (hsm.go), so the truncation is done here, not by openat.
 	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
-	n.opens.Add(1)
+	uncount := n.countOpen(flags)
 	fd, errno := n.openSelf(flags &^ syscall.O_TRUNC)
 	if errno == 0 {
 		if f, errno, done := n.openTierCopy(ctx, fd, flags); done {
 			if errno != 0 {
-				n.opens.Add(-1)
+				uncount()
 				return nil, 0, errno
 			}
 			return f, 0, 0
@@ -69,7 +69,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 	}
 	if errno != 0 {
-		n.opens.Add(-1)
+		uncount()
 		if h != nil {
 			h.Release()
 		}
@@ -171,9 +171,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return fail(syscall.EIO)
 	}
-	chNode.opens.Add(1)
+	uncount := chNode.countOpen(flags)
 	if errno := chNode.openExisting(ctx, fd, made, isWrite(flags), trunc); errno != 0 {
-		chNode.opens.Add(-1)
+		uncount()
 		unix.Close(fd)
 		return fail(errno)
 	}
@@ -181,6 +181,24 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		out.SetAttrTimeout(writerAttrTimeout)
 	}
 	return ch, newFile(fd, flags, h, n.r, pathFn, chNode), 0, 0
+}
+
+// countOpen counts an open among the node's opens (and writers) before
+// it asks the HSM: a release or an archive that looks at the counts
+// meanwhile sees it. The File uncounts at Release; uncount is for an
+// open that fails.
+func (n *Node) countOpen(flags uint32) (uncount func()) {
+	n.opens.Add(1)
+	w := isWrite(flags)
+	if w {
+		n.writers.Add(1)
+	}
+	return func() {
+		n.opens.Add(-1)
+		if w {
+			n.writers.Add(-1)
+		}
+	}
 }
 
 // openExisting: a create that opened a file that was there already

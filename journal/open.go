@@ -25,6 +25,14 @@ func Open(dir, backing string, opt Options) (*Journal, error) {
 	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, fmt.Errorf("journal: path %q: %w", dir, err)
 	}
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		if _, err := os.Stat(dir + carrySuffix); err == nil {
+			// A fresh journal here would not know the tiers and file
+			// states that a released file needs.
+			return nil, fmt.Errorf("journal %s: %w: a journal reset was interrupted; its fresh journal, with the HSM's table, is %s: rename it to %s",
+				dir, ErrDamaged, dir+carrySuffix, dir)
+		}
+	}
 	j := &Journal{
 		dir:     dir,
 		backing: absBacking,

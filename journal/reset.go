@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -55,17 +56,51 @@ func exists(dir string) error {
 	return nil
 }
 
-// CarryTable copies the HSM's table (tiers, file states, objects to
-// collect) from the journal set aside at aside into a fresh journal at
-// dir, and returns how many rows it carried. A released file's content is
-// only in its tier, and only the table says where: a reset must not lose
-// it. A journal set aside with no table carries nothing and creates
-// nothing.
-func CarryTable(aside, dir string) (int, error) {
-	log := discardLogger()
-	db, err := openBadger(aside, log, true)
+// carrySuffix names the fresh journal that ResetKeepingTable builds
+// before it sets the old one aside.
+const carrySuffix = ".new"
+
+// ResetKeepingTable is SetAside for a journal that may hold the HSM's
+// table (tiers, file states, objects to collect): a released file's
+// content is only in its tier, and only the table says where. It builds
+// a fresh journal holding the table at DIR.new first, then sets DIR
+// aside, then renames DIR.new to DIR. A crash in between leaves DIR.new,
+// which Open then asks for by name rather than starting a journal
+// without the table. It returns where the old journal went and how many
+// rows it carried.
+func ResetKeepingTable(dir string) (string, int, error) {
+	if err := exists(dir); err != nil {
+		return "", 0, err
+	}
+	lock, err := lockDir(dir)
 	if err != nil {
-		if db, err = openBadger(aside, log, false); err != nil {
+		return "", 0, err
+	}
+	n, err := carryTable(dir, dir+carrySuffix)
+	lock.Close()
+	if err != nil {
+		return "", 0, fmt.Errorf("the HSM's tiers and file states could not be read from the journal, so it was left as it is (released files need them): %w", err)
+	}
+	to, err := SetAside(dir)
+	if err != nil {
+		return to, n, err
+	}
+	if n == 0 {
+		return to, 0, nil
+	}
+	if err := os.Rename(dir+carrySuffix, dir); err != nil {
+		return to, n, fmt.Errorf("journal: reset: rename %s to %s: %w", dir+carrySuffix, dir, err)
+	}
+	return to, n, syncDir(filepath.Dir(dir))
+}
+
+// carryTable copies the table of the journal at from into a fresh
+// journal at to (none is made for a journal without a table).
+func carryTable(from, to string) (int, error) {
+	log := discardLogger()
+	db, err := openBadger(from, log, true)
+	if err != nil {
+		if db, err = openBadger(from, log, false); err != nil {
 			return 0, err
 		}
 	}
@@ -87,12 +122,13 @@ func CarryTable(aside, dir string) (int, error) {
 	}
 	db.Close()
 	if err != nil {
-		return 0, fmt.Errorf("journal %s: the HSM's table: %w", aside, withErrno(err))
+		return 0, fmt.Errorf("journal %s: the HSM's table: %w", from, withErrno(err))
 	}
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	j, err := Open(dir, m.backing, Options{})
+	os.RemoveAll(to) // what an earlier, interrupted reset left
+	j, err := Open(to, m.backing, Options{})
 	if err != nil {
 		return 0, err
 	}
@@ -101,4 +137,14 @@ func CarryTable(aside, dir string) (int, error) {
 		return 0, err
 	}
 	return len(rows), j.Close()
+}
+
+// syncDir makes the entries of dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -1,7 +1,10 @@
 package journal
 
 import (
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -24,13 +27,9 @@ func TestTableSurvivesReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	j.Close()
-	aside, err := SetAside(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := CarryTable(aside, dir)
-	if err != nil || n != 2 {
-		t.Fatalf("CarryTable: %d rows, %v; want 2", n, err)
+	aside, n, err := ResetKeepingTable(dir)
+	if err != nil || n != 2 || aside == "" {
+		t.Fatalf("ResetKeepingTable: %q, %d rows, %v; want 2", aside, n, err)
 	}
 	j, err = Open(dir, "/backing", Options{})
 	if err != nil {
@@ -46,5 +45,19 @@ func TestTableSurvivesReset(t *testing.T) {
 	}
 	if st, _ := j.LoadState(); st.Current != 0 {
 		t.Fatalf("the fresh journal has state %+v", st)
+	}
+}
+
+// A reset cut between setting the old journal aside and renaming the
+// fresh one into place: Open names the fresh one instead of starting a
+// journal that lacks the table.
+func TestInterruptedResetIsNamed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "j")
+	if err := os.MkdirAll(dir+carrySuffix, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, "/backing", Options{})
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "rename it") {
+		t.Fatalf("Open with only %s: %v", dir+carrySuffix, err)
 	}
 }

@@ -63,17 +63,12 @@ func runJournal(args []string) error {
 	case "dump":
 		return dumpJournal(os.Stdout, dir)
 	case "reset":
-		to, err := journal.SetAside(dir)
+		to, n, err := journal.ResetKeepingTable(dir)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("journal %s moved aside to %s (with its log and tree index, if any); "+
 			"the next mount starts a fresh journal: copy the whole tree to your mirrors once (hsmfs sync --full)\n", dir, to)
-		n, err := journal.CarryTable(to, dir)
-		if err != nil {
-			return fmt.Errorf("the HSM's tiers and file states could not be carried into the fresh journal, "+
-				"so released files cannot be restored through the next mount: %w", err)
-		}
 		if n > 0 {
 			fmt.Printf("carried the HSM's %d rows (tiers, file states) into the fresh journal: released files stay restorable\n", n)
 		}

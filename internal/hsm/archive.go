@@ -43,7 +43,10 @@ func (m *Manager) Archive(ctx context.Context, t Target, tierID uint32) (err err
 	if err != nil {
 		return err
 	}
-	e := m.entryFor(id)
+	e, err := m.entryFor(id)
+	if err != nil {
+		return err
+	}
 	object, gen, err := m.beginArchive(e, id, t, tierID)
 	if err != nil || object == "" {
 		return err

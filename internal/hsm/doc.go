@@ -50,10 +50,12 @@
 // # Concurrency
 //
 // Manager.mu guards the maps of tiers and files; entry.mu guards one
-// file's state. Lock order: Manager.mu, then entry.mu. An entry's mu is
-// held across a release (a punch and two syncs) and across each commit,
-// never across a copy to or from the tier: Pending and entry.restoring
-// say that one runs, and the other transitions refuse with ErrBusy
-// meanwhile. Every open of a released file waits for the one restore
+// file's state. Lock order: Manager.mu, then entry.mu (forget holds both
+// across its journal write, so that no entry for a new file of the same
+// inode number is made before the old row's deletion is durable). An
+// entry's mu is held across a release's punch and each commit (a
+// journal sync), never across a request to the tier: Pending,
+// entry.restoring and entry.truncating say that a transition runs, and
+// the others refuse with ErrBusy or wait meanwhile. Every open of a released file waits for the one restore
 // (entry.restoring); an open that gives up (a signal) leaves it running.
 package hsm

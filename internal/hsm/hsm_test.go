@@ -88,7 +88,11 @@ func newRig(t *testing.T) *rig {
 
 // open starts a manager on the table, as a mount after a crash would.
 func (r *rig) open() {
-	m, err := New(r.table, Options{RestoreTimeout: 10 * time.Second})
+	var st unix.Stat_t
+	if err := unix.Stat(r.dir, &st); err != nil {
+		r.t.Fatal(err)
+	}
+	m, err := New(r.table, Options{RestoreTimeout: 10 * time.Second, Dev: st.Dev})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -247,7 +251,9 @@ func TestTruncatedReleasedFileIsNotRestored(t *testing.T) {
 		t.Fatalf("before the truncation: %v, want archived released dirty", f.Flags)
 	}
 	os.Truncate(filepath.Join(r.dir, "f"), 0)
-	r.m.Truncated(tg)
+	if err := r.m.Truncated(tg, nil); err != nil {
+		t.Fatal(err)
+	}
 	if f := r.state("f"); f.Flags != Archived|Dirty {
 		t.Fatalf("after the truncation: %v, want archived dirty", f.Flags)
 	}

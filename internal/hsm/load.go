@@ -21,6 +21,8 @@ import (
 //     file stays released and is restored from zero on its next open.
 //   - remove: the object may be gone: it is collected (again), and the
 //     file is not archived.
+//   - truncate: stays pending until the file is next looked at; its size
+//     then says whether the truncation happened (settleTruncate).
 func (m *Manager) load() error {
 	var recovered []Row
 	err := m.store.ScanRows(func(name string, v []byte) error {
@@ -71,6 +73,9 @@ func recoverPending(f *File) []Row {
 	case OpRemove:
 		rows = append(rows, orphanRow(f.Tier, f.Object))
 		unarchive(f)
+	case OpTruncate:
+		f.Pending = p // settled by the file's size at the next look (settleTruncate)
+		return nil
 	}
 	return append(rows, fileRow(f))
 }

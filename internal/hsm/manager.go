@@ -28,6 +28,7 @@ var (
 	ErrRefused     = errors.New("refused by its noarchive or norelease mark")
 	ErrLost        = errors.New("the tier copy is lost")
 	ErrTier        = errors.New("the tier failed")
+	ErrOtherFS     = errors.New("on another file system than BACKING's root (a mount inside BACKING)")
 )
 
 // Options configure a Manager.
@@ -42,6 +43,10 @@ type Options struct {
 	// the sweep at start opens files by handle (sweep.go). Zero means
 	// none, as it is never the root's fd in practice.
 	Root int
+	// Dev is the device of BACKING's root. Only files on it have HSM
+	// states: inode numbers, birth times and handles say which file is
+	// which only within one file system.
+	Dev uint64
 }
 
 // Manager is the HSM of one mount.
@@ -56,6 +61,7 @@ type Manager struct {
 	mu    sync.Mutex
 	tiers map[uint32]*tierSlot
 	files map[uint64]*entry
+	dev   uint64 // Options.Dev
 	// tracked is len(files), read without mu by the open fast path.
 	tracked atomic.Int64
 
@@ -85,6 +91,10 @@ type entry struct {
 	// restoring is the restore in flight, which every open of the file
 	// waits for (one fetch for all of them).
 	restoring *restore
+	// truncating is closed when the truncation in flight (a truncating
+	// open of a released file, until Truncated) ends; no restore starts
+	// meanwhile.
+	truncating chan struct{}
 	// opened is when the file was last opened (unix ns; atomic, set by
 	// every open without e.mu).
 	opened atomic.Int64
@@ -106,7 +116,7 @@ func New(store Store, opt Options) (*Manager, error) {
 	if opt.OpenTier == nil {
 		opt.OpenTier = tier.Open
 	}
-	m := &Manager{store: store, opt: opt, log: opt.Log,
+	m := &Manager{store: store, opt: opt, log: opt.Log, dev: opt.Dev,
 		tiers: map[uint32]*tierSlot{}, files: map[uint64]*entry{}, closed: make(chan struct{})}
 	if err := m.load(); err != nil {
 		return nil, err
@@ -230,9 +240,10 @@ func (m *Manager) tier(ctx context.Context, id uint32) (tier.Tier, error) {
 
 // lookup returns the entry of id, or nil. An entry whose birth time is
 // not the file's belongs to a file that is gone (its inode number was
-// handed out again): it is dropped, and its tier object collected.
+// handed out again): it is dropped, and its tier object collected. A
+// truncation that a crash left pending is settled by the file's size.
 func (m *Manager) lookup(id identity) *entry {
-	if m.tracked.Load() == 0 {
+	if m.tracked.Load() == 0 || id.dev != m.dev {
 		return nil
 	}
 	m.mu.Lock()
@@ -243,6 +254,9 @@ func (m *Manager) lookup(id identity) *entry {
 	}
 	e.mu.Lock()
 	stale := e.f.Btime != id.btime
+	if !stale {
+		m.settleTruncate(e, id)
+	}
 	e.mu.Unlock()
 	if stale {
 		m.forget(e)
@@ -253,46 +267,55 @@ func (m *Manager) lookup(id identity) *entry {
 
 // entryFor returns the entry of id, making one (not yet durable) if there
 // is none.
-func (m *Manager) entryFor(id identity) *entry {
-	if e := m.lookup(id); e != nil {
-		return e
+func (m *Manager) entryFor(id identity) (*entry, error) {
+	if id.dev != m.dev {
+		return nil, ErrOtherFS
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.files[id.ino]; e != nil {
-		return e
+	for try := 0; try < 3; try++ {
+		if e := m.lookup(id); e != nil {
+			return e, nil
+		}
+		m.mu.Lock()
+		if e := m.files[id.ino]; e != nil {
+			// Made meanwhile, or a stale one that could not be forgotten.
+			m.mu.Unlock()
+			continue
+		}
+		e := &entry{f: File{Ino: id.ino, Btime: id.btime}}
+		m.files[id.ino] = e
+		m.tracked.Store(int64(len(m.files)))
+		m.mu.Unlock()
+		return e, nil
 	}
-	e := &entry{f: File{Ino: id.ino, Btime: id.btime}}
-	m.files[id.ino] = e
-	m.tracked.Store(int64(len(m.files)))
-	return e
+	return nil, fmt.Errorf("%w: the state of a file that held its inode number could not be dropped", ErrBusy)
 }
 
-// forget drops a stale entry: its row goes, its object is collected.
+// forget drops a stale entry: its row goes, its object is collected. It
+// holds Manager.mu throughout, so that no entry for a new file of the
+// same inode number can be made (and its row written) before the
+// deletion of the old row is durable; and it leaves an entry that a
+// transition is using, or that is no longer the map's, alone.
 func (m *Manager) forget(e *entry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	f := e.f
+	if m.files[f.Ino] != e || f.Pending != nil || e.restoring != nil || e.truncating != nil {
+		return
+	}
 	rows := []Row{}
 	if f.Object != "" {
 		rows = append(rows, orphanRow(f.Tier, f.Object))
 	}
-	if f.Pending != nil && f.Pending.Object != "" {
-		rows = append(rows, orphanRow(f.Pending.Tier, f.Pending.Object))
-	}
 	rows = append(rows, Row{Name: fileRowName(f.Ino)})
-	err := m.store.PutRows(rows)
-	e.mu.Unlock()
-	if err != nil {
+	if err := m.store.PutRows(rows); err != nil {
 		m.log.Warn("hsm: could not forget a file that is gone", "ino", f.Ino, "err", err)
 		return
 	}
-	m.mu.Lock()
-	if m.files[f.Ino] == e {
-		delete(m.files, f.Ino)
-		m.tracked.Store(int64(len(m.files)))
-	}
-	m.mu.Unlock()
-	m.collectOrphans()
+	delete(m.files, f.Ino)
+	m.tracked.Store(int64(len(m.files)))
+	go m.collectOrphans()
 }
 
 // save makes e.f durable; the caller holds e.mu. extra rows go after the

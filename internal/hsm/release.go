@@ -35,22 +35,33 @@ func (m *Manager) Release(ctx context.Context, t Target) error {
 		return ErrNotArchived
 	}
 	e.mu.Lock()
-	tierID := e.f.Tier
+	f := e.f
 	e.mu.Unlock()
-	tr, err := m.tier(ctx, tierID)
+	if f.Flags&Archived == 0 {
+		return ErrNotArchived
+	}
+	tr, err := m.tier(ctx, f.Tier)
 	if err != nil {
 		return err
 	}
+	// The tier is asked before e.mu is taken: the opens of the file (and
+	// status, which counts every entry) must not wait for it.
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = checkObject(cctx, tr, &f)
+	cancel()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := m.canRelease(e, id, t); err != nil {
-		return err
+	if e.f.Object != f.Object || e.f.Tier != f.Tier {
+		return fmt.Errorf("%w: archived again meanwhile", ErrBusy)
 	}
-	if err := checkObject(ctx, tr, &e.f); err != nil {
+	if err != nil {
 		if errors.Is(err, ErrLost) {
 			e.f.Flags |= Lost
 			m.save(e)
 		}
+		return err
+	}
+	if err := m.canRelease(e, id, t); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -71,7 +82,7 @@ func (m *Manager) Release(ctx context.Context, t Target) error {
 func (m *Manager) canRelease(e *entry, id identity, t Target) error {
 	f := &e.f
 	switch {
-	case f.Pending != nil || e.restoring != nil:
+	case f.Pending != nil || e.restoring != nil || e.truncating != nil:
 		return ErrBusy
 	case f.Flags&Archived == 0:
 		return ErrNotArchived
@@ -149,21 +160,32 @@ func (m *Manager) Remove(ctx context.Context, t Target) error {
 		return err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	switch {
-	case e.f.Pending != nil || e.restoring != nil:
+	case e.f.Pending != nil || e.restoring != nil || e.truncating != nil:
+		e.mu.Unlock()
 		return ErrBusy
 	case e.f.Flags&Released != 0:
+		e.mu.Unlock()
 		return ErrReleased
+	case e.f.Object != f.Object:
+		e.mu.Unlock()
+		return fmt.Errorf("%w: archived again meanwhile", ErrBusy)
 	}
 	e.f.Pending = &Pending{Op: OpRemove}
 	if err := m.save(e); err != nil {
 		e.f.Pending = nil
+		e.mu.Unlock()
 		return err
 	}
+	e.mu.Unlock()
+	// The object is deleted without e.mu (the pending remove keeps the
+	// other transitions off the file meanwhile).
 	start := time.Now()
-	if err := tr.Remove(ctx, e.f.Object); err != nil {
-		e.f.Pending = nil
+	err = tr.Remove(ctx, f.Object)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.f.Pending = nil
+	if err != nil {
 		m.save(e)
 		m.record(OpRemove, f.Tier, err, start, 0)
 		return fmt.Errorf("%w: %w", ErrTier, err)
@@ -189,7 +211,10 @@ func (m *Manager) Mark(t Target, flag Flags, set bool) error {
 	if !id.regular {
 		return ErrNotRegular
 	}
-	e := m.entryFor(id)
+	e, err := m.entryFor(id)
+	if err != nil {
+		return err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	was := e.f.Flags

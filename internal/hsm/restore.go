@@ -22,7 +22,13 @@ type restore struct {
 // file. A released file is restored first, unless trunc says that its
 // content is about to be thrown away. An open for writing (or a
 // truncation) of an archived file makes it dirty, durably, before it
-// returns: so before the modification's own intent.
+// returns, so before the file can change.
+//
+// A truncating open (trunc) waits for a restore in flight, which would
+// otherwise write the old content over what follows the truncation. Of a
+// released file it records a pending truncation (durably), and the
+// caller must call Truncated once its truncation is done or failed;
+// until then no restore of the file starts.
 //
 // If ctx ends while a restore runs, Opening returns ctx's error; the
 // restore goes on, so that the next open does not start from zero.
@@ -49,42 +55,111 @@ func (m *Manager) Opening(ctx context.Context, t Target, write, trunc bool) erro
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if trunc {
+		if err := m.waitQuiet(ctx, e); err != nil {
+			return err
+		}
+	}
 	e.gen++
-	if e.f.Flags&Archived == 0 || e.f.Flags&Dirty != 0 {
+	was := e.f
+	if e.f.Flags&Archived != 0 {
+		e.f.Flags |= Dirty
+	}
+	if trunc && e.f.Flags&Released != 0 {
+		e.f.Pending = &Pending{Op: OpTruncate}
+	}
+	if e.f.Flags == was.Flags && e.f.Pending == was.Pending {
 		return nil
 	}
-	e.f.Flags |= Dirty
 	if err := m.save(e); err != nil {
-		e.f.Flags &^= Dirty
+		e.f = was
+		return err
+	}
+	if e.f.Pending != nil {
+		e.truncating = make(chan struct{})
+	}
+	return nil
+}
+
+// waitQuiet waits, holding e.mu when it returns, until no restore and no
+// truncation of the file is in flight.
+func (m *Manager) waitQuiet(ctx context.Context, e *entry) error {
+	for {
+		var wait chan struct{}
+		switch {
+		case e.restoring != nil:
+			wait = e.restoring.done
+		case e.truncating != nil:
+			wait = e.truncating
+		default:
+			return nil
+		}
+		e.mu.Unlock()
+		select {
+		case <-wait:
+			e.mu.Lock()
+		case <-ctx.Done():
+			e.mu.Lock()
+			return ctx.Err()
+		}
+	}
+}
+
+// Truncated is called after the truncation of a file that Opening was
+// told of (trunc), with the truncation's error. For a released file it
+// syncs the file, then commits "resident" (the file holds no released
+// content any more). Until that commit a crash leaves the truncation
+// pending, and the next look at the file settles it by its size
+// (settleTruncate). A failed commit is returned: the caller fails the
+// open.
+func (m *Manager) Truncated(t Target, truncErr error) error {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	e := m.files[id.ino]
+	m.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.truncating == nil || e.f.Btime != id.btime {
+		return nil
+	}
+	defer func() { close(e.truncating); e.truncating = nil }()
+	if truncErr == nil {
+		if err := unix.Fdatasync(t.Fd); err != nil {
+			return fmt.Errorf("truncate: sync: %w", err) // pending: settled by size
+		}
+		e.f.Flags &^= Released
+	}
+	e.f.Pending = nil
+	if err := m.save(e); err != nil {
+		// What the journal holds (pending) is settled by the file's size.
+		e.f.Pending = &Pending{Op: OpTruncate}
+		e.f.Flags |= Released
 		return err
 	}
 	return nil
 }
 
-// Truncated is called once a truncation to zero that Opening let
-// through without a restore has reached the file: it holds no released
-// content any more. Until then a crash leaves it released (and dirty),
-// and the next open restores it.
-func (m *Manager) Truncated(t Target) {
-	id, err := identify(t.Fd)
-	if err != nil {
+// settleTruncate ends a truncation that a crash (or a failed commit) left
+// pending; the caller holds e.mu. The file's size says whether it
+// happened: a released file keeps its archived size until truncated.
+func (m *Manager) settleTruncate(e *entry, id identity) {
+	if e.f.Pending == nil || e.f.Pending.Op != OpTruncate || e.truncating != nil {
 		return
 	}
-	e := m.lookup(id)
-	if e == nil {
-		return
+	was := e.f
+	if id.size == 0 || id.size != e.f.Size {
+		e.f.Flags &^= Released // truncated (and maybe written since)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.f.Flags&Released == 0 || id.size != 0 {
-		return
-	}
-	e.f.Flags &^= Released
+	e.f.Pending = nil
 	if err := m.save(e); err != nil {
-		// Released and dirty stay: the next open restores content
-		// that the truncation then throws away again. Slower, not wrong.
-		m.log.Warn("hsm: could not record a truncated released file", "ino", id.ino, "err", err)
-		e.f.Flags |= Released
+		e.f = was
+		m.log.Warn("hsm: could not settle a pending truncation", "ino", id.ino, "err", err)
 	}
 }
 
@@ -105,6 +180,24 @@ func (m *Manager) Restore(ctx context.Context, t Target) error {
 // waits for it or for ctx.
 func (m *Manager) restoreAndWait(ctx context.Context, e *entry, fd int, id identity) error {
 	e.mu.Lock()
+	if e.truncating != nil {
+		// A truncation in flight: the file is emptied, or not, once it
+		// ends; only then is there anything to restore.
+		for e.truncating != nil {
+			w := e.truncating
+			e.mu.Unlock()
+			select {
+			case <-w:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			e.mu.Lock()
+		}
+		if now, err := identify(fd); err == nil {
+			id = now
+		}
+	}
+	m.settleTruncate(e, id)
 	if e.f.Flags&Released == 0 {
 		e.mu.Unlock()
 		return nil

@@ -76,6 +76,9 @@ const (
 	OpRelease Op = "release"
 	OpRestore Op = "restore"
 	OpRemove  Op = "remove"
+	// OpTruncate: a released file is being truncated to zero; its size
+	// settles it after a crash (settleTruncate).
+	OpTruncate Op = "truncate"
 )
 
 // Pending is a transition's begin record: it is durable before the

@@ -23,6 +23,7 @@ type Target struct {
 // identity is who a file is: its inode and birth time, and the version
 // facts that say whether its content may have changed.
 type identity struct {
+	dev     uint64
 	ino     uint64
 	btime   int64
 	size    int64
@@ -40,6 +41,7 @@ func identify(fd int) (identity, error) {
 		return identity{}, fmt.Errorf("statx: %w", err)
 	}
 	id := identity{
+		dev:     unix.Mkdev(st.Dev_major, st.Dev_minor),
 		ino:     st.Ino,
 		size:    int64(st.Size),
 		mtime:   st.Mtime.Sec*1e9 + int64(st.Mtime.Nsec),

@@ -11,7 +11,7 @@ import (
 // openHSM loads the HSM's table from the journal and recovers the
 // transitions that a crash interrupted, before the mount serves.
 func openHSM(a Config, b *backing.Tree, j *journal.Journal, log *slog.Logger) (*hsm.Manager, error) {
-	return hsm.New(hsmTable{j}, hsm.Options{Log: log, RestoreTimeout: a.RestoreTimeout, Root: b.RootFd()})
+	return hsm.New(hsmTable{j}, hsm.Options{Log: log, RestoreTimeout: a.RestoreTimeout, Root: b.RootFd(), Dev: b.Dev()})
 }
 
 // hsmTable keeps the HSM's rows in the journal.
