@@ -244,7 +244,12 @@ func TestFleetCluster(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("follower %d not drained after 90s (%v, %+v); its log:\n%s", i, err, info, followers[i].logText())
+				for _, n := range nodes {
+					b, _ := os.ReadFile(n.log)
+					t.Logf("nats %s log (tail):\n%s", n.name, tail(string(b), 30))
+				}
+				t.Fatalf("follower %d not drained after 90s (%v, pending %d, ack pending %d, delivered %d); its log:\n%s\nexporter log:\n%s",
+					i, err, info.NumPending, info.NumAckPending, info.Delivered.Stream, followers[i].logText(), tail(fleet[i].exp.logText(), 20))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -290,4 +295,10 @@ func crashMount(t *testing.T, fm *fleetMount) {
 	if st := status(t, fm.mnt); st["recovered"] != true {
 		t.Errorf("%s: first mount after a crash: recovered %v", fm.mnt, st["recovered"])
 	}
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
