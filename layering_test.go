@@ -96,7 +96,7 @@ var allowed = map[string][]string{
 	"tools/rate":            {},
 	"tools/storm":           {xsys},
 	"tools/posixdiff":       {xsys},
-	"tools/bench":           {"internal/hsmctl", "journal", "tools/rate", "tools/storm", moby, natsServer, pprof, xsys},
+	"tools/bench":           {"internal/hsmctl", "internal/natsexport", "journal", "tools/rate", "tools/storm", moby, natsServer, pprof, xsys},
 	"tools/cmd/hsmfs-bench": {"tools/bench"},
 }
 

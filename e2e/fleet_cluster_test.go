@@ -222,6 +222,25 @@ func TestFleetCluster(t *testing.T) {
 	for _, fm := range fleet {
 		waitClosed(t, fm.mnt)
 	}
+	// On a failure from here on, every exporter and follower shows where
+	// it is (a Go program prints its goroutines on SIGQUIT).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		procs := append([]*exporter{}, followers...)
+		for _, fm := range fleet {
+			procs = append(procs, fm.exp)
+		}
+		for _, p := range procs {
+			if p != nil && p.cmd != nil {
+				p.cmd.Process.Signal(syscall.SIGQUIT)
+				<-p.done
+				p.cmd = nil
+				t.Logf("%s %s:\n%s", p.args[0], p.args[len(p.args)-1], tail(p.logText(), 80))
+			}
+		}
+	})
 	for _, fm := range fleet {
 		waitExported(t, fm)
 	}

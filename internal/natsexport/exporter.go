@@ -72,13 +72,17 @@ func New(ctx context.Context, cfg Config, warn io.Writer) (*Exporter, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	var warnings []string
-	if x.stream, warnings, err = openStream(ctx, x.js, c, x.subject); err != nil {
+	err = settled(ctx, func(ctx context.Context) (err error) {
+		x.stream, warnings, err = openStream(ctx, x.js, c, x.subject)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	for _, w := range warnings {
 		fmt.Fprintf(warn, "hsmfs export: warning: %s\n", w)
 	}
-	if err := probe(ctx, x.js, c, x.subject, &x.perm); err != nil {
+	if err := settled(ctx, func(ctx context.Context) error { return probe(ctx, x.js, c, x.subject, &x.perm) }); err != nil {
 		return nil, err
 	}
 	ok = true

@@ -140,17 +140,23 @@ func NewFollower(ctx context.Context, c FollowConfig) (*Follower, error) {
 		nc.Close()
 		return nil, err
 	}
-	if _, err := js.Stream(ctx, c.Stream); err != nil {
+	// A cluster electing its leaders (a node down) answers late: that
+	// is waited out, not taken for a refusal.
+	if err := settled(ctx, func(ctx context.Context) error { _, err := js.Stream(ctx, c.Stream); return err }); err != nil {
 		nc.Close()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("stream %q does not exist", c.Stream)
 		}
 		return nil, fmt.Errorf("stream %q: %w", c.Stream, err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, c.Stream, jetstream.ConsumerConfig{
-		Durable: c.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.AckWait,
-		DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubject: c.Filter, MaxAckPending: -1,
-		Description: "hsmfs follow " + c.Dest,
+	var cons jetstream.Consumer
+	err = settled(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.CreateOrUpdateConsumer(ctx, c.Stream, jetstream.ConsumerConfig{
+			Durable: c.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.AckWait,
+			DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubject: c.Filter, MaxAckPending: -1,
+			Description: "hsmfs follow " + c.Dest,
+		})
+		return err
 	})
 	if err != nil {
 		nc.Close()

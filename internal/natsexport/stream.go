@@ -167,3 +167,38 @@ func probe(ctx context.Context, js jetstream.JetStream, c Config, subject string
 		return fmt.Errorf("probe publish to %s (stream %q): %w", subject, c.Stream, err)
 	}
 }
+
+// settleTimeout bounds how long an exporter or a follower that starts
+// waits for a cluster that is electing its leaders (a node is down):
+// its requests time out meanwhile, which is not a refusal.
+const settleTimeout = time.Minute
+
+// transient reports whether err is one that a cluster electing its
+// leaders gives, and that a retry may not.
+func transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return true
+	}
+	// 10008: "JetStream system temporarily unavailable".
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10008
+}
+
+// settled runs op until it succeeds, fails for good, or settleTimeout
+// has passed; each try has a few seconds.
+func settled(ctx context.Context, op func(ctx context.Context) error) error {
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := op(tctx)
+		cancel()
+		if err == nil || !transient(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -242,6 +242,7 @@ func soloWorkloads(sz sizes) []*workload {
 			custom:  runOutside,
 		},
 		hsmWorkload(sz),
+		fleetWorkload(sz),
 	}
 }
 
