@@ -26,6 +26,13 @@ type Exporter struct {
 	js     jetstream.JetStream
 	perm   atomic.Pointer[string] // the last permissions violation the server reported
 	stream *jetstream.StreamInfo
+	// sent is the last answer with paths that this exporter published
+	// and blessed (0: none), known says whether it knows (see prevSent);
+	// its messages carry it as "prev". An answer without paths sends no
+	// message, so "blessed" alone would make a reader take every empty
+	// round for an answer it missed.
+	sent  uint64
+	known bool
 }
 
 // Result says what one round did.
@@ -85,6 +92,7 @@ func New(ctx context.Context, cfg Config, warn io.Writer) (*Exporter, error) {
 	if err := settled(ctx, func(ctx context.Context) error { return probe(ctx, x.js, c, x.subject, &x.perm) }); err != nil {
 		return nil, err
 	}
+	x.sent, x.known = x.prevSent(ctx)
 	ok = true
 	return x, nil
 }
@@ -153,7 +161,50 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 	}
 	res.BlessTime = time.Since(start)
 	res.Blessed = true
+	if h.Count > 0 {
+		x.sent, x.known = h.Query, true
+	}
 	return res, nil
+}
+
+// prevSent finds, at start, the last answer with paths that an earlier
+// exporter of this subject published and blessed: the stream's last
+// message of the subject, if its answer is at or below the consumer's
+// last bless (a later one was cut short, and what came before it is not
+// known). A subject without a message has none.
+func (x *Exporter) prevSent(ctx context.Context) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := x.js.Stream(ctx, x.cfg.Stream)
+	if err != nil {
+		return 0, false
+	}
+	m, err := s.GetLastMsgForSubject(ctx, x.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, true
+	}
+	if err != nil {
+		return 0, false
+	}
+	var last struct{ Query uint64 }
+	if json.Unmarshal(m.Data, &last) != nil {
+		return 0, false
+	}
+	src, err := hsmctl.Open(x.cfg.Mount, x.cfg.Consumer)
+	if err != nil {
+		return 0, false
+	}
+	st, _, err := src.Status()
+	if err != nil {
+		return 0, false
+	}
+	blessed := st.LastBlessed
+	for _, c := range st.Consumers {
+		if c.Name == x.cfg.Consumer {
+			blessed = c.LastBlessed
+		}
+	}
+	return last.Query, last.Query <= blessed
 }
 
 // ErrForeignBless: the consumer's last bless was not the exporter's, and
@@ -182,12 +233,17 @@ func (x *Exporter) full(h hsmctl.Header) (bool, error) {
 // the exporter adds, then (see message) "index" and the entry's.
 // count and index let a reader tell when it holds a whole answer;
 // blessed, the answer before it that the stream holds whole (the
-// consumer's last bless, this exporter's own unless full), lets it tell
-// that it missed one.
+// consumer's last bless, this exporter's own unless full), and prev,
+// the last one before it that had paths (absent where the exporter does
+// not know it), let it tell that it missed one.
 func (x *Exporter) messagePrefix(h hsmctl.Header, full bool) []byte {
 	str := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"blessed":%d,"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
-		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Blessed, h.Count, h.Recovered, full, h.Reset)
+	prev := ""
+	if x.known {
+		prev = fmt.Sprintf(`"prev":%d,`, x.sent)
+	}
+	return fmt.Appendf(nil, `{"host":%s,"mount":%s,"consumer":%s,"query":%d,"blessed":%d,%s"count":%d,"recovered":%t,"full":%t,"reset":%t,`,
+		str(x.cfg.Host), str(x.cfg.Mount), str(x.cfg.Consumer), h.Query, h.Blessed, prev, h.Count, h.Recovered, full, h.Reset)
 }
 
 // Run runs a round every interval until ctx ends. A failed round is

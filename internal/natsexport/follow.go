@@ -81,7 +81,7 @@ type Follower struct {
 
 type followAnswer struct {
 	query  uint64
-	prev   uint64 // the answer before it (the message's blessed)
+	prev   uint64 // the last answer with paths before it (the message's prev, or else its blessed)
 	count  int
 	full   bool
 	paths  map[int]followEntry
@@ -96,6 +96,7 @@ type followMsg struct {
 	Host, Mount, Consumer, Path, Type string
 	PathB64                           string `json:"path_b64"`
 	Query, Blessed                    uint64
+	Prev                              *uint64 // the last earlier answer with paths (absent: unknown)
 	Count, Index                      int
 	Full, Reset                       bool
 }
@@ -228,7 +229,11 @@ func (f *Follower) gap(ctx context.Context) (string, uint64, error) {
 func (f *Follower) read(ctx context.Context, res *FollowResult) error {
 	start := time.Now()
 	for time.Since(start) < roundRead && res.Messages < roundMsgs {
-		batch, err := f.cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		// No wait: a round takes what the stream holds now. A fetch
+		// that waited for a full batch would hold every round for its
+		// whole wait while a writer trickles changes in, and the mirror
+		// would lag by that much.
+		batch, err := f.cons.FetchNoWait(fetchBatch)
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
@@ -242,17 +247,18 @@ func (f *Follower) read(ctx context.Context, res *FollowResult) error {
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch: %w", err)
 		}
-		if n == 0 || ctx.Err() != nil {
-			return ctx.Err()
+		if n < fetchBatch || ctx.Err() != nil {
+			return ctx.Err() // nothing more for now
 		}
 	}
 	return nil
 }
 
-// The bounds of one round's reading.
+// The bounds of one round's reading, and of one fetch.
 const (
-	roundRead = 5 * time.Second
-	roundMsgs = 100_000
+	roundRead  = 5 * time.Second
+	roundMsgs  = 100_000
+	fetchBatch = 1000
 )
 
 // take files one message under its answer.
@@ -294,6 +300,11 @@ func (f *Follower) take(m jetstream.Msg, res *FollowResult) error {
 			return nil
 		}
 		a = &followAnswer{query: fm.Query, prev: fm.Blessed, count: fm.Count, paths: map[int]followEntry{}}
+		if fm.Prev != nil {
+			// Answers without paths send no message: prev skips them,
+			// where blessed would name one as missed.
+			a.prev = *fm.Prev
+		}
 		f.open[fm.Query] = a
 	}
 	a.msgs = append(a.msgs, m)

@@ -203,3 +203,60 @@ func TestFollowerRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerSkipsEmptyAnswers: an exporter's rounds whose answers hold
+// no path send no message, so an answer's "blessed" names one the
+// follower never saw; "prev" (the last earlier answer with paths) tells
+// that nothing was missed, and the follower copies the answer's paths
+// only. A prev that the follower did not get whole still makes it copy
+// the whole tree.
+func TestFollowerSkipsEmptyAnswers(t *testing.T) {
+	ts, js, _ := followStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	src, dest := fakeSource(t), t.TempDir()
+	for _, n := range []string{"a", "b", "c"} {
+		os.WriteFile(filepath.Join(src, n), []byte(n), 0o644)
+	}
+	f, err := NewFollower(ctx, FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: src, Dest: dest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	publish := func(query, blessed, prev uint64, paths ...string) {
+		t.Helper()
+		for i, p := range paths {
+			b, _ := json.Marshal(map[string]any{"host": "h", "mount": "/m", "consumer": "default", "query": query, "blessed": blessed,
+				"prev": prev, "count": len(paths), "index": i, "path": p, "type": "file"})
+			if _, err := js.Publish(ctx, "hsmfs.h.m.default", b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round := func(what string) FollowResult {
+		t.Helper()
+		res, err := f.Round(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return res
+	}
+	publish(2, 1, 0, "a")
+	round("answer 2")
+	// A file only DEST holds: a whole copy would delete it.
+	os.WriteFile(filepath.Join(dest, "only-in-dest"), nil, 0o644)
+	publish(5, 4, 2, "b") // answers 3 and 4 were empty
+	if res := round("answer 5 after two empty answers"); res.Whole {
+		t.Fatalf("answer 5 (prev 2, two empty answers between) was copied whole: %s", res.WhyWhole)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "b")); err != nil {
+		t.Fatal("b not copied")
+	}
+	publish(9, 8, 7, "c") // answer 7 had paths, and never came
+	if res := round("answer 9 after a lost one"); !res.Whole {
+		t.Fatal("answer 9 follows answer 7, which never came, and was not copied whole")
+	}
+	if _, err := os.Stat(filepath.Join(dest, "only-in-dest")); err == nil {
+		t.Fatal("the whole copy kept what SOURCE does not hold")
+	}
+}

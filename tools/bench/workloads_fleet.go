@@ -93,7 +93,11 @@ func runFleet(ctx context.Context, e *Env, res *Results, w *workload) error {
 	}
 	set("fleet.rate1", float64(one.count)/one.publish)
 	// Mount 0 gets new pending paths, and the six export at once.
-	if _, _, _, err := createPending(ctx, mnts[0], fleetPaths(e.sz), e.sz.pendingWorkers, e.sz.pendingBudget, "fleet-again"); err != nil {
+	again := filepath.Join(mnts[0], "again")
+	if err := os.Mkdir(again, 0o755); err != nil {
+		return err
+	}
+	if _, _, _, err := createPending(ctx, again, fleetPaths(e.sz), e.sz.pendingWorkers, e.sz.pendingBudget, "fleet-again"); err != nil {
 		return err
 	}
 	rounds := make([]roundFigures, fleetMounts)
@@ -149,6 +153,9 @@ func followerLag(ctx context.Context, e *Env, urls, mnt string) (p50, p99 float6
 		exec.CommandContext(ctx, e.cfg.hsmfsBin, "follow", "--every", "500ms", "--nats", urls, "--stream", exportStream,
 			"--durable", "bench-lag", "--filter", filter, mnt, dest),
 	}
+	var followLog bytes.Buffer
+	procs[1].Stderr = &followLog
+	defer func() { fmt.Printf("  fleet: the follower's log (tail):\n%s\n", lastLines(followLog.String(), 12)) }()
 	for _, p := range procs {
 		if err := p.Start(); err != nil {
 			return 0, 0, err
@@ -282,3 +289,4 @@ func clusterStream(nodes []*server.Server) (msgs, bytes uint64, err error) {
 	}
 	return 0, 0, fmt.Errorf("stream %s not found on the cluster", exportStream)
 }
+
