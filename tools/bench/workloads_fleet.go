@@ -289,4 +289,3 @@ func clusterStream(nodes []*server.Server) (msgs, bytes uint64, err error) {
 	}
 	return 0, 0, fmt.Errorf("stream %s not found on the cluster", exportStream)
 }
-
