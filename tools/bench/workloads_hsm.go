@@ -30,7 +30,7 @@ func hsmWorkload(sz sizes) *workload {
 			{ID: "hsm.archive", Label: fmt.Sprintf("hsm archive of %d MiB", big), Unit: "MiB/s", Section: secAbsolute, Higher: true},
 			{ID: "hsm.archive.ratio", Label: "archive / that copy", Unit: "x", Section: secAbsolute, Higher: true, Goal: Goal{Op: ">=", Value: 0.90}},
 			{ID: "hsm.restore.raw", Label: fmt.Sprintf("reference: copy %d MiB from the tier into BACKING, fsync, caches dropped", big), Unit: "s", Section: secAbsolute},
-			{ID: "hsm.restore", Label: fmt.Sprintf("restore on open: cat of the released %d MiB file, caches dropped", big), Unit: "s", Section: secAbsolute},
+			{ID: "hsm.restore", Label: fmt.Sprintf("restore on open: open and first byte of the released %d MiB file, caches dropped", big), Unit: "s", Section: secAbsolute},
 			{ID: "hsm.restore.ratio", Label: "restore on open / that copy", Unit: "x", Section: secAbsolute, Goal: Goal{Op: "<=", Value: 1.10}},
 			{ID: "hsm.read.never", Label: fmt.Sprintf("read %d MiB never released, caches dropped", big), Unit: "MiB/s", Section: secAbsolute, Higher: true},
 			{ID: "hsm.read.restored", Label: "the same file after a release and a restore", Unit: "MiB/s", Section: secAbsolute, Higher: true},
@@ -123,29 +123,36 @@ func hsmBig(e *Env, mnt, backing, tierDir string, hsm func(...string) error, set
 	set("hsm.archive.raw", copyRate)
 	set("hsm.archive", archiveRate)
 	set("hsm.archive.ratio", archiveRate/copyRate)
-	if err := hsm("hsm", "release", big); err != nil {
-		return err
+	// Restore on open against a plain copy from the tier into BACKING
+	// (synced, as a restore is), caches dropped before each; they
+	// alternate three times, and the median of each counts.
+	var raws, restores []float64
+	for range 3 {
+		if err := hsm("hsm", "release", big); err != nil {
+			return err
+		}
+		dropCaches()
+		start := time.Now()
+		if err := copyFileSync(filepath.Join(tierDir, "reference"), filepath.Join(backing, "reference")); err != nil {
+			return err
+		}
+		raws = append(raws, time.Since(start).Seconds())
+		os.Remove(filepath.Join(backing, "reference"))
+		dropCaches()
+		start = time.Now()
+		if err := firstByte(big); err != nil {
+			return err
+		}
+		restores = append(restores, time.Since(start).Seconds())
 	}
-	dropCaches()
-	start := time.Now()
-	if err := copyFileSync(filepath.Join(tierDir, "reference"), filepath.Join(backing, "reference")); err != nil {
-		return err
-	}
-	raw := time.Since(start).Seconds()
-	os.Remove(filepath.Join(backing, "reference"))
+	raw, restore := median(raws), median(restores)
 	set("hsm.restore.raw", raw)
-	dropCaches()
-	start = time.Now()
-	if _, err := readAll(big); err != nil {
-		return err
-	}
-	restore := time.Since(start).Seconds()
 	set("hsm.restore", restore)
 	set("hsm.restore.ratio", restore/raw)
 	var rates [2]float64
 	for i, r := range []struct{ id, path string }{{"hsm.read.never", never}, {"hsm.read.restored", big}} {
 		dropCaches()
-		start = time.Now()
+		start := time.Now()
 		if _, err := readAll(r.path); err != nil {
 			return err
 		}
@@ -180,16 +187,9 @@ func hsmFirstByte(mnt string, hsm func(...string) error, set func(string, float6
 	}
 	dropCaches()
 	lat := make([]float64, 0, len(paths))
-	one := make([]byte, 1)
 	for _, p := range paths {
 		start := time.Now()
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		_, err = f.Read(one)
-		f.Close()
-		if err != nil {
+		if err := firstByte(p); err != nil {
 			return err
 		}
 		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
@@ -301,4 +301,16 @@ func readAll(p string) (int64, error) {
 	}
 	defer f.Close()
 	return io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
+}
+
+// firstByte opens p and reads one byte: through the mount, the open of a
+// released file returns once it is restored.
+func firstByte(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Read(make([]byte, 1))
+	return err
 }
