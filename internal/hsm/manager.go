@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -254,6 +255,12 @@ func (m *Manager) lookup(id identity) *entry {
 	}
 	e.mu.Lock()
 	stale := e.f.Btime != id.btime
+	if !stale && id.btime == 0 && e.f.Handle != nil {
+		// No birth times on this file system (ext3, small ext4 inodes,
+		// XFS v4): the handle, which holds the inode's generation,
+		// tells a file that took a deleted one's inode number.
+		stale = !bytes.Equal(handleOf(id.fd), e.f.Handle)
+	}
 	if !stale {
 		m.settleTruncate(e, id)
 	}

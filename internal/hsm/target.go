@@ -23,6 +23,7 @@ type Target struct {
 // identity is who a file is: its inode and birth time, and the version
 // facts that say whether its content may have changed.
 type identity struct {
+	fd      int // the fd it was taken from, valid while the caller's is
 	dev     uint64
 	ino     uint64
 	btime   int64
@@ -41,6 +42,7 @@ func identify(fd int) (identity, error) {
 		return identity{}, fmt.Errorf("statx: %w", err)
 	}
 	id := identity{
+		fd:      fd,
 		dev:     unix.Mkdev(st.Dev_major, st.Dev_minor),
 		ino:     st.Ino,
 		size:    int64(st.Size),
