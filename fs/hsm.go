@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,12 @@ func (n *Node) hsmOpening(ctx context.Context, fd int, write, trunc bool) syscal
 // whose new state could not be recorded).
 func (n *Node) truncate(fd int) syscall.Errno {
 	err := unix.Ftruncate(fd, 0)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBADF) {
+		// O_RDONLY|O_TRUNC: the fd may not write; the file is the
+		// fd's, reached through /proc (the caller's permission to
+		// write it was checked with the open).
+		err = unix.Truncate(backing.ProcFd(fd), 0)
+	}
 	if n.r.hsm != nil {
 		if herr := n.r.hsm.Truncated(n.hsmTarget(fd), err); err == nil && herr != nil {
 			return toErrno(herr)

@@ -50,7 +50,9 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	// The HSM hears of the open before a truncation reaches the file
 	// (hsm.go), so the truncation is done here, not by openat.
-	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	// O_RDONLY|O_TRUNC truncates too, on Linux (for a caller who may
+	// write the file).
+	trunc := flags&syscall.O_TRUNC != 0
 	uncount := n.countOpen(flags)
 	fd, errno := n.openSelf(flags &^ syscall.O_TRUNC)
 	if errno == 0 {
@@ -143,7 +145,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	parent := &newParent{r: n.r, fd: dirfd}
 	mode = n.r.callerMode(ctx, parent, mode)
-	trunc := flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	trunc := flags&syscall.O_TRUNC != 0
 	fd, made, err := createAt(dirfd, name, int(flags&^syscall.O_TRUNC), mode)
 	if err != nil {
 		return fail(toErrno(err))
