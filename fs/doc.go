@@ -17,7 +17,10 @@
 // inode flags ioctls, the only ones that reach BACKING), killpriv.go
 // (clearing setuid, setgid and capabilities under HANDLE_KILLPRIV_V2),
 // file.go (the open file: write, fallocate, release, kernel passthrough),
-// control.go (the .hsm directory), moves.go
+// control.go (the .hsm directory), hsm.go (the HSM's side: restore and
+// dirty at open, the commands and states as virtual xattrs, deleted
+// files' states dropped), norecall.go (hsmfs's own consumers read
+// released files from the tier), moves.go
 // (renames that go-fuse has not applied to its tree yet), identity.go
 // (every fd checked to be its node's inode, so that an operation never
 // acts on what a stale path names), intent.go (the gate of every
@@ -34,8 +37,11 @@
 // flags and umasks of requests in flight (killFlags.pending and
 // killFlags.umasks, sync.Maps: one store and one delete per request that
 // carries one, no lock held across calls), Root.noACLs (atomic: set once BACKING's file system says it
-// has no ACLs) and Node.writers (atomic: the node's open writable files,
-// counted at open and release, read by getattr, statx and lookup). Ordering between modifications and queries is the
+// has no ACLs), Node.writers and Node.opens (atomic: the node's open
+// writable files and all its open files, counted before an open asks the
+// HSM and uncounted at release; read by getattr, statx, lookup and the
+// HSM's release and archive), and Root.noRecall (its own mutex: the
+// processes registered with "norecall PID"). Ordering between modifications and queries is the
 // tracker's job.
 //
 // # Ownership of BACKING and modes
