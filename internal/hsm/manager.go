@@ -239,6 +239,16 @@ func (m *Manager) tier(ctx context.Context, id uint32) (tier.Tier, error) {
 	return t, nil
 }
 
+// find identifies the file of t and returns its entry (nil: the file has
+// no state).
+func (m *Manager) find(t Target) (identity, *entry, error) {
+	id, err := identify(t.Fd)
+	if err != nil {
+		return id, nil, err
+	}
+	return id, m.lookup(id), nil
+}
+
 // lookup returns the entry of id, or nil. An entry whose birth time is
 // not the file's belongs to a file that is gone (its inode number was
 // handed out again): it is dropped, and its tier object collected. A

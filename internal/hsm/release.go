@@ -26,11 +26,10 @@ import (
 // needs no sync, and a release costs one journal sync, which concurrent
 // releases share (group commit).
 func (m *Manager) Release(ctx context.Context, t Target) error {
-	id, err := identify(t.Fd)
+	id, e, err := m.find(t)
 	if err != nil {
 		return err
 	}
-	e := m.lookup(id)
 	if e == nil {
 		return ErrNotArchived
 	}
@@ -141,11 +140,10 @@ func punch(fd int, id identity) error {
 // record is durable before the object is deleted; recovery finishes a
 // pending remove.
 func (m *Manager) Remove(ctx context.Context, t Target) error {
-	id, err := identify(t.Fd)
+	_, e, err := m.find(t)
 	if err != nil {
 		return err
 	}
-	e := m.lookup(id)
 	if e == nil {
 		return nil
 	}
@@ -236,11 +234,10 @@ func (m *Manager) Mark(t Target, flag Flags, set bool) error {
 // State returns the file's HSM state (a zero File with Ino set for a file
 // that is only "exists").
 func (m *Manager) State(t Target) (File, error) {
-	id, err := identify(t.Fd)
+	id, e, err := m.find(t)
 	if err != nil {
 		return File{}, err
 	}
-	e := m.lookup(id)
 	if e == nil {
 		return File{Ino: id.ino, Btime: id.btime}, nil
 	}

@@ -165,11 +165,10 @@ func (m *Manager) settleTruncate(e *entry, id identity) {
 
 // Restore brings a released file's content back (hsm restore).
 func (m *Manager) Restore(ctx context.Context, t Target) error {
-	id, err := identify(t.Fd)
+	id, e, err := m.find(t)
 	if err != nil {
 		return err
 	}
-	e := m.lookup(id)
 	if e == nil {
 		return nil
 	}
