@@ -453,3 +453,68 @@ func TestForeignBlessPublishesFull(t *testing.T) {
 		t.Errorf("message after the exporter's own bless says full: %s", last)
 	}
 }
+
+// TestPrevSkipsEmptyAnswers: messages carry prev, the last earlier answer
+// with paths that the exporter published and blessed; an empty answer
+// sends nothing and does not become prev. A new exporter finds prev from
+// the stream's last message of its subject, if the mount blessed that
+// answer, and otherwise leaves it out.
+func TestPrevSkipsEmptyAnswers(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "", 7, "a")
+	status := func(blessed uint64) {
+		t.Helper()
+		b := fmt.Sprintf(`{"last_blessed":%d,"consumers":[{"name":"default","last_blessed":%d}]}`, blessed, blessed)
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status(0)
+	prevs := func() []any {
+		var out []any
+		for _, m := range streamMsgs(t, ts, "HSMFS") {
+			var body map[string]any
+			json.Unmarshal(m.Data, &body)
+			out = append(out, body["prev"])
+		}
+		return out
+	}
+	round := func(x *Exporter, id uint64, paths ...string) {
+		t.Helper()
+		setAnswer(t, dir, id, len(paths), paths...)
+		if res, err := x.Round(context.Background()); err != nil || !res.Blessed {
+			t.Fatalf("round %d: %+v, %v", id, res, err)
+		}
+	}
+	x, err := New(context.Background(), testConfig(ts, mount), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	round(x, 7, "a")
+	round(x, 9)       // empty: no message
+	round(x, 11, "b") // prev 7, not 9
+	x.Close()
+	if got, want := fmt.Sprint(prevs()), "[0 7]"; got != want {
+		t.Fatalf("prev of the messages: %s, want %s", got, want)
+	}
+	// A new exporter: the mount blessed answer 11, the stream's last.
+	status(11)
+	x, err = New(context.Background(), testConfig(ts, mount), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	round(x, 13, "c")
+	x.Close()
+	// One started after a round that published and did not bless.
+	status(12)
+	setAnswer(t, dir, 15, 1, "d")
+	x, err = New(context.Background(), testConfig(ts, mount), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	round(x, 15, "d")
+	if got, want := fmt.Sprint(prevs()), "[0 7 11 <nil>]"; got != want {
+		t.Fatalf("prev of the messages: %s, want %s", got, want)
+	}
+}
