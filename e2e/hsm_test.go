@@ -464,3 +464,23 @@ func TestHSMRun(t *testing.T) {
 		mustRead(t, filepath.Join(m.Mnt, name), data)
 	}
 }
+
+// TestHSMOtherFileSystem: a file on a file system mounted inside BACKING
+// has no HSM state (inode numbers say which file is which only within one
+// file system): archive is refused with a reason.
+func TestHSMOtherFileSystem(t *testing.T) {
+	b, mnt, j := newDirs(t)
+	sub := filepath.Join(b, "sub")
+	must(t, os.Mkdir(sub, 0o755))
+	if err := syscall.Mount("none", sub, "tmpfs", 0, ""); err != nil {
+		t.Skipf("tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(sub, syscall.MNT_DETACH) })
+	m := mount(t, withBacking(b), withMnt(mnt), withJournal(j))
+	if r := hsm(t, "tier", "add", m.Mnt, "1", dirTier(t).url); r.code != 0 {
+		t.Fatalf("tier add: %v", r)
+	}
+	must(t, os.WriteFile(filepath.Join(m.Mnt, "sub", "x"), []byte("on tmpfs"), 0o644))
+	hsmRefused(t, "on a file system mounted inside BACKING", "archive", filepath.Join(m.Mnt, "sub", "x"))
+	wantStates(t, filepath.Join(m.Mnt, "sub", "x"), "exists")
+}

@@ -65,7 +65,7 @@ var hsmErrnos = []struct {
 	{hsm.ErrNotRegular, syscall.EINVAL}, {hsm.ErrNotArchived, syscall.ENODATA},
 	{hsm.ErrDirty, syscall.ESTALE}, {hsm.ErrBusy, syscall.EBUSY},
 	{hsm.ErrChanged, syscall.EAGAIN}, {hsm.ErrReleased, syscall.EPERM},
-	{hsm.ErrRefused, syscall.EPERM},
+	{hsm.ErrRefused, syscall.EPERM}, {hsm.ErrOtherFS, syscall.EXDEV},
 	{context.DeadlineExceeded, syscall.EIO}, {context.Canceled, syscall.EINTR},
 }
 

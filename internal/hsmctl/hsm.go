@@ -128,6 +128,7 @@ var hsmReasons = map[syscall.Errno]string{
 	syscall.EPERM:   "refused: released (restore it first), or marked norelease or noarchive",
 	syscall.EIO:     "the tier failed or does not hold what was archived (see the mount's log)",
 	syscall.ENOTSUP: "not an hsmfs mount, or one without an HSM",
+	syscall.EXDEV:   "on a file system mounted inside BACKING: only BACKING's own file system has HSM states",
 }
 
 func (e *HSMError) Error() string {
