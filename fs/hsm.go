@@ -27,9 +27,10 @@ func (n *Node) hsmTarget(fd int) hsm.Target {
 }
 
 // hsmOpening lets the manager restore or dirty the file before the open
-// (or the truncation) goes on.
+// (or the truncation) goes on. While no file has a state, every open
+// passes with one atomic load (no Target is built).
 func (n *Node) hsmOpening(ctx context.Context, fd int, write, trunc bool) syscall.Errno {
-	if n.r.hsm == nil {
+	if n.r.hsm == nil || !n.r.hsm.Tracking() {
 		return 0
 	}
 	return toErrno(n.r.hsm.Opening(ctx, n.hsmTarget(fd), write, trunc))
@@ -46,7 +47,9 @@ func (n *Node) truncate(fd int) syscall.Errno {
 		// write it was checked with the open).
 		err = unix.Truncate(backing.ProcFd(fd), 0)
 	}
-	if n.r.hsm != nil {
+	// A truncation that Opening recorded keeps its file's state (and so
+	// Tracking) until Truncated; without one there is nothing to tell.
+	if n.r.hsm != nil && n.r.hsm.Tracking() {
 		if herr := n.r.hsm.Truncated(n.hsmTarget(fd), err); err == nil && herr != nil {
 			return toErrno(herr)
 		}

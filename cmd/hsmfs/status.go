@@ -57,7 +57,7 @@ func writeStatus(w io.Writer, st *hsmctl.Status, now time.Time) {
 	add := func(k, format string, args ...any) { rows = append(rows, [2]string{k, fmt.Sprintf(format, args...)}) }
 	add("mountpoint", "%s (daemon pid %d, mounted %s, run %d)", st.Mountpoint, st.Pid, ago(st.Mounted, now), st.Run)
 	add("backing", "%s", st.Backing)
-	add("journal", "%s (%s free on its disk, reserve %s)", st.Journal, bytesIEC(st.JournalFree), bytesIEC(st.JournalReserve))
+	add("journal", "%s (%s free on its disk, reserve %s)", st.Journal, hsmctl.BytesIEC(st.JournalFree), hsmctl.BytesIEC(st.JournalReserve))
 	if st.JournalLow {
 		add("WARNING", "the journal's disk is below its reserve: every modification fails with ENOSPC until space is freed")
 	}
@@ -175,20 +175,6 @@ func trimZero(s, zero string) string {
 }
 
 func isDigit(b byte) bool { return b >= '0' && b <= '9' }
-
-// bytesIEC shows a size as 12.3 GiB.
-func bytesIEC(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 // plural is "1 path", "2 paths".
 func plural(n int64, word string) string {

@@ -384,11 +384,7 @@ func (m *Manager) Tracking() bool { return m.tracked.Load() > 0 }
 // after an unlink or a rename removed its last link): its tier object is
 // collected.
 func (m *Manager) Forget(t Target) {
-	id, err := identify(t.Fd)
-	if err != nil {
-		return
-	}
-	if e := m.lookup(id); e != nil {
+	if _, e, err := m.find(t); err == nil && e != nil {
 		m.forget(e)
 	}
 }
@@ -398,6 +394,6 @@ func (m *Manager) Tracks(fd int) bool {
 	if !m.Tracking() {
 		return false
 	}
-	id, err := identify(fd)
-	return err == nil && m.lookup(id) != nil
+	_, e, err := m.find(Target{Fd: fd})
+	return err == nil && e != nil
 }

@@ -121,3 +121,17 @@ type ConsumerStatus struct {
 	Reset           bool    `json:"reset"`
 	Lagging         bool    `json:"lagging"`
 }
+
+// BytesIEC shows a size as 12.3 GiB (status, hsm run).
+func BytesIEC(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -45,7 +45,7 @@ type Report struct {
 
 func (r Report) String() string {
 	return fmt.Sprintf("query %d: %d listed, %d candidates; archived %d (%s), released %d (%s); BACKING %.1f%% -> %.1f%% used; %d failed",
-		r.Query, r.Listed, r.Candidates, r.Archived, size(r.ArchivedBytes), r.Released, size(r.FreedBytes), r.UsedBefore, r.UsedAfter, r.Failed)
+		r.Query, r.Listed, r.Candidates, r.Archived, hsmctl.BytesIEC(uint64(r.ArchivedBytes)), r.Released, hsmctl.BytesIEC(uint64(r.FreedBytes)), r.UsedBefore, r.UsedAfter, r.Failed)
 }
 
 // Runner runs rounds on one mount.
