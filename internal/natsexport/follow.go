@@ -177,11 +177,11 @@ func (f *Follower) Round(ctx context.Context) (FollowResult, error) {
 	var res FollowResult
 	stop := f.keepHeld()
 	defer stop()
-	gap, last, err := f.gap(ctx)
+	gap, last, pending, err := f.gap(ctx)
 	if err != nil {
 		return res, err
 	}
-	if err := f.read(ctx, &res); err != nil {
+	if err := f.read(ctx, &res, pending); err != nil {
 		return res, err
 	}
 	if len(f.whole) == 0 && gap == "" {
@@ -204,36 +204,52 @@ func (f *Follower) Round(ctx context.Context) (FollowResult, error) {
 // holds messages that the follower may never have read: the stream's
 // limits dropped them, or it was purged (its first sequence is past what
 // the consumer acked and what this process read or covered). It also
-// returns the stream's last sequence, which a whole copy covers. With a
-// filter the dropped messages may all be other mounts'; the follower
-// cannot tell, and copies whole.
-func (f *Follower) gap(ctx context.Context) (string, uint64, error) {
+// returns the stream's last sequence, which a whole copy covers, and how
+// many messages the consumer had not yet delivered. With a filter the
+// dropped messages may all be other mounts'; the follower cannot tell,
+// and copies whole.
+func (f *Follower) gap(ctx context.Context) (why string, last, pending uint64, err error) {
 	ci, err := f.cons.Info(ctx)
 	if err != nil {
-		return "", 0, fmt.Errorf("consumer %q: %w", f.cfg.Durable, err)
+		return "", 0, 0, fmt.Errorf("consumer %q: %w", f.cfg.Durable, err)
 	}
 	s, err := f.js.Stream(ctx, f.cfg.Stream)
 	if err != nil {
-		return "", 0, fmt.Errorf("stream %q: %w", f.cfg.Stream, err)
+		return "", 0, 0, fmt.Errorf("stream %q: %w", f.cfg.Stream, err)
 	}
 	st := s.CachedInfo().State
 	if first := st.FirstSeq; first > 1 && first > ci.AckFloor.Stream+1 && f.lastSeq < first-1 {
-		return fmt.Sprintf("the stream no longer holds messages %d to %d, which this follower did not read", max(ci.AckFloor.Stream, f.lastSeq)+1, first-1), st.LastSeq, nil
+		why = fmt.Sprintf("the stream no longer holds messages %d to %d, which this follower did not read", max(ci.AckFloor.Stream, f.lastSeq)+1, first-1)
 	}
-	return "", st.LastSeq, nil
+	return why, st.LastSeq, ci.NumPending, nil
 }
 
 // read fetches until the stream has nothing more for now, or for at most
 // roundRead time or roundMsgs messages: writers that never pause must not
-// keep a round from copying.
-func (f *Follower) read(ctx context.Context, res *FollowResult) error {
+// keep a round from copying. pending is what the consumer had not yet
+// delivered when the round began; the round reads at least that much.
+func (f *Follower) read(ctx context.Context, res *FollowResult, pending uint64) error {
 	start := time.Now()
+	var got uint64
 	for time.Since(start) < roundRead && res.Messages < roundMsgs {
-		// No wait: a round takes what the stream holds now. A fetch
-		// that waited for a full batch would hold every round for its
-		// whole wait while a writer trickles changes in, and the mirror
-		// would lag by that much.
-		batch, err := f.cons.FetchNoWait(fetchBatch)
+		// A round takes what the stream holds now, without waiting for
+		// more: a fetch that waited for a full batch would hold every
+		// round for its whole wait while a writer trickles changes in,
+		// and the mirror would lag by that much. But a no-wait fetch can
+		// be answered "nothing" before the consumer has counted a
+		// message the stream has just stored, so what the consumer
+		// already said it holds is fetched with a short wait.
+		want, wait := fetchBatch, false
+		if got < pending {
+			want, wait = int(min(pending-got, fetchBatch)), true
+		}
+		var batch jetstream.MessageBatch
+		var err error
+		if wait {
+			batch, err = f.cons.Fetch(want, jetstream.FetchMaxWait(fetchWait))
+		} else {
+			batch, err = f.cons.FetchNoWait(want)
+		}
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
@@ -247,7 +263,8 @@ func (f *Follower) read(ctx context.Context, res *FollowResult) error {
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetch: %w", err)
 		}
-		if n < fetchBatch || ctx.Err() != nil {
+		got += uint64(n)
+		if n == 0 || (n < want && got >= pending) || ctx.Err() != nil {
 			return ctx.Err() // nothing more for now
 		}
 	}
@@ -259,6 +276,7 @@ const (
 	roundRead  = 5 * time.Second
 	roundMsgs  = 100_000
 	fetchBatch = 1000
+	fetchWait  = time.Second
 )
 
 // take files one message under its answer.

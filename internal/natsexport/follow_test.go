@@ -67,6 +67,54 @@ func fakeSource(t *testing.T) string {
 	return src
 }
 
+// settledRound runs one round of f once its consumer counts every message the
+// stream holds: the server stores a message and only then tells its
+// consumers, so a round right after a publish could miss it (and take it
+// the next round, which a test cannot wait for).
+func settledRound(ctx context.Context, t *testing.T, f *Follower) (FollowResult, error) {
+	t.Helper()
+	consumerSettles(ctx, t, f, "to count what the stream holds", func(ci *jetstream.ConsumerInfo, st jetstream.StreamState) bool {
+		return max(ci.Delivered.Stream, st.FirstSeq-1)+ci.NumPending >= st.LastSeq
+	})
+	return f.Round(ctx)
+}
+
+// unacked waits for the count of f's delivered and unacked messages to
+// be want, and returns it: the server applies an ack some time after it
+// received it.
+func unacked(ctx context.Context, t *testing.T, f *Follower, want int) int {
+	t.Helper()
+	ci := consumerSettles(ctx, t, f, "", func(ci *jetstream.ConsumerInfo, _ jetstream.StreamState) bool { return ci.NumAckPending == want })
+	return ci.NumAckPending
+}
+
+// consumerSettles polls f's consumer until ok holds, for at most 5 s; it
+// fails the test then only if what names what it waited for.
+func consumerSettles(ctx context.Context, t *testing.T, f *Follower, what string, ok func(*jetstream.ConsumerInfo, jetstream.StreamState) bool) *jetstream.ConsumerInfo {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ci, err := f.cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := f.js.Stream(ctx, f.cfg.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(ci, s.CachedInfo().State) {
+			return ci
+		}
+		if time.Now().After(deadline) {
+			if what != "" {
+				t.Fatalf("the consumer did not settle %s: %+v", what, ci)
+			}
+			return ci
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestFollowerRound: a whole answer is copied, and its messages acked;
 // not while the source is not a live mount (a bare mount point would
 // make rsync delete what DEST holds).
@@ -84,14 +132,14 @@ func TestFollowerRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	os.Rename(filepath.Join(src, ".hsm"), filepath.Join(src, ".down"))
-	if _, err := f.Round(ctx); err == nil || !strings.Contains(err.Error(), "not a live hsmfs mount") {
+	if _, err := settledRound(ctx, t, f); err == nil || !strings.Contains(err.Error(), "not a live hsmfs mount") {
 		t.Errorf("a round while the mount is down: %v, want a refusal", err)
 	}
-	if ci, _ := f.cons.Info(ctx); ci.NumAckPending != 2 {
-		t.Errorf("%d messages unacked after a refused round, want 2", ci.NumAckPending)
+	if n := unacked(ctx, t, f, 2); n != 2 {
+		t.Errorf("%d messages unacked after a refused round, want 2", n)
 	}
 	os.Rename(filepath.Join(src, ".down"), filepath.Join(src, ".hsm"))
-	res, err := f.Round(ctx)
+	res, err := settledRound(ctx, t, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,9 +149,8 @@ func TestFollowerRound(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dest, "b")); string(b) != "b" {
 		t.Errorf("b not copied")
 	}
-	ci, _ := f.cons.Info(ctx)
-	if ci.NumAckPending != 0 {
-		t.Errorf("%d messages unacked after the copy", ci.NumAckPending)
+	if n := unacked(ctx, t, f, 0); n != 0 {
+		t.Errorf("%d messages unacked after the copy", n)
 	}
 }
 
@@ -128,18 +175,11 @@ func TestFollowerWholeCopies(t *testing.T) {
 	subj := "hsmfs.h.m.default"
 	round := func(what string) FollowResult {
 		t.Helper()
-		res, err := f.Round(ctx)
+		res, err := settledRound(ctx, t, f)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return res
-	}
-	unacked := func() int {
-		ci, err := f.cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ci.NumAckPending
 	}
 
 	publishAnswer(t, js, subj, 1, true, map[string]string{".": "dir"})
@@ -153,12 +193,12 @@ func TestFollowerWholeCopies(t *testing.T) {
 	// Half of answer 2 (its exporter died), then answer 3 whole.
 	b, _ := json.Marshal(map[string]any{"host": "h", "mount": "/m", "consumer": "default", "query": 2, "count": 2, "index": 0, "path": "a", "type": "file"})
 	js.Publish(ctx, subj, b)
-	if res := round("half"); res.Answers != 0 || res.Pending != 1 || unacked() != 1 {
-		t.Errorf("half an answer: %+v, %d unacked, want it held", res, unacked())
+	if res := round("half"); res.Answers != 0 || res.Pending != 1 || unacked(ctx, t, f, 1) != 1 {
+		t.Errorf("half an answer: %+v, %d unacked, want it held", res, unacked(ctx, t, f, 1))
 	}
 	publishAfter(t, js, subj, 3, 1, false, map[string]string{"a": "file"})
-	if res := round("covered"); res.Answers != 1 || res.Pending != 0 || unacked() != 0 {
-		t.Errorf("a later whole answer: %+v, %d unacked, want the half one dropped", res, unacked())
+	if res := round("covered"); res.Answers != 1 || res.Pending != 0 || unacked(ctx, t, f, 0) != 0 {
+		t.Errorf("a later whole answer: %+v, %d unacked, want the half one dropped", res, unacked(ctx, t, f, 0))
 	}
 
 	// The stream loses messages the follower did not read.
@@ -180,7 +220,7 @@ func TestFollowerWholeCopies(t *testing.T) {
 
 	b, _ = json.Marshal(map[string]any{"host": "h", "mount": "/other", "consumer": "default", "query": 9, "count": 1, "index": 0, "path": "a", "type": "file"})
 	js.Publish(ctx, "hsmfs.h.other.default", b)
-	if _, err := f.Round(ctx); err == nil || !strings.Contains(err.Error(), "--filter") {
+	if _, err := settledRound(ctx, t, f); err == nil || !strings.Contains(err.Error(), "--filter") {
 		t.Errorf("a second mount's message: %v, want a refusal naming --filter", err)
 	}
 }
@@ -235,7 +275,7 @@ func TestFollowerSkipsEmptyAnswers(t *testing.T) {
 	}
 	round := func(what string) FollowResult {
 		t.Helper()
-		res, err := f.Round(ctx)
+		res, err := settledRound(ctx, t, f)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
