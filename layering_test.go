@@ -77,10 +77,11 @@ var allowed = map[string][]string{
 	// The archive tiers; the S3 client is theirs alone.
 	"internal/tier": {minio, xsys},
 	// hsm run, the HSM's policy daemon: a client of the mount.
-	"internal/hsmrun":     {"internal/hsmctl"},
-	"internal/metrics":    {"checkpoint", "journal", prom, xsys},
-	"internal/mountinfo":  {moby, xsys},
-	"internal/natsexport": {"internal/hsmctl", natsClient, xsys},
+	"internal/hsmrun":    {"internal/hsmctl"},
+	"internal/metrics":   {"checkpoint", "journal", prom, xsys},
+	"internal/mountinfo": {moby, xsys},
+	// Export and follow; follow runs rsync as hsmfs sync does.
+	"internal/natsexport": {"internal/hsmctl", "internal/sync", natsClient, xsys},
 	"internal/outside":    {xsys},
 	"internal/sync":       {"internal/hsmctl", xsys},
 	// The daemon's lifecycle: the order of a mount's steps, and the
@@ -90,7 +91,7 @@ var allowed = map[string][]string{
 		"internal/metrics", "internal/mountinfo", "internal/outside", xsys},
 	// Flags, subcommands, the re-executed daemon's pipe, systemd.
 	"cmd/hsmfs": {"checkpoint", "journal", "internal/holders", "internal/hsmctl", "internal/hsmrun", "internal/lifecycle", "internal/manpage",
-		"internal/mountinfo", "internal/natsexport", "internal/sync", systemd, xsys},
+		"internal/metrics", "internal/mountinfo", "internal/natsexport", "internal/sync", systemd, xsys},
 	".":                     {}, // this test
 	"e2e":                   {}, // tests only, which run the built binary
 	"tools/rate":            {},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ func TestFollow(t *testing.T) {
 		*fleetMount
 		follower *exporter // the hsmfs follow process (the same runner)
 		durable  string
+		metrics  string // its --metrics address
 	}
 	var fleet []*followed
 	for i := 0; i < 2; i++ {
@@ -65,8 +67,10 @@ func TestFollow(t *testing.T) {
 		f.exp = startExporter(t, filepath.Join(dir, "export.log"),
 			"export", "--every", "200ms", "--timeout", "10s", "--nats", ns.url(), "--stream", exportStream, f.mnt)
 		filter := natsexport.Subject(natsexport.DefaultSubjectPrefix, host, f.mnt, natsexport.DefaultConsumer)
+		f.metrics = freeAddr(t)
 		f.follower = startExporter(t, filepath.Join(dir, "follow.log"),
-			"follow", "--every", "300ms", "--nats", ns.url(), "--stream", exportStream, "--durable", f.durable, "--filter", filter, f.mnt, f.dest)
+			"follow", "--every", "300ms", "--nats", ns.url(), "--stream", exportStream, "--durable", f.durable, "--filter", filter,
+			"--metrics", f.metrics, f.mnt, f.dest)
 		wg.Add(1)
 		go f.writer(seed+uint64(i), &stop, &wg)
 	}
@@ -109,6 +113,21 @@ func TestFollow(t *testing.T) {
 		}
 	}
 	for i, f := range fleet {
+		// What the follower's metrics say once it has drained (follower
+		// 0 counts from its restart).
+		fams := scrape(t, f.metrics)
+		ok, answers := metricValue(t, fams, "hsmfs_follow_rounds_total", "result", "ok"), metricValue(t, fams, "hsmfs_follow_answers_copied_total")
+		if ok == 0 || answers == 0 || metricValue(t, fams, "hsmfs_follow_pending_messages") != 0 ||
+			metricValue(t, fams, "hsmfs_follow_last_success_timestamp_seconds") < float64(time.Now().Add(-time.Minute).Unix()) {
+			t.Errorf("follower %d metrics: %v rounds ok, %v answers copied, %v messages pending", i, ok, answers,
+				metricValue(t, fams, "hsmfs_follow_pending_messages"))
+		}
+		t.Logf("follower %d metrics: %v rounds ok, %v failed, %v answers, %v paths, %v bytes, lag %vs", i, ok,
+			metricValue(t, fams, "hsmfs_follow_rounds_total", "result", "failed"), answers,
+			metricValue(t, fams, "hsmfs_follow_paths_copied_total"), metricValue(t, fams, "hsmfs_follow_transferred_bytes_total"),
+			metricValue(t, fams, "hsmfs_follow_lag_seconds"))
+	}
+	for i, f := range fleet {
 		if err := f.follower.stop(); err != nil {
 			t.Errorf("follower %d: SIGTERM: %v; log:\n%s", i, err, f.follower.logText())
 		}
@@ -134,5 +153,73 @@ func TestFollow(t *testing.T) {
 		"--filter", natsexport.Subject(natsexport.DefaultSubjectPrefix, host, fleet[1].mnt, natsexport.DefaultConsumer), fleet[1].mnt, fleet[1].dest)
 	if r.code != 0 || !strings.Contains(r.stderr, "0 messages") {
 		t.Errorf("hsmfs follow, one round at the end: %v", r)
+	}
+}
+
+// TestFollowRemote: hsmfs follow copies from a host:path SOURCE through
+// the remote shell (a stand-in for ssh) and the remote rsync; the remote
+// rsync registers itself with the mount, so released files are read from
+// their tier and stay released; a second round copies only what changed.
+// A host:path that is no hsmfs mount is refused.
+func TestFollowRemote(t *testing.T) {
+	ns := startNATS(t)
+	tr := dirTier(t)
+	m := mount(t)
+	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
+		t.Fatalf("tier add: %v", r)
+	}
+	want := map[string][]byte{}
+	var released []string
+	must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
+	for i := range 8 {
+		name := fmt.Sprintf("d/f%d", i)
+		want[name] = randomBytes(1<<15 + i*977)
+		must(t, os.WriteFile(filepath.Join(m.Mnt, name), want[name], 0o644))
+		released = append(released, filepath.Join(m.Mnt, name))
+	}
+	hsmOK(t, append([]string{"archive"}, released...)...)
+	hsmOK(t, append([]string{"release"}, released...)...)
+
+	tools := t.TempDir()
+	rsh := fakeSSH(t, tools)
+	ran := filepath.Join(tools, "remote-rsync-ran")
+	remote := writeScript(t, filepath.Join(tools, "remote-rsync"), fmt.Sprintf("echo ran >> %s\nexec rsync \"$@\"\n", ran))
+	dest := t.TempDir()
+	round := func(what string) string {
+		t.Helper()
+		if r := hsm(t, "export", "--nats", ns.url(), "--stream", exportStream, "--create-stream", m.Mnt); r.code != 0 {
+			t.Fatalf("%s: export: %v", what, r)
+		}
+		r := hsm(t, "follow", "--nats", ns.url(), "--stream", exportStream, "--durable", "remote",
+			"-e", rsh, "--rsync-path", remote, "localhost:"+m.Mnt, dest)
+		if r.code != 0 {
+			t.Fatalf("%s: follow: %v", what, r)
+		}
+		t.Logf("%s: %s", what, strings.TrimSpace(r.stderr))
+		for name, data := range want {
+			mustRead(t, filepath.Join(dest, name), data)
+		}
+		return r.stderr
+	}
+	round("first")
+	for _, p := range released {
+		if st := stateOf(t, p); !slices.Contains(st.States, "released") {
+			t.Errorf("%s: %v after a remote follow, want it still released", p, st.States)
+		}
+	}
+	if data, err := os.ReadFile(ran); err != nil || len(data) == 0 {
+		t.Errorf("the --rsync-path program never ran: %v", err)
+	}
+	writeFile(t, filepath.Join(m.Mnt, "new"), "new")
+	want["new"] = []byte("new")
+	if out := round("second"); !strings.Contains(out, "1 paths copied") {
+		t.Errorf("second round: %q, want only the new file copied", out)
+	}
+	sameTree(t, "remote follow", snapshot(t, m.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "mount", "mirror")
+
+	r := hsm(t, "follow", "--nats", ns.url(), "--stream", exportStream, "--durable", "other",
+		"-e", rsh, "localhost:"+t.TempDir(), t.TempDir())
+	if r.code != 1 || !strings.Contains(r.stderr, "not an hsmfs mount") {
+		t.Errorf("a remote SOURCE that is no mount: %v, want exit 1 and a refusal", r)
 	}
 }

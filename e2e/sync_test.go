@@ -65,6 +65,18 @@ func lastBlessed(t *testing.T, mnt string) uint64 {
 }
 
 // writeScript writes an executable shell script.
+// fakeSSH writes, into dir, a stand-in for ssh that runs the command on
+// this machine, and returns its path: rsync -e takes it.
+func fakeSSH(t *testing.T, dir string) string {
+	t.Helper()
+	return writeScript(t, filepath.Join(dir, "fake-ssh"), `
+# Like ssh HOST COMMAND...: drop the options and the host, run the command here.
+while [ $# -gt 0 ]; do case "$1" in -l|-p|-o) shift 2;; -*) shift;; *) break;; esac; done
+shift
+exec sh -c "$*"
+`)
+}
+
 func writeScript(t *testing.T, p, body string) string {
 	t.Helper()
 	must(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755))
@@ -151,12 +163,7 @@ func TestSyncRemote(t *testing.T) {
 	must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
 	writeFile(t, filepath.Join(m.Mnt, "d", "b"), "b")
 	tools := t.TempDir()
-	rsh := writeScript(t, filepath.Join(tools, "fake-ssh"), `
-# Like ssh HOST COMMAND...: drop the options and the host, run the command here.
-while [ $# -gt 0 ]; do case "$1" in -l|-p|-o) shift 2;; -*) shift;; *) break;; esac; done
-shift
-exec sh -c "$*"
-`)
+	rsh := fakeSSH(t, tools)
 	ran := filepath.Join(tools, "remote-rsync-ran")
 	remote := writeScript(t, filepath.Join(tools, "remote-rsync"), fmt.Sprintf("echo ran >> %s\nexec rsync \"$@\"\n", ran))
 	dest := filepath.Join(t.TempDir(), "dest")

@@ -78,20 +78,26 @@ func New(version string) *Metrics {
 	for _, e := range commonErrnos {
 		m.journalErrs.WithLabelValues(errnoName(e))
 	}
+	m.outside = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hsmfs_outside_changes_found",
+		Help: "Paths that the check at mount found changed while hsmfs was not running (recorded with the op outside).",
+	})
+	m.reg.MustRegister(m.syncSeconds, m.syncRecords, m.querySeconds, m.queryFailed, m.answerPaths,
+		m.blessSeconds, m.blessFailed, m.journalErrs, m.outside)
+	registerCommon(m.reg, version)
+	return m
+}
+
+// registerCommon registers what every hsmfs registry exports: the Go and
+// process collectors and hsmfs_build_info.
+func registerCommon(reg *prometheus.Registry, version string) {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "hsmfs_build_info",
 		Help:        "Always 1; the labels name the hsmfs version and the Go version that built it.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.outside = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "hsmfs_outside_changes_found",
-		Help: "Paths that the check at mount found changed while hsmfs was not running (recorded with the op outside).",
-	})
-	m.reg.MustRegister(m.syncSeconds, m.syncRecords, m.querySeconds, m.queryFailed, m.answerPaths,
-		m.blessSeconds, m.blessFailed, m.journalErrs, build, m.outside,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
 // SetOutsideFound reports what the check at mount found.

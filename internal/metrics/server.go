@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -32,12 +33,14 @@ type Server struct {
 }
 
 // Serve answers scrapes on l in the background. l is closed by Close.
-func (m *Metrics) Serve(l net.Listener, log *slog.Logger) *Server {
+func (m *Metrics) Serve(l net.Listener, log *slog.Logger) *Server { return serve(m.reg, l, log) }
+
+func serve(reg *prometheus.Registry, l net.Listener, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// A failed journal scan drops the pending gauges, not the
 		// whole scrape.
@@ -45,7 +48,7 @@ func (m *Metrics) Serve(l net.Listener, log *slog.Logger) *Server {
 		// Each scrape may scan the journal; more than two at once
 		// only queue on the cache's mutex.
 		MaxRequestsInFlight: 2,
-		Registry:            m.reg, // promhttp_metric_handler_* of this handler
+		Registry:            reg, // promhttp_metric_handler_* of this handler
 	}))
 	s := &Server{
 		srv: &http.Server{

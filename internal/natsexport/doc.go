@@ -2,7 +2,9 @@
 // the answers of one consumer of one hsmfs mount into a NATS JetStream
 // stream, one message per path, and blesses each answer once the stream
 // holds all of it. `hsmfs follow` (follow.go) reads them back and keeps
-// a copy of the mount, acknowledging an answer only once it is copied.
+// a copy of the mount, acknowledging an answer only once it is copied
+// (followcopy.go), from a local or a host:path SOURCE (followsource.go),
+// with rsync run as hsmfs sync runs it (internal/sync's Rsync).
 // docs/fleet.md is the operator's view; this is the implementer's.
 //
 // A Follower's round runs on its caller's goroutine; a second goroutine

@@ -7,20 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hsmfs/hsmfs/internal/hsmctl"
+	hsmsync "github.com/hsmfs/hsmfs/internal/sync"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sys/unix"
 )
 
 // The reader side of the fleet: hsmfs follow keeps DEST an exact copy of
@@ -38,9 +34,17 @@ type FollowConfig struct {
 	Stream    string
 	Durable   string // the durable consumer's name: one per follower
 	Filter    string // subject filter; "" takes every subject of the stream
-	Source    string // the mount point that the messages describe (a local directory)
-	Dest      string // the copy
+	// Source is the mount point that the messages describe: a local
+	// directory, or host:path through the remote shell.
+	Source    string
+	Dest      string // the copy, a local directory
 	Rsync     string // the rsync program (default "rsync")
+	Rsh       string // rsync -e: the remote shell, for a host:path Source
+	RsyncPath string // rsync --rsync-path: rsync on Source's host
+	// Progress: rsync's own progress on Stdout (a terminal); without
+	// it a copy that runs over a second prints a line now and then.
+	Progress       bool
+	Stdout, Stderr io.Writer
 	// AckWait is how long the server waits for an ack before it
 	// delivers a message again (default 30 s). The follower tells the
 	// server that it still works on the messages it holds (an answer not
@@ -58,14 +62,21 @@ type FollowResult struct {
 	WhyWhole          string // full, reset, a gap in the stream, a new DEST
 	WholePaths        int    // paths copied whole (a name that became a directory)
 	Pending           int    // messages of answers not yet whole, kept unacked
+	Bytes             int64  // what rsync transferred
+	// Lag is how long the oldest message that the round acked had been
+	// in the stream when its copy completed: how far behind the mount
+	// the copy was (0: nothing acked).
+	Lag time.Duration
 }
 
 // Follower reads one mount's answers from the stream.
 type Follower struct {
-	cfg  FollowConfig
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	cons jetstream.Consumer
+	cfg    FollowConfig
+	remote bool // Source is host:path
+	rs     *hsmsync.Rsync
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cons   jetstream.Consumer
 	// who is the mount the messages describe (host, mount, consumer),
 	// set by the first message; another is refused.
 	who string
@@ -113,23 +124,9 @@ func NewFollower(ctx context.Context, c FollowConfig) (*Follower, error) {
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
 	}
-	if strings.Contains(c.Source, ":") && !filepath.IsAbs(c.Source) {
-		return nil, fmt.Errorf("source %q: hsmfs follow copies from a local mount point only", c.Source)
-	}
-	for _, d := range []struct{ what, path string }{{"source", c.Source}, {"DEST", c.Dest}} {
-		if fi, err := os.Stat(d.path); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("%s %s is not a directory", d.what, d.path)
-		}
-	}
-	if _, err := os.Stat(filepath.Join(c.Source, hsmctl.Dir, hsmctl.CtlFile)); err != nil {
-		return nil, fmt.Errorf("source %s is not an hsmfs mount", c.Source)
-	}
-	src, errS := filepath.EvalSymlinks(c.Source)
-	dst, errD := filepath.EvalSymlinks(c.Dest)
-	if errS == nil && errD == nil && (src == dst || within(dst, src) || within(src, dst)) {
-		// A copy into the mount would be tracked and copied again; a
-		// whole copy into a parent of the mount would delete it.
-		return nil, fmt.Errorf("DEST %s and source %s overlap", c.Dest, c.Source)
+	f := &Follower{cfg: c, remote: hsmsync.IsRemote(c.Source), open: map[uint64]*followAnswer{}, copied: map[uint64]bool{}}
+	if err := f.checkPaths(ctx); err != nil {
+		return nil, err
 	}
 	var perm atomic.Pointer[string]
 	nc, err := connect(Config{URL: c.URL, CredsFile: c.CredsFile, Host: "follow", Mount: c.Dest}, &perm)
@@ -163,7 +160,8 @@ func NewFollower(ctx context.Context, c FollowConfig) (*Follower, error) {
 		nc.Close()
 		return nil, fmt.Errorf("consumer %q: %w", c.Durable, err)
 	}
-	return &Follower{cfg: c, nc: nc, js: js, cons: cons, open: map[uint64]*followAnswer{}, copied: map[uint64]bool{}}, nil
+	f.nc, f.js, f.cons = nc, js, cons
+	return f, nil
 }
 
 // Close ends the connection; messages not acked are delivered again to
@@ -388,188 +386,6 @@ func (f *Follower) pending() int {
 		n += len(a.msgs)
 	}
 	return n
-}
-
-// copy copies the whole answers (or the whole tree) and acks them.
-func (f *Follower) copy(ctx context.Context, gap string, res *FollowResult) error {
-	// While the mount is down its mount point is a bare directory:
-	// rsync would find every listed path missing and delete it from
-	// DEST (the whole tree, for a whole copy). Nothing is copied, and
-	// nothing acked, until it is back.
-	if _, err := os.Stat(filepath.Join(f.cfg.Source, hsmctl.Dir, hsmctl.CtlFile)); err != nil {
-		return fmt.Errorf("source %s is not a live hsmfs mount (%v): nothing copied; the next round tries again", f.cfg.Source, err)
-	}
-	// rsync reads released files from their tier (no recall storm).
-	if c, err := hsmctl.Open(f.cfg.Source, ""); err == nil {
-		c.NoRecall()
-	}
-	f.mu.Lock()
-	sort.Slice(f.whole, func(i, j int) bool { return f.whole[i].query < f.whole[j].query })
-	f.mu.Unlock()
-	why := gap
-	last := f.newest
-	for _, a := range f.whole {
-		switch {
-		case why != "":
-		case a.full:
-			why = fmt.Sprintf("answer %d says full", a.query)
-		case last != 0 && a.prev > last:
-			// The exporter blessed answer a.prev after the last one
-			// copied here, and it never came whole: the stream lost it.
-			why = fmt.Sprintf("answer %d follows answer %d, which this follower never got whole", a.query, a.prev)
-		}
-		last = max(last, a.query)
-	}
-	if why != "" {
-		res.Whole, res.WhyWhole = true, why
-		if err := f.rsync(ctx, "-a", "-I", "--delete", "--exclude=/.hsm", f.cfg.Source+"/", f.cfg.Dest+"/"); err != nil {
-			return err
-		}
-	} else if err := f.copyAnswers(ctx, res); err != nil {
-		return err
-	}
-	alone, err := f.holdsAllInFlight(ctx)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	done := f.whole
-	var newest uint64
-	for _, a := range f.whole {
-		newest = max(newest, a.query)
-	}
-	for q, a := range f.open {
-		// An answer that will never be whole: the exporter died while
-		// it published it, and did not bless it, so a later answer,
-		// copied now, lists every path of it. That is so only if no
-		// message of the consumer is in flight elsewhere (delivered to
-		// a follower that died, due again): otherwise the rest of it
-		// may still come. After a copy of the whole tree, made after
-		// their queries ran, every held answer is covered.
-		if why != "" || q < newest && alone {
-			done = append(done, a)
-			delete(f.open, q)
-		}
-	}
-	for _, a := range done {
-		for _, m := range a.msgs {
-			if err := m.Ack(); err != nil {
-				return fmt.Errorf("ack: %w (the answer is copied; it will be delivered and copied again)", err)
-			}
-		}
-		f.copied[a.query] = true
-		f.newest = max(f.newest, a.query)
-	}
-	res.Answers = len(f.whole)
-	f.whole = nil
-	// The acks go out in order on the connection; a flush returns once
-	// the server has them all.
-	if err := f.nc.FlushTimeout(30 * time.Second); err != nil {
-		return fmt.Errorf("ack: %w (the answers are copied; they will be delivered and copied again)", err)
-	}
-	return nil
-}
-
-// holdsAllInFlight reports whether every message of the consumer that
-// has been delivered and not acked is one this follower holds, and none
-// is waiting: then an answer it holds part of has no other part left.
-func (f *Follower) holdsAllInFlight(ctx context.Context) (bool, error) {
-	ci, err := f.cons.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("consumer %q: %w", f.cfg.Durable, err)
-	}
-	return ci.NumPending == 0 && ci.NumAckPending == len(f.held()), nil
-}
-
-// copyAnswers runs the contract's recipe on the paths of the whole
-// answers. A path listed as anything but a directory that is a directory
-// again when the copy runs is copied whole: a later answer, not yet
-// here, may name what it holds, and DEST may keep what an earlier copy
-// left beneath it.
-func (f *Follower) copyAnswers(ctx context.Context, res *FollowResult) error {
-	typ := map[string]string{}
-	notDir := map[string]bool{}
-	for _, a := range f.whole {
-		for _, e := range a.paths {
-			typ[e.path] = e.typ
-			if e.typ != "dir" {
-				notDir[e.path] = true
-			}
-		}
-	}
-	// A path beneath an ancestor that is not a directory is left out,
-	// as the plain answer leaves it out: rsync replaces the ancestor
-	// whole, and refuses the path ("invalid path from sender"). The
-	// answers' types are those of their queries; an older answer that
-	// came late (delivered again after a follower died) may name a path
-	// whose ancestor has become a file since, in an answer copied
-	// already. So the ancestors are looked at in SOURCE as it is now.
-	notDirNow := map[string]bool{}
-	isNotDir := func(d string) bool {
-		v, ok := notDirNow[d]
-		if !ok {
-			var st unix.Stat_t
-			v = unix.Lstat(filepath.Join(f.cfg.Source, d), &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR
-			notDirNow[d] = v
-		}
-		return v
-	}
-	var list []string
-	for p := range typ {
-		shadowed := false
-		for d := filepath.Dir(p); d != "." && d != "/" && !shadowed; d = filepath.Dir(d) {
-			if t, ok := typ[d]; ok && t != "dir" && t != "gone" || isNotDir(d) {
-				shadowed = true
-			}
-		}
-		if !shadowed {
-			list = append(list, p)
-		}
-	}
-	sort.Strings(list)
-	res.Paths = len(list)
-	lf, err := os.CreateTemp("", "hsmfs-follow-*.list")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(lf.Name())
-	_, err = io.WriteString(lf, strings.Join(list, "\x00")+"\x00")
-	if cerr := lf.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := f.rsync(ctx, "-a", "-I", "--from0", "--files-from="+lf.Name(), "--delete-missing-args", "--force",
-		f.cfg.Source+"/", f.cfg.Dest+"/"); err != nil {
-		return err
-	}
-	for _, p := range list {
-		var st unix.Stat_t
-		if !notDir[p] || unix.Lstat(filepath.Join(f.cfg.Source, p), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		res.WholePaths++
-		if err := f.rsync(ctx, "-a", "-I", "--delete", filepath.Join(f.cfg.Source, p)+"/", filepath.Join(f.cfg.Dest, p)+"/"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// rsync runs rsync; exit 24 (a file vanished: what changed after the
-// query, which a later answer lists) is success.
-func (f *Follower) rsync(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, f.cfg.Rsync, args...).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 24 {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("rsync %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // RunFollow runs a round every interval until ctx ends; each round's

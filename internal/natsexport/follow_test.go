@@ -231,11 +231,11 @@ func TestFollowerRefusals(t *testing.T) {
 	ts, _, _ := followStream(t)
 	src := fakeSource(t)
 	for name, c := range map[string]struct{ src, dest, want string }{
-		"not a mount":    {t.TempDir(), t.TempDir(), "not an hsmfs mount"},
-		"dest in source": {src, filepath.Join(src, ".hsm"), "overlap"},
-		"source in dest": {src, filepath.Dir(src), "overlap"},
-		"the same":       {src, src, "overlap"},
-		"remote":         {"host:/srv", t.TempDir(), "local mount point only"},
+		"not a mount":     {t.TempDir(), t.TempDir(), "not an hsmfs mount"},
+		"dest in source":  {src, filepath.Join(src, ".hsm"), "overlap"},
+		"source in dest":  {src, filepath.Dir(src), "overlap"},
+		"the same":        {src, src, "overlap"},
+		"remote, no host": {"host:/srv", t.TempDir(), "not an hsmfs mount"},
 	} {
 		_, err := NewFollower(context.Background(), FollowConfig{URL: ts.url(), Stream: "S", Durable: "d", Source: c.src, Dest: c.dest})
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -29,6 +29,7 @@ func isProgress(line string) bool { return progressLine.MatchString(line) }
 // progressTicker prints one progress line per interval.
 type progressTicker struct {
 	w           io.Writer
+	cmd         string // "sync": hsmfs sync's lines
 	first       time.Duration
 	every       time.Duration
 	start, next time.Time
@@ -48,7 +49,7 @@ func (p *progressTicker) line(l string) {
 		return
 	}
 	p.next = now.Add(p.every)
-	fmt.Fprintf(p.w, "%s hsmfs sync: copying for %s: %s\n", stamp(), now.Sub(p.start).Round(time.Second), describeProgress(l))
+	fmt.Fprintf(p.w, "%s hsmfs %s: copying for %s: %s\n", stamp(), p.cmd, now.Sub(p.start).Round(time.Second), describeProgress(l))
 }
 
 // describeProgress turns rsync's progress line into words: bytes and

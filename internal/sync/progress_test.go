@@ -33,7 +33,7 @@ func TestDescribeProgress(t *testing.T) {
 // and never as rsync's redrawn line.
 func TestProgressTicker(t *testing.T) {
 	var out bytes.Buffer
-	tk := &progressTicker{w: &out, first: 0, every: time.Hour}
+	tk := &progressTicker{w: &out, cmd: "sync", first: 0, every: time.Hour}
 	f := outFilter(&out, &copyStats{})
 	f.progress = tk.line
 	tk.begin()

@@ -365,14 +365,29 @@ func (r *rsyncer) removeMarker(ctx context.Context, dest string) error {
 
 // quiet runs rsync with the transport and args, and nothing on stdout.
 func (r *rsyncer) quiet(ctx context.Context, args ...string) error {
+	return r.quietCode(ctx, 0, args...)
+}
+
+// errQuietCode: rsync exited with the code quietCode expected.
+var errQuietCode = errors.New("rsync exited with the expected code")
+
+// quietCode is quiet, where exit code expect (not 0) is no failure:
+// it returns errQuietCode, and what rsync said on stderr is dropped.
+func (r *rsyncer) quietCode(ctx context.Context, expect int, args ...string) error {
 	cmd := exec.CommandContext(ctx, r.prog, append(r.transport(), args...)...)
-	cmd.Stderr = r.stderr
+	var errBuf bytes.Buffer
+	cmd.Stderr = &errBuf
 	code, err := exitCode(cmd, cmd.Run())
 	switch {
 	case err != nil:
+		r.stderr.Write(errBuf.Bytes())
 		return fmt.Errorf("%s: %w", r.prog, err)
+	case code != 0 && code == expect:
+		return errQuietCode
 	case code != 0:
+		r.stderr.Write(errBuf.Bytes())
 		return fmt.Errorf("%s exited %d (%s)", r.prog, code, rsyncExitMeaning(code))
 	}
+	r.stderr.Write(errBuf.Bytes())
 	return nil
 }

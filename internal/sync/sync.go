@@ -97,15 +97,8 @@ func newSyncer(o Options) (*syncer, error) {
 			return nil, err
 		}
 	}
-	prog := o.Rsync
-	if prog == "" {
-		prog = "rsync"
-	}
-	r := &rsyncer{prog: prog, rsh: o.Rsh, rsyncPath: o.RsyncPath, extra: o.Extra,
-		progress: o.Progress, dryRun: o.DryRun, stdout: o.Stdout, stderr: o.Stderr}
-	if !o.Progress && !o.DryRun {
-		r.ticker = &progressTicker{w: o.Stdout, first: progressFirst, every: progressEvery}
-	}
+	r := newRsyncer(RsyncOptions{Prog: o.Rsync, Rsh: o.Rsh, RsyncPath: o.RsyncPath, Progress: o.Progress,
+		Stdout: o.Stdout, Stderr: o.Stderr}, o.Extra, o.DryRun)
 	return &syncer{o: o, ctl: ctl, r: r, src: withSlash(o.Mountpoint), dest: withSlash(o.Dest),
 		forceFull: o.Full, checkDest: true, by: blessedBy(o.Dest)}, nil
 }
