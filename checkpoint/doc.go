@@ -21,7 +21,8 @@
 //   - the query (query.go, and its stages in query_stages.go), with the
 //     old names beneath renamed directories (by inode, oldnames.go; by
 //     path where the inodes are not all known, renames.go), every name of a
-//     file with several links (links.go), and the named consumers
+//     file with several links (links.go), the valve that answers full
+//     rather than pass the bound (whole.go), and the named consumers
 //     (consumers.go); path helpers in paths.go;
 //   - the records of changes found at mount (RecordOutside; the finding
 //     is internal/outside's);

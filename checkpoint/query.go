@@ -39,6 +39,9 @@ type Answer struct {
 	// Full: the consumer must copy the whole tree once (a new consumer,
 	// or one reset by the lag policy), then bless this answer.
 	Full bool
+	// FullWhy, when set, says why this answer is full and holds no
+	// path: its paths would have passed the bound (whole.go).
+	FullWhy string
 	// Reset: the lag policy dropped this consumer's backlog.
 	Reset   bool
 	Entries []Entry // sorted bytewise by Path, unique
@@ -143,22 +146,26 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 		q.abandoned = o.Abandoned
 	}
 	sw := newStopwatch()
-	abandon := func(stage string) error {
+	abandon := func(stage string) (*Answer, error) {
+		if q.overflow {
+			return t.wholeAnswer(q, stage)
+		}
 		t.log.Info("query abandoned: its reader is gone", "query", P, "stage", stage, "after", sw.sinceStart().Round(time.Millisecond))
-		return ErrAbandoned
+		return nil, ErrAbandoned
 	}
 	if err := t.scanRecords(q); err != nil {
 		if errors.Is(err, ErrAbandoned) {
-			return nil, abandon("scan")
+			return abandon("scan")
 		}
 		return nil, fmt.Errorf("query: scan journal: %w", err)
 	}
 	sw.lap("scan")
+	q.limitPaths(t.backing)
 	if t.slowQuery > 0 {
 		q.pause(t.slowQuery)
 	}
 	if q.abandoned() {
-		return nil, abandon("scan")
+		return abandon("scan")
 	}
 	if err := t.expandRenames(q); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
@@ -168,36 +175,39 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 	}
 	sw.lap("expand")
 	if q.abandoned() {
-		return nil, abandon("expand")
+		return abandon("expand")
 	}
 	if err := t.addOldNames(q); err != nil {
 		if errors.Is(err, ErrAbandoned) {
-			return nil, abandon("old names")
+			return abandon("old names")
 		}
 		return nil, fmt.Errorf("query: old names: %w", err)
 	}
 	sw.lap("old names")
 	if q.abandoned() {
-		return nil, abandon("old names")
+		return abandon("old names")
 	}
 	keys, aggs := q.sortPaths()
 	sw.lap("sort")
 	ans, aggs := t.statPaths(q, keys, aggs)
 	sw.lap("stat")
 	if q.abandoned() {
-		return nil, abandon("stat")
+		return abandon("stat")
 	}
 	ans, aggs = dropSeenShadows(ans, aggs)
 	if aggs, err = t.addLinkNames(ans, aggs, q.linkHints); err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
 	sw.lap("links")
+	if q.limit > 0 && len(ans.Entries) > q.limit {
+		q.overflow = true
+	}
 	if q.abandoned() {
-		return nil, abandon("links")
+		return abandon("links")
 	}
 	if err := t.recordDerived(P, q.cur.name, ans, aggs, q.carry, q.abandoned); err != nil {
 		if errors.Is(err, ErrAbandoned) {
-			return nil, abandon("record")
+			return abandon("record")
 		}
 		return nil, fmt.Errorf("query: %w", err)
 	}

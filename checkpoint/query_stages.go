@@ -38,8 +38,14 @@ type queryRun struct {
 	// during a query grows with the objects, not the bytes).
 	aggSlab []agg
 	inoSlab []uint64
-	// abandoned is QueryOptions.Abandoned (never nil).
+	// abandoned is QueryOptions.Abandoned (never nil), and says true
+	// once the paths pass limit too (overflow).
 	abandoned func() bool
+	// records is how many records the scan read; limit, if not 0, is
+	// the most paths the answer may list (query.go, "Whole answers").
+	records  int
+	limit    int
+	overflow bool
 }
 
 func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
@@ -133,6 +139,7 @@ func (q *queryRun) recorded(p string, r *Record, inflight bool) {
 // bless names, and collects what the later stages need.
 func (t *Tracker) scanRecords(q *queryRun) error {
 	return scanAside(t.store, q.cur.lastBlessed, q.abandoned, func(r *Record, completed bool) {
+		q.records++
 		inflight := r.Run < t.run && !completed && r.Op != OpOutside
 		if (r.Op == OpEntries && r.Flags&FlagDerived == 0) || r.Op == OpRoster {
 			q.entryRecs = append(q.entryRecs, r)

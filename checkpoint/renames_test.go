@@ -162,6 +162,9 @@ func (w *oldNamesWorld) rename(from, to string) {
 func (w *oldNamesWorld) round() int {
 	w.t.Helper()
 	a := w.f.query()
+	if a.Full {
+		w.t.Fatalf("query %d said full: %s", a.Query, a.FullWhy)
+	}
 	for _, p := range plainPaths(a) {
 		rsyncCopy(w.dest, w.f.back, p)
 	}

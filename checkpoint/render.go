@@ -132,6 +132,9 @@ func (r *Renderer) appendHeader(b []byte) []byte {
 	if a.Full {
 		hdr["full"] = true
 	}
+	if a.FullWhy != "" {
+		hdr["full_why"] = a.FullWhy
+	}
 	if a.Reset {
 		hdr["reset"] = true
 	}

@@ -107,7 +107,7 @@ func (st *State) checkBless(cur cursor, id uint64, full bool) error {
 		// A reader of the plain answer never sees the header's full: a
 		// bless that does not say it would end the requirement without
 		// the copy.
-		return fmt.Errorf("bless %d: the answer said full (a new consumer, a reset, or changes made around hsmfs that could not be listed), "+
+		return fmt.Errorf("bless %d: the answer said full (a new consumer, a reset, changes made around hsmfs that could not be listed, or paths past the bound), "+
 			"so its paths alone cannot update a copy; copy the whole tree (rsync -a -I --delete --exclude=/.hsm MOUNTPOINT/ DEST/, or hsmfs sync), "+
 			"then write \"bless %d full\" (hsmfs bless --full): %w", id, id, ErrFullCopy)
 	}

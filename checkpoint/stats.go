@@ -34,6 +34,11 @@ func (t *Tracker) Records() RecordCounts {
 // crash may have lost) and took the path rule (renames.go).
 func (t *Tracker) OldNameFallbacks() uint64 { return t.oldNameFallbacks.Load() }
 
+// WholeAnswers counts this run's answers that said full, rather than
+// list more paths than the bound allows (query.go, "Whole answers"). It
+// stays 0 in runs without crashes, and in every storm the tests run.
+func (t *Tracker) WholeAnswers() uint64 { return t.wholeAnswers.Load() }
+
 // InFlight returns the number of modifications between Begin and End
 // (files open for writing are not among them: see OpenForWrite).
 func (t *Tracker) InFlight() int64 { return t.ps.inFlight() }

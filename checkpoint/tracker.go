@@ -31,6 +31,13 @@ type Backing interface {
 	Walk(dir string, fn func(path string)) error
 }
 
+// InodeCounter is a Backing that can say how many inodes its file system
+// holds (statfs), 0 if it cannot: the measure of the tree behind the
+// answers' bound (query.go, "Whole answers").
+type InodeCounter interface {
+	InodesUsed() uint64
+}
+
 // Intent describes one modification about to be made.
 type Intent struct {
 	Op    Op
@@ -101,6 +108,9 @@ type Tracker struct {
 	// oldNameFallbacks counts the queries whose old names took the
 	// path rule, not the inode rule (oldnames.go).
 	oldNameFallbacks atomic.Uint64
+	// wholeAnswers counts the answers that said full because their
+	// paths would have passed the bound (query.go, "Whole answers").
+	wholeAnswers atomic.Uint64
 	// answerSizes: the paths of each consumer's last answer, its next
 	// query's first guess of its size (query_stages.go). Guarded by qmu.
 	answerSizes map[string]int

@@ -63,11 +63,15 @@ func renameStorm(t *testing.T, kind string, ops int) {
 		took := time.Since(start)
 		list := parsePlain(t, data)
 		n := writers * ops
-		fallbacks := status(t, m.Mnt)["old_name_fallbacks"]
-		t.Logf("round %d: %d operations, %d entries, depth %d, answer %d lines in %v, %v old-name fallbacks",
-			round, n, entries, depth, len(list), took.Round(time.Millisecond), fallbacks)
+		st := status(t, m.Mnt)
+		fallbacks, whole := st["old_name_fallbacks"], st["whole_answers"]
+		t.Logf("round %d: %d operations, %d entries, depth %d, answer %d lines in %v, %v old-name fallbacks, %v whole answers",
+			round, n, entries, depth, len(list), took.Round(time.Millisecond), fallbacks, whole)
 		if fallbacks != 0.0 {
 			t.Errorf("round %d: %v queries took the path rule for old names, in a run without crashes", round, fallbacks)
+		}
+		if whole != 0.0 {
+			t.Errorf("round %d: %v answers said full rather than list their paths, in a run without crashes", round, whole)
 		}
 		logSlowQuery(t, m.Log, logStart)
 		if len(list) > factor*(entries+n) {

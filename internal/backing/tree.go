@@ -222,6 +222,17 @@ func (b *Tree) Syncfs() error {
 	return nil
 }
 
+// InodesUsed is how many inodes BACKING's file system holds (statfs), 0
+// if it does not say (btrfs counts none): checkpoint's measure of the
+// tree for the answers' bound.
+func (b *Tree) InodesUsed() uint64 {
+	var st unix.Statfs_t
+	if unix.Fstatfs(b.rootFd, &st) != nil || st.Files == 0 || st.Ffree > st.Files {
+		return 0
+	}
+	return st.Files - st.Ffree
+}
+
 // Lstat reports the type, inode and link count of rel as it is now:
 // TypeGone if it does not exist, TypeShadowed if it cannot exist because an ancestor
 // is not a directory any more.

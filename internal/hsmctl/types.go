@@ -19,7 +19,10 @@ type Header struct {
 	// Full: the paths cannot update a copy; copy the whole tree once,
 	// then bless with "full". Reset: the lag policy dropped the
 	// consumer's backlog.
-	Full     bool   `json:"full,omitempty"`
+	Full bool `json:"full,omitempty"`
+	// FullWhy says why, when the answer is full because its paths
+	// would have passed the bound (it then holds no path).
+	FullWhy  string `json:"full_why,omitempty"`
 	Reset    bool   `json:"reset,omitempty"`
 	Consumer string `json:"consumer,omitempty"`
 	// What the check at mount for changes made around hsmfs did.
@@ -82,6 +85,10 @@ type Status struct {
 	// not be found by inode and took the path rule (records of an older
 	// hsmfs, or fine records that a crash may have lost).
 	OldNameFallbacks uint64 `json:"old_name_fallbacks"`
+	// WholeAnswers counts this run's answers that said full rather
+	// than list more paths than the bound allows (docs/usage.md,
+	// "Answers that say full").
+	WholeAnswers uint64 `json:"whole_answers"`
 	// The journal's file system: free bytes, and the reserve below which
 	// every modification fails with ENOSPC (JournalLow).
 	JournalFree    uint64           `json:"journal_free_bytes"`

@@ -17,6 +17,7 @@ type Tracker interface {
 	OpenForWrite() int
 	Pending() ([]checkpoint.Pending, error)
 	OldNameFallbacks() uint64
+	WholeAnswers() uint64
 }
 
 // Journal is what the collector reads from the journal.
@@ -74,6 +75,9 @@ var (
 	descFallbacks = prometheus.NewDesc("hsmfs_old_name_fallbacks_total",
 		"Queries whose old names beneath renamed directories could not be found by inode and took the path rule (records of an older hsmfs, or fine records a crash may have lost); 0 in a run without crashes.",
 		nil, nil)
+	descWholeAnswers = prometheus.NewDesc("hsmfs_whole_answers_total",
+		"Answers that said full (copy the whole tree) because their paths would have passed 8 x (inodes of BACKING's file system + records); 0 in a run without crashes.",
+		nil, nil)
 )
 
 // collector reads the tracker and the journal at scrape time.
@@ -95,7 +99,7 @@ func (m *Metrics) Watch(tr Tracker, j Journal) {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIntents, descSyncs, descInFlight, descOpen, descPending,
-		descOldest, descScan, descDisk, descFree, descReserve, descLow, descFallbacks} {
+		descOldest, descScan, descDisk, descFree, descReserve, descLow, descFallbacks, descWholeAnswers} {
 		ch <- d
 	}
 }
@@ -108,6 +112,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(c.tr.InFlight()))
 	ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(c.tr.OpenForWrite()))
 	ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(c.tr.OldNameFallbacks()))
+	ch <- prometheus.MustNewConstMetric(descWholeAnswers, prometheus.CounterValue, float64(c.tr.WholeAnswers()))
 
 	if p, took, err := c.pendingNow(); err != nil {
 		// The scrape goes on without these (promhttp.ContinueOnError)

@@ -454,6 +454,41 @@ func TestForeignBlessPublishesFull(t *testing.T) {
 	}
 }
 
+// TestFullAnswerWithoutPaths: an answer that says full and lists no path
+// (a new consumer with nothing changed, an answer too long to list) goes
+// out as one message for the root that says full, and only then is
+// blessed full: a reader must learn that it copies the whole tree.
+func TestFullAnswerWithoutPaths(t *testing.T) {
+	ts := startServer(t, nil)
+	mount, dir := fakeMount(t, "", 4)
+	x, err := New(context.Background(), testConfig(ts, mount), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	text := `{"query":4,"blessed":3,"count":0,"full":true,"full_why":"the answer would list over 8 paths","recovered":false}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "changes.json"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := x.Round(context.Background()); err != nil || !res.Blessed {
+		t.Fatalf("round: %+v, %v", res, err)
+	}
+	if got := ctlText(t, dir); !strings.HasPrefix(got, "bless 4 full by export ") {
+		t.Errorf("ctl got %q, want bless 4 full by export ...", got)
+	}
+	msgs := streamMsgs(t, ts, "HSMFS")
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1 for the root", len(msgs))
+	}
+	var m map[string]any
+	if err := json.Unmarshal(msgs[0].Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["full"] != true || m["count"] != 1.0 || m["index"] != 0.0 || m["path"] != "" || m["type"] != "dir" {
+		t.Errorf("the root's message: %s", msgs[0].Data)
+	}
+}
+
 // TestPrevSkipsEmptyAnswers: messages carry prev, the last earlier answer
 // with paths that the exporter published and blessed; an empty answer
 // sends nothing and does not become prev. A new exporter finds prev from

@@ -131,15 +131,30 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 	}
 
 	start = time.Now()
+	// A full answer without a path (a new consumer with nothing changed
+	// yet, an answer too long to list) still goes out, as one message
+	// for the root: without it the readers would never learn that they
+	// must copy the whole tree, and the bless below would end it.
+	rootOnly := full && h.Count == 0
+	if rootOnly {
+		h.Count = 1
+	}
 	prefix := x.messagePrefix(h, full)
 	idBase := fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00", x.cfg.Host, x.cfg.Mount, x.cfg.Consumer, h.Query)
 	next := func() (*nats.Msg, error) {
 		entry, err := a.Next()
-		if entry == nil || err != nil {
+		if err != nil {
 			return nil, err
 		}
+		index := a.N() - 1
+		if rootOnly {
+			entry, index, rootOnly = []byte(`{"path":"","type":"dir","ops":[]}`), 0, false
+		}
+		if entry == nil {
+			return nil, nil
+		}
 		m := nats.NewMsg(x.subject)
-		m.Data = message(prefix, a.N()-1, entry)
+		m.Data = message(prefix, index, entry)
 		m.Header.Set(jetstream.MsgIDHeader, msgID(idBase, entry))
 		// The stream must be ours: a message that another stream took
 		// would be acknowledged, but not where the readers look.

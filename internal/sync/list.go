@@ -13,7 +13,8 @@ type answer struct {
 	id        uint64 // the query id, to bless
 	blessed   uint64 // the consumer's last completed bless when the query ran; 0: never
 	blessedBy string // who made that bless
-	full      bool   // the consumer is new or was reset, or an index was lost: copy the whole tree
+	full      bool   // the consumer is new or was reset, an index was lost, or the paths passed the bound: copy the whole tree
+	fullWhy   string // the header's full_why, if it gave one
 	paths     int    // paths written to the list
 }
 
@@ -41,7 +42,7 @@ func query(c *hsmctl.Client, list io.Writer) (answer, error) {
 // query).
 func writeList(a *hsmctl.Answer, list io.Writer) (answer, error) {
 	h := a.Header
-	ans := answer{id: h.Query, blessed: h.Blessed, blessedBy: h.BlessedBy, full: h.Full}
+	ans := answer{id: h.Query, blessed: h.Blessed, blessedBy: h.BlessedBy, full: h.Full, fullWhy: h.FullWhy}
 	w := bufio.NewWriter(list)
 	nonDirs := map[string]bool{} // listed paths that are not directories
 	for {

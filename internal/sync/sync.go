@@ -240,6 +240,8 @@ func (s *syncer) fullReason(ctx context.Context, ans answer) (string, error) {
 			"one consumer keeps one mirror: give each DEST its own consumer (hsmfs consumer add MOUNTPOINT NAME, "+
 			"then hsmfs sync --consumer NAME), or run with --full to make this DEST the consumer's mirror",
 			ErrOtherDest, ans.blessed, other)
+	case ans.full && ans.fullWhy != "":
+		return "the answer says full: " + ans.fullWhy, nil
 	case ans.full:
 		return "the answer says full: a new consumer, one reset for lagging, or a mount that could not list what was removed around hsmfs", nil
 	case ans.blessed == 0:
