@@ -148,7 +148,7 @@ func (t *Tracker) query(o QueryOptions) (*Answer, error) {
 	sw := newStopwatch()
 	abandon := func(stage string) (*Answer, error) {
 		if q.overflow {
-			return t.wholeAnswer(q, stage)
+			return t.wholeAnswer(q, name, stage)
 		}
 		t.log.Info("query abandoned: its reader is gone", "query", P, "stage", stage, "after", sw.sinceStart().Round(time.Millisecond))
 		return nil, ErrAbandoned

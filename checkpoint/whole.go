@@ -62,7 +62,8 @@ func (q *queryRun) limitPaths(b Backing) {
 
 // wholeAnswer answers q's query full, with no path, once its paths
 // passed q.limit in stage, and makes its consumer's state say full first.
-func (t *Tracker) wholeAnswer(q *queryRun, stage string) (*Answer, error) {
+// name is the consumer as the query was asked for it.
+func (t *Tracker) wholeAnswer(q *queryRun, name, stage string) (*Answer, error) {
 	why := fmt.Sprintf("the answer would list over %d paths, %d × (%d inodes in BACKING's file system + %d records): copy the whole tree",
 		q.limit, wholeFactor, q.limit/wholeFactor-q.records, q.records)
 	err := t.saveState(func(s *State) {
@@ -75,7 +76,7 @@ func (t *Tracker) wholeAnswer(q *queryRun, stage string) (*Answer, error) {
 	if !q.cur.full {
 		t.wholeAnswers.Add(1) // not again while the requirement stands
 	}
-	t.answerSizes[q.cur.name] = 0
+	delete(t.answerSizes, name) // the next answer's map starts small
 	t.log.Warn("query answered full: "+why, "query", q.P, "consumer", q.cur.name, "stage", stage)
 	return &Answer{Query: q.P, Blessed: q.cur.lastBlessed, BlessedBy: q.cur.blessedBy, Recovered: q.cur.recoveredAt != 0,
 		Full: true, FullWhy: why, Reset: q.cur.reset, pathsOnly: q.pathsOnly}, nil

@@ -63,6 +63,14 @@ func TestWholeAnswerValve(t *testing.T) {
 	if _, err := w.f.tr.BlessWith(Blessing{ID: w.f.tr.stateNow().LastQuery, Full: true}); err != nil {
 		t.Fatalf("full bless: %v", err)
 	}
+	// The valve on the first query of a run: after a crash, when the
+	// old names are found by path.
+	w2 := storm(true)
+	w2.f.crash(false)
+	if a := w2.f.query(); !a.Full || len(a.Entries) != 0 {
+		t.Errorf("the first query after a crash: full %v, %d paths; want full, no path", a.Full, len(a.Entries))
+	}
+
 	w.write("n59/new")
 	if n := w.round(); n == 0 || n > 10 || w.f.tr.WholeAnswers() != 1 {
 		t.Errorf("after the full bless: %d lines, %d whole answers; want the new file listed, no more whole answers", n, w.f.tr.WholeAnswers())

@@ -122,10 +122,10 @@ func TestFollow(t *testing.T) {
 			t.Errorf("follower %d metrics: %v rounds ok, %v answers copied, %v messages pending", i, ok, answers,
 				metricValue(t, fams, "hsmfs_follow_pending_messages"))
 		}
-		t.Logf("follower %d metrics: %v rounds ok, %v failed, %v answers, %v paths, %v bytes, lag %vs", i, ok,
+		t.Logf("follower %d metrics: %v rounds ok, %v failed, %v answers, %v paths, %v names copied whole, %v bytes, lag %vs", i, ok,
 			metricValue(t, fams, "hsmfs_follow_rounds_total", "result", "failed"), answers,
-			metricValue(t, fams, "hsmfs_follow_paths_copied_total"), metricValue(t, fams, "hsmfs_follow_transferred_bytes_total"),
-			metricValue(t, fams, "hsmfs_follow_lag_seconds"))
+			metricValue(t, fams, "hsmfs_follow_paths_copied_total"), metricValue(t, fams, "hsmfs_follow_whole_paths_total"),
+			metricValue(t, fams, "hsmfs_follow_transferred_bytes_total"), metricValue(t, fams, "hsmfs_follow_lag_seconds"))
 	}
 	for i, f := range fleet {
 		if err := f.follower.stop(); err != nil {
@@ -215,6 +215,17 @@ func TestFollowRemote(t *testing.T) {
 	if out := round("second"); !strings.Contains(out, "1 paths copied") {
 		t.Errorf("second round: %q, want only the new file copied", out)
 	}
+	// A file that becomes a directory with a file in it: DEST, where a
+	// remote follower looks, still has the file when the copy begins.
+	writeFile(t, filepath.Join(m.Mnt, "e"), "file")
+	want["e"] = []byte("file")
+	round("e, a file")
+	must(t, os.Remove(filepath.Join(m.Mnt, "e")))
+	must(t, os.Mkdir(filepath.Join(m.Mnt, "e"), 0o755))
+	writeFile(t, filepath.Join(m.Mnt, "e", "x"), "x")
+	delete(want, "e")
+	want["e/x"] = []byte("x")
+	round("e, a directory")
 	sameTree(t, "remote follow", snapshot(t, m.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "mount", "mirror")
 
 	r := hsm(t, "follow", "--nats", ns.url(), "--stream", exportStream, "--durable", "other",

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,4 +157,74 @@ func logSlowQuery(t *testing.T, log string, from int64) {
 			t.Logf("  daemon: %s", line)
 		}
 	}
+}
+
+// TestRenameStormDeepCrash: the deep storm on a file system of its own,
+// then SIGKILL, a new mount and a query. The crash may have lost fine
+// records, so the old names are found by path, the rule that once gave
+// millions of lines on deep trees; the answer stays within the valve's
+// 8 × (inodes + records) (docs/design.md, "The valve"), and real rsync
+// makes the copy exact whether it says full or lists paths.
+// HSMFS_STORM_CRASH_OPS sizes it (per writer; 1,000 in make test).
+func TestRenameStormDeepCrash(t *testing.T) {
+	seed := uint64(envInt(t, "HSMFS_E2E_SEED", 20261207))
+	writers, ops := envInt(t, "HSMFS_STORM_WRITERS", 4), envInt(t, "HSMFS_STORM_CRASH_OPS", 1000)
+	bfs := newLoopFS(t, "ext4", 256<<20)
+	b := filepath.Join(bfs.mp, "backing")
+	must(t, os.Mkdir(b, 0o755))
+	m := mount(t, withBacking(b))
+	dest := filepath.Join(t.TempDir(), "dest")
+	syncOK(t, m, dest)
+	runStormWriters(t, m.Mnt, "deep", seed, 1, writers, ops)
+	waitClosed(t, m.Mnt)
+	killDaemon(t, m)
+	m2 := mount(t, withBacking(b), withMnt(m.Mnt), withJournal(m.Journal))
+
+	var st syscall.Statfs_t
+	must(t, syscall.Statfs(b, &st))
+	inodes := int(st.Files - st.Ffree)
+	logStart := fileSize(m2.Log)
+	start := time.Now()
+	data, err := os.ReadFile(filepath.Join(m2.Mnt, ".hsm", "changes.json"))
+	must(t, err)
+	took := time.Since(start)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var h struct {
+		Query uint64
+		Full  bool
+	}
+	must(t, json.Unmarshal([]byte(lines[0]), &h))
+	s := status(t, m2.Mnt)
+	t.Logf("after the kill: %d operations, %d inodes, answer %d paths in %v, %v old-name fallbacks, %v whole answers; header %s",
+		writers*ops, inodes, len(lines)-1, took.Round(time.Millisecond), s["old_name_fallbacks"], s["whole_answers"], lines[0])
+	logSlowQuery(t, m2.Log, logStart)
+	// Records are at most a few per operation: 8 × (inodes + 4 × operations)
+	// is over the valve's limit, and far below the millions of old.
+	if limit := 8 * (inodes + 4*writers*ops); len(lines)-1 > limit {
+		t.Errorf("the answer after the kill has %d paths, over %d", len(lines)-1, limit)
+	}
+	// Copy that answer as the contract says (the whole tree if it says
+	// full), and bless it.
+	bless := fmt.Sprintf("bless %d\n", h.Query)
+	if h.Full {
+		if r := run(t, nil, "rsync", "-a", "-I", "--delete", "--exclude=/.hsm", m2.Mnt+"/", dest+"/"); r.code != 0 && r.code != 24 {
+			t.Fatalf("whole copy: %v", r)
+		}
+		bless = fmt.Sprintf("bless %d full\n", h.Query)
+	} else {
+		var list []string
+		for _, l := range lines[1:] {
+			var e struct {
+				Path     string
+				Shadowed bool
+			}
+			must(t, json.Unmarshal([]byte(l), &e))
+			if !e.Shadowed {
+				list = append(list, cmp.Or(e.Path, "."))
+			}
+		}
+		rsyncOK(t, rsyncList(t, m2.Mnt, dest, list), list)
+	}
+	must(t, ctl(m2.Mnt, bless))
+	sameTree(t, "after the kill", snapshot(t, m2.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST")
 }

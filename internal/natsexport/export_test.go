@@ -484,7 +484,7 @@ func TestFullAnswerWithoutPaths(t *testing.T) {
 	if err := json.Unmarshal(msgs[0].Data, &m); err != nil {
 		t.Fatal(err)
 	}
-	if m["full"] != true || m["count"] != 1.0 || m["index"] != 0.0 || m["path"] != "" || m["type"] != "dir" {
+	if m["full"] != true || m["count"] != 1.0 || m["index"] != 0.0 || m["path"] != "." || m["type"] != "dir" {
 		t.Errorf("the root's message: %s", msgs[0].Data)
 	}
 }

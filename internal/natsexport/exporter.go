@@ -148,7 +148,7 @@ func (x *Exporter) Round(ctx context.Context) (Result, error) {
 		}
 		index := a.N() - 1
 		if rootOnly {
-			entry, index, rootOnly = []byte(`{"path":"","type":"dir","ops":[]}`), 0, false
+			entry, index, rootOnly = []byte(`{"path":".","type":"dir","ops":[]}`), 0, false
 		}
 		if entry == nil {
 			return nil, nil

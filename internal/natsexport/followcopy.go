@@ -155,7 +155,15 @@ func (f *Follower) copyAnswers(ctx context.Context, res *FollowResult) error {
 	for p := range typ {
 		shadowed := false
 		for d := filepath.Dir(p); d != "." && d != "/" && !shadowed; d = filepath.Dir(d) {
-			if t, ok := typ[d]; ok && t != "dir" && t != "gone" || isNotDir(d) {
+			t, listed := typ[d]
+			switch {
+			case listed && t != "dir" && t != "gone":
+				shadowed = true
+			case listed && f.remote:
+				// DEST shows what an earlier copy left, which this
+				// copy is about to change: the answer's own type is
+				// the better word for a listed ancestor.
+			case isNotDir(d):
 				shadowed = true
 			}
 		}

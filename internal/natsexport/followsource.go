@@ -98,16 +98,31 @@ func (f *Follower) looked() string {
 }
 
 // registeringRsyncPath is the --rsync-path of a remote SOURCE at mount
-// point path: a POSIX shell command that registers the shell's pid with
-// the mount's ctl (quietly: a user who may not write ctl still copies,
-// and a released file is then restored on read), then becomes the remote
-// rsync, keeping that pid.
+// point path: a POSIX shell command that refuses to start rsync unless
+// the mount is live (checked again on the mount's host, right before the
+// copy: the check of the round ran in another session), registers the
+// shell's pid with the mount's ctl (quietly: a user who may not write ctl
+// still copies, and a released file is then restored on read), then
+// becomes the remote rsync, keeping that pid.
 func registeringRsyncPath(path, rsyncPath string) string {
 	if rsyncPath == "" {
 		rsyncPath = "rsync"
 	}
-	ctl := shellQuote(path + "/" + hsmctl.Dir + "/" + hsmctl.CtlFile)
-	return fmt.Sprintf("{ echo norecall $$ >%s; } 2>/dev/null; exec %s", ctl, rsyncPath)
+	ctl := remotePath(path + "/" + hsmctl.Dir + "/" + hsmctl.CtlFile)
+	return fmt.Sprintf("[ -e %s ] || { echo 'hsmfs follow: %s is not a live hsmfs mount' >&2; exit 1; }; "+
+		"{ echo norecall $$ >%s; } 2>/dev/null; exec %s", ctl, strings.ReplaceAll(path, "'", ""), ctl, rsyncPath)
+}
+
+// remotePath quotes path for the remote POSIX shell, keeping a leading ~
+// (the remote home, which rsync takes too) outside the quotes.
+func remotePath(path string) string {
+	switch {
+	case path == "~":
+		return `"$HOME"`
+	case strings.HasPrefix(path, "~/"):
+		return `"$HOME"/` + shellQuote(path[2:])
+	}
+	return shellQuote(path)
 }
 
 // shellQuote quotes s for a POSIX shell.
