@@ -14,8 +14,10 @@ import (
 // directory again, would list 100 names beneath each old name; that
 // passes 8 × (inodes + records), so the answer says full with no path and
 // why. A plain bless of it is refused; hsmfs sync copies the whole tree
-// and blesses full; status and the metrics count it; the next answer
-// lists paths again.
+// and blesses full; a named consumer's exporter publishes its whole
+// answer as one message for the root, and hsmfs follow copies the whole
+// tree; status and the metrics count both; the next answer lists paths
+// again.
 func TestWholeAnswer(t *testing.T) {
 	bfs := newLoopFS(t, "ext4", 32<<20)
 	b := filepath.Join(bfs.mp, "backing")
@@ -28,6 +30,26 @@ func TestWholeAnswer(t *testing.T) {
 		writeFile(t, filepath.Join(m.Mnt, "d", fmt.Sprintf("f%03d", i)), "x")
 	}
 	syncOK(t, m, dest)
+	// A fleet reader of the same mount: a named consumer, its exporter
+	// and a follower, which must get the whole answer's full too.
+	ns := startNATS(t)
+	fleetDest := t.TempDir()
+	if r := hsm(t, "consumer", "add", m.Mnt, "fleet"); r.code != 0 {
+		t.Fatalf("consumer add: %v", r)
+	}
+	fleetRound := func(what string) string {
+		t.Helper()
+		if r := hsm(t, "export", "--nats", ns.url(), "--stream", exportStream, "--create-stream", "--consumer", "fleet", m.Mnt); r.code != 0 {
+			t.Fatalf("%s: export: %v", what, r)
+		}
+		r := hsm(t, "follow", "--nats", ns.url(), "--stream", exportStream, "--durable", "mirror", m.Mnt, fleetDest)
+		if r.code != 0 {
+			t.Fatalf("%s: follow: %v", what, r)
+		}
+		t.Logf("%s: %s", what, strings.TrimSpace(r.stderr))
+		return r.stderr
+	}
+	fleetRound("the fleet's first round")
 	name := "d"
 	for i := range 60 {
 		next := fmt.Sprintf("n%02d", i)
@@ -57,11 +79,16 @@ func TestWholeAnswer(t *testing.T) {
 		t.Errorf("hsmfs sync after the whole answer: %q, want a full copy", line)
 	}
 	sameTree(t, "after the whole copy", snapshot(t, m.Mnt, snapOpts{}), snapshot(t, dest, snapOpts{}), "MNT", "DEST")
-	if n := status(t, m.Mnt)["whole_answers"]; n != 1.0 {
-		t.Errorf("status whole_answers %v, want 1", n)
+	if out := fleetRound("the fleet after the renames"); !strings.Contains(out, "the whole tree copied") {
+		t.Errorf("the follower did not copy the whole tree for the whole answer: %s", out)
 	}
-	if n := metricValue(t, scrape(t, addr), "hsmfs_whole_answers_total"); n != 1 {
-		t.Errorf("hsmfs_whole_answers_total %v, want 1", n)
+	sameTree(t, "the follower's copy", snapshot(t, m.Mnt, snapOpts{}), snapshot(t, fleetDest, snapOpts{}), "MNT", "mirror")
+	// One for the default consumer, one for fleet.
+	if n := status(t, m.Mnt)["whole_answers"]; n != 2.0 {
+		t.Errorf("status whole_answers %v, want 2", n)
+	}
+	if n := metricValue(t, scrape(t, addr), "hsmfs_whole_answers_total"); n != 2 {
+		t.Errorf("hsmfs_whole_answers_total %v, want 2", n)
 	}
 	writeFile(t, filepath.Join(m.Mnt, name, "new"), "new")
 	if line := syncOK(t, m, dest); strings.Contains(line, "full copy") {
