@@ -163,22 +163,8 @@ func TestFollow(t *testing.T) {
 // A host:path that is no hsmfs mount is refused.
 func TestFollowRemote(t *testing.T) {
 	ns := startNATS(t)
-	tr := dirTier(t)
 	m := mount(t)
-	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
-		t.Fatalf("tier add: %v", r)
-	}
-	want := map[string][]byte{}
-	var released []string
-	must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
-	for i := range 8 {
-		name := fmt.Sprintf("d/f%d", i)
-		want[name] = randomBytes(1<<15 + i*977)
-		must(t, os.WriteFile(filepath.Join(m.Mnt, name), want[name], 0o644))
-		released = append(released, filepath.Join(m.Mnt, name))
-	}
-	hsmOK(t, append([]string{"archive"}, released...)...)
-	hsmOK(t, append([]string{"release"}, released...)...)
+	want, released := releasedFiles(t, m, 8)
 
 	tools := t.TempDir()
 	rsh := fakeSSH(t, tools)

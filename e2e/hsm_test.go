@@ -343,25 +343,33 @@ func testHSM(t *testing.T, tr *hsmTier) {
 	}
 }
 
-// TestHSMSyncRestoresNothing: hsmfs sync over released files restores
-// none of them (no recall storm), and the mirror is exact.
-func TestHSMSyncRestoresNothing(t *testing.T) {
+// releasedFiles adds a directory tier to m and makes n files of random
+// content in d/, archived and released. It returns their content by
+// name (relative to the mount) and their paths.
+func releasedFiles(t *testing.T, m *hsmMount, n int) (want map[string][]byte, paths []string) {
+	t.Helper()
 	tr := dirTier(t)
-	m := mount(t)
 	if r := hsm(t, "tier", "add", m.Mnt, "1", tr.url); r.code != 0 {
 		t.Fatalf("tier add: %v", r)
 	}
-	want := map[string][]byte{}
-	var paths []string
+	want = map[string][]byte{}
 	must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
-	for i := range 20 {
+	for i := range n {
 		name := fmt.Sprintf("d/f%02d", i)
-		want[name] = randomBytes(1<<16 + i*4099)
+		want[name] = randomBytes(1<<15 + i*4099)
 		must(t, os.WriteFile(filepath.Join(m.Mnt, name), want[name], 0o644))
 		paths = append(paths, filepath.Join(m.Mnt, name))
 	}
 	hsmOK(t, append([]string{"archive"}, paths...)...)
 	hsmOK(t, append([]string{"release"}, paths...)...)
+	return want, paths
+}
+
+// TestHSMSyncRestoresNothing: hsmfs sync over released files restores
+// none of them (no recall storm), and the mirror is exact.
+func TestHSMSyncRestoresNothing(t *testing.T) {
+	m := mount(t)
+	want, paths := releasedFiles(t, m, 20)
 	dest := filepath.Join(t.TempDir(), "mirror")
 	check := func(round string) {
 		t.Helper()
