@@ -33,8 +33,8 @@ import (
 // assert that the storms never need it.
 
 // wholeFactor is the valve's multiple of (inodes + records): twice the
-// 4 × the storms stay within, so that it stays shut in them (random
-// rounds reach 4.58 ×: design.md, "Size").
+// 4 × (entries + operations) that the storms and the random rounds of
+// the tests stay within (and assert), so that it stays shut in them.
 const wholeFactor = 8
 
 // limitPaths sets q.limit once the scan has counted the records, and
