@@ -81,6 +81,9 @@ type oldNameRule struct {
 	// superset: every name that a listed path has beneath a new name
 	// (made at the first need).
 	superset []string
+	// tooMany: the names whose aliases passed aliasBudget or maxDepth
+	// (aliasesOf).
+	tooMany map[string]bool
 	// stop is QueryOptions.Abandoned; once it says true, stopped is set
 	// and the rule does no more work.
 	stop    func() bool
@@ -97,7 +100,7 @@ func (o *oldNameRule) halt() bool {
 
 func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *oldNameRule {
 	o := &oldNameRule{moves: make(map[string][]string), keys: keys,
-		isDir: isDir, seen: make(map[string]bool)}
+		isDir: isDir, seen: make(map[string]bool), tooMany: make(map[string]bool)}
 	add := func(from, to string, r *Record) {
 		if !slices.Contains(o.moves[from], to) {
 			o.moves[from] = append(o.moves[from], to)
@@ -127,22 +130,37 @@ func newOldNameRule(renames []*Record, keys []string, isDir func(string) bool) *
 }
 
 // aliasesOf is x and every name that the directory at x may have had
-// later; false if finding them would pass aliasBudget.
+// later; false if finding them would pass aliasBudget or maxDepth.
+//
+// A name whose aliases were too many (tooMany) makes every name that
+// reaches it fail at once, with the same result as the whole search:
+// the reaching name's aliases hold all of its aliases, so their search
+// meets the same too-deep name or does at least the same work. After a
+// crash, when every renamed directory of a storm goes through here,
+// that is the difference between one search past the budget and one
+// per directory.
 func (o *oldNameRule) aliasesOf(x string) (map[string]bool, bool) {
+	if o.tooMany[x] {
+		return nil, false
+	}
 	aliases := map[string]bool{x: true}
 	queue := []string{x}
 	work := 0
+	fail := func() (map[string]bool, bool) {
+		o.tooMany[x] = true
+		return nil, false
+	}
 	for len(queue) > 0 {
 		y := queue[0]
 		queue = queue[1:]
 		for i := len(y); i > 0; i = strings.LastIndexByte(y[:i], '/') {
 			for _, to := range o.moves[y[:i]] {
 				if work++; work > aliasBudget {
-					return nil, false
+					return fail()
 				}
 				z := to + y[i:]
-				if strings.Count(z, "/") >= o.maxDepth {
-					return nil, false
+				if strings.Count(z, "/") >= o.maxDepth || o.tooMany[z] {
+					return fail()
 				}
 				if !aliases[z] {
 					aliases[z] = true
