@@ -118,9 +118,6 @@ func NewFollower(ctx context.Context, c FollowConfig) (*Follower, error) {
 	if c.URL == "" || c.Stream == "" || c.Durable == "" {
 		return nil, errors.New("need a server, a stream and a durable consumer name")
 	}
-	if c.Rsync == "" {
-		c.Rsync = "rsync"
-	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
 	}

@@ -79,6 +79,16 @@ func settledRound(ctx context.Context, t *testing.T, f *Follower) (FollowResult,
 	return f.Round(ctx)
 }
 
+// roundOK is settledRound, failing the test (naming what) on an error.
+func roundOK(ctx context.Context, t *testing.T, f *Follower, what string) FollowResult {
+	t.Helper()
+	res, err := settledRound(ctx, t, f)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return res
+}
+
 // unacked waits for the count of f's delivered and unacked messages to
 // be want, and returns it: the server applies an ack some time after it
 // received it.
@@ -173,14 +183,7 @@ func TestFollowerWholeCopies(t *testing.T) {
 	}
 	defer f.Close()
 	subj := "hsmfs.h.m.default"
-	round := func(what string) FollowResult {
-		t.Helper()
-		res, err := settledRound(ctx, t, f)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return res
-	}
+	round := func(what string) FollowResult { t.Helper(); return roundOK(ctx, t, f, what) }
 
 	publishAnswer(t, js, subj, 1, true, map[string]string{".": "dir"})
 	if res := round("full"); !res.Whole || !strings.Contains(res.WhyWhole, "full") {
@@ -273,14 +276,7 @@ func TestFollowerSkipsEmptyAnswers(t *testing.T) {
 			}
 		}
 	}
-	round := func(what string) FollowResult {
-		t.Helper()
-		res, err := settledRound(ctx, t, f)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return res
-	}
+	round := func(what string) FollowResult { t.Helper(); return roundOK(ctx, t, f, what) }
 	publish(2, 1, 0, "a")
 	round("answer 2")
 	// A file only DEST holds: a whole copy would delete it.
