@@ -65,6 +65,8 @@ type Consumer struct {
 	Added, QueryTime, BlessTime int64
 	// BlessedBy is who made its last bless ("" if the bless named no one).
 	BlessedBy string
+	// BlessSeq is as State.BlessSeq, for this consumer.
+	BlessSeq uint64
 }
 
 // AddConsumer registers a named consumer. Its first answer says full:

@@ -60,7 +60,9 @@
 //  3. The answer lists every path of every record with period ≥
 //     LastBlessed. LastQuery = P is saved durably before it is returned.
 //  4. Bless(id) requires id ≤ LastQuery, calls syncfs on BACKING, then
-//     saves LastBlessed = id durably; only then are records below id
+//     saves LastBlessed = id durably, with BlessSeq = Store.LastSeq(),
+//     which tells the old names what the copy may hold (oldnames.go);
+//     only then are records below id
 //     deleted, and only below the lowest last bless of every consumer
 //     (keepFrom, state.go), in the background (a crash restarts the
 //     deletion, and a consumer's queries never read below its own last

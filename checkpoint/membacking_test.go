@@ -195,6 +195,8 @@ func (b *memBacking) withDirs(in Intent, op bop) (Intent, bop) {
 		return ^uint64(1)
 	}
 	switch in.Op {
+	case OpMkdir:
+		in.Parent = dirIno(in.Path)
 	case OpUnlink, OpRmdir:
 		in.Parent = dirIno(in.Path)
 		if in.Op == OpRmdir {

@@ -575,6 +575,14 @@ func (m *memStore) DropBefore(period uint64) error {
 	return nil
 }
 
+// LastSeq writes the queue unsynced, as the journal does.
+func (m *memStore) LastSeq() (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writeAsyncLocked()
+	return m.nextSeq - 1, nil
+}
+
 func (m *memStore) Syncs() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()

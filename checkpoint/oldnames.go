@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -40,12 +41,15 @@ import (
 // there, once, which is what makes the answer linear in the tree where
 // the path rule (renames.go) multiplied the names of every level.
 //
-// The records say nothing of time, and need not: a name is listed if G
-// held it at any moment, and that covers the copy whenever it ran.
-// Between the query and the copy an old name that is not a directory now
-// may become one. So the names beneath it are listed too (listBeneath),
-// and the renamed directory is carried into the next period
-// (FlagCarried, with its inode), as the path rule did.
+// The visits need no time: a name is listed if G held it at any moment,
+// and that covers the copy whenever it ran. Between the query and the
+// copy a name that is not a directory now may become one, and the copy
+// then keeps what DEST held beneath it. So what DEST may hold there is
+// listed too (beneathLister): the edges that existed before the last
+// bless, which is where time comes in (each edge's first record, against
+// the Seq that the bless took). The renamed directory is also carried
+// into the next period (FlagCarried, with its inode), as the path rule
+// did.
 //
 // The rule needs every rename and removal of the window to carry its
 // directories, and the walks to give inodes (DirWalker). Records written
@@ -72,14 +76,78 @@ type inoTree struct {
 	kids  map[uint64]map[string][]uint64 // directory -> name -> the directories it held under that name
 	at    map[string]uint64              // path -> the directory there now (walked paths)
 	where map[uint64]string              // directory -> its path now (walked paths)
+	// first is the earliest record of the window that moved each edge
+	// (parent, name, child) in or out, by Seq, and mkdirs the Seqs of
+	// the mkdirs of each name of a directory, in order (see relevant).
+	first  map[edgeKey]edgeEvent
+	mkdirs map[slotKey][]uint64
 	// complete: every rename and removal record of the window named its
 	// directories, and every walk gave inodes.
 	complete bool
 }
 
+// edgeKey is one edge: directory parent held child under name.
+type edgeKey struct {
+	parent uint64
+	name   string
+	child  uint64
+}
+
+// slotKey is a name of a directory.
+type slotKey struct {
+	parent uint64
+	name   string
+}
+
+// edgeEvent is a record that moved an edge: its Seq, and whether it put
+// the child there (a rename's new name) or took it away.
+type edgeEvent struct {
+	seq   uint64
+	added bool
+}
+
 func newInoTree() *inoTree {
 	return &inoTree{kids: make(map[uint64]map[string][]uint64), at: map[string]uint64{"": rootKey},
-		where: map[uint64]string{rootKey: ""}, complete: true}
+		where: map[uint64]string{rootKey: ""}, first: make(map[edgeKey]edgeEvent), mkdirs: make(map[slotKey][]uint64),
+		complete: true}
+}
+
+// relevant says whether a consumer's copy may hold the edge: whether it
+// existed at some moment from the start of the window to the copy of the
+// last blessed answer, which ended before the bless that took
+// Store.LastSeq = cutoff (docs/design.md, "What a copy may hold beneath a
+// name"). Records that change one name of a directory do so under its
+// lock, so their Seqs are in the order they ran in. The child came there
+// by the first record that moved the edge, if that put it there (a
+// rename); else it was there before that record (or is there now, if
+// none), and came by the latest mkdir of the name before, if any (a mkdir
+// is recorded only for a free name: fs), else it was there at the start
+// of the window. It is relevant if it came at the start, or by a record
+// at or below cutoff.
+func (e *inoTree) relevant(parent uint64, name string, child, cutoff uint64) bool {
+	ev, ok := e.first[edgeKey{parent, name, child}]
+	if ok && ev.added {
+		return ev.seq <= cutoff
+	}
+	before := uint64(math.MaxUint64)
+	if ok {
+		before = ev.seq
+	}
+	made := e.mkdirs[slotKey{parent, name}]
+	i, _ := slices.BinarySearch(made, before) // the mkdirs before it: made[:i]
+	return i == 0 || made[i-1] <= cutoff
+}
+
+// relevantOf is the children of cs that parent held under name at a
+// moment that a copy may hold (relevant).
+func (e *inoTree) relevantOf(parent uint64, name string, cs []uint64, cutoff uint64) []uint64 {
+	var rel []uint64
+	for _, c := range cs {
+		if e.relevant(parent, name, c, cutoff) {
+			rel = append(rel, c)
+		}
+	}
+	return rel
 }
 
 // edge records that directory parent held name (a directory child, if
@@ -105,10 +173,11 @@ func dirOf(p string, ino uint64) uint64 {
 	return ino
 }
 
-// recordEdges adds the edges of a rename or removal record. A record
-// that should name its directory and does not makes the tree incomplete.
+// recordEdges adds the edges of a rename or removal record, and notes
+// the first record that moved each. A record that should name its
+// directory and does not makes the tree incomplete.
 func (e *inoTree) recordEdges(r *Record) {
-	side := func(p string, parent, child uint64) {
+	side := func(p string, parent, child uint64, added bool) {
 		if p == "" {
 			return
 		}
@@ -116,11 +185,25 @@ func (e *inoTree) recordEdges(r *Record) {
 			e.complete = false
 			return
 		}
-		e.edge(dirOf(p, parent), baseName(p), child)
+		dir, name := dirOf(p, parent), baseName(p)
+		e.edge(dir, name, child)
+		if child == 0 {
+			return
+		}
+		k := edgeKey{dir, name, child}
+		if ev, ok := e.first[k]; !ok || r.Seq < ev.seq {
+			e.first[k] = edgeEvent{r.Seq, added}
+		}
 	}
 	switch r.Op {
+	case OpMkdir:
+		if r.Parent != 0 || parentDir(r.Path) == "" { // (an older hsmfs did not say where)
+			k := slotKey{dirOf(r.Path, r.Parent), baseName(r.Path)}
+			i, _ := slices.BinarySearch(e.mkdirs[k], r.Seq)
+			e.mkdirs[k] = slices.Insert(e.mkdirs[k], i, r.Seq)
+		}
 	case OpUnlink, OpRmdir:
-		side(r.Path, r.Parent, r.Ino)
+		side(r.Path, r.Parent, r.Ino, false)
 	case OpRename:
 		if movesNothing(r) || r.Ino == 0 && r.Flags&FlagDir == 0 {
 			return // nothing was there to move (fs found no inode)
@@ -129,18 +212,18 @@ func (e *inoTree) recordEdges(r *Record) {
 			e.complete = false // which directory moved is not known
 			return
 		}
-		side(r.Path, r.Parent, r.Ino)
+		side(r.Path, r.Parent, r.Ino, false)
 		if r.Parent2 != 0 || parentDir(r.Path2) == "" {
-			side(r.Path2, r.Parent2, r.Ino)
+			side(r.Path2, r.Parent2, r.Ino, true)
 		}
 		switch {
 		case r.Flags&FlagExchange != 0:
-			side(r.Path2, r.Parent2, r.Ino2)
-			side(r.Path, r.Parent, r.Ino2)
+			side(r.Path2, r.Parent2, r.Ino2, false)
+			side(r.Path, r.Parent, r.Ino2, true)
 		case r.Ino2 != 0:
 			// The directory that the rename replaced left (Parent2,
 			// Path2's name) by it, as by a removal.
-			side(r.Path2, r.Parent2, r.Ino2)
+			side(r.Path2, r.Parent2, r.Ino2, false)
 		}
 	}
 }
@@ -187,6 +270,14 @@ func (t *Tracker) inoNow(e *inoTree, p string) uint64 {
 	return ino
 }
 
+// parentNow is the key of the directory that holds p now.
+func (t *Tracker) parentNow(e *inoTree, p string) uint64 {
+	if parentDir(p) == "" {
+		return rootKey
+	}
+	return t.inoNow(e, parentDir(p))
+}
+
 // inoRoot is an old name to visit: the directory that was there (0 if
 // only what is there now is known), and the record the answer names.
 type inoRoot struct {
@@ -195,23 +286,25 @@ type inoRoot struct {
 	r    *Record
 }
 
-// inoJob is an old name waiting for its visit.
+// inoJob is an old name waiting for its visit: the directories that were
+// there (carried: those that an earlier window's renames moved away), and
+// the record it is listed under.
 type inoJob struct {
-	inos []uint64
-	r    *Record
+	inos, carried []uint64
+	r             *Record
 }
 
 // visitByInode lists the old names beneath the roots: for every root,
 // and every old name beneath one, that is a directory now, each name
 // that a directory which was there held (add), going down through the
-// names that are directories now; beneath one that is not, listBeneath.
-// Each path is visited once, with every directory that was there, by
-// depth, so that a path's directories are all known before its visit.
-// It returns false if the query was abandoned.
-func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) bool, stop func() bool, add func(p string, r *Record)) bool {
+// names that are directories now; beneath a root or a name that is not,
+// what a copy may hold there (beneathLister). Each path is visited once, with every directory that was
+// there, by depth, so that a path's directories are all known before its
+// visit. It returns false if the query was abandoned.
+func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, cutoff uint64, budget int, isDir func(string) bool, stop func() bool, add func(p string, r *Record)) (ok, capped bool) {
 	jobs := make(map[string]*inoJob)
 	byDepth := make(map[int][]string)
-	put := func(p string, ino uint64, r *Record) {
+	job := func(p string, r *Record) *inoJob {
 		j := jobs[p]
 		if j == nil {
 			j = &inoJob{r: r}
@@ -219,22 +312,31 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 			d := strings.Count(p, "/")
 			byDepth[d] = append(byDepth[d], p)
 		}
-		if ino != 0 && !slices.Contains(j.inos, ino) {
-			j.inos = append(j.inos, ino)
+		return j
+	}
+	put := func(s []uint64, ino uint64) []uint64 {
+		if ino != 0 && !slices.Contains(s, ino) {
+			s = append(s, ino)
 		}
+		return s
 	}
 	for _, root := range roots {
-		put(root.path, root.ino, root.r)
+		j := job(root.path, root.r)
+		j.inos = put(j.inos, root.ino)
+		if root.r.Flags&FlagCarried != 0 {
+			j.carried = put(j.carried, root.ino)
+		}
 	}
 	seen := make(map[string]bool)
-	beneathDone := make(map[uint64]bool)
+	b := &beneathLister{t: t, e: e, cutoff: cutoff, stop: stop, add: add, done: make(map[string][]uint64),
+		cands: map[string][]uint64{"": {rootKey}}, onceDone: make(map[uint64]bool), budget: budget}
 	for d := 0; len(byDepth) > 0; d++ {
 		level := byDepth[d]
 		delete(byDepth, d)
 		sort.Strings(level)
 		for _, x := range level {
 			if stop() {
-				return false
+				return false, b.capped
 			}
 			j := jobs[x]
 			delete(jobs, x)
@@ -243,12 +345,14 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 			}
 			seen[x] = true
 			if !isDir(x) {
-				listBeneath(e, x, j, beneathDone, add)
+				if !b.list(x, j.carried, j.r) {
+					return false, b.capped
+				}
 				continue
 			}
 			inos := j.inos
-			if now := t.inoNow(e, x); now != 0 && !slices.Contains(inos, now) {
-				inos = append(inos, now)
+			if now := t.inoNow(e, x); now != 0 {
+				inos = put(inos, now)
 			}
 			names := make(map[string][]uint64)
 			for _, g := range inos {
@@ -256,59 +360,155 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, isDir func(string) b
 					names[name] = append(names[name], cs...)
 				}
 			}
-			for name, cs := range names {
+			for _, name := range slices.Sorted(maps.Keys(names)) {
 				p := x + "/" + name
 				add(p, j.r)
 				if !isDir(p) {
+					if !b.list(p, nil, j.r) {
+						return false, b.capped
+					}
 					continue
 				}
-				put(p, 0, j.r)
-				for _, c := range cs {
-					put(p, c, j.r)
+				pj := job(p, j.r)
+				for _, c := range names[name] {
+					pj.inos = put(pj.inos, c)
+				}
+			}
+		}
+	}
+	return true, b.capped
+}
+
+// beneathLister lists what a copy may hold beneath names that are not
+// directories now (list). rsync deletes or replaces such a name whole,
+// unless it is a directory again when the copy runs, after the query:
+// then DEST keeps what it held beneath it, and the next window may no
+// longer know the entries that left those directories in this one (the
+// carried rename finds only what is there then). So beneath a missing
+// name the names are listed as gone, for the copy to delete them if the
+// name is back; beneath a file they are shadowed, left out of the plain
+// answer and kept for the next one (recordDerived).
+//
+// What the copy holds beneath such a name x was there at one moment,
+// before the last bless: the directories that were at x then, their
+// entries then, and so on down. So the edges followed are the relevant
+// ones (inoTree.relevant), a directory is never followed into itself
+// (no directory is beneath itself at any moment), and a directory's
+// edges are listed at every path it is reached at, once each (done).
+// If an answer was returned since the last bless, its copy may run at
+// any moment, and every edge is relevant.
+type beneathLister struct {
+	t      *Tracker
+	e      *inoTree
+	cutoff uint64
+	stop   func() bool
+	add    func(p string, r *Record)
+	done   map[string][]uint64 // path -> the directories listed beneath it
+	cands  map[string][]uint64 // path -> candidates (memo)
+	// onceDone: the directories whose edges are listed beneath the first
+	// old name that reaches them only: those beneath a carried directory
+	// (this window's records do not show it there), and every one when
+	// the copy may have run at any time (cutoff unknown), where every
+	// edge is relevant and listing them at every path would multiply
+	// the answer by the window's cycles (docs/design.md, "What a copy may
+	// hold beneath a name": what is left of the gap), and every one once
+	// the listing has added budget names (capped).
+	onceDone map[uint64]bool
+	budget   int
+	added    int
+	capped   bool
+}
+
+// candidates is the directories that may have been at path p at a
+// moment that a copy may hold: those at its parent's candidates' relevant
+// edges named p's name, and the directory at p now if its parent now is
+// a candidate of the parent path and the edge is relevant. (An edge that
+// no record of the window moved and no walk saw has not changed in the
+// window: its directory did not move, or it would be beneath a walked
+// name, so its child is the one at p now.)
+func (b *beneathLister) candidates(p string) []uint64 {
+	if c, ok := b.cands[p]; ok {
+		return c
+	}
+	up, name := b.candidates(parentDir(p)), baseName(p)
+	var c []uint64
+	for _, g := range up {
+		for _, k := range b.e.relevantOf(g, name, b.e.kids[g][name], b.cutoff) {
+			if !slices.Contains(c, k) {
+				c = append(c, k)
+			}
+		}
+	}
+	if now := b.t.inoNow(b.e, p); now != 0 && !slices.Contains(c, now) {
+		if parent := b.t.parentNow(b.e, p); slices.Contains(up, parent) && b.e.relevant(parent, name, now, b.cutoff) {
+			c = append(c, now)
+		}
+	}
+	b.cands[p] = c
+	return c
+}
+
+// list lists beneath x the relevant edges of its candidates, and of the
+// directories that carried renames moved away from x in earlier windows
+// (carried: the records of this window do not show them there), and so
+// on down; it returns false if the query was abandoned.
+func (b *beneathLister) list(x string, carried []uint64, r *Record) bool {
+	type dir struct {
+		path    string
+		ino     uint64
+		up      *dir // the directory above, on the way from x
+		carried bool // beneath a carried directory
+	}
+	above := func(d *dir, c uint64) bool { // c is d or a directory above it
+		for ; d != nil; d = d.up {
+			if d.ino == c {
+				return true
+			}
+		}
+		return false
+	}
+	var queue []*dir
+	for _, g := range b.candidates(x) {
+		queue = append(queue, &dir{path: x, ino: g})
+	}
+	for _, g := range carried {
+		queue = append(queue, &dir{path: x, ino: g, carried: true})
+	}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		once := d.carried || b.cutoff == math.MaxUint64 || b.capped
+		if slices.Contains(b.done[d.path], d.ino) || once && b.onceDone[d.ino] {
+			continue
+		}
+		b.done[d.path] = append(b.done[d.path], d.ino)
+		if once {
+			b.onceDone[d.ino] = true
+		}
+		if b.stop() {
+			return false
+		}
+		// In order: the answer must not depend on a map's order.
+		kids := b.e.kids[d.ino]
+		for _, name := range slices.Sorted(maps.Keys(kids)) {
+			cs := kids[name]
+			rel := b.e.relevantOf(d.ino, name, cs, b.cutoff)
+			if len(cs) > 0 && len(rel) == 0 {
+				continue // put there after the bless only
+			}
+			p := d.path + "/" + name
+			b.add(p, r)
+			if b.added++; b.added > b.budget {
+				b.capped = true
+			}
+			for _, c := range rel {
+				if !above(d, c) {
+					queue = append(queue, &dir{path: p, ino: c, up: d, carried: d.carried})
 				}
 			}
 		}
 	}
 	return true
-}
-
-// listBeneath lists, beneath an old name x that is not a directory now,
-// every name that the directories which were there held, and so on down
-// through their edges. rsync deletes or replaces x whole, unless x is a
-// directory again when the copy runs, after the query: then DEST keeps
-// what it held beneath x, and the next window may no longer know the
-// entries that left those directories in this one (the carried rename
-// finds only what is there then). Beneath a missing x the names are
-// listed as gone, so that the copy deletes them if x is back; beneath a
-// file they are shadowed, left out of the plain answer and kept for the
-// next one (recordDerived). Each directory's edges are listed once per
-// query (done), beneath the first old name that reaches it: a bound of
-// the edges, not of the paths.
-func listBeneath(e *inoTree, x string, j *inoJob, done map[uint64]bool, add func(p string, r *Record)) {
-	type dir struct {
-		path string
-		inos []uint64
-	}
-	queue := []dir{{x, j.inos}}
-	for len(queue) > 0 {
-		d := queue[0]
-		queue = queue[1:]
-		for _, g := range d.inos {
-			if done[g] {
-				continue
-			}
-			done[g] = true
-			// In order: which old name a directory's edges are listed
-			// beneath must not depend on a map's order.
-			for _, name := range slices.Sorted(maps.Keys(e.kids[g])) {
-				p := d.path + "/" + name
-				add(p, j.r)
-				if cs := e.kids[g][name]; len(cs) > 0 {
-					queue = append(queue, dir{p, cs})
-				}
-			}
-		}
-	}
 }
 
 // carryByInode is the renamed directories to carry into the next
@@ -344,6 +544,11 @@ func (t *Tracker) carryByInode(e *inoTree, roots []inoRoot) []carried {
 	})
 	return carry
 }
+
+// beneathBudget is how many names the listing beneath names that are not
+// directories now may add at every path before it lists each directory
+// once (a variable: a test sets it to 0).
+var beneathBudget = func(paths int) int { return paths + 1_000 }
 
 // addOldNamesByInode is the query stage of the inode rule: it lists the
 // old names beneath renamed directories, and leaves in q.carry the
@@ -389,8 +594,18 @@ func (t *Tracker) addOldNamesByInode(q *queryRun) error {
 			roots = append(roots, inoRoot{r.Path2, r.Ino2, r})
 		}
 	}
-	if !t.visitByInode(q.tree, roots, t.isDirNow(), q.abandoned, q.addOldName()) {
+	// Inode numbers are reused: a number may stand for several
+	// directories of the window, which the edges then put at several
+	// places at once, and their entries at each. Past a budget (the
+	// paths listed so far, and 1,000), each directory is listed beneath
+	// the first name only.
+	budget := beneathBudget(len(q.paths))
+	ok, capped := t.visitByInode(q.tree, roots, q.cutoff, budget, t.isDirNow(), q.abandoned, q.addOldName())
+	if !ok {
 		return ErrAbandoned
+	}
+	if capped {
+		t.oldNamesCapped.Add(1)
 	}
 	q.carry = t.carryByInode(q.tree, append(carried, roots...))
 	return nil

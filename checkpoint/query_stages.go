@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +33,12 @@ type queryRun struct {
 	// that may be lost, which the tree does not see.
 	tree               *inoTree
 	dirIntentsAnswered bool
-	pathsOnly          bool // QueryOptions.PathsOnly
+	// cutoff: a record with a higher Seq began after the copy that the
+	// consumer's last bless covered (oldnames.go, relevant): Store.LastSeq
+	// at that bless if no answer was returned since, 0 if none ever was,
+	// else the highest Seq (not known).
+	cutoff    uint64
+	pathsOnly bool // QueryOptions.PathsOnly
 	// Slabs for the aggs and their first inode: a million paths are a
 	// thousand allocations, not two million (the collector's work
 	// during a query grows with the objects, not the bytes).
@@ -54,8 +60,18 @@ func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	// Sized like this consumer's last answer: growing a map of a
 	// million paths rehashes it twenty times.
 	hint := min(t.answerSizes[name], maxPathsHint)
+	// Where the copy may have got what it holds (oldnames.go, relevant):
+	// before the bless if the last answer was blessed; at the start of
+	// the window if no answer was ever returned; else at any time.
+	cutoff := uint64(math.MaxUint64)
+	switch {
+	case cur.lastQuery == 0:
+		cutoff = 0
+	case cur.blessSeq != 0 && cur.lastQuery == cur.lastBlessed:
+		cutoff = cur.blessSeq
+	}
 	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string),
-		tree: newInoTree(), abandoned: func() bool { return false }}
+		tree: newInoTree(), cutoff: cutoff, abandoned: func() bool { return false }}
 }
 
 // maxPathsHint caps the map's initial size (a few hundred MiB).
@@ -178,7 +194,7 @@ func (t *Tracker) scanRecords(q *queryRun) error {
 		if r.Op == OpRename {
 			q.renames = append(q.renames, r)
 		}
-		if r.Op == OpRename || r.Op == OpUnlink || r.Op == OpRmdir {
+		if r.Op == OpRename || r.Op == OpUnlink || r.Op == OpRmdir || r.Op == OpMkdir {
 			q.tree.recordEdges(r)
 		}
 		if (r.Op == OpLink || r.Op == OpRename) && r.Ino != 0 && r.Flags&FlagDir == 0 {

@@ -78,6 +78,10 @@ type oldNamesWorld struct {
 	dest map[string]bnode
 	ino  uint64
 	ops  int
+	// reuse: a mkdir takes the number of a directory removed before, as
+	// file systems do (free holds them).
+	reuse bool
+	free  []uint64
 	// For the bound of the answer (docs/design.md, "Size"), since the
 	// last round: the paths that operations named, the new names of
 	// renamed directories, and what each renamed directory held when it
@@ -94,9 +98,25 @@ func newOldNamesWorld(t *testing.T) *oldNamesWorld {
 
 func (w *oldNamesWorld) do(in Intent, op bop) {
 	w.t.Helper()
-	if op.kind == "mkdir" || op.kind == "write" {
+	if in.Op == OpMkdir {
+		if typ, _, _ := w.f.back.Lstat(in.Path); typ != TypeGone && typ != TypeShadowed {
+			return // the kernel answers EEXIST itself, and fs refuses it before the record
+		}
+	}
+	if op.kind == "mkdir" && w.reuse && len(w.free) > 0 {
+		op.ino, w.free = w.free[0], w.free[1:]
+	} else if op.kind == "mkdir" || op.kind == "write" {
 		w.ino++
 		op.ino = w.ino
+	}
+	if op.kind == "rmdir" && w.reuse {
+		if n, ok := w.f.back.get(in.Path); ok {
+			defer func() {
+				if _, still := w.f.back.get(in.Path); !still {
+					w.free = append(w.free, n.ino)
+				}
+			}()
+		}
 	}
 	w.touched[in.Path] = true
 	if in.Path2 != "" {

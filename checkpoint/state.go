@@ -44,6 +44,7 @@ func (st *State) consumer(name string) *Consumer {
 type cursor struct {
 	name                                string // "" for the default
 	lastQuery, lastBlessed, recoveredAt uint64
+	blessSeq                            uint64 // State.BlessSeq
 	full, reset                         bool
 	blessedBy                           string
 }
@@ -51,14 +52,14 @@ type cursor struct {
 func (st *State) cursor(name string) (cursor, error) {
 	if name == "" || name == DefaultConsumer {
 		return cursor{lastQuery: st.LastQuery, lastBlessed: st.LastBlessed, recoveredAt: st.RecoveredAt, full: st.Full,
-			blessedBy: st.BlessedBy}, nil
+			blessedBy: st.BlessedBy, blessSeq: st.BlessSeq}, nil
 	}
 	c := st.consumer(name)
 	if c == nil {
 		return cursor{}, fmt.Errorf("consumer %q: %w", name, ErrUnknownConsumer)
 	}
 	return cursor{name: name, lastQuery: c.LastQuery, lastBlessed: c.LastBlessed, recoveredAt: c.RecoveredAt,
-		full: c.Full, reset: c.Reset, blessedBy: c.BlessedBy}, nil
+		full: c.Full, reset: c.Reset, blessedBy: c.BlessedBy, blessSeq: c.BlessSeq}, nil
 }
 
 // keepFrom is the lowest period that some consumer still needs.
@@ -115,9 +116,9 @@ func (st *State) checkBless(cur cursor, id uint64, full bool) error {
 }
 
 // blessed moves consumer cur's cursor to id, blessed by by.
-func (st *State) blessed(cur cursor, id uint64, by string, now time.Time) {
+func (st *State) blessed(cur cursor, id uint64, by string, now time.Time, seq uint64) {
 	if cur.name == "" {
-		st.LastBlessed = id
+		st.LastBlessed, st.BlessSeq = id, seq
 		st.BlessTime, st.BlessedBy = now.Unix(), by
 		st.Full = false
 		st.NotQueries = slices.DeleteFunc(st.NotQueries, func(p uint64) bool { return p <= id })
@@ -127,7 +128,7 @@ func (st *State) blessed(cur cursor, id uint64, by string, now time.Time) {
 		return
 	}
 	c := st.consumer(cur.name)
-	c.LastBlessed = id
+	c.LastBlessed, c.BlessSeq = id, seq
 	c.Queries = slices.DeleteFunc(c.Queries, func(p uint64) bool { return p <= id })
 	if c.RecoveredAt != 0 && id >= c.RecoveredAt {
 		c.RecoveredAt = 0

@@ -34,6 +34,12 @@ func (t *Tracker) Records() RecordCounts {
 // crash may have lost) and took the path rule (renames.go).
 func (t *Tracker) OldNameFallbacks() uint64 { return t.oldNameFallbacks.Load() }
 
+// OldNamesCapped counts the queries whose listing of what a copy may hold
+// beneath names that are not directories now passed its budget (reused
+// inode numbers), and listed each directory beneath one name only from
+// there (docs/design.md, "What a copy may hold beneath a name").
+func (t *Tracker) OldNamesCapped() uint64 { return t.oldNamesCapped.Load() }
+
 // WholeAnswers counts this run's answers that said full, rather than
 // list more paths than the bound allows (query.go, "Whole answers"). It
 // stays 0 in runs without crashes, and in every storm the tests run.

@@ -147,6 +147,11 @@ type State struct {
 	// that bless ("bless ... by WHO"; "" if the bless named no one).
 	QueryTime, BlessTime int64
 	BlessedBy            string
+	// BlessSeq is Store.LastSeq when the default consumer last blessed:
+	// every modification whose record has a higher Seq began after the
+	// bless, so after the copy it blessed (0: not known). The old names
+	// use it (oldnames.go, "relevant edges").
+	BlessSeq uint64
 	// Consumers are the named consumers' cursors, sorted by name
 	// (consumers.go). The default consumer's is the fields above.
 	Consumers []Consumer
@@ -181,6 +186,10 @@ type Store interface {
 	DropBefore(period uint64) error
 	// Syncs reports how many device syncs the store has done since open.
 	Syncs() uint64
+	// LastSeq returns a Seq at least that of every record appended, or
+	// queued by AppendAsync, before the call (it writes the queue
+	// first), and below that of every record appended after it returns.
+	LastSeq() (uint64, error)
 }
 
 // AsyncStore is a Store that can also append without waiting; it enables

@@ -108,6 +108,9 @@ type Tracker struct {
 	// oldNameFallbacks counts the queries whose old names took the
 	// path rule, not the inode rule (oldnames.go).
 	oldNameFallbacks atomic.Uint64
+	// oldNamesCapped counts the queries whose listing beneath names that
+	// are not directories now passed its budget (oldnames.go).
+	oldNamesCapped atomic.Uint64
 	// wholeAnswers counts the answers that said full because their
 	// paths would have passed the bound (query.go, "Whole answers").
 	wholeAnswers atomic.Uint64
@@ -458,9 +461,15 @@ func (t *Tracker) bless(b Blessing) (uint64, error) {
 	if err := t.backing.Syncfs(); err != nil {
 		return 0, fmt.Errorf("bless %d: syncfs backing: %w", id, err)
 	}
+	// The copy ended before this bless began: a modification whose
+	// record comes after seq began after the copy (oldnames.go).
+	seq, err := t.store.LastSeq()
+	if err != nil {
+		return 0, fmt.Errorf("bless %d: %w", id, err)
+	}
 	var keep uint64
 	if err := t.saveState(func(s *State) {
-		s.blessed(cur, id, b.By, time.Now())
+		s.blessed(cur, id, b.By, time.Now(), seq)
 		keep = s.keepFrom()
 	}); err != nil {
 		return 0, fmt.Errorf("bless %d: %w", id, err)

@@ -68,8 +68,8 @@ func renameStorm(t *testing.T, kind string, ops int) {
 		n := writers * ops
 		st := status(t, m.Mnt)
 		fallbacks, whole := st["old_name_fallbacks"], st["whole_answers"]
-		t.Logf("round %d: %d operations, %d entries, depth %d, answer %d lines in %v, %v old-name fallbacks, %v whole answers",
-			round, n, entries, depth, len(list), took.Round(time.Millisecond), fallbacks, whole)
+		t.Logf("round %d: %d operations, %d entries, depth %d, answer %d lines in %v, %v old-name fallbacks, %v whole answers, %v capped",
+			round, n, entries, depth, len(list), took.Round(time.Millisecond), fallbacks, whole, st["old_names_capped"])
 		if fallbacks != 0.0 {
 			t.Errorf("round %d: %v queries took the path rule for old names, in a run without crashes", round, fallbacks)
 		}

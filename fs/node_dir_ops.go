@@ -37,15 +37,30 @@ func (n *Node) begin(name string, op checkpoint.Op, flags uint8) (tok checkpoint
 	}
 	rel := backing.JoinPath(dir, name)
 	in := checkpoint.Intent{Op: op, Flags: flags, Path: rel}
-	if op == checkpoint.OpUnlink || op == checkpoint.OpRmdir {
+	switch op {
+	case checkpoint.OpUnlink, checkpoint.OpRmdir:
 		// The old names follow what left a directory by inode: the
 		// directory, and a removed directory itself
-		// (checkpoint/oldnames.go). A create needs neither: what it
-		// made is found by the walks, or by its own removal or rename.
+		// (checkpoint/oldnames.go). A create of a file needs neither:
+		// what it made is found by the walks, or by its own removal or
+		// rename.
 		in.Parent = n.StableAttr().Ino
 		if op == checkpoint.OpRmdir {
 			in.Ino, _ = n.entryKind(n.GetChild(name), dirfd, name)
 		}
+	case checkpoint.OpMkdir:
+		// A mkdir's record says that the name was free until it ran,
+		// and where: what a copy may hold beneath an old name is told
+		// by when each directory came there (checkpoint/oldnames.go,
+		// relevant). The kernel sends no mkdir for a name it knows, and
+		// this directory is locked until the reply, so a name taken
+		// now was taken around hsmfs: refused before the record.
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			n.r.b.PutDir(dirfd)
+			return tok, -1, syscall.EEXIST
+		}
+		in.Parent = n.StableAttr().Ino
 	}
 	tok, errno = n.r.intend(in)
 	if errno != 0 {

@@ -24,7 +24,10 @@ type request struct {
 	// noSync: the caller only needs what was queued before it to be
 	// written (visible to reads), not synced (Scan's flush).
 	noSync bool
-	done   chan error // buffered: the committer never blocks on a waiter
+	// lastSeq, if set, gets the highest Seq handed out once the batch
+	// is written (LastSeq).
+	lastSeq *uint64
+	done    chan error // buffered: the committer never blocks on a waiter
 }
 
 // maxBatchRequests bounds how many requests one batch takes, so that a
@@ -74,6 +77,17 @@ func (j *Journal) LoadState() (checkpoint.State, error) {
 		return checkpoint.State{}, fmt.Errorf("journal %s: load state: %w", j.dir, withErrno(err))
 	}
 	return st, nil
+}
+
+// LastSeq returns the highest Seq handed out, after writing (unsynced)
+// the records that AppendAsync queued before the call: a record appended
+// after it returns gets a higher one.
+func (j *Journal) LastSeq() (uint64, error) {
+	var seq uint64
+	if err := j.submit(&request{noSync: true, lastSeq: &seq}); err != nil {
+		return 0, fmt.Errorf("journal %s: last seq: %w", j.dir, err)
+	}
+	return seq, nil
 }
 
 // SaveState makes st durable before it returns. It goes through the
@@ -196,6 +210,9 @@ func (j *Journal) committer() {
 		// record queued before a request was submitted is in its batch.
 		err := j.commit(batch, j.takeAsync())
 		for i, r := range batch {
+			if r.lastSeq != nil && j.nextSeq > 0 {
+				*r.lastSeq = j.nextSeq - 1
+			}
 			r.done <- err
 			batch[i] = nil
 		}

@@ -46,7 +46,9 @@
 // woken by it alone, waits up to a millisecond for more (or for a
 // request, which ends the wait) and writes the queue in one unsynced
 // transaction, so a serial stream of fine records costs one badger write
-// per millisecond instead of one per record. Reopen (taking a completion back) goes
+// per millisecond instead of one per record. LastSeq goes through the
+// committer unsynced, so that the queue is written (and numbered) before
+// it answers. Reopen (taking a completion back) goes
 // through the committer too and is synced; Complete writes directly, in
 // one unsynced transaction. DropBefore uses badger's DropPrefix, which
 // refuses concurrent writes, so it excludes every other writer while it

@@ -420,10 +420,10 @@ func TestOpenAfterKillDuringMemtableRotation(t *testing.T) {
 // state cut anywhere is damaged.
 func TestStateWithConsumers(t *testing.T) {
 	st := checkpoint.State{Current: 9, LastQuery: 7, LastBlessed: 5, Run: 3, NotQueries: []uint64{8},
-		QueryTime: 300, BlessTime: 250, BlessedBy: "sync host:/mirror",
+		QueryTime: 300, BlessTime: 250, BlessedBy: "sync host:/mirror", BlessSeq: 1234,
 		Consumers: []checkpoint.Consumer{
-			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150, BlessedBy: "export"},
-			{Name: "index", LastBlessed: 9, Reset: true},
+			{Name: "backup", LastQuery: 8, LastBlessed: 4, Queries: []uint64{6, 8}, RecoveredAt: 2, Full: true, Added: 100, QueryTime: 200, BlessTime: 150, BlessedBy: "export", BlessSeq: 99},
+			{Name: "index", LastBlessed: 9, Reset: true, BlessSeq: 7},
 		}}
 	b := encodeState(st)
 	got, err := decodeState(b)
@@ -432,6 +432,18 @@ func TestStateWithConsumers(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("state came back as\n%+v\nwant\n%+v", got, st)
+	}
+	// Version 2, as the hsmfs before BlessSeq wrote it: version 3 without
+	// the trailing Seqs, which read as 0 (not known).
+	v2 := append([]byte{stateV2}, b[1:len(b)-8*(1+len(st.Consumers))]...)
+	got, err = decodeState(v2)
+	want := st.Clone()
+	want.BlessSeq = 0
+	for i := range want.Consumers {
+		want.Consumers[i].BlessSeq = 0
+	}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("a version 2 state came back as\n%+v, %v\nwant\n%+v", got, err, want)
 	}
 	for i := 1; i < len(b); i++ {
 		if _, err := decodeState(b[:i]); !errors.Is(err, ErrDamaged) {

@@ -218,9 +218,9 @@ func (d *decoder) str() string {
 	return s
 }
 
-// The encoded State. Version 2, which this hsmfs writes:
+// The encoded State. Version 3, which this hsmfs writes:
 //
-//	version(1)=2 Current(8) LastQuery(8) LastBlessed(8) Run(8) flags(1)
+//	version(1)=3 Current(8) LastQuery(8) LastBlessed(8) Run(8) flags(1)
 //	RecoveredAt(8) LastUncleanRun(8)
 //	QueryTime(8) BlessTime(8) BlessedBy(str)      the default consumer's
 //	NotQueries: count(4), then count × period(8)
@@ -228,6 +228,7 @@ func (d *decoder) str() string {
 //	            LastBlessed(8) RecoveredAt(8) cflags(1) Added(8)
 //	            QueryTime(8) BlessTime(8) BlessedBy(str) Queries: count(4),
 //	            then count × period(8)
+//	BlessSeq(8), then per consumer, in the same order, BlessSeq(8)
 //
 //	str: length(2), then the bytes. flags: 1 Clean, 2 Full (the default
 //	consumer's); cflags: 1 Full, 2 Reset.
@@ -236,11 +237,13 @@ func (d *decoder) str() string {
 // QueryTime, BlessTime or BlessedBy (neither for the default consumer nor
 // for the named ones), may end after RecoveredAt (stateLenV1: no
 // LastUncleanRun), after LastUncleanRun (no NotQueries) or after
-// NotQueries (no consumers). An older hsmfs refuses a version 2 state as
+// NotQueries (no consumers). Version 2 is version 3 without the BlessSeqs
+// (read as 0: not known). An older hsmfs refuses a newer version as
 // damaged, so it never forgets who blessed or that a full copy is owed.
 const (
 	stateV1    = 1
 	stateV2    = 2
+	stateV3    = 3 // version 2, then BlessSeq and each consumer's
 	stateLenV1 = 1 + 8*4 + 1 + 8
 	stateLen   = stateLenV1 + 8 // the fixed part up to LastUncleanRun
 
@@ -253,7 +256,7 @@ const (
 
 func encodeState(st checkpoint.State) []byte {
 	b := make([]byte, 0, stateLen+64)
-	b = append(b, stateV2)
+	b = append(b, stateV3)
 	b = binary.BigEndian.AppendUint64(b, st.Current)
 	b = binary.BigEndian.AppendUint64(b, st.LastQuery)
 	b = binary.BigEndian.AppendUint64(b, st.LastBlessed)
@@ -291,6 +294,10 @@ func encodeState(st checkpoint.State) []byte {
 		}
 		b = appendStr16(b, c.BlessedBy)
 		b = appendPeriods(b, c.Queries)
+	}
+	b = binary.BigEndian.AppendUint64(b, st.BlessSeq)
+	for _, c := range st.Consumers {
+		b = binary.BigEndian.AppendUint64(b, c.BlessSeq)
 	}
 	return b
 }
@@ -376,11 +383,11 @@ func (r *stateReader) periods() []uint64 {
 
 func decodeState(v []byte) (checkpoint.State, error) {
 	var st checkpoint.State
-	if len(v) < 1 || (v[0] != stateV1 && v[0] != stateV2) {
+	if len(v) < 1 || v[0] < stateV1 || v[0] > stateV3 {
 		return st, fmt.Errorf("%w: state has unknown version (%d bytes)", ErrDamaged, len(v))
 	}
 	version := v[0]
-	if len(v) < stateLenV1 || (version == stateV2 && len(v) < stateLen) || (len(v) != stateLenV1 && len(v) < stateLen) {
+	if len(v) < stateLenV1 || (version >= stateV2 && len(v) < stateLen) || (len(v) != stateLenV1 && len(v) < stateLen) {
 		return st, fmt.Errorf("%w: state of %d bytes, want %d", ErrDamaged, len(v), stateLen)
 	}
 	r := &stateReader{v: v[1:]}
@@ -395,7 +402,7 @@ func decodeState(v []byte) (checkpoint.State, error) {
 		return st, nil // version 1 before LastUncleanRun
 	}
 	st.LastUncleanRun = r.u64()
-	if version == stateV2 {
+	if version >= stateV2 {
 		st.QueryTime, st.BlessTime = int64(r.u64()), int64(r.u64())
 		st.BlessedBy = r.str16()
 	} else if len(r.v) == 0 {
@@ -408,6 +415,12 @@ func decodeState(v []byte) (checkpoint.State, error) {
 	n := int(r.u32())
 	for i := 0; i < n && r.err == nil; i++ {
 		st.Consumers = append(st.Consumers, decodeConsumer(r, version))
+	}
+	if version >= stateV3 {
+		st.BlessSeq = r.u64()
+		for i := range st.Consumers {
+			st.Consumers[i].BlessSeq = r.u64()
+		}
 	}
 	if r.err == nil && len(r.v) != 0 {
 		return st, fmt.Errorf("%w: state has %d bytes after its consumers", ErrDamaged, len(r.v))
@@ -425,7 +438,7 @@ func decodeConsumer(r *stateReader, version byte) checkpoint.Consumer {
 	}
 	c.Full, c.Reset = fl&consumerFull != 0, fl&consumerReset != 0
 	c.Added, c.QueryTime, c.BlessTime = int64(r.u64()), int64(r.u64()), int64(r.u64())
-	if version == stateV2 {
+	if version >= stateV2 {
 		c.BlessedBy = r.str16()
 	}
 	c.Queries = r.periods()

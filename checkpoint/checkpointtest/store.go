@@ -39,6 +39,7 @@ func RunStoreTests(t *testing.T, o Opener) {
 		{"DropBefore", testDropBefore},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"AppendAsync", testAppendAsync},
+		{"LastSeq", testLastSeq},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, o) })
 	}
@@ -285,12 +286,12 @@ func testStateRoundTrips(t *testing.T, o Opener) {
 	st := checkpoint.State{
 		Current: 12, LastQuery: 11, LastBlessed: 9, Run: 4, Clean: true, Full: true,
 		RecoveredAt: 10, LastUncleanRun: 3, NotQueries: []uint64{10, 12},
-		QueryTime: 1_700_000_000, BlessTime: 1_700_000_100, BlessedBy: "sync to host:/dest",
+		QueryTime: 1_700_000_000, BlessTime: 1_700_000_100, BlessedBy: "sync to host:/dest", BlessSeq: 1 << 40,
 		Consumers: []checkpoint.Consumer{
 			{Name: "backup", LastQuery: 11, LastBlessed: 7, Queries: []uint64{8, 11}, RecoveredAt: 10,
 				Full: true, Reset: true, Added: 1_600_000_000, QueryTime: 1_700_000_001, BlessTime: 1_700_000_002,
-				BlessedBy: "me"},
-			{Name: "z", LastBlessed: 9},
+				BlessedBy: "me", BlessSeq: 77},
+			{Name: "z", LastBlessed: 9, BlessSeq: 78},
 		},
 	}
 	if err := s.SaveState(st); err != nil {
@@ -430,5 +431,50 @@ func testAppendAsync(t *testing.T, o Opener) {
 	}
 	if want := []string{"synced", "queued-1", "queued-2", "queued-3", "synced-2"}; !slices.Equal(paths, want) {
 		t.Errorf("after an Append and a reopen: %q, want %q (the queue is synced with the Append)", paths, want)
+	}
+}
+
+// testLastSeq: LastSeq is at least the Seq of every record appended or
+// queued before it, and below that of every record appended after it,
+// across a reopen too (the old names rely on it: oldnames.go).
+func testLastSeq(t *testing.T, o Opener) {
+	s := o.Open(t)
+	begin(t, s, 1)
+	before := write(1, "before")
+	appendT(t, s, before)
+	var queued *checkpoint.Record
+	if as, ok := s.(checkpoint.AsyncStore); ok {
+		queued = write(1, "queued")
+		as.AppendAsync([]*checkpoint.Record{queued})
+	}
+	seq, err := s.LastSeq()
+	if err != nil {
+		t.Fatalf("LastSeq: %v", err)
+	}
+	for _, r := range ScanAll(t, s, 0) {
+		if r.R.Seq > seq {
+			t.Errorf("%s, appended or queued before LastSeq, has Seq %d > %d", r.R.Path, r.R.Seq, seq)
+		}
+	}
+	if queued != nil && len(ScanAll(t, s, 0)) != 2 {
+		t.Errorf("LastSeq did not write the queue: %d records", len(ScanAll(t, s, 0)))
+	}
+	after := write(1, "after")
+	appendT(t, s, after)
+	if after.Seq <= seq {
+		t.Errorf("a record appended after LastSeq=%d has Seq %d", seq, after.Seq)
+	}
+	s = o.Reopen(t, s)
+	again, err := s.LastSeq()
+	if err != nil {
+		t.Fatalf("LastSeq after a reopen: %v", err)
+	}
+	if again < after.Seq {
+		t.Errorf("after a reopen LastSeq = %d, below the Seq %d of a synced record", again, after.Seq)
+	}
+	later := write(1, "later")
+	appendT(t, s, later)
+	if later.Seq <= again {
+		t.Errorf("after a reopen, a record appended after LastSeq=%d has Seq %d", again, later.Seq)
 	}
 }

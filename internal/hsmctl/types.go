@@ -85,6 +85,10 @@ type Status struct {
 	// not be found by inode and took the path rule (records of an older
 	// hsmfs, or fine records that a crash may have lost).
 	OldNameFallbacks uint64 `json:"old_name_fallbacks"`
+	// OldNamesCapped counts this run's queries whose listing beneath
+	// names that are not directories now passed its budget
+	// (docs/design.md, "What a copy may hold beneath a name").
+	OldNamesCapped uint64 `json:"old_names_capped"`
 	// WholeAnswers counts this run's answers that said full rather
 	// than list more paths than the bound allows (docs/usage.md,
 	// "Answers that say full").

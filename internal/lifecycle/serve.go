@@ -168,6 +168,7 @@ func fsConfig(a Config, b *backing.Tree, j *journal.Journal, tr *checkpoint.Trac
 			st.JournalFree, st.JournalReserve, st.JournalLow = j.Space()
 			st.OldNameFallbacks = tr.OldNameFallbacks()
 			st.WholeAnswers = tr.WholeAnswers()
+			st.OldNamesCapped = tr.OldNamesCapped()
 		},
 	}
 }

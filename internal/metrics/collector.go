@@ -17,6 +17,7 @@ type Tracker interface {
 	OpenForWrite() int
 	Pending() ([]checkpoint.Pending, error)
 	OldNameFallbacks() uint64
+	OldNamesCapped() uint64
 	WholeAnswers() uint64
 }
 
@@ -75,6 +76,9 @@ var (
 	descFallbacks = prometheus.NewDesc("hsmfs_old_name_fallbacks_total",
 		"Queries whose old names beneath renamed directories could not be found by inode and took the path rule (records of an older hsmfs, or fine records a crash may have lost); 0 in a run without crashes.",
 		nil, nil)
+	descCapped = prometheus.NewDesc("hsmfs_old_names_capped_total",
+		"Queries whose listing of what a copy may hold beneath names that are not directories now passed its budget (reused inode numbers) and listed each directory beneath one name only from there.",
+		nil, nil)
 	descWholeAnswers = prometheus.NewDesc("hsmfs_whole_answers_total",
 		"Answers that said full (copy the whole tree) because their paths would have passed 8 x (inodes of BACKING's file system + records); 0 in a run without crashes.",
 		nil, nil)
@@ -99,7 +103,7 @@ func (m *Metrics) Watch(tr Tracker, j Journal) {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descIntents, descSyncs, descInFlight, descOpen, descPending,
-		descOldest, descScan, descDisk, descFree, descReserve, descLow, descFallbacks, descWholeAnswers} {
+		descOldest, descScan, descDisk, descFree, descReserve, descLow, descFallbacks, descCapped, descWholeAnswers} {
 		ch <- d
 	}
 }
@@ -112,6 +116,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(c.tr.InFlight()))
 	ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(c.tr.OpenForWrite()))
 	ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(c.tr.OldNameFallbacks()))
+	ch <- prometheus.MustNewConstMetric(descCapped, prometheus.CounterValue, float64(c.tr.OldNamesCapped()))
 	ch <- prometheus.MustNewConstMetric(descWholeAnswers, prometheus.CounterValue, float64(c.tr.WholeAnswers()))
 
 	if p, took, err := c.pendingNow(); err != nil {

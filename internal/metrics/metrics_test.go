@@ -33,6 +33,7 @@ func (f *fakeTracker) InFlight() int64          { return 2 }
 func (f *fakeTracker) OpenForWrite() int        { return 1 }
 func (f *fakeTracker) OldNameFallbacks() uint64 { return 0 }
 func (f *fakeTracker) WholeAnswers() uint64     { return 0 }
+func (f *fakeTracker) OldNamesCapped() uint64   { return 0 }
 func (f *fakeTracker) Pending() ([]checkpoint.Pending, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
