@@ -329,7 +329,8 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, cutoff uint64, budge
 	}
 	seen := make(map[string]bool)
 	b := &beneathLister{t: t, e: e, cutoff: cutoff, stop: stop, add: add, done: make(map[string][]uint64),
-		cands: map[string][]uint64{"": {rootKey}}, onceDone: make(map[uint64]bool), budget: budget}
+		cands: map[string][]uint64{"": {rootKey}}, onceDone: make(map[uint64]bool), innerDone: make(map[uint64]bool),
+		budget: budget}
 	for d := 0; len(byDepth) > 0; d++ {
 		level := byDepth[d]
 		delete(byDepth, d)
@@ -345,7 +346,7 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, cutoff uint64, budge
 			}
 			seen[x] = true
 			if !isDir(x) {
-				if !b.list(x, j.carried, j.r) {
+				if !b.list(x, j.carried, j.r, false) {
 					return false, b.capped
 				}
 				continue
@@ -364,7 +365,9 @@ func (t *Tracker) visitByInode(e *inoTree, roots []inoRoot, cutoff uint64, budge
 				p := x + "/" + name
 				add(p, j.r)
 				if !isDir(p) {
-					if !b.list(p, nil, j.r) {
+					// Only a name that held a directory has something
+					// beneath it (a candidate is one of its edges).
+					if len(names[name]) > 0 && !b.list(p, nil, j.r, true) {
 						return false, b.capped
 					}
 					continue
@@ -406,17 +409,18 @@ type beneathLister struct {
 	done   map[string][]uint64 // path -> the directories listed beneath it
 	cands  map[string][]uint64 // path -> candidates (memo)
 	// onceDone: the directories whose edges are listed beneath the first
-	// old name that reaches them only: those beneath a carried directory
+	// name that reaches them only: those beneath a carried directory
 	// (this window's records do not show it there), and every one when
 	// the copy may have run at any time (cutoff unknown), where every
 	// edge is relevant and listing them at every path would multiply
 	// the answer by the window's cycles (docs/design.md, "What a copy may
 	// hold beneath a name": what is left of the gap), and every one once
 	// the listing has added budget names (capped).
-	onceDone map[uint64]bool
-	budget   int
-	added    int
-	capped   bool
+	onceDone  map[uint64]bool
+	innerDone map[uint64]bool // onceDone of the names beneath visited directories
+	budget    int
+	added     int // visits and names so far
+	capped    bool
 }
 
 // candidates is the directories that may have been at path p at a
@@ -448,11 +452,26 @@ func (b *beneathLister) candidates(p string) []uint64 {
 	return c
 }
 
+// spend counts a visit or a name against the budget (which matters only
+// where directories are listed at every path: the cutoff is known).
+func (b *beneathLister) spend() {
+	if b.added++; b.added > b.budget && b.cutoff != math.MaxUint64 {
+		b.capped = true
+	}
+}
+
 // list lists beneath x the relevant edges of its candidates, and of the
 // directories that carried renames moved away from x in earlier windows
 // (carried: the records of this window do not show them there), and so
 // on down; it returns false if the query was abandoned.
-func (b *beneathLister) list(x string, carried []uint64, r *Record) bool {
+func (b *beneathLister) list(x string, carried []uint64, r *Record, inner bool) bool {
+	// The names beneath visited directories have their own once-map:
+	// visited by depth, they would take a directory's one listing
+	// before the old name that is a root at the same depth.
+	onceDone := b.onceDone
+	if inner {
+		onceDone = b.innerDone
+	}
 	type dir struct {
 		path    string
 		ino     uint64
@@ -478,31 +497,33 @@ func (b *beneathLister) list(x string, carried []uint64, r *Record) bool {
 		d := queue[0]
 		queue = queue[1:]
 		once := d.carried || b.cutoff == math.MaxUint64 || b.capped
-		if slices.Contains(b.done[d.path], d.ino) || once && b.onceDone[d.ino] {
-			continue
-		}
-		b.done[d.path] = append(b.done[d.path], d.ino)
 		if once {
-			b.onceDone[d.ino] = true
+			if onceDone[d.ino] {
+				continue
+			}
+			onceDone[d.ino] = true
+		} else {
+			if slices.Contains(b.done[d.path], d.ino) {
+				continue
+			}
+			b.done[d.path] = append(b.done[d.path], d.ino)
 		}
 		if b.stop() {
 			return false
 		}
+		b.spend()
 		// In order: the answer must not depend on a map's order.
 		kids := b.e.kids[d.ino]
 		for _, name := range slices.Sorted(maps.Keys(kids)) {
 			cs := kids[name]
+			// Listed whatever came there: a file that was there leaves
+			// no number in the edges. Only the descent is relevant.
 			rel := b.e.relevantOf(d.ino, name, cs, b.cutoff)
-			if len(cs) > 0 && len(rel) == 0 {
-				continue // put there after the bless only
-			}
 			p := d.path + "/" + name
 			b.add(p, r)
-			if b.added++; b.added > b.budget {
-				b.capped = true
-			}
+			b.spend()
 			for _, c := range rel {
-				if !above(d, c) {
+				if !above(d, c) && !(b.capped && onceDone[c]) {
 					queue = append(queue, &dir{path: p, ino: c, up: d, carried: d.carried})
 				}
 			}

@@ -35,8 +35,8 @@ type queryRun struct {
 	dirIntentsAnswered bool
 	// cutoff: a record with a higher Seq began after the copy that the
 	// consumer's last bless covered (oldnames.go, relevant): Store.LastSeq
-	// at that bless if no answer was returned since, 0 if none ever was,
-	// else the highest Seq (not known).
+	// at that bless if no answer was returned since, else the highest
+	// Seq (not known).
 	cutoff    uint64
 	pathsOnly bool // QueryOptions.PathsOnly
 	// Slabs for the aggs and their first inode: a million paths are a
@@ -61,13 +61,11 @@ func (t *Tracker) newQueryRun(name string, P uint64) *queryRun {
 	// million paths rehashes it twenty times.
 	hint := min(t.answerSizes[name], maxPathsHint)
 	// Where the copy may have got what it holds (oldnames.go, relevant):
-	// before the bless if the last answer was blessed; at the start of
-	// the window if no answer was ever returned; else at any time.
+	// before the bless if the last answer was blessed; else at any time
+	// (before the first answer too: a copy may have been made after the
+	// mount).
 	cutoff := uint64(math.MaxUint64)
-	switch {
-	case cur.lastQuery == 0:
-		cutoff = 0
-	case cur.blessSeq != 0 && cur.lastQuery == cur.lastBlessed:
+	if cur.blessSeq != 0 && cur.lastQuery == cur.lastBlessed {
 		cutoff = cur.blessSeq
 	}
 	return &queryRun{P: P, st: st, cur: cur, paths: make(map[string]*agg, hint), linkHints: make(map[uint64][]string),
