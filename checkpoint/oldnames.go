@@ -117,7 +117,8 @@ func newInoTree() *inoTree {
 // last blessed answer, which ended before the bless that took
 // Store.LastSeq = cutoff (docs/design.md, "What a copy may hold beneath a
 // name"). Records that change one name of a directory do so under its
-// lock, so their Seqs are in the order they ran in. The child came there
+// lock, so their Seqs are in the order they ran in (a merged intent keeps
+// the first one's Seq, which only makes a child come earlier). The child came there
 // by the first record that moved the edge, if that put it there (a
 // rename); else it was there before that record (or is there now, if
 // none), and came by the latest mkdir of the name before, if any (a mkdir

@@ -210,7 +210,7 @@ func (j *Journal) committer() {
 		// record queued before a request was submitted is in its batch.
 		err := j.commit(batch, j.takeAsync())
 		for i, r := range batch {
-			if r.lastSeq != nil && j.nextSeq > 0 {
+			if r.lastSeq != nil { // nextSeq starts at 1
 				*r.lastSeq = j.nextSeq - 1
 			}
 			r.done <- err
