@@ -515,6 +515,7 @@ func (b *beneathLister) list(x string, carried []uint64, r *Record, inner bool) 
 		b.spend()
 		// In order: the answer must not depend on a map's order.
 		kids := b.e.kids[d.ino]
+		blocked := false
 		for _, name := range slices.Sorted(maps.Keys(kids)) {
 			cs := kids[name]
 			// Listed whatever came there: a file that was there leaves
@@ -524,10 +525,19 @@ func (b *beneathLister) list(x string, carried []uint64, r *Record, inner bool) 
 			b.add(p, r)
 			b.spend()
 			for _, c := range rel {
-				if !above(d, c) && !(b.capped && onceDone[c]) {
+				switch {
+				case above(d, c):
+					blocked = true
+				case !(b.capped && onceDone[c]):
 					queue = append(queue, &dir{path: p, ino: c, up: d, carried: d.carried})
 				}
 			}
+		}
+		if blocked && !once {
+			// Another way to this path, with other directories above,
+			// may go down where this one could not: it visits again (the
+			// budget bounds the ways).
+			b.done[d.path] = slices.DeleteFunc(b.done[d.path], func(g uint64) bool { return g == d.ino })
 		}
 	}
 	return true
