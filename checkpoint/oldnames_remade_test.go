@@ -8,25 +8,22 @@ import "testing"
 // right after the copy (the first version of the rule failed each; the
 // rule before it passed them). Each copy must be exact at once.
 
-func (w *oldNamesWorld) checkDest(when string) {
+// copyRemade makes the names remade (old names made again after the
+// query a), copies a, and checks DEST exact at once; then, if bless,
+// blesses a and runs one more round.
+func (w *oldNamesWorld) copyRemade(a *Answer, when string, bless bool, remade ...string) {
 	w.t.Helper()
-	w.f.back.mu.Lock()
-	defer w.f.back.mu.Unlock()
-	for p, n := range w.f.back.cur {
-		if d, ok := w.dest[p]; !ok || d != n {
-			w.t.Errorf("%s: DEST has %s as %+v (present %v), BACKING as %+v", when, p, d, ok, n)
-		}
+	for _, e := range a.Entries {
+		w.t.Logf("listed %s %s", e.Path, e.Type)
 	}
-	for p := range w.dest {
-		if _, ok := w.f.back.cur[p]; !ok {
-			w.t.Errorf("%s: DEST still has %s, which BACKING does not", when, p)
-		}
+	for _, p := range remade {
+		w.mkdir(p)
 	}
-}
-
-func (w *oldNamesWorld) copyAll(a *Answer) {
-	for _, p := range plainPaths(a) {
-		rsyncCopy(w.dest, w.f.back, p)
+	w.copyAll(a)
+	w.checkDest(when)
+	if bless {
+		w.f.bless(a.Query)
+		w.round()
 	}
 }
 
@@ -48,15 +45,7 @@ func TestOldNamesOnceOrder(t *testing.T) {
 	w.mkdir("A")
 	w.rename("B/x", "B/y")
 	w.rename("B/y", "Z")
-	a2 := w.f.query()
-	for _, e := range a2.Entries {
-		t.Logf("listed %s %s", e.Path, e.Type)
-	}
-	w.mkdir("B/x")
-	w.copyAll(a2)
-	w.checkDest("after copy 2")
-	w.f.bless(a2.Query)
-	w.round()
+	w.copyRemade(w.f.query(), "after copy 2", true, "B/x")
 }
 
 // TestOldNamesOnceOrder2: the same with the directory moved away and
@@ -74,15 +63,7 @@ func TestOldNamesOnceOrder2(t *testing.T) {
 	w.rename("A", "B")
 	w.mkdir("A")
 	w.rename("B/x", "Z")
-	a2 := w.f.query()
-	for _, e := range a2.Entries {
-		t.Logf("listed %s %s", e.Path, e.Type)
-	}
-	w.mkdir("B/x")
-	w.copyAll(a2)
-	w.checkDest("after copy 2")
-	w.f.bless(a2.Query)
-	w.round()
+	w.copyRemade(w.f.query(), "after copy 2", true, "B/x")
 }
 
 // TestOldNamesFileRenamedOver: a file renamed over a name of the moved
@@ -98,15 +79,7 @@ func TestOldNamesFileRenamedOver(t *testing.T) {
 	w.rename("X", "Y")
 	w.write("tmp")
 	w.do(Intent{Op: OpRename, Path: "tmp", Path2: "Y/n"}, bop{kind: "rename", path: "tmp", path2: "Y/n"})
-	a := w.f.query()
-	for _, e := range a.Entries {
-		t.Logf("listed %s %s", e.Path, e.Type)
-	}
-	w.mkdir("X") // made again before the copy
-	w.copyAll(a)
-	w.checkDest("after the copy")
-	w.f.bless(a.Query)
-	w.round()
+	w.copyRemade(w.f.query(), "after the copy", true, "X")
 }
 
 // TestOldNamesFileThenDir: the file removed and a directory made under
@@ -119,15 +92,7 @@ func TestOldNamesFileThenDir(t *testing.T) {
 	w.rename("X", "Y")
 	w.unlink("Y/n")
 	w.mkdir("Y/n")
-	a := w.f.query()
-	for _, e := range a.Entries {
-		t.Logf("listed %s %s", e.Path, e.Type)
-	}
-	w.mkdir("X")
-	w.copyAll(a)
-	w.checkDest("after the copy")
-	w.f.bless(a.Query)
-	w.round()
+	w.copyRemade(w.f.query(), "after the copy", true, "X")
 }
 
 // TestOldNamesFirstAnswerSeeded: before the first answer DEST may be a
@@ -141,11 +106,5 @@ func TestOldNamesFirstAnswerSeeded(t *testing.T) {
 		w.dest[p] = n
 	}
 	w.rename("C", "B")
-	a := w.f.query()
-	for _, e := range a.Entries {
-		t.Logf("listed %s %s full=%v", e.Path, e.Type, a.Full)
-	}
-	w.mkdir("C")
-	w.copyAll(a)
-	w.checkDest("after the copy")
+	w.copyRemade(w.f.query(), "after the copy", false, "C")
 }

@@ -185,24 +185,35 @@ func (w *oldNamesWorld) round() int {
 	if a.Full {
 		w.t.Fatalf("query %d said full: %s", a.Query, a.FullWhy)
 	}
-	for _, p := range plainPaths(a) {
-		rsyncCopy(w.dest, w.f.back, p)
-	}
+	w.copyAll(a)
 	w.f.bless(a.Query)
 	w.touched, w.newNames, w.oldHeld = make(map[string]bool), nil, nil
+	w.checkDest("after the round")
+	return len(a.Entries)
+}
+
+// checkDest fails the test where DEST differs from BACKING.
+func (w *oldNamesWorld) checkDest(when string) {
+	w.t.Helper()
 	w.f.back.mu.Lock()
 	defer w.f.back.mu.Unlock()
 	for p, n := range w.f.back.cur {
 		if d, ok := w.dest[p]; !ok || d != n {
-			w.t.Errorf("after the round, DEST has %s as %+v (present %v), BACKING as %+v", p, d, ok, n)
+			w.t.Errorf("%s: DEST has %s as %+v (present %v), BACKING as %+v", when, p, d, ok, n)
 		}
 	}
 	for p := range w.dest {
 		if _, ok := w.f.back.cur[p]; !ok {
-			w.t.Errorf("after the round, DEST still has %s, which BACKING does not", p)
+			w.t.Errorf("%s: DEST still has %s, which BACKING does not", when, p)
 		}
 	}
-	return len(a.Entries)
+}
+
+// copyAll copies every path of the plain answer, as rsync does.
+func (w *oldNamesWorld) copyAll(a *Answer) {
+	for _, p := range plainPaths(a) {
+		rsyncCopy(w.dest, w.f.back, p)
+	}
 }
 
 // TestOldNamesChainsOf20: a directory renamed through 20 names, the old
@@ -396,9 +407,7 @@ func oldNamesCarriedForward(t *testing.T) {
 	w.unlink("d0")
 	w.mkdir("d0")
 	w.mkdir("d0/e")
-	for _, p := range plainPaths(a) {
-		rsyncCopy(w.dest, w.f.back, p)
-	}
+	w.copyAll(a)
 	w.f.bless(a.Query)
 	if _, stale := w.dest["d0/g"]; !stale {
 		t.Fatalf("the test is wrong: DEST should hold the stale d0/g after the first copy")
@@ -427,9 +436,7 @@ func TestOldNamesLeftInTheWindow(t *testing.T) {
 	w.unlink("d1/g")
 	a := w.f.query()
 	w.mkdir("d0")
-	for _, p := range plainPaths(a) {
-		rsyncCopy(w.dest, w.f.back, p)
-	}
+	w.copyAll(a)
 	w.f.bless(a.Query)
 	w.round() // fails if DEST still holds d0/g
 	if fb := w.f.tr.OldNameFallbacks(); fb != 0 {
