@@ -219,6 +219,15 @@ type ConsumerStatus struct {
 // Consumers lists every consumer, the default first, with what each has
 // pending (one scan of the journal from the lowest cursor: Pending).
 func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
+	ps, err := t.Pending()
+	if err != nil {
+		return nil, fmt.Errorf("consumers: %w", err)
+	}
+	return t.consumers(ps), nil
+}
+
+// consumers is Consumers with the pending paths ps (Pending).
+func (t *Tracker) consumers(ps []Pending) []ConsumerStatus {
 	st := t.stateNow()
 	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed, Full: st.Full,
 		QueryTime: st.QueryTime, BlessTime: st.BlessTime, BlessedBy: st.BlessedBy}}
@@ -226,10 +235,6 @@ func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 		out = append(out, ConsumerStatus{Name: c.Name, LastQuery: c.LastQuery, LastBlessed: c.LastBlessed,
 			QueryTime: c.QueryTime, BlessTime: c.BlessTime, BlessedBy: c.BlessedBy, Full: c.Full, Reset: c.Reset,
 			Lagging: t.warnLag > 0 && time.Since(time.Unix(max(c.BlessTime, c.Added), 0)) > t.warnLag})
-	}
-	ps, err := t.Pending()
-	if err != nil {
-		return nil, fmt.Errorf("consumers: %w", err)
 	}
 	for i := range out {
 		for _, p := range ps {
@@ -241,5 +246,5 @@ func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
 			}
 		}
 	}
-	return out, nil
+	return out
 }

@@ -216,6 +216,17 @@ func TestConsumerList(t *testing.T) {
 	if cs[1].Name != "c" || cs[1].PendingPaths != 2 || cs[1].OldestAge <= 0 {
 		t.Errorf("c: %+v, want 2 pending and an age", cs[1])
 	}
+	// a again after the default's bless: pending for the default once,
+	// and still once for c, which has it from before too (one set of
+	// paths serves every cursor: the latest period that names each).
+	f.mod(OpWrite, "a")
+	st, cs, err := f.tr.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PendingPaths != 1 || cs[0].PendingPaths != 1 || cs[1].PendingPaths != 2 {
+		t.Errorf("after a again: status %d, default %d, c %d pending; want 1, 1, 2", st.PendingPaths, cs[0].PendingPaths, cs[1].PendingPaths)
+	}
 }
 
 // RequireFullCopy (a mount whose check could not list what was removed

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,5 +240,66 @@ func TestCacheAfterRemount(t *testing.T) {
 	sameAttrs(t, "made while unmounted", m2, "g")
 	if a := query(t, m2.Mnt); !hasAll(a.Paths(), []string{"f", "g"}) {
 		t.Errorf("the check at mount did not list f and g: %q", a.Paths())
+	}
+}
+
+// TestNodeBudgetOption: -o max_nodes=N (and --max-nodes) bounds the
+// nodes that the kernel and the daemon hold; with 0 they are only
+// counted. Either way every name made is in the answer and reads as
+// BACKING holds it. Bad values are refused before anything is mounted.
+func TestNodeBudgetOption(t *testing.T) {
+	const budget, names = 300, 2000
+	small := mount(t, withArgs("-o", fmt.Sprintf("max_nodes=%d", budget)))
+	none := mount(t, withArgs("--max-nodes", "0"))
+	for _, m := range []*hsmMount{small, none} {
+		must(t, os.Mkdir(filepath.Join(m.Mnt, "d"), 0o755))
+		for i := 0; i < names; i++ {
+			must(t, os.Symlink("t", filepath.Join(m.Mnt, "d", fmt.Sprintf("s%04d", i))))
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for num(t, status(t, small.Mnt), "nodes") > budget {
+		if time.Now().After(deadline) {
+			t.Fatalf("-o max_nodes=%d: still %d nodes held 10 s after %d names were made", budget, num(t, status(t, small.Mnt), "nodes"), names)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st, stNone := status(t, small.Mnt), status(t, none.Mnt)
+	t.Logf("max_nodes=%d: %d nodes held, %d pruned; no budget: %d held, %d pruned", budget,
+		num(t, st, "nodes"), num(t, st, "nodes_pruned"), num(t, stNone, "nodes"), num(t, stNone, "nodes_pruned"))
+	if n := num(t, st, "nodes"); n < budget/2 {
+		t.Errorf("-o max_nodes=%d: %d nodes held: the newest should stay", budget, n)
+	}
+	if num(t, st, "nodes_pruned") == 0 || num(t, stNone, "nodes_pruned") != 0 || num(t, stNone, "nodes") < names {
+		t.Errorf("nodes pruned %d with the budget, %d without it (want some, and none); %d held without it, want at least %d",
+			num(t, st, "nodes_pruned"), num(t, stNone, "nodes_pruned"), num(t, stNone, "nodes"), names)
+	}
+	if r := hsm(t, "status", small.Mnt); !strings.Contains(r.stdout, "nodes:") {
+		t.Errorf("hsmfs status does not show the nodes: %v", r)
+	}
+	for _, m := range []*hsmMount{small, none} {
+		r := hsm(t, "changes", m.Mnt)
+		if r.code != 0 {
+			t.Fatalf("hsmfs changes: %v", r)
+		}
+		if got := len(parsePlain(t, []byte(r.stdout))); got < names+1 {
+			t.Errorf("%s: the answer lists %d paths, want the %d names and their directory", m.Mnt, got, names)
+		}
+		ents, err := os.ReadDir(filepath.Join(m.Mnt, "d"))
+		must(t, err)
+		for _, e := range ents {
+			if l, err := os.Readlink(filepath.Join(m.Mnt, "d", e.Name())); err != nil || l != "t" {
+				t.Fatalf("%s/d/%s: %q, %v", m.Mnt, e.Name(), l, err)
+			}
+		}
+	}
+	for _, bad := range [][]string{{"-o", "max_nodes=many"}, {"-o", "max_nodes=-1"}, {"--max-nodes", "-5"}} {
+		b, mn, j := newDirs(t)
+		if r := hsm(t, append(append([]string{"mount", "--journal", j}, bad...), b, mn)...); r.code != 2 {
+			t.Errorf("mount %s: %v, want exit 2", strings.Join(bad, " "), r)
+		}
+	}
+	if r := hsm(t, "mount", "--help"); !strings.Contains(r.stdout, "--max-nodes") {
+		t.Errorf("mount --help does not name --max-nodes")
 	}
 }

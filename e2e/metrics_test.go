@@ -169,6 +169,14 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v", f, v)
 		}
 	}
+	// The kernel holds d, d/a, d/b, c and d/link at least; far below the
+	// default budget, nothing is pruned.
+	if n := metricValue(t, fams, "hsmfs_nodes"); n < 5 || n != float64(num(t, st, "nodes")) {
+		t.Errorf("hsmfs_nodes %v, status says %d (want at least 5)", n, num(t, st, "nodes"))
+	}
+	if n := metricValue(t, fams, "hsmfs_nodes_pruned_total"); n != 0 {
+		t.Errorf("hsmfs_nodes_pruned_total %v under the budget", n)
+	}
 	if v := metricValue(t, fams, "hsmfs_modifications_in_flight"); v != 0 {
 		t.Errorf("%v modifications in flight at rest", v)
 	}

@@ -411,18 +411,15 @@ func or(a, b string) string {
 }
 
 func (c *ctlState) status() ([]byte, error) {
-	st, err := c.r.tr.Status()
+	st, cs, err := c.r.tr.Report() // one scan of the journal for both
 	if err != nil {
 		return nil, err
 	}
 	out := hsmctl.Status{CurrentPeriod: st.Current, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
 		PendingPaths: st.PendingPaths, InFlight: st.InFlight, OpenForWrite: st.OpenForWrite,
-		Recovered: st.Recovered, JournalSyncs: st.JournalSyncs, Run: st.Run, Mounted: c.r.mounted.Unix()}
+		Recovered: st.Recovered, JournalSyncs: st.JournalSyncs, Run: st.Run, Mounted: c.r.mounted.Unix(),
+		Nodes: c.r.prune.held(), NodesPruned: c.r.prune.pruned.Load()}
 	c.info(&out)
-	cs, err := c.r.tr.Consumers()
-	if err != nil {
-		return nil, err
-	}
 	out.Consumers = make([]hsmctl.ConsumerStatus, len(cs))
 	for i, cn := range cs {
 		out.Consumers[i] = hsmctl.ConsumerStatus{Name: cn.Name, LastQuery: cn.LastQuery, LastBlessed: cn.LastBlessed,

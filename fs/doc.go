@@ -25,8 +25,10 @@
 // (every fd checked to be its node's inode, so that an operation never
 // acts on what a stale path names), intent.go (the gate of every
 // modification: its durable intent first, and the log and count of those
-// that the tracker refused, for Config.OnJournalError), errno.go (the
-// one place where errors become errnos).
+// that the tracker refused, for Config.OnJournalError), prune.go (the
+// node budget: the kernel is asked to forget the oldest nodes past
+// Config.MaxNodes), errno.go (the one place where errors become
+// errnos).
 //
 // # Concurrency
 //
@@ -41,8 +43,12 @@
 // writable files and all its open files, counted before an open asks the
 // HSM and uncounted at release; read by getattr, statx, lookup and the
 // HSM's release and archive), and Root.noRecall (its own mutex: the
-// processes registered with "norecall PID"). Ordering between modifications and queries is the
-// tracker's job.
+// processes registered with "norecall PID"), and the node budget's list
+// (pruner.mu, a leaf lock: no notification is sent and no other lock is
+// taken while it is held; a slot's forgotten flag and the counts are
+// atomic, set by OnForget; Node.slot is written once, in OnAdd, before
+// go-fuse publishes the node).
+// Ordering between modifications and queries is the tracker's job.
 //
 // # Ownership of BACKING and modes
 //

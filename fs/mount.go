@@ -41,8 +41,11 @@ type Config struct {
 	// missing names (0: one second). What hsmfs changes behind the
 	// kernel's back it invalidates (cache.go).
 	CacheTimeout time.Duration
-	Debug        bool
-	Log          *slog.Logger
+	// MaxNodes is the node budget: past it hsmfs asks the kernel to
+	// forget the oldest nodes it holds (prune.go). 0 keeps every node.
+	MaxNodes int
+	Debug    bool
+	Log      *slog.Logger
 	// NameAdded, if set, hears of every name made in BACKING through the
 	// mount (or made another inode, by a rename), once it exists: the
 	// directory's inode, the name, its inode (internal/outside keeps
@@ -66,15 +69,30 @@ type Config struct {
 
 var _ = (gofs.NodeOnAdder)((*Node)(nil))
 
-// OnAdd builds the control directory once the root is in the tree.
+var _ = (gofs.NodeOnForgetter)((*Node)(nil))
+
+// OnAdd builds the control directory once the root is in the tree, and
+// counts every other node against the node budget (prune.go).
 func (n *Node) OnAdd(ctx context.Context) {
 	if n.IsRoot() {
 		n.r.ctl.build(ctx, &n.Inode)
+		return
 	}
+	n.r.prune.added(n)
 }
 
+// OnForget tells the node budget that go-fuse dropped the node.
+func (n *Node) OnForget() { n.r.prune.forgot(n) }
+
 // Server is a live mount. go-fuse's server stays inside fs.
-type Server struct{ srv *fuse.Server }
+type Server struct {
+	srv   *fuse.Server
+	prune *pruner
+}
+
+// Nodes reports the nodes that the kernel holds, and how many times the
+// node budget named one for the kernel to forget (prune.go).
+func (s *Server) Nodes() (held int, pruned uint64) { return s.prune.held(), s.prune.pruned.Load() }
 
 // Unmount asks the kernel to unmount; it fails while the mount is busy.
 func (s *Server) Unmount() error { return s.srv.Unmount() }
@@ -91,6 +109,7 @@ func Mount(cfg Config) (*Server, error) {
 	}
 	r := &Root{b: cfg.Backing, tr: cfg.Tracker, uid: cfg.UID, gid: cfg.GID, log: log, passthrough: !cfg.NoPassthrough,
 		euid: uint32(os.Geteuid()), egid: uint32(os.Getegid()), onJournalError: cfg.OnJournalError, mounted: time.Now(), hsm: cfg.HSM}
+	r.prune = newPruner(cfg.MaxNodes)
 	r.nameAdded = cfg.NameAdded
 	if r.nameAdded == nil {
 		r.nameAdded = func(uint64, string, uint64, bool) {}
@@ -196,5 +215,8 @@ func Mount(cfg Config) (*Server, error) {
 	if srv.KernelSettings().Flags64()&fuse.CAP_HANDLE_KILLPRIV_V2 == 0 {
 		log.Warn("the kernel does not offer HANDLE_KILLPRIV_V2: it asks for security.capability before every write and clears setuid and setgid itself")
 	}
-	return &Server{srv: srv}, nil
+	r.prune.root = &r.node.Inode
+	go r.prune.run()
+	go func() { srv.Wait(); close(r.prune.stop) }()
+	return &Server{srv: srv, prune: r.prune}, nil
 }

@@ -44,10 +44,14 @@ func (s *failingStore) Append(recs []*checkpoint.Record) error {
 type mounted struct {
 	mnt, back string
 	store     *failingStore
+	srv       *hfs.Server
 }
 
 // mount serves a new BACKING at a new mount point until the test ends.
-func mount(t *testing.T) *mounted {
+func mount(t *testing.T) *mounted { return mountWith(t, nil) }
+
+// mountWith is mount, with set changing the mount's Config first.
+func mountWith(t *testing.T, set func(*hfs.Config)) *mounted {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a FUSE mount")
@@ -72,10 +76,15 @@ func mount(t *testing.T) *mounted {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
-	srv, err := hfs.Mount(hfs.Config{Backing: b, Tracker: tr, Mountpoint: m.mnt})
+	cfg := hfs.Config{Backing: b, Tracker: tr, Mountpoint: m.mnt}
+	if set != nil {
+		set(&cfg)
+	}
+	srv, err := hfs.Mount(cfg)
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
+	m.srv = srv
 	t.Cleanup(func() {
 		for try := 0; ; try++ {
 			err := srv.Unmount()

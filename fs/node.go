@@ -57,6 +57,9 @@ type Root struct {
 	// noRecall: the processes whose reads of released files come from
 	// the tier (norecall.go).
 	noRecall noRecall
+	// prune keeps the nodes that the kernel holds within the budget
+	// (prune.go).
+	prune *pruner
 }
 
 // added tells nameAdded that the directory n holds name as ino now.
@@ -101,6 +104,9 @@ type Node struct {
 	// release a file that is open): counted before the open asks the
 	// HSM, uncounted at release.
 	opens atomic.Int32
+	// slot is the node's place in the node budget's queue (prune.go;
+	// nil without a budget).
+	slot *pruneSlot
 }
 
 var (
@@ -198,8 +204,15 @@ func (n *Node) newChild(ctx context.Context, dirfd int, name string, out *fuse.E
 		return nil, toErrno(err)
 	}
 	out.Attr.FromStat(&st)
-	child := &gofs.LoopbackNode{RootData: n.r.lroot}
-	ch := n.NewInode(ctx, child, n.idFromStat(&st, &btime))
+	id := n.idFromStat(&st, &btime)
+	// The node that go-fuse holds for the name already, if it is this
+	// inode: a new one would be made only for go-fuse to drop it (every
+	// listing looks up every name it shows), and would count against
+	// the node budget (prune.go) until collected.
+	ch := n.GetChild(name)
+	if ch == nil || ch.StableAttr() != (gofs.StableAttr{Mode: id.Mode & syscall.S_IFMT, Ino: id.Ino, Gen: id.Gen}) {
+		ch = n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.r.lroot}, id)
+	}
 	if cn, ok := ch.Operations().(*Node); ok && cn.writers.Load() > 0 {
 		out.SetAttrTimeout(writerAttrTimeout) // cache.go
 	}

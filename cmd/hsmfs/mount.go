@@ -83,6 +83,12 @@ Options (each also as -o NAME or -o NAME=VALUE, for fstab):
                      it). Give 1s if something writes BACKING around a
                      mount that is not in place (those changes are not
                      tracked; they then show within a second)
+  --max-nodes N, -o max_nodes=N
+                     the node budget: once the kernel holds more than N
+                     files and directories of the mount, hsmfs asks it to
+                     forget the oldest that are not in use (each costs
+                     the daemon about 500 bytes; they are looked up again
+                     when used). Default 200000; 0: no budget
   --restore-timeout DURATION, -o restore_timeout=DURATION
                      how long an open of a released file waits for its
                      tier (hsmfs hsm) before it fails with EIO (default 5m)
@@ -149,6 +155,7 @@ func runMount(args []string) error {
 	fs.DurationVar(&a.ConsumerWarnAge, "consumer-warn-age", 24*time.Hour, "")
 	fs.StringVar(&a.Metrics, "metrics", "", "")
 	fs.DurationVar(&a.CacheTimeout, "cache-timeout", defaultCacheTimeout, "")
+	fs.IntVar(&a.MaxNodes, "max-nodes", lifecycle.DefaultMaxNodes, "")
 	fs.DurationVar(&a.RestoreTimeout, "restore-timeout", 5*time.Minute, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -159,6 +166,9 @@ func runMount(args []string) error {
 	}
 	if err := applyOptions(&a, &fg, opts); err != nil { // options.go
 		return err
+	}
+	if a.MaxNodes < 0 {
+		return usagef("bad --max-nodes %d (a count, 0 or more)", a.MaxNodes)
 	}
 	// Descriptors that the caller left open (a shell's 5>&1, exec 7<f)
 	// must not live on in the daemon: a pipe would never see its end,

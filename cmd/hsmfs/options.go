@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,6 +26,16 @@ func duration(d *time.Duration, v string) error {
 	return nil
 }
 
+// count sets *n from an -o NAME=N.
+func count(n *int, v string) error {
+	x, err := strconv.Atoi(v)
+	if err != nil || x < 0 {
+		return usagef("bad number %q (a count, 0 or more)", v)
+	}
+	*n = x
+	return nil
+}
+
 var hsmfsOptions = []hsmfsOption{
 	{"journal", true, func(a *mountArgs, _ *bool, v string) error { a.Journal = v; return nil }},
 	{"log", true, func(a *mountArgs, _ *bool, v string) error { a.Log = v; return nil }},
@@ -38,6 +49,7 @@ var hsmfsOptions = []hsmfsOption{
 	{"metrics", true, func(a *mountArgs, _ *bool, v string) error { a.Metrics = v; return nil }},
 	{"consumer_warn_age", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.ConsumerWarnAge, v) }},
 	{"cache_timeout", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.CacheTimeout, v) }},
+	{"max_nodes", true, func(a *mountArgs, _ *bool, v string) error { return count(&a.MaxNodes, v) }},
 	{"restore_timeout", true, func(a *mountArgs, _ *bool, v string) error { return duration(&a.RestoreTimeout, v) }},
 }
 

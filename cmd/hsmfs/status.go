@@ -19,9 +19,10 @@ const statusUsage = `Usage: hsmfs status [--json] MOUNTPOINT
 Prints the mount's state: its daemon, BACKING, JOURNAL and the free
 space of the journal's disk, the current period, the last query and
 bless, pending paths, modifications in flight, whether it recovered from
-a crash, the check for changes made while it was not running, and the
-consumers, as hsmfs consumer list shows them. --json prints
-.hsm/status as it is (docs/usage.md lists its fields).
+a crash, the check for changes made while it was not running, the nodes
+held for the kernel (the node budget), and the consumers, as hsmfs
+consumer list shows them. --json prints .hsm/status as it is
+(docs/usage.md lists its fields).
 
 Exit codes: 0 printed, 1 not an hsmfs mount or failed, 2 bad command
 line.
@@ -77,6 +78,7 @@ func writeStatus(w io.Writer, st *hsmctl.Status, now time.Time) {
 		add("outside check", "%s", st.OutsideCheck)
 	}
 	add("journal syncs", "%d", st.JournalSyncs)
+	add("nodes", "%d held for the kernel, %d pruned", st.Nodes, st.NodesPruned)
 	if st.Metrics != "" {
 		add("metrics", "http://%s/metrics", st.Metrics)
 	}

@@ -93,6 +93,11 @@ type Status struct {
 	// than list more paths than the bound allows (docs/usage.md,
 	// "Answers that say full").
 	WholeAnswers uint64 `json:"whole_answers"`
+	// Nodes is how many nodes the kernel and hsmfs hold, and NodesPruned
+	// how many times the node budget named one for the kernel to forget
+	// (docs/usage.md, "Memory: the node budget").
+	Nodes       int    `json:"nodes"`
+	NodesPruned uint64 `json:"nodes_pruned"`
 	// The journal's file system: free bytes, and the reserve below which
 	// every modification fails with ENOSPC (JournalLow).
 	JournalFree    uint64           `json:"journal_free_bytes"`

@@ -25,6 +25,9 @@ type Config struct {
 	// CacheTimeout is how long the kernel may keep entries, attributes
 	// and missing names (fs.Config.CacheTimeout).
 	CacheTimeout time.Duration `json:"cache_timeout"`
+	// MaxNodes is the node budget (fs.Config.MaxNodes; 0: none;
+	// DefaultMaxNodes unless told).
+	MaxNodes int `json:"max_nodes"`
 	// RestoreTimeout bounds one restore of a released file: a tier that
 	// does not answer in time fails the opens waiting for it with EIO.
 	RestoreTimeout time.Duration `json:"restore_timeout"`

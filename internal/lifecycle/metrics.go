@@ -71,11 +71,12 @@ func (w *metricsWiring) addr() string {
 
 // serve starts answering scrapes; the mount is live, so every source is
 // there.
-func (w *metricsWiring) serve(tr *checkpoint.Tracker, j *journal.Journal, hm *hsm.Manager, log *slog.Logger) {
+func (w *metricsWiring) serve(tr *checkpoint.Tracker, j *journal.Journal, hm *hsm.Manager, srv *hfs.Server, log *slog.Logger) {
 	if w == nil {
 		return
 	}
 	w.m.Watch(tr, j)
+	w.m.WatchNodes(srv.Nodes)
 	w.m.WatchHSM(hsmStats{hm})
 	w.srv = w.m.Serve(w.l, log)
 	log.Info("metrics: serving", "url", "http://"+w.addr()+"/metrics")

@@ -23,6 +23,10 @@ import (
 	"github.com/hsmfs/hsmfs/journal"
 )
 
+// DefaultMaxNodes is the node budget that a mount gets unless told
+// (fs.DefaultMaxNodes).
+const DefaultMaxNodes = hfs.DefaultMaxNodes
+
 // Serve mounts and runs until unmounted or signalled. ready is called
 // once: with nil when the mount is live, or with the reason it is not;
 // warn, before it, tells the user what they should know (it is logged
@@ -91,7 +95,7 @@ func Serve(a Config, log *slog.Logger, ready func(error), warn func(string)) (er
 		}
 	}
 	// Before ready: a scrape that follows the mount finds the server up.
-	met.serve(tr, j, hm, log)
+	met.serve(tr, j, hm, srv, log)
 	defer profile(log)()
 	log.Info("mounted", "backing", a.Backing, "mountpoint", a.Mountpoint, "journal", a.Journal, "pid", os.Getpid())
 	reported = true
@@ -159,7 +163,7 @@ func debugDuration(name string, log *slog.Logger) time.Duration {
 func fsConfig(a Config, b *backing.Tree, j *journal.Journal, tr *checkpoint.Tracker, hm *hsm.Manager, oc *outsideCheck, met *metricsWiring, log *slog.Logger) hfs.Config {
 	return hfs.Config{
 		Backing: b, Tracker: tr, HSM: hm, Mountpoint: a.Mountpoint, Options: a.Options,
-		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log, CacheTimeout: a.CacheTimeout,
+		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Debug: a.Debug, Log: log, CacheTimeout: a.CacheTimeout, MaxNodes: a.MaxNodes,
 		NoPassthrough: a.NoPassthru, NameAdded: oc.nameAdded, NameRemoved: oc.nameRemoved, Header: oc.status,
 		Info: func(st *hsmctl.Status) {
 			st.Pid, st.Backing, st.Mountpoint, st.Journal = os.Getpid(), a.Backing, a.Mountpoint, a.Journal

@@ -141,3 +141,17 @@ func errnoName(e syscall.Errno) string {
 	}
 	return fmt.Sprintf("errno%d", int(e))
 }
+
+// WatchNodes registers the node budget's gauge and counter: nodes
+// reports the nodes that the kernel and hsmfs hold and how many the
+// budget asked the kernel to forget (fs.Server.Nodes).
+func (m *Metrics) WatchNodes(nodes func() (int, uint64)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hsmfs_nodes",
+		Help: "Files and directories of the mount that the kernel holds, and hsmfs with it (about 500 bytes each); the node budget (--max-nodes) keeps them near it.",
+	}, func() float64 { n, _ := nodes(); return float64(n) }))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "hsmfs_nodes_pruned_total",
+		Help: "Nodes that the node budget asked the kernel to forget (those not in use; a pruned name is looked up again when used).",
+	}, func() float64 { _, p := nodes(); return float64(p) }))
+}
