@@ -216,17 +216,8 @@ type ConsumerStatus struct {
 	Lagging bool
 }
 
-// Consumers lists every consumer, the default first, with what each has
-// pending (one scan of the journal from the lowest cursor: Pending).
-func (t *Tracker) Consumers() ([]ConsumerStatus, error) {
-	ps, err := t.Pending()
-	if err != nil {
-		return nil, fmt.Errorf("consumers: %w", err)
-	}
-	return t.consumers(ps), nil
-}
-
-// consumers is Consumers with the pending paths ps (Pending).
+// consumers lists every consumer, the default first, with what each has
+// pending (ps, from Pending).
 func (t *Tracker) consumers(ps []Pending) []ConsumerStatus {
 	st := t.stateNow()
 	out := []ConsumerStatus{{Name: DefaultConsumer, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed, Full: st.Full,

@@ -86,7 +86,7 @@ func TestConsumersHaveTheirOwnCursors(t *testing.T) {
 	if d := f.queryFor("backup"); d.BlessedBy != "" {
 		t.Errorf("a bless that named no one: blessed_by %q", d.BlessedBy)
 	}
-	cs, err := f.tr.Consumers()
+	_, cs, err := f.tr.Status()
 	if err != nil || cs[0].QueryTime == 0 || cs[0].BlessTime == 0 {
 		t.Errorf("the default consumer's times are not kept: %+v, %v", cs, err)
 	}
@@ -188,7 +188,7 @@ func TestConsumerLagPolicy(t *testing.T) {
 		t.Errorf("answer after the lag: reset %v full %v, want both", a.Reset, a.Full)
 	}
 	wantPaths(t, a)
-	cs, err := f.tr.Consumers()
+	_, cs, err := f.tr.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestConsumerList(t *testing.T) {
 	f.mod(OpWrite, "a")
 	f.mod(OpWrite, "b")
 	f.bless(f.query().Query)
-	cs, err := f.tr.Consumers()
+	_, cs, err := f.tr.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestConsumerList(t *testing.T) {
 	// and still once for c, which has it from before too (one set of
 	// paths serves every cursor: the latest period that names each).
 	f.mod(OpWrite, "a")
-	st, cs, err := f.tr.Report()
+	st, cs, err := f.tr.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestRequireFullCopy(t *testing.T) {
 			t.Errorf("consumer %q: full not said until the bless", name)
 		}
 	}
-	st, err := f.tr.Consumers()
+	_, st, err := f.tr.Status()
 	if err != nil || len(st) != 2 || !st[0].Full || !st[1].Full {
 		t.Errorf("consumer list: %+v, %v; want both full", st, err)
 	}

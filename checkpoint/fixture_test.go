@@ -110,7 +110,7 @@ func (f *fixture) appends() int {
 
 func (f *fixture) status() Status {
 	f.t.Helper()
-	st, err := f.tr.Status()
+	st, _, err := f.tr.Status()
 	if err != nil {
 		f.t.Fatalf("Status: %v", err)
 	}

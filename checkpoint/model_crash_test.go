@@ -102,7 +102,7 @@ func (w *mworld) crash(powerCut bool) {
 	if tr.Current() != prevCurrent+1 {
 		w.fail(failAPI, "recovery started period %d, want %d", tr.Current(), prevCurrent+1)
 	}
-	if st, err := tr.Status(); err != nil || !st.Recovered {
+	if st, _, err := tr.Status(); err != nil || !st.Recovered {
 		w.fail(failAPI, "Status after %s: recovered=%v err=%v", what, st.Recovered, err)
 	}
 	w.logf("%s: BACKING kept %d and lost %d unsynced operation(s); new mount, period %d", what, kept, dropped, tr.Current())
@@ -208,7 +208,7 @@ func (w *mworld) settle() {
 	for _, p := range w.store.problems() {
 		w.fail(failStore, "%s", p)
 	}
-	if st, err := w.tr.Status(); err != nil || st.InFlight != 0 || st.OpenForWrite != 0 {
+	if st, _, err := w.tr.Status(); err != nil || st.InFlight != 0 || st.OpenForWrite != 0 {
 		w.fail(failAPI, "settle: status %+v, %v", st, err)
 	}
 }

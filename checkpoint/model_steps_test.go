@@ -437,7 +437,7 @@ func (w *mworld) startAdvanceFor(query bool, consumer string) {
 	for _, m := range w.mods {
 		a.waitFor[m.id] = true
 	}
-	if st, err := w.tr.Status(); err == nil && st.InFlight != int64(len(w.mods)) {
+	if st, _, err := w.tr.Status(); err == nil && st.InFlight != int64(len(w.mods)) {
 		w.fail(failAPI, "Status().InFlight = %d, the model has %d modifications in flight", st.InFlight, len(w.mods))
 	}
 	tr := w.tr

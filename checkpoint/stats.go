@@ -151,19 +151,10 @@ type Status struct {
 	Run          uint64
 }
 
-// Status reports the state. Pending paths are counted from the journal
-// (see Pending, whose cost it has).
-func (t *Tracker) Status() (Status, error) {
-	ps, err := t.Pending()
-	if err != nil {
-		return Status{}, fmt.Errorf("status: %w", err)
-	}
-	return t.status(ps), nil
-}
-
-// Report is Status and Consumers from one scan of the journal (.hsm/status
-// shows both).
-func (t *Tracker) Report() (Status, []ConsumerStatus, error) {
+// Status reports the state and every consumer (Consumers), from one
+// scan of the journal for their pending paths (see Pending, whose cost it
+// has).
+func (t *Tracker) Status() (Status, []ConsumerStatus, error) {
 	ps, err := t.Pending()
 	if err != nil {
 		return Status{}, nil, fmt.Errorf("status: %w", err)

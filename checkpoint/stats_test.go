@@ -56,7 +56,7 @@ func TestStatsAndHooks(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := ps[0]
-		st, err := tr.Status()
+		st, _, err := tr.Status()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -411,14 +411,14 @@ func or(a, b string) string {
 }
 
 func (c *ctlState) status() ([]byte, error) {
-	st, cs, err := c.r.tr.Report() // one scan of the journal for both
+	st, cs, err := c.r.tr.Status()
 	if err != nil {
 		return nil, err
 	}
 	out := hsmctl.Status{CurrentPeriod: st.Current, LastQuery: st.LastQuery, LastBlessed: st.LastBlessed,
 		PendingPaths: st.PendingPaths, InFlight: st.InFlight, OpenForWrite: st.OpenForWrite,
-		Recovered: st.Recovered, JournalSyncs: st.JournalSyncs, Run: st.Run, Mounted: c.r.mounted.Unix(),
-		Nodes: c.r.prune.held(), NodesPruned: c.r.prune.pruned.Load()}
+		Recovered: st.Recovered, JournalSyncs: st.JournalSyncs, Run: st.Run, Mounted: c.r.mounted.Unix()}
+	out.Nodes, out.NodesPruned = c.r.prune.counts()
 	c.info(&out)
 	out.Consumers = make([]hsmctl.ConsumerStatus, len(cs))
 	for i, cn := range cs {

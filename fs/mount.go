@@ -92,7 +92,7 @@ type Server struct {
 
 // Nodes reports the nodes that the kernel holds, and how many times the
 // node budget named one for the kernel to forget (prune.go).
-func (s *Server) Nodes() (held int, pruned uint64) { return s.prune.held(), s.prune.pruned.Load() }
+func (s *Server) Nodes() (held int, pruned uint64) { return s.prune.counts() }
 
 // Unmount asks the kernel to unmount; it fails while the mount is busy.
 func (s *Server) Unmount() error { return s.srv.Unmount() }

@@ -52,7 +52,7 @@ const pruneBatch = 256
 const DefaultMaxNodes = 200_000
 
 // compactSlack: the queue is compacted once its slots pass twice the live
-// nodes and this.
+// nodes and this (overgrown).
 const compactSlack = 4096
 
 // pruneSlot is one added node's place in the queue.
@@ -113,7 +113,7 @@ func (p *pruner) added(n *Node) {
 	slots := p.slots
 	p.mu.Unlock()
 	live := slots - int(p.forgotten.Load())
-	if live > p.max || slots > 2*live+compactSlack {
+	if live > p.max || overgrown(slots, live) {
 		select {
 		case p.kick <- struct{}{}:
 		default:
@@ -292,8 +292,16 @@ func (p *pruner) needsCompacting() bool {
 	p.mu.Lock()
 	slots := p.slots
 	p.mu.Unlock()
-	return slots > 2*(slots-int(p.forgotten.Load()))+compactSlack
+	return overgrown(slots, slots-int(p.forgotten.Load()))
 }
+
+// overgrown: the queue's slots outnumber its live nodes enough to be
+// compacted.
+func overgrown(slots, live int) bool { return slots > 2*live+compactSlack }
+
+// counts is the nodes held and how many times one was named to the
+// kernel (status and metrics).
+func (p *pruner) counts() (held int, pruned uint64) { return p.held(), p.pruned.Load() }
 
 func (p *pruner) queued() int {
 	p.mu.Lock()
